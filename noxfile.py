@@ -1,0 +1,45 @@
+"""Sessions of the Ollama build pipeline. The work lives in the `pipeline` package; these only call it.
+
+    nox -s build -- gfx1103         build, package and verify one target
+    nox -s targets -- --json        the matrix, for CI
+    nox -s tests                    the test suite (Docker tier included)
+"""
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+
+def _install(session: nox.Session, *extras: str) -> None:
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install("--quiet", "--editable", spec)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build targets: `nox -s build -- gfx1103`, globs ('gfx*') or --all. Output in dist/<target>/."""
+    _install(session)
+    session.run("python", "-m", "pipeline", "build", *session.posargs)
+
+
+@nox.session
+def targets(session: nox.Session) -> None:
+    """Show the target matrix; `-- --json` for CI."""
+    _install(session)
+    session.run("python", "-m", "pipeline", "targets", *session.posargs)
+
+
+@nox.session
+def plan(session: nox.Session) -> None:
+    """Show what a build would run, with the hash of every stage: `nox -s plan -- cpu`."""
+    _install(session)
+    session.run("python", "-m", "pipeline", "plan", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite: unit tests, then the Docker tier (and the upstream tier with OLLAMA_SOURCE)."""
+    _install(session, "test")
+    session.run("pytest", *session.posargs)

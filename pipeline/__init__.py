@@ -1,0 +1,1 @@
+"""Build Ollama from pinned upstream source for GPUs the official releases don't serve."""

@@ -1,0 +1,77 @@
+"""Run Ollama's build (cmake per backend, then go build) in a container of the builder image.
+
+The patched tree is mounted read-only at /src with fresh build/ and dist/ folders mounted over it, so
+the cached tree is never touched; ccache and the Go caches live in named volumes; the container runs
+as the invoking user so nothing it writes is owned by root. The result moves into the cache only
+when every step succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from docker.types import Mount
+
+from . import fsutil
+from .container import Container
+from .log import Log, StageResult
+from .plan import SRC, Plan
+from .settings import Settings
+
+HOST_CA = "/etc/ssl/host-ca-bundle.crt"
+VOLUMES = {"ccache": "/cache/ccache", "go-build": "/cache/go-build", "go-mod": "/cache/go-mod"}
+
+
+def result_dir(plan: Plan, settings: Settings) -> Path:
+    return settings.cache / "builds" / f"{plan.name}-{plan.hashes['build'][:24]}"
+
+
+def run(plan: Plan, tree: Path, image_id: str, source_date_epoch: int, settings: Settings, log: Log,
+        result: StageResult) -> tuple[Path, dict]:
+    out = result_dir(plan, settings)
+    info_file = out / "build.json"
+    if info_file.exists():
+        result.cached(f"build {plan.hashes['build'][:12]} done earlier")
+        return out, json.loads(info_file.read_text())
+
+    scratch = settings.cache / "scratch" / plan.name
+    shutil.rmtree(scratch, ignore_errors=True)
+    for sub in ("build", "dist"):
+        (scratch / sub).mkdir(parents=True)
+    mounts = [
+        Mount(SRC, str(tree), type="bind", read_only=True),
+        Mount(f"{SRC}/build", str(scratch / "build"), type="bind"),
+        Mount(f"{SRC}/dist", str(scratch / "dist"), type="bind"),
+        *(Mount(path, f"{settings.image_prefix.replace('/', '-')}-{name}", type="volume")
+          for name, path in VOLUMES.items()),
+    ]
+    env = {"CMAKE_BUILD_PARALLEL_LEVEL": str(settings.jobs), "SOURCE_DATE_EPOCH": str(source_date_epoch)}
+    if settings.ca_bundle:
+        mounts.append(Mount(HOST_CA, str(settings.ca_bundle.resolve()), type="bind", read_only=True))
+        env["SSL_CERT_FILE"] = HOST_CA
+    if settings.go_proxy:
+        env["GOPROXY"] = settings.go_proxy
+    started = time.monotonic()
+    with Container(plan.image_tag, log, mounts=mounts, user=f"{os.getuid()}:{os.getgid()}", env=env,
+                   workdir=SRC, keep=settings.keep_containers) as box:
+        for step in plan.steps:
+            log.line(f"-- {step.label}")
+            box.exec(step.argv, env=dict(step.env))
+    info = {
+        "target": plan.name,
+        "version": plan.version,
+        "hashes": plan.hashes,
+        "image": plan.image_tag,
+        "image_id": image_id,
+        "source_date_epoch": source_date_epoch,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    with fsutil.staging_dir(out) as staging:
+        os.rename(scratch / "dist", staging / "dist")
+        (staging / "build.json").write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(scratch, ignore_errors=True)
+    return out, info

@@ -1,0 +1,63 @@
+"""Builder images: the rendered docker/ template, built with the Docker SDK and tagged by its hash.
+
+An image whose tag exists is reused as it is: the tag is the hash of everything that went into it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import docker.errors
+
+from . import baseimage, engine
+from .errors import DockerError
+from .log import Log, StageResult
+from .plan import Plan
+from .settings import Settings
+
+
+def ensure(plan: Plan, settings: Settings, log: Log, result: StageResult) -> str:
+    """Return the builder image's id, building it when its tag is absent."""
+    client = engine.client()
+    try:
+        image = client.images.get(plan.image_tag)
+        result.cached(f"image {plan.image_tag} exists")
+        return image.id
+    except docker.errors.ImageNotFound:
+        pass
+    baseimage.ensure(plan.base_image, plan.builder.suite, settings, log)
+    log.line(f"building {plan.image_tag} from docker/{plan.builder.template}")
+    context = _context(plan.dockerfile)
+    stream = client.api.build(
+        fileobj=context, custom_context=True, tag=plan.image_tag, rm=True, forcerm=True, pull=False,
+        decode=True, buildargs={"DEBIAN_MIRROR": baseimage.mirror(settings)},
+        labels={"org.ollama-pipeline.builder": plan.builder_name,
+                "org.ollama-pipeline.hash": plan.hashes["builder"]},
+    )
+    for event in stream:
+        if "stream" in event:
+            for line in event["stream"].splitlines():
+                if line.strip():
+                    log.line(line)
+        elif "error" in event:
+            detail = event.get("errorDetail", {}).get("message", event["error"])
+            raise DockerError(f"builder image {plan.image_tag} failed: {detail.strip()} "
+                              f"(template docker/{plan.builder.template}; full log: {log.path})")
+        elif "aux" in event:
+            log.line(f"image {json.dumps(event['aux'])}")
+    return client.images.get(plan.image_tag).id
+
+
+def _context(dockerfile: str) -> io.BytesIO:
+    """A build context holding just the Dockerfile: nothing from the project leaks into the image."""
+    buf = io.BytesIO()
+    data = dockerfile.encode()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        info.mode = 0o644
+        tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf

@@ -1,0 +1,138 @@
+"""Command line: `python -m pipeline COMMAND`. The nox sessions call this; errors are caught here once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from collections.abc import Sequence
+
+from . import plan as planning
+from . import targets
+from .errors import PipelineError
+from .log import duration
+from .settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--targets-file", help="the target matrix (default: targets.toml of the project)")
+    common.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+
+    p = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", parents=[common], help="build and package targets")
+    b.add_argument("targets", nargs="*", metavar="TARGET", help="names or globs ('gfx*')")
+    b.add_argument("--all", action="store_true", help="every target of the matrix")
+    b.add_argument("--source", help="git URL or local repository replacing source.url (or OLLAMA_SOURCE)")
+    b.add_argument("--debian-mirror", help="Debian mirror for base and builder images "
+                                           "(default: PIPELINE_DEBIAN_MIRROR, then this machine's apt sources)")
+    b.add_argument("--dist", help="output folder (default: dist/ of the project)")
+    b.add_argument("--jobs", type=int, help="parallel compile jobs (default: CPU count)")
+
+    t = sub.add_parser("targets", parents=[common], help="show the matrix")
+    t.add_argument("--json", action="store_true", help="machine-readable, for CI matrices")
+
+    pl = sub.add_parser("plan", parents=[common], help="show what a build would do, with stage hashes")
+    pl.add_argument("targets", nargs="*", metavar="TARGET")
+    pl.add_argument("--all", action="store_true")
+    pl.add_argument("--source")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # nox and CI stop children with SIGTERM: unwind like Ctrl-C so containers and partial files go.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return COMMANDS[args.command](args)
+    except PipelineError as exc:
+        if args.traceback or os.environ.get("PIPELINE_TRACEBACK"):
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: containers removed, previous artifacts kept", file=sys.stderr)
+        return 130
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _settings(args) -> Settings:
+    return Settings.from_env(
+        targets_file=_path(getattr(args, "targets_file", None)),
+        source=getattr(args, "source", None),
+        debian_mirror=getattr(args, "debian_mirror", None),
+        dist=_path(getattr(args, "dist", None)),
+        jobs=getattr(args, "jobs", None),
+    )
+
+
+def _path(value):
+    return Path(value).resolve() if value else None
+
+
+def _selection(args, matrix: targets.Matrix) -> list[targets.Target]:
+    return matrix.select(["--all"] if args.all else args.targets)
+
+
+def cmd_build(args) -> int:
+    from . import orchestrate
+
+    settings = _settings(args)
+    matrix = targets.load(settings.targets_file)
+    chosen = _selection(args, matrix)
+    # Plan everything first: a bad patch name or template fails before any work starts.
+    plans = [planning.make(matrix, t, settings) for t in chosen]
+    outcomes = [orchestrate.build_target(p, settings) for p in plans]
+    print("", file=sys.stderr)
+    for o in outcomes:
+        stages = ", ".join(f"{name} {state}" for name, state, _ in o.stages)
+        print(f"{o.target}: {o.archive} ({duration(o.seconds)}; {stages})", file=sys.stderr)
+    return 0
+
+
+def cmd_targets(args) -> int:
+    settings = _settings(args)
+    matrix = targets.load(settings.targets_file)
+    rows = [_describe(t) for t in matrix.targets.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = ("target", "backends", "gpu archs", "builder", "upstream", "description")
+    table = [header] + [(r["name"], ",".join(r["backends"]), ",".join(r["gpu_archs"]) or "-", r["builder"],
+                         r["tag"], r["description"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def _describe(t: targets.Target) -> dict:
+    return {"name": t.name, "description": t.description, "backends": list(t.backends),
+            "gpu_archs": list(t.gpu_archs), "builder": t.builder, "tag": t.source.tag,
+            "commit": t.source.commit, "patches": list(t.patches), "runtime_env": dict(t.runtime.env)}
+
+
+def cmd_plan(args) -> int:
+    settings = _settings(args)
+    matrix = targets.load(settings.targets_file)
+    for t in _selection(args, matrix):
+        p = planning.make(matrix, t, settings)
+        print(f"{p.name}: {p.version} from {p.source_url} @ {t.source.commit[:12]}")
+        print(f"  image   {p.image_tag}")
+        for stage, value in p.hashes.items():
+            print(f"  {stage:8}{value}")
+        for step in p.steps:
+            print(f"  step    {' '.join(step.argv)}")
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "targets": cmd_targets, "plan": cmd_plan}

@@ -1,0 +1,92 @@
+"""Progress on the console and a full log on disk.
+
+Every line a stage prints, and every line a command writes, goes to the target's log file; the console
+sees the same lines prefixed with the target, the stage and the time elapsed since the run began, so a
+long compile always says where it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{secs:02d}"
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+
+
+class Log:
+    def __init__(self, target: str, path: Path | None = None, console: TextIO | None = None):
+        self.target = target
+        self.path = path
+        self.console = console if console is not None else sys.stderr
+        self.started = time.monotonic()
+        self.stage_name = "-"
+        self._file = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
+        self.stages: list[tuple[str, str, float]] = []  # (stage, outcome, seconds)
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def line(self, text: str) -> None:
+        text = text.rstrip("\n")
+        prefix = f"[{self.target} {self.stage_name} {_clock(self.elapsed)}]"
+        print(f"{prefix} {text}", file=self.console, flush=True)
+        if self._file:
+            self._file.write(f"{prefix} {text}\n")
+            self._file.flush()
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[StageResult]:
+        """Time a stage; the body may call result.cached(why) to say it reused earlier work."""
+        previous, self.stage_name = self.stage_name, name
+        result = StageResult()
+        start = time.monotonic()
+        self.line(f"==> {name}")
+        try:
+            yield result
+        except BaseException:
+            self.line(f"<== {name}: failed after {duration(time.monotonic() - start)}")
+            self.stages.append((name, "failed", time.monotonic() - start))
+            raise
+        else:
+            took = time.monotonic() - start
+            outcome = f"cached ({result.reason})" if result.reason else "done"
+            self.line(f"<== {name}: {outcome} in {duration(took)}")
+            self.stages.append((name, "cached" if result.reason else "done", took))
+        finally:
+            self.stage_name = previous
+
+
+class StageResult:
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        self.reason = ""
+
+    def cached(self, reason: str) -> None:
+        self.reason = reason

@@ -1,0 +1,100 @@
+"""Run the stages for one target, in order, each either reusing its cached result or doing the work:
+
+    plan -> source -> patches -> builder -> build -> package
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+from . import build, builder, fsutil, package, patches, runner, source
+from .log import Log, duration
+from .plan import Plan
+from .settings import Settings
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    target: str
+    archive: Path
+    log: Path
+    stages: tuple[tuple[str, str, float], ...]
+    seconds: float
+
+
+def tree_dir(plan: Plan, settings: Settings) -> Path:
+    return settings.cache / "trees" / plan.hashes["patches"][:24]
+
+
+def build_target(plan: Plan, settings: Settings) -> Outcome:
+    log_path = settings.dist / plan.name / "build.log"
+    with Log(plan.name, log_path) as log:
+        log.line(f"target {plan.name}: {plan.target.description}")
+        log.line(f"version {plan.version} from {plan.source_url} ({plan.target.source.tag})")
+        for stage, value in plan.hashes.items():
+            log.line(f"hash {stage:8} {value[:16]}")
+        tree = prepare_tree(plan, settings, log)
+        meta = json.loads(tree.with_name(tree.name + ".json").read_text())
+
+        with log.stage("builder") as stage:
+            image_id = builder.ensure(plan, settings, log, stage)
+
+        with log.stage("build") as stage:
+            epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or meta["commit_time"])
+            build_dir, info = build.run(plan, tree, image_id, epoch, settings, log, stage)
+
+        with log.stage("package") as stage:
+            archive = package.run(plan, build_dir, info, settings.dist, log, stage)
+
+        log.line(f"done in {duration(log.elapsed)}: {archive}")
+        return Outcome(plan.name, archive, log_path, tuple(log.stages), log.elapsed)
+
+
+def prepare_tree(plan: Plan, settings: Settings, log: Log) -> Path:
+    """The source and patches stages: a verified, exported, patched tree in the cache.
+
+    The tree is built in a private staging folder and renamed into place only once every patch
+    applied, so no half-exported or half-patched tree is ever visible.
+    """
+    tree = tree_dir(plan, settings)
+    meta_file = tree.with_name(tree.name + ".json")
+    done = tree.is_dir() and meta_file.is_file()
+    staging = tree.with_name(f"{tree.name}.partial-{os.getpid()}")
+    t = plan.target.source
+    try:
+        with log.stage("source") as stage:
+            if done and not source.is_local(plan.source_url):
+                stage.cached(f"tree {tree.name[:12]} exported earlier")
+            else:
+                # A local repository is cheap to check: verify the tag even when the tree is cached.
+                gitdir = source.resolve(plan.source_url, t.tag, t.commit, settings.cache, log)
+                if done:
+                    stage.cached(f"tree {tree.name[:12]} exported earlier; tag verified")
+                else:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    skipped = source.export(gitdir, t.commit, staging, log)
+                    out = runner.run(log, ["git", "--git-dir", gitdir, "show", "-s", "--format=%ct",
+                                           t.commit], capture=True, quiet=True)
+                    meta = {"commit": t.commit, "commit_time": int(out.stdout.decode().strip()),
+                            "left_out": skipped}
+
+        with log.stage("patches") as stage:
+            if done:
+                stage.cached(f"tree {tree.name[:12]} patched earlier")
+            else:
+                patches.apply_series(plan.patches, staging, log, ref=t.tag)
+                meta["patches"] = [p.name for p in plan.patches]
+                # Mount points for the build's writable folders over the read-only tree.
+                for sub in ("build", "dist"):
+                    (staging / sub).mkdir(exist_ok=True)
+                # The record goes first: a tree without one is redone, never trusted.
+                fsutil.write_text(meta_file, json.dumps(meta, indent=2) + "\n")
+                shutil.rmtree(tree, ignore_errors=True)
+                os.rename(staging, tree)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return tree

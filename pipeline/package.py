@@ -1,0 +1,155 @@
+"""Package a build into a reproducible tarball with a manifest, written atomically under dist/<target>/.
+
+Layout follows upstream's release archives (bin/ollama, lib/ollama/...), so the Go code finds its
+runners the same way. Entries are sorted, owned by 0:0, stamped with SOURCE_DATE_EPOCH and compressed
+without a timestamp: the same build gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import stat
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from . import fsutil
+from .errors import PackageError
+from .log import Log, StageResult
+from .plan import Plan, file_sha256
+
+MANIFEST_IN_ARCHIVE = "lib/ollama/manifest.json"
+MANIFEST_VERSION = 1
+
+
+def manifest_path(plan: Plan, dist: Path) -> Path:
+    return dist / plan.name / "manifest.json"
+
+
+def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, result: StageResult) -> Path:
+    outdir = dist / plan.name
+    archive = outdir / plan.archive_name
+    outer = manifest_path(plan, dist)
+    if _is_current(archive, outer, plan):
+        result.cached(f"{archive.name} matches package hash {plan.hashes['package'][:12]}")
+        return archive
+
+    root = build_dir / "dist"
+    entries = _collect(root)
+    if "bin/ollama" not in {e[0] for e in entries}:
+        raise PackageError(f"the build produced no bin/ollama under {root}; see {log.path}")
+    epoch = int(build_info["source_date_epoch"])
+    manifest = _manifest(plan, build_info, root, entries)
+    inner = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+
+    log.line(f"writing {archive} ({len(entries)} entries, mtime {epoch})")
+    with fsutil.atomic_file(archive) as f:
+        _write_tar_gz(f, root, entries, inner, epoch, plan.target.package.compression_level)
+    manifest["archive"] = {"name": archive.name, "size": archive.stat().st_size,
+                           "sha256": file_sha256(archive)}
+    fsutil.write_text(outer, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    log.line(f"{archive.name}: {manifest['archive']['size'] / 1e6:.1f} MB, "
+             f"sha256 {manifest['archive']['sha256']}")
+    return archive
+
+
+def _is_current(archive: Path, outer: Path, plan: Plan) -> bool:
+    if not (archive.exists() and outer.exists()):
+        return False
+    try:
+        recorded = json.loads(outer.read_text())
+        return (recorded["hashes"]["package"] == plan.hashes["package"]
+                and recorded["archive"]["size"] == archive.stat().st_size
+                and recorded["archive"]["sha256"] == file_sha256(archive))
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _collect(root: Path) -> list[tuple[str, Path]]:
+    """Every path under root as (archive name, path), sorted; refuses links that leave the tree."""
+    entries: list[tuple[str, Path]] = []
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                target = os.readlink(path)
+                resolved = (path.parent / target).resolve()
+                if os.path.isabs(target) or not resolved.is_relative_to(real_root):
+                    raise PackageError(f"{rel} is a symlink to {target}, which leaves the package; "
+                                       "only relative links inside the tree can be packaged")
+            elif not (path.is_file() or path.is_dir()):
+                raise PackageError(f"{rel} is neither a file, a folder nor a symlink; cannot package it")
+            entries.append((rel, path))
+    entries.sort()
+    return entries
+
+
+def _manifest(plan: Plan, build_info: dict, root: Path, entries: list[tuple[str, Path]]) -> dict[str, Any]:
+    files = []
+    for rel, path in entries:
+        if path.is_symlink():
+            files.append({"path": rel, "link": os.readlink(path)})
+        elif path.is_file():
+            files.append({"path": rel, "size": path.stat().st_size, "sha256": file_sha256(path),
+                          "mode": "0755" if _executable(path) else "0644"})
+    t = plan.target
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "target": t.name,
+        "description": t.description,
+        "version": plan.version,
+        "upstream": {"url": t.source.url, "tag": t.source.tag, "commit": t.source.commit,
+                     "version": plan.upstream_version},
+        "patches": [{"name": p.name, "sha256": p.sha256} for p in plan.patches],
+        "builder": {"name": plan.builder_name, "image": plan.image_tag, "image_id": build_info["image_id"],
+                    "template": plan.builder.template, "suite": plan.builder.suite,
+                    "packages": list(plan.builder.packages)
+                    + [p for s in plan.builder.extra_suites for p in s.packages]},
+        "backends": [b.preset for b in plan.backends],
+        "gpu_archs": list(t.gpu_archs),
+        "runtime_env": dict(t.runtime.env),
+        "hashes": dict(plan.hashes),
+        "source_date_epoch": build_info["source_date_epoch"],
+        "files": files,
+    }
+
+
+def _executable(path: Path) -> bool:
+    return bool(path.stat().st_mode & stat.S_IXUSR)
+
+
+def _write_tar_gz(f, root: Path, entries, manifest: bytes, epoch: int, level: int) -> None:
+    # filename='' and mtime=0 keep the gzip header free of names and times.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=level, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        names = {rel for rel, _ in entries}
+        items = [(rel, path) for rel, path in entries]
+        if MANIFEST_IN_ARCHIVE not in names:
+            items.append((MANIFEST_IN_ARCHIVE, None))
+        for rel, path in sorted(items, key=lambda item: item[0]):
+            info = tarfile.TarInfo(rel)
+            info.mtime = epoch
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if path is None:
+                info.size, info.mode = len(manifest), 0o644
+                tar.addfile(info, io.BytesIO(manifest))
+            elif path.is_symlink():
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, os.readlink(path), 0o777
+                tar.addfile(info)
+            elif path.is_dir():
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size = path.stat().st_size
+                info.mode = 0o755 if _executable(path) else 0o644
+                with open(path, "rb") as src:
+                    tar.addfile(info, src)
+
+

@@ -1,0 +1,306 @@
+"""targets.toml, read once into frozen typed objects.
+
+The file has four kinds of table:
+
+* ``[defaults]``: target settings every target inherits; a target's own tables are merged over them
+  key by key (tables merge, everything else replaces).
+* ``[builders.NAME]``: builder images (a template from docker/ and what it installs).
+* ``[backends.NAME]``: the cmake presets of Ollama's build (CPU, ROCm 6, CUDA 11, ...).
+* ``[targets.NAME]``: the matrix.
+
+The schema is the dataclasses below: one place knows the keys, their types and their defaults. Unknown
+keys are refused with a close match; every message names the file, the table and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, SelectionError
+
+SHA1_HEX = frozenset("0123456789abcdef")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Source:
+    url: str
+    tag: str
+    commit: str
+    # Go variable stamped with -ldflags -X so that `ollama --version` names the build.
+    version_variable: str = "github.com/ollama/ollama/version.Version"
+    # What it is stamped with: {version} is the tag without its leading "v", {target} the target name.
+    version_format: str = "{version}+{target}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AptSuite:
+    """Extra Debian suite a builder takes some packages from (ROCm from unstable, say)."""
+
+    suite: str
+    packages: tuple[str, ...]
+    components: tuple[str, ...] = ("main",)
+    # Unstable's Release file is short-lived; snapshots of it need this off.
+    check_valid_until: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Builder:
+    template: str
+    description: str = ""
+    # The Debian suite of the base image; made with debootstrap when it cannot be had otherwise.
+    suite: str = "trixie"
+    components: tuple[str, ...] = ("main",)
+    packages: tuple[str, ...] = ()
+    extra_suites: tuple[AptSuite, ...] = ()
+    # Prepended to PATH in the image (Debian installs versioned Go under /usr/lib/go-1.XX/bin).
+    path: tuple[str, ...] = ()
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Backend:
+    preset: str
+    component: str
+    runner_dir: str = ""
+    # Cache variable that receives the target's gpu_archs (joined with ';'); empty for CPU.
+    arch_variable: str = ""
+    # Compiler launcher variables pointed at ccache.
+    launchers: tuple[str, ...] = ("CMAKE_C_COMPILER_LAUNCHER", "CMAKE_CXX_COMPILER_LAUNCHER")
+    cache_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class GoBuild:
+    flags: tuple[str, ...] = ("-trimpath", "-buildmode=pie")
+    ldflags: tuple[str, ...] = ("-w", "-s")
+    env: Mapping[str, str] = dataclasses.field(default_factory=lambda: {"CGO_ENABLED": "1"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Package:
+    format: str = "tar.gz"
+    compression_level: int = 9
+
+    def __post_init__(self) -> None:
+        if self.format not in PACKAGE_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(PACKAGE_FORMATS)}, got {self.format!r}")
+
+
+PACKAGE_FORMATS = ("tar.gz",)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Runtime:
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    name: str
+    description: str
+    source: Source
+    builder: str
+    backends: tuple[str, ...]
+    gpu_archs: tuple[str, ...] = ()
+    # Extra cmake cache variables for every configure of this target.
+    cmake_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    patches: tuple[str, ...] = ()
+    go: GoBuild = dataclasses.field(default_factory=GoBuild)
+    package: Package = dataclasses.field(default_factory=Package)
+    runtime: Runtime = dataclasses.field(default_factory=Runtime)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Matrix:
+    path: Path
+    targets: Mapping[str, Target]
+    builders: Mapping[str, Builder]
+    backends: Mapping[str, Backend]
+
+    def select(self, selectors: Iterable[str]) -> list[Target]:
+        """Targets matching names or globs ('gfx*'), in file order; 'all' or '--all' picks every one."""
+        selectors = list(selectors)
+        if not selectors:
+            raise SelectionError(f"no target given; known targets: {', '.join(self.targets)} (or --all)")
+        chosen: dict[str, Target] = {}
+        for sel in selectors:
+            if sel in ("all", "--all"):
+                return list(self.targets.values())
+            hits = [name for name in self.targets if fnmatch.fnmatchcase(name, sel)]
+            if not hits:
+                close = difflib.get_close_matches(sel, list(self.targets), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise SelectionError(
+                    f"unknown target {sel!r}{hint}; known targets: {', '.join(self.targets)}"
+                )
+            for name in hits:
+                chosen[name] = self.targets[name]
+        return [t for name, t in self.targets.items() if name in chosen]
+
+
+TOP_LEVEL = ("defaults", "builders", "backends", "targets")
+
+
+def load(path: Path) -> Matrix:
+    """Read and validate targets.toml."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"target matrix not found: looked for {path.resolve()} "
+            "(run from the project folder, or pass --targets-file / set PIPELINE_TARGETS)"
+        ) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(doc, path)
+
+
+def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
+    _reject_unknown(doc, TOP_LEVEL, f"{path}", "top-level table")
+    defaults = doc.get("defaults", {})
+    for name in ("builders", "backends", "targets", "defaults"):
+        if not isinstance(doc.get(name, {}), dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+
+    builders = {
+        name: _build(Builder, table, f"{path}: [builders.{name}]")
+        for name, table in doc.get("builders", {}).items()
+    }
+    backends = {
+        name: _build(Backend, table, f"{path}: [backends.{name}]")
+        for name, table in doc.get("backends", {}).items()
+    }
+    targets: dict[str, Target] = {}
+    for name, table in doc.get("targets", {}).items():
+        where = f"{path}: [targets.{name}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table")
+        merged = _merge(defaults, table)
+        merged["name"] = name
+        target = _build(Target, merged, where)
+        _check_target(target, builders, backends, where)
+        targets[name] = target
+    if not targets:
+        raise ConfigError(f"{path}: no [targets.NAME] table; the matrix is empty")
+    return Matrix(path=path, targets=targets, builders=builders, backends=backends)
+
+
+def _check_target(t: Target, builders: Mapping[str, Builder], backends: Mapping[str, Backend], where: str):
+    if t.builder not in builders:
+        raise ConfigError(f"{where} builder {t.builder!r} is not defined{_hint(t.builder, builders)}; "
+                          f"defined: {', '.join(builders) or 'none'}")
+    for b in t.backends:
+        if b not in backends:
+            raise ConfigError(f"{where} backend {b!r} is not defined{_hint(b, backends)}; "
+                              f"defined: {', '.join(backends) or 'none'}")
+    gpu = [b for b in t.backends if backends[b].arch_variable]
+    if gpu and not t.gpu_archs:
+        raise ConfigError(f"{where} backend {gpu[0]!r} compiles GPU code: set gpu_archs")
+    if t.gpu_archs and not gpu:
+        raise ConfigError(f"{where} gpu_archs is set but no backend takes GPU archs")
+    commit = t.source.commit.lower()
+    if len(commit) != 40 or not set(commit) <= SHA1_HEX:
+        raise ConfigError(f"{where} source.commit must be a full 40-digit commit id, got {t.source.commit!r}")
+    try:
+        t.source.version_format.format(version="0", target="t")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"{where} source.version_format: only {{version}} and {{target}} "
+                          f"may be used ({exc})") from None
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _hint(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _reject_unknown(table: Mapping[str, Any], allowed: Iterable[str], where: str, what: str = "key"):
+    allowed = list(allowed)
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{where} unknown {what} {key!r}{_hint(key, allowed)}; "
+                              f"allowed: {', '.join(allowed)}")
+
+
+def _build(cls: type, table: Any, where: str):
+    """Turn a TOML table into a frozen dataclass, checking keys and types against its fields."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table, got {_tname(table)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(table, fields, where)
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in table:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where} missing key {name!r} ({_describe(hints[name])})")
+            continue
+        kwargs[name] = _convert(hints[name], table[name], f"{where} key {name!r}", where, name)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"{where} {exc}") from None
+
+
+def _convert(tp: Any, value: Any, what: str, where: str, key: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, f"{where[:-1]}.{key}]" if where.endswith("]") else where)
+    if tp is str or tp is int or tp is bool:
+        # bool is an int in Python; TOML keeps them apart and so do we.
+        if type(value) is not tp:
+            raise ConfigError(f"{what} must be {_describe(tp)}, got {_tname(value)}")
+        return value
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{what} must be {_describe(tp)}, got {_tname(value)}")
+        return tuple(_convert(item, v, f"{what} item {i}", where, key) for i, v in enumerate(value))
+    if origin in (Mapping, dict) or tp is Mapping:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{what} must be {_describe(tp)}, got {_tname(value)}")
+        return types.MappingProxyType(dict(value))
+    raise TypeError(f"unsupported schema type {tp!r}")  # a bug in this module, not user input
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is str:
+        return "a string"
+    if tp is int:
+        return "an integer"
+    if tp is bool:
+        return "true or false"
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        return "a list of tables" if dataclasses.is_dataclass(inner) else "a list of strings"
+    if origin in (Mapping, dict):
+        return "a table of strings"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return str(tp)
+
+
+def _tname(value: Any) -> str:
+    return {str: "a string", int: "an integer", bool: "a boolean", float: "a number", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)

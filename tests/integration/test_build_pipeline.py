@@ -1,0 +1,190 @@
+"""The whole pipeline on a generated mini project: build -> tarball -> unpack -> run the binary."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from docker.types import Mount
+
+from pipeline import container, orchestrate, targets
+from pipeline import plan as planning
+from pipeline.errors import CommandError, PatchError
+from pipeline.plan import base_image_name
+
+from . import miniollama
+from .conftest import PROJECT, write_matrix
+
+
+def build(matrix_file: Path, settings):
+    matrix = targets.load(matrix_file)
+    plan = planning.make(matrix, matrix.targets["cpu"], settings)
+    return plan, orchestrate.build_target(plan, settings)
+
+
+def unpack(archive: Path, dest: Path) -> Path:
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
+def run_packaged(engine, settings, root: Path, *args: str) -> str:
+    """Run the packaged binary in a clean container of the base image: no toolchain, no build tree."""
+    out = engine.containers.run(
+        base_image_name(settings, "trixie"), ["/opt/ollama/bin/ollama", *args], remove=True,
+        mounts=[Mount("/opt/ollama", str(root), type="bind", read_only=True)],
+    )
+    return out.decode()
+
+
+def leftover_containers(engine) -> list:
+    return engine.containers.list(all=True, filters={"label": container.LABEL})
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_mini_project_builds_into_a_tarball_whose_binary_reports_the_stamped_version(
+        engine, mini_project, settings_for, tmp_path):
+    repo, commit = mini_project
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit))
+    plan, outcome = build(settings.targets_file, settings)
+
+    assert outcome.archive == settings.dist / "cpu" / "ollama-1.2.3-cpu.tar.gz"
+    assert [name for name, _, _ in outcome.stages] == ["source", "patches", "builder", "build", "package"]
+    with tarfile.open(outcome.archive) as tar:
+        names = tar.getnames()
+        assert all(m.uid == 0 and m.gid == 0 for m in tar.getmembers())
+    assert names == sorted(names)
+    for expected in ("bin/ollama", "lib/ollama/libggml-base.so", "lib/ollama/libggml-cpu.so",
+                     "lib/ollama/manifest.json"):
+        assert expected in names
+
+    root = unpack(outcome.archive, tmp_path / "unpacked")
+    assert run_packaged(engine, settings, root, "--version").strip() == "ollama version is 1.2.3+cpu"
+    # The binary finds its backend through the package layout, as Ollama does.
+    assert run_packaged(engine, settings, root, "backends").strip() == "backend cpu"
+
+    log = outcome.log.read_text()
+    assert "==> build" in log and "+ cmake --preset CPU" in log and "<== package: done" in log
+    assert (settings.dist / "cpu" / "manifest.json").exists()
+    assert leftover_containers(engine) == []
+
+
+def test_second_build_with_nothing_changed_reuses_every_stage(engine, mini_project, settings_for, tmp_path):
+    repo, commit = mini_project
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit))
+    _, first = build(settings.targets_file, settings)
+    digest = sha256(first.archive)
+
+    _, second = build(settings.targets_file, settings)
+
+    assert [(name, state) for name, state, _ in second.stages] == [
+        ("source", "cached"), ("patches", "cached"), ("builder", "cached"), ("build", "cached"),
+        ("package", "cached")]
+    assert sha256(second.archive) == digest
+    assert "cached (" in second.log.read_text()
+
+
+def test_outputs_belong_to_the_invoking_user(engine, mini_project, settings_for, tmp_path):
+    repo, commit = mini_project
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit))
+    plan, _ = build(settings.targets_file, settings)
+    built = settings.cache / "builds" / f"cpu-{plan.hashes['build'][:24]}"
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in built.rglob("*")}
+    assert owners == {(os.getuid(), os.getgid())}
+
+
+def test_failed_build_keeps_the_last_good_archive_and_removes_its_container(
+        engine, mini_project, settings_for, tmp_path):
+    repo, commit = mini_project
+    matrix = write_matrix(tmp_path / "targets.toml", repo, commit)
+    settings = settings_for(matrix)
+    _, good = build(matrix, settings)
+    good_digest = sha256(good.archive)
+
+    (repo / "main.go").write_text((repo / "main.go").read_text() + "\nthis is not Go\n")
+    broken = miniollama.commit_files(repo, "break the build", tag="v1.2.3")
+    write_matrix(matrix, repo, broken)
+
+    with pytest.raises(CommandError) as failure:
+        build(matrix, settings)
+
+    assert "go build" in str(failure.value) and "build.log" in str(failure.value)
+    assert sha256(good.archive) == good_digest
+    assert not list(settings.dist.rglob("*.partial"))
+    assert leftover_containers(engine) == []
+    assert "<== build: failed" in (settings.dist / "cpu" / "build.log").read_text()
+
+
+def test_patch_series_is_applied_before_the_build(engine, mini_project, settings_for, tmp_path):
+    repo, commit = mini_project
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    original = (repo / "main.go").read_text()
+    (repo / "main.go").write_text(original.replace("ollama version is", "patched ollama version is"))
+    diff = subprocess.run(["git", "-C", str(repo), "diff"], capture_output=True, check=True).stdout
+    (repo / "main.go").write_text(original)
+    (patches / "0001-say-patched.patch").write_bytes(diff)
+
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit,
+                                         patches=["0001-say-patched.patch"]))
+    _, outcome = build(settings.targets_file, settings)
+
+    root = unpack(outcome.archive, tmp_path / "unpacked")
+    assert run_packaged(engine, settings, root, "--version").strip() == \
+        "patched ollama version is 1.2.3+cpu"
+
+
+def test_patch_that_does_not_apply_stops_before_any_build(engine, mini_project, settings_for, tmp_path):
+    repo, commit = mini_project
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    (patches / "0001-stale.patch").write_text(
+        "--- a/main.go\n+++ b/main.go\n@@ -1,3 +1,3 @@\n-package nothere\n+package main\n \n /*\n")
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit,
+                                         patches=["0001-stale.patch"]))
+
+    with pytest.raises(PatchError, match=r"0001-stale.patch does not apply.*main.go"):
+        build(settings.targets_file, settings)
+
+    assert not (settings.cache / "trees").exists() or not [
+        p for p in (settings.cache / "trees").iterdir() if p.is_dir()]
+    assert not (settings.dist / "cpu" / "ollama-1.2.3-cpu.tar.gz").exists()
+
+
+def test_interrupted_build_removes_its_container_and_leaves_no_archive(
+        engine, mini_project, settings_for, tmp_path):
+    repo, commit = mini_project
+    # A slow step makes sure the interrupt lands while the container runs.
+    (repo / "CMakeLists.txt").write_text(miniollama.CMAKE + 'execute_process(COMMAND sleep 120)\n')
+    slow = miniollama.commit_files(repo, "slow configure", tag="v1.2.3")
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, slow))
+    env = {k: v for k, v in os.environ.items() if k != "OLLAMA_SOURCE"}
+    env.update(PIPELINE_CACHE=str(settings.cache))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "build", "cpu", "--targets-file", str(settings.targets_file),
+         "--dist", str(settings.dist)], cwd=PROJECT, env=env, stderr=subprocess.PIPE, text=True)
+    log = settings.dist / "cpu" / "build.log"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (log.exists() and "+ cmake --preset" in log.read_text()):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.5)
+    assert leftover_containers(engine), "the build container should be running"
+
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert leftover_containers(engine) == []
+    assert not (settings.dist / "cpu" / "ollama-1.2.3-cpu.tar.gz").exists()
+    assert not list(settings.dist.rglob("*.partial"))
