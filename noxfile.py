@@ -43,3 +43,13 @@ def tests(session: nox.Session) -> None:
     """Run the test suite: unit tests, then the Docker tier (and the upstream tier with OLLAMA_SOURCE)."""
     _install(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Measure no-op rebuild time and, with --cold, a cold build's time outside the toolchain.
+
+    Numbers go to dist/bench.json (--output to change): `nox -s bench -- cpu --cold`.
+    """
+    _install(session)
+    session.run("python", "-m", "pipeline", "bench", *session.posargs)

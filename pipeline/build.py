@@ -46,7 +46,7 @@ def run(plan: Plan, tree: Path, image_id: str, source_date_epoch: int, settings:
         Mount(SRC, str(tree), type="bind", read_only=True),
         Mount(f"{SRC}/build", str(scratch / "build"), type="bind"),
         Mount(f"{SRC}/dist", str(scratch / "dist"), type="bind"),
-        *(Mount(path, f"{settings.image_prefix.replace('/', '-')}-{name}", type="volume")
+        *(Mount(path, f"{settings.volume_prefix}-{name}", type="volume")
           for name, path in VOLUMES.items()),
     ]
     env = {"CMAKE_BUILD_PARALLEL_LEVEL": str(settings.jobs), "SOURCE_DATE_EPOCH": str(source_date_epoch)}
@@ -56,11 +56,14 @@ def run(plan: Plan, tree: Path, image_id: str, source_date_epoch: int, settings:
     if settings.go_proxy:
         env["GOPROXY"] = settings.go_proxy
     started = time.monotonic()
+    timings = []
     with Container(plan.image_tag, log, mounts=mounts, user=f"{os.getuid()}:{os.getgid()}", env=env,
                    workdir=SRC, keep=settings.keep_containers) as box:
         for step in plan.steps:
             log.line(f"-- {step.label}")
+            step_start = time.monotonic()
             box.exec(step.argv, env=dict(step.env))
+            timings.append({"step": step.label, "seconds": round(time.monotonic() - step_start, 2)})
     info = {
         "target": plan.name,
         "version": plan.version,
@@ -69,6 +72,7 @@ def run(plan: Plan, tree: Path, image_id: str, source_date_epoch: int, settings:
         "image_id": image_id,
         "source_date_epoch": source_date_epoch,
         "seconds": round(time.monotonic() - started, 1),
+        "steps": timings,
     }
     with fsutil.staging_dir(out) as staging:
         os.rename(scratch / "dist", staging / "dist")

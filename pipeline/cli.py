@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("targets", nargs="*", metavar="TARGET")
     pl.add_argument("--all", action="store_true")
     pl.add_argument("--source")
+    bn = sub.add_parser("bench", parents=[common], help="measure the pipeline; numbers go to a file")
+    bn.add_argument("targets", nargs="*", metavar="TARGET", default=["cpu"])
+    bn.add_argument("--source")
+    bn.add_argument("--dist", help="output folder of the warm builds (default: dist/)")
+    bn.add_argument("--cold", action="store_true", help="also time a build with empty caches")
+    bn.add_argument("--output", default="dist/bench.json", help="where the numbers go")
     return p
 
 
@@ -135,4 +141,15 @@ def cmd_plan(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "targets": cmd_targets, "plan": cmd_plan}
+def cmd_bench(args) -> int:
+    from . import bench
+
+    settings = _settings(args)
+    output = Path(args.output).resolve()
+    report = bench.run(args.targets, settings, output, cold=args.cold)
+    print(json.dumps(report, indent=2))
+    print(f"written to {output}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "targets": cmd_targets, "plan": cmd_plan, "bench": cmd_bench}

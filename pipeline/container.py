@@ -68,7 +68,8 @@ class Container:
         api = engine.client().api
         exec_id = api.exec_create(self._container.id, list(argv), environment=dict(env or {}),
                                   workdir=workdir or self.workdir, user=self.user or "")["Id"]
-        runner.stream(self.log, api.exec_start(exec_id, stream=True))
+        with self.log.heartbeat(" ".join(argv[:2])):
+            runner.stream(self.log, api.exec_start(exec_id, stream=True))
         code = api.exec_inspect(exec_id)["ExitCode"]
         if code != 0:
             raise CommandError(text, code, where="container",

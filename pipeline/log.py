@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,8 @@ class Log:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
         self.stages: list[tuple[str, str, float]] = []  # (stage, outcome, seconds)
+        self._lock = threading.Lock()
+        self._last_line = time.monotonic()
 
     def close(self) -> None:
         if self._file:
@@ -55,10 +58,31 @@ class Log:
     def line(self, text: str) -> None:
         text = text.rstrip("\n")
         prefix = f"[{self.target} {self.stage_name} {_clock(self.elapsed)}]"
-        print(f"{prefix} {text}", file=self.console, flush=True)
-        if self._file:
-            self._file.write(f"{prefix} {text}\n")
-            self._file.flush()
+        with self._lock:
+            self._last_line = time.monotonic()
+            print(f"{prefix} {text}", file=self.console, flush=True)
+            if self._file:
+                self._file.write(f"{prefix} {text}\n")
+                self._file.flush()
+
+    @contextlib.contextmanager
+    def heartbeat(self, label: str, every: float = 30.0) -> Iterator[None]:
+        """Say that `label` is still running whenever it has been quiet for `every` seconds."""
+        stop = threading.Event()
+        started = time.monotonic()
+
+        def beat() -> None:
+            while not stop.wait(min(every, 5.0)):
+                if time.monotonic() - self._last_line >= every:
+                    self.line(f"... still running: {label} ({duration(time.monotonic() - started)})")
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[StageResult]:

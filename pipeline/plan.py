@@ -111,8 +111,9 @@ def make(matrix: Matrix, target: Target, settings: Settings) -> Plan:
     hashes["builder"] = digest(["builder", STAGE_VERSIONS["builder"], rendered])
     hashes["build"] = digest(["build", STAGE_VERSIONS["build"], hashes["patches"], hashes["builder"],
                               steps])
+    # Everything the manifest records about the target is part of the package's hash.
     hashes["package"] = digest(["package", STAGE_VERSIONS["package"], hashes["build"], target.package,
-                                target.runtime, target.name, version])
+                                target.runtime, target.name, target.description, target.source, version])
     return Plan(
         target=target,
         builder_name=target.builder,

@@ -68,7 +68,8 @@ def run(
         if stdin is not None:
             proc.stdin.write(stdin)
             proc.stdin.close()
-        stream(log, iter(lambda: proc.stdout.read1(65536), b""))
+        with log.heartbeat(" ".join(args[:2])):
+            stream(log, iter(lambda: proc.stdout.read1(65536), b""))
         proc.wait()
         out = err = b""
     if check and proc.returncode != 0:

@@ -8,6 +8,8 @@ import os
 import re
 from pathlib import Path
 
+from .errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,6 +31,8 @@ class Settings:
     jobs: int = os.cpu_count() or 2
     keep_containers: bool = False
     image_prefix: str = "ollama-pipeline"
+    # Named volumes <prefix>-ccache, -go-build, -go-mod.
+    volume_prefix: str = "ollama-pipeline"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
@@ -51,24 +55,41 @@ class Settings:
         if env.get("PIPELINE_HOST_CA", "1") != "0" and Path(ca).is_file():
             values["ca_bundle"] = Path(ca)
         if env.get("PIPELINE_JOBS"):
+            if not env["PIPELINE_JOBS"].isdigit() or int(env["PIPELINE_JOBS"]) < 1:
+                raise ConfigError(f"PIPELINE_JOBS must be a positive whole number, got {env['PIPELINE_JOBS']!r}")
             values["jobs"] = int(env["PIPELINE_JOBS"])
         values["keep_containers"] = env.get("PIPELINE_KEEP_CONTAINERS", "") not in ("", "0")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
 
-_DEB822_URI = re.compile(r"^URIs:\s*(\S+)", re.MULTILINE)
-_ONE_LINE = re.compile(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+\S+", re.MULTILINE)
+def _apt_entries(text: str):
+    """(uris, suites, components) of every 'deb' entry, one-line or deb822."""
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields[:1] == ["deb"]:
+            if len(fields) > 1 and fields[1].startswith("["):
+                while fields and not fields[1].endswith("]"):
+                    fields.pop(1)
+                fields.pop(1)
+            if len(fields) >= 4:
+                yield [fields[1]], [fields[2]], fields[3:]
+    for stanza in re.split(r"\n\s*\n", text):
+        keys = dict(re.findall(r"^([A-Za-z-]+):[ \t]*(.*)$", stanza, re.MULTILINE))
+        if "deb" in keys.get("Types", "").split() and keys.get("URIs"):
+            yield keys["URIs"].split(), keys.get("Suites", "").split(), keys.get("Components", "").split()
 
 
 def machine_debian_mirror(etc: Path = Path("/etc/apt")) -> str | None:
-    """The first Debian archive (not -security, not a third-party repo) in this machine's apt sources."""
-    texts: list[str] = []
+    """The Debian archive in this machine's apt sources: a .../debian URL serving a suite's main
+    component (not -security, not a third-party repository that happens to end in /debian)."""
     for f in [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*"))]:
-        if f.is_file() and f.suffix in ("", ".list", ".sources"):
-            texts.append(f.read_text(errors="replace"))
-    for text in texts:
-        for url in _DEB822_URI.findall(text) + _ONE_LINE.findall(text):
-            if url.rstrip("/").endswith("/debian"):
-                return url.rstrip("/")
+        if not (f.is_file() and f.suffix in ("", ".list", ".sources")):
+            continue
+        for uris, suites, components in _apt_entries(f.read_text(errors="replace")):
+            if "main" not in components or all(s.endswith("-security") for s in suites):
+                continue
+            for url in uris:
+                if url.rstrip("/").endswith("/debian"):
+                    return url.rstrip("/")
     return None

@@ -7,7 +7,6 @@ place, so a mirror made with `git clone --mirror` (or a partial clone) works wit
 from __future__ import annotations
 
 import hashlib
-import tarfile
 from pathlib import Path
 
 from . import runner
@@ -66,28 +65,25 @@ def verify(gitdir: Path, tag: str, commit: str, url: str, log: Log) -> None:
     log.line(f"tag {tag} -> {found} (verified)")
 
 
-def missing_blobs(gitdir: Path, commit: str, log: Log) -> list[str]:
-    """Paths whose blobs a partial clone never fetched. In a full clone a missing blob is corruption."""
+def _tree_entries(gitdir: Path, commit: str, log: Log) -> list[tuple[str, str, str]]:
+    """(mode, sha, path) of every file and symlink of the commit; submodules are not followed."""
     listing = runner.run(log, ["git", "--git-dir", gitdir, "ls-tree", "-r", "-z", "--full-tree", commit],
                          capture=True, quiet=True).stdout
-    blobs: dict[str, str] = {}
+    entries = []
     for entry in listing.split(b"\0"):
-        if not entry:
-            continue
-        meta, path = entry.split(b"\t", 1)
-        _mode, kind, sha = meta.split()
-        if kind == b"blob":
-            blobs[sha.decode()] = path.decode("utf-8", "surrogateescape")
-    check = runner.run(log, ["git", "--git-dir", gitdir, "cat-file", "--batch-check"],
-                       stdin="\n".join(blobs).encode() + b"\n", capture=True, quiet=True).stdout
-    missing = [line.split()[0].decode() for line in check.splitlines() if line.endswith(b" missing")]
-    if not missing:
-        return []
-    paths = sorted(blobs[sha] for sha in missing)
-    if not _is_partial(gitdir):
-        raise SourceError(f"repository {gitdir} is corrupt: {len(paths)} file(s) of {commit[:12]} have no "
-                          f"data ({', '.join(paths[:5])}); re-clone it")
-    return paths
+        if entry:
+            meta, path = entry.split(b"\t", 1)
+            mode, kind, sha = meta.decode().split()
+            if kind == "blob":
+                entries.append((mode, sha, path.decode("utf-8", "surrogateescape")))
+    return entries
+
+
+def _missing(gitdir: Path, commit: str, log: Log) -> set[str]:
+    # rev-list reports absent objects without fetching them; cat-file would try the promisor remote.
+    out = runner.run(log, ["git", "--git-dir", gitdir, "rev-list", "--objects", "--no-walk",
+                           "--missing=print", commit], capture=True, quiet=True).stdout
+    return {line[1:].decode() for line in out.splitlines() if line.startswith(b"?")}
 
 
 def _is_partial(gitdir: Path) -> bool:
@@ -98,19 +94,50 @@ def _is_partial(gitdir: Path) -> bool:
 
 
 def export(gitdir: Path, commit: str, dest: Path, log: Log) -> list[str]:
-    """Write the tree of `commit` into the empty folder dest; returns the paths left out."""
-    skipped = missing_blobs(gitdir, commit, log)
+    """Write the tree of `commit` into dest; returns the paths left out.
+
+    Files a partial clone never fetched (Ollama's large test data, say) are left out and listed; in
+    a full clone a missing file is corruption and stops the export. Nothing here touches the network.
+    """
+    entries = _tree_entries(gitdir, commit, log)
+    missing = _missing(gitdir, commit, log)
+    skipped = sorted(path for _, sha, path in entries if sha in missing)
+    if skipped and not _is_partial(gitdir):
+        raise SourceError(f"repository {gitdir} is corrupt: {len(skipped)} file(s) of {commit[:12]} have "
+                          f"no data ({', '.join(skipped[:5])}); re-clone it")
     for path in skipped:
         log.line(f"warning: {path} is absent from the partial clone; left out of the tree")
+    present = [(mode, sha, path) for mode, sha, path in entries if sha not in missing]
+    shas = "".join(f"{sha}\n" for sha in dict.fromkeys(sha for _, sha, _ in present))
+    blob = runner.run(log, ["git", "--git-dir", gitdir, "cat-file", "--batch"], stdin=shas.encode(),
+                      capture=True, quiet=True).stdout
+    data = _parse_batch(blob)
     dest.mkdir(parents=True, exist_ok=True)
-    archive = dest.with_name(dest.name + ".tar")
-    excludes = [f":(top,literal,exclude){p}" for p in skipped]
-    try:
-        runner.run(log, ["git", "--git-dir", gitdir, "archive", "--format=tar", "-o", archive, commit,
-                         "--", ".", *excludes],
-                   capture=True, quiet=bool(excludes))
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-    finally:
-        archive.unlink(missing_ok=True)
+    root = dest.resolve()
+    for mode, sha, path in present:
+        target = dest / path
+        if ".." in Path(path).parts or not (root / path).resolve().parent.is_relative_to(root):
+            raise SourceError(f"{commit[:12]} has a path that leaves the tree: {path!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "120000":
+            link = data[sha].decode("utf-8", "surrogateescape")
+            if link.startswith("/") or not (target.parent / link).resolve().is_relative_to(root):
+                raise SourceError(f"{commit[:12]}: symlink {path} -> {link} leaves the tree")
+            target.symlink_to(link)
+        else:
+            target.write_bytes(data[sha])
+            target.chmod(0o755 if mode == "100755" else 0o644)
     return skipped
+
+
+def _parse_batch(out: bytes) -> dict[str, bytes]:
+    """Parse `git cat-file --batch` output: '<sha> <type> <size>\\n<content>\\n' per object."""
+    data: dict[str, bytes] = {}
+    pos = 0
+    while pos < len(out):
+        header_end = out.index(b"\n", pos)
+        sha, _kind, size = out[pos:header_end].decode().split()
+        start = header_end + 1
+        data[sha] = out[start:start + int(size)]
+        pos = start + int(size) + 1
+    return data

@@ -173,6 +173,8 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
         if not isinstance(doc.get(name, {}), dict):
             raise ConfigError(f"{path}: [{name}] must be a table")
 
+    # Checked on its own first, so that a mistake in [defaults] is reported where it was made.
+    _build(Target, defaults, f"{path}: [defaults]", partial=True, exclude=("name",))
     builders = {
         name: _build(Builder, table, f"{path}: [builders.{name}]")
         for name, table in doc.get("builders", {}).items()
@@ -186,6 +188,8 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
         where = f"{path}: [targets.{name}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table")
+        if "name" in table:
+            raise ConfigError(f"{where} key 'name' is not allowed: a target is named by its table")
         merged = _merge(defaults, table)
         merged["name"] = name
         target = _build(Target, merged, where)
@@ -242,30 +246,37 @@ def _reject_unknown(table: Mapping[str, Any], allowed: Iterable[str], where: str
                               f"allowed: {', '.join(allowed)}")
 
 
-def _build(cls: type, table: Any, where: str):
-    """Turn a TOML table into a frozen dataclass, checking keys and types against its fields."""
+def _build(cls: type, table: Any, where: str, *, partial: bool = False, exclude: tuple[str, ...] = ()):
+    """Turn a TOML table into a frozen dataclass, checking keys and types against its fields.
+
+    With partial, keys may be missing and only the checks are made (for [defaults]).
+    """
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table, got {_tname(table)}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in exclude}
     _reject_unknown(table, fields, where)
     kwargs = {}
     for name, f in fields.items():
         if name not in table:
+            if partial:
+                continue
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{where} missing key {name!r} ({_describe(hints[name])})")
             continue
-        kwargs[name] = _convert(hints[name], table[name], f"{where} key {name!r}", where, name)
+        kwargs[name] = _convert(hints[name], table[name], f"{where} key {name!r}", where, name, partial)
+    if partial:
+        return kwargs
     try:
         return cls(**kwargs)
     except ValueError as exc:
         raise ConfigError(f"{where} {exc}") from None
 
 
-def _convert(tp: Any, value: Any, what: str, where: str, key: str):
+def _convert(tp: Any, value: Any, what: str, where: str, key: str, partial: bool = False):
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, f"{where[:-1]}.{key}]" if where.endswith("]") else where)
+        return _build(tp, value, f"{where[:-1]}.{key}]" if where.endswith("]") else where, partial=partial)
     if tp is str or tp is int or tp is bool:
         # bool is an int in Python; TOML keeps them apart and so do we.
         if type(value) is not tp:
@@ -275,7 +286,7 @@ def _convert(tp: Any, value: Any, what: str, where: str, key: str):
         item = typing.get_args(tp)[0]
         if not isinstance(value, list):
             raise ConfigError(f"{what} must be {_describe(tp)}, got {_tname(value)}")
-        return tuple(_convert(item, v, f"{what} item {i}", where, key) for i, v in enumerate(value))
+        return tuple(_convert(item, v, f"{what} item {i}", where, key, partial) for i, v in enumerate(value))
     if origin in (Mapping, dict) or tp is Mapping:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise ConfigError(f"{what} must be {_describe(tp)}, got {_tname(value)}")

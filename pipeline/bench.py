@@ -1,0 +1,92 @@
+"""Benchmarks of the pipeline itself. Numbers go to a JSON file; no test asserts them.
+
+* no-op rebuild: wall time of `python -m pipeline build TARGET` when every stage is cached
+  (goal: under 10 s, all of it cache checks);
+* cold build: a build with an empty pipeline cache and empty compiler caches (the builder image is
+  kept), split into time spent in the toolchain's steps and time spent outside them: source export,
+  patching, image checks, container start, packaging (goal: under 5 %).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import docker.errors
+
+from . import build, engine, fsutil, orchestrate, targets
+from . import plan as planning
+from .settings import PROJECT_ROOT, Settings
+
+GOALS = {"noop_rebuild_seconds": 10.0, "cold_outside_toolchain_share": 0.05}
+
+
+def run(selection: list[str], settings: Settings, output: Path, *, cold: bool) -> dict:
+    matrix = targets.load(settings.targets_file)
+    report: dict = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "goals": GOALS,
+        "targets": {},
+    }
+    for target in matrix.select(selection):
+        plan = planning.make(matrix, target, settings)
+        entry = report["targets"][target.name] = {}
+        orchestrate.build_target(plan, settings)  # warm every cache first
+        entry["noop_rebuild"] = _noop(target.name, settings)
+        if cold:
+            entry["cold"] = _cold(matrix, target, settings)
+        fsutil.write_text(output, json.dumps(report, indent=2) + "\n")  # keep partial results
+    fsutil.write_text(output, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _noop(name: str, settings: Settings) -> dict:
+    cmd = [sys.executable, "-m", "pipeline", "build", name, "--targets-file", str(settings.targets_file),
+           "--dist", str(settings.dist)]
+    env = {**os.environ, "PIPELINE_CACHE": str(settings.cache)}
+    if settings.source:
+        env["OLLAMA_SOURCE"] = settings.source
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    seconds = time.monotonic() - start
+    cached = proc.stderr.count("cached (")
+    return {"seconds": round(seconds, 2), "exit_code": proc.returncode, "stages_cached": cached,
+            "meets_goal": proc.returncode == 0 and seconds < GOALS["noop_rebuild_seconds"]}
+
+
+def _cold(matrix: targets.Matrix, target: targets.Target, settings: Settings) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="ollama-pipeline-bench-"))
+    volumes = f"ollama-pipeline-bench-{os.getpid()}"
+    cold = dataclasses.replace(settings, cache=tmp / "cache", dist=tmp / "dist", volume_prefix=volumes)
+    try:
+        plan = planning.make(matrix, target, cold)
+        outcome = orchestrate.build_target(plan, cold)
+        info = json.loads((build.result_dir(plan, cold) / "build.json").read_text())
+        toolchain = sum(s["seconds"] for s in info["steps"])
+        outside = outcome.seconds - toolchain
+        return {
+            "seconds": round(outcome.seconds, 1),
+            "toolchain_seconds": round(toolchain, 1),
+            "outside_toolchain_seconds": round(outside, 1),
+            "outside_toolchain_share": round(outside / outcome.seconds, 4),
+            "stages": {name: round(sec, 2) for name, _, sec in outcome.stages},
+            "steps": info["steps"],
+            "meets_goal": outside / outcome.seconds < GOALS["cold_outside_toolchain_share"],
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for name in build.VOLUMES:
+            try:
+                engine.client().volumes.get(f"{volumes}-{name}").remove(force=True)
+            except docker.errors.DockerException:
+                pass  # best effort: the benchmark's own throw-away volumes

@@ -1,0 +1,37 @@
+"""Upstream tier: the real Ollama of targets.toml, from the mirror named by OLLAMA_SOURCE."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+
+import pytest
+
+from pipeline import orchestrate, targets
+from pipeline import plan as planning
+from pipeline.settings import Settings
+
+from .conftest import PROJECT
+from .test_build_pipeline import run_packaged
+
+pytestmark = [
+    pytest.mark.upstream,
+    pytest.mark.skipif(not os.environ.get("OLLAMA_SOURCE"),
+                       reason="OLLAMA_SOURCE is unset: point it at a clone or mirror of Ollama to build "
+                              "the real upstream source"),
+]
+
+
+def test_cpu_target_of_the_real_upstream_builds_and_reports_its_version(engine, tmp_path):
+    # The user's cache (or PIPELINE_CACHE) is used on purpose: a cold build of Ollama takes minutes.
+    settings = Settings.from_env(targets_file=PROJECT / "targets.toml", dist=tmp_path / "dist")
+    matrix = targets.load(settings.targets_file)
+    target = matrix.targets["cpu"]
+    outcome = orchestrate.build_target(planning.make(matrix, target, settings), settings)
+
+    root = tmp_path / "unpacked"
+    with tarfile.open(outcome.archive) as tar:
+        tar.extractall(root, filter="data")
+    version = run_packaged(engine, settings, root, "--version")
+    upstream = target.source.tag.removeprefix("v")
+    assert f"client version is {upstream}+cpu" in version

@@ -1,0 +1,122 @@
+"""Shared fixtures of the unit tier: fast, no Docker engine, real files and real git in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import docker
+import docker.client
+import pytest
+
+import pipeline.engine
+from pipeline import targets
+from pipeline.log import Log
+from pipeline.settings import Settings
+
+PROJECT = Path(__file__).resolve().parents[2]
+TARGETS_FILE = PROJECT / "targets.toml"
+
+
+class DockerEngineReached(AssertionError):
+    """A unit test reached for the Docker engine; unit tests must not need one."""
+
+
+class _Guard:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def trap(self, what: str):
+        def refuse(*args, **kwargs):
+            self.calls.append(what)
+            raise DockerEngineReached(
+                f"unit test reached for the Docker engine via {what}; unit tests run without Docker "
+                "(move the test to tests/integration, or keep the engine out of the code path)")
+        return refuse
+
+
+@pytest.fixture(autouse=True)
+def docker_guard(monkeypatch):
+    """Fail any unit test that touches the engine, even if the code under test swallows the error."""
+    guard = _Guard()
+    monkeypatch.setattr(pipeline.engine, "client", guard.trap("pipeline.engine.client()"))
+    for module in (docker, docker.client):
+        monkeypatch.setattr(module, "from_env", guard.trap("docker.from_env()"))
+        monkeypatch.setattr(module, "DockerClient", guard.trap("docker.DockerClient()"))
+    monkeypatch.setattr(docker, "APIClient", guard.trap("docker.APIClient()"))
+    yield guard
+    if guard.calls:
+        pytest.fail(f"unit test reached for the Docker engine: {', '.join(guard.calls)}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch, tmp_path_factory):
+    """Git and the pipeline see neither the user's configuration nor pipeline variables of the shell."""
+    home = tmp_path_factory.mktemp("home")
+    for var in ("PIPELINE_TARGETS", "PIPELINE_DIST", "PIPELINE_CACHE", "PIPELINE_PATCHES", "OLLAMA_SOURCE",
+                "PIPELINE_DEBIAN_MIRROR", "GOPROXY", "PIPELINE_JOBS", "PIPELINE_KEEP_CONTAINERS",
+                "PIPELINE_TRACEBACK", "XDG_CACHE_HOME", "SOURCE_DATE_EPOCH", "GIT_DIR", "GIT_WORK_TREE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    for who in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{who}_NAME", "Test")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", "test@example.invalid")
+        monkeypatch.setenv(f"GIT_{who}_DATE", "2025-01-02T03:04:05+00:00")
+
+
+@pytest.fixture(autouse=True)
+def restore_sigterm():
+    """cli.main() installs a SIGTERM handler; put pytest's back."""
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def git(cwd: Path, *args: str, stdin: bytes | None = None) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, check=False)
+    if out.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed in {cwd}: {out.stderr.decode()}")
+    return out.stdout.decode().strip()
+
+
+def make_repo(path: Path, files: dict[str, str | bytes]) -> Path:
+    """A git repository at path with one commit holding files."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    commit_files(path, files, "initial")
+    return path
+
+
+def commit_files(repo: Path, files: dict[str, str | bytes], message: str) -> str:
+    for name, content in files.items():
+        f = repo / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            f.write_bytes(content)
+        else:
+            f.write_text(content)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def matrix() -> targets.Matrix:
+    return targets.load(TARGETS_FILE)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(targets_file=TARGETS_FILE, patches_dir=tmp_path / "patches",
+                    templates_dir=PROJECT / "docker", dist=tmp_path / "dist", cache=tmp_path / "cache")
+
+
+@pytest.fixture
+def log(tmp_path):
+    with Log("test", tmp_path / "logs" / "test.log", console=open(os.devnull, "w")) as lg:  # noqa: SIM115
+        yield lg
+        lg.console.close()

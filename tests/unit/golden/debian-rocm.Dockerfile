@@ -1,0 +1,32 @@
+# Debian trixie + ROCm 6.4 from unstable
+# Rendered from docker/debian.Dockerfile.j2 by the pipeline; the image is tagged by this file's hash.
+FROM ollama-pipeline/debian:trixie
+
+# The mirror is a build argument so that moving to another mirror does not change the image's hash.
+ARG DEBIAN_MIRROR
+ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
+
+RUN test -n "$DEBIAN_MIRROR" \
+ && rm -f /etc/apt/sources.list.d/* \
+ && echo "deb $DEBIAN_MIRROR trixie main" > /etc/apt/sources.list \
+ && echo "deb [check-valid-until=no] $DEBIAN_MIRROR sid main" >> /etc/apt/sources.list \
+ && printf 'Package: *\nPin: release n=sid\nPin-Priority: 100\n' > /etc/apt/preferences.d/sid \
+ && echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90no-recommends
+
+RUN apt-get update \
+ && apt-get install -y gcc g++ make cmake ninja-build ccache git ca-certificates golang-1.24-go \
+ && apt-get install -y -t sid hipcc libhipblas-dev librocblas-dev \
+ && rm -rf /var/lib/apt/lists/*
+
+# Builds run as the invoking user: caches live in world-writable folders, which a new named volume
+# mounted there inherits.
+RUN mkdir -p /cache/ccache /cache/go-build /cache/go-mod /home/builder \
+ && chmod 1777 /cache/ccache /cache/go-build /cache/go-mod /home/builder
+
+ENV HOME=/home/builder \
+    CCACHE_DIR=/cache/ccache \
+    GOCACHE=/cache/go-build \
+    GOMODCACHE=/cache/go-mod \
+    GOTOOLCHAIN=local \
+    GOFLAGS=-buildvcs=false \
+    PATH=/usr/lib/go-1.24/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -1,0 +1,84 @@
+"""The command line, run in-process: exit codes and messages at the edge."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.cli import main
+
+from .conftest import TARGETS_FILE
+
+
+def test_unknown_target_exits_2_listing_known_targets(capsys):
+    assert main(["build", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown target 'nosuch'")
+    assert "known targets: cpu, gfx1103, gfx906, sm_37" in err
+    assert "Traceback" not in err
+
+
+def test_build_without_targets_exits_2(capsys):
+    assert main(["build"]) == 2
+    assert "no target given" in capsys.readouterr().err
+
+
+def test_targets_json_lists_the_matrix(capsys):
+    assert main(["targets", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["cpu", "gfx1103", "gfx906", "sm_37"]
+    gfx1103 = rows[1]
+    assert gfx1103["gpu_archs"] == ["gfx1100", "gfx1103"]
+    assert gfx1103["runtime_env"]["HSA_OVERRIDE_GFX_VERSION"] == "11.0.0"
+    assert gfx1103["commit"] == "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b"
+
+
+def test_targets_table_has_a_row_per_target(capsys):
+    assert main(["targets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["target", "backends"]
+    assert [line.split()[0] for line in lines[1:]] == ["cpu", "gfx1103", "gfx906", "sm_37"]
+
+
+def test_misspelt_key_in_targets_file_exits_2_with_suggestion(tmp_path, capsys):
+    bad = tmp_path / "targets.toml"
+    bad.write_text(TARGETS_FILE.read_text().replace('gpu_archs = ["gfx906"]', 'gpu_arches = ["gfx906"]'))
+    assert main(["targets", "--targets-file", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'gpu_archs'?" in err
+    assert str(bad) in err
+
+
+def test_targets_file_from_the_environment(tmp_path, capsys, monkeypatch):
+    small = tmp_path / "t.toml"
+    small.write_text(TARGETS_FILE.read_text().split("[targets.gfx1103]")[0])
+    monkeypatch.setenv("PIPELINE_TARGETS", str(small))
+    assert main(["targets", "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["cpu"]
+
+
+def test_traceback_is_shown_only_when_asked(tmp_path, capsys):
+    missing = tmp_path / "none.toml"
+    assert main(["targets", "--targets-file", str(missing)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["targets", "--targets-file", str(missing), "--traceback"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert f"looked for {missing}" in err
+
+
+def test_plan_prints_hashes_and_steps_without_docker(capsys, tmp_path):
+    assert main(["plan", "gfx906", "--source", str(tmp_path / "mirror")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"gfx906: 0.12.5+gfx906 from {tmp_path / 'mirror'} @ 3d32249c749c")
+    assert "-DAMDGPU_TARGETS=gfx906" in out
+    for stage in ("source", "patches", "builder", "build", "package"):
+        assert f"  {stage:8}" in out
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,188 @@
+"""package.py: reproducible archives, written atomically, from a fake build folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from pipeline import package, plan
+from pipeline.errors import PackageError
+from pipeline.log import StageResult
+
+EPOCH = 1_700_000_000
+BUILD_INFO = {"source_date_epoch": EPOCH, "image_id": "sha256:" + "ab" * 32}
+
+
+@pytest.fixture
+def build_dir(tmp_path) -> Path:
+    """What a build leaves under <result>/dist: upstream's release layout."""
+    root = tmp_path / "build"
+    dist = root / "dist"
+    (dist / "bin").mkdir(parents=True)
+    (dist / "lib" / "ollama" / "rocm").mkdir(parents=True)
+    ollama = dist / "bin" / "ollama"
+    ollama.write_bytes(b"\x7fELF fake ollama\n")
+    ollama.chmod(0o755)
+    (dist / "lib" / "ollama" / "libx.so").write_bytes(b"\x7fELF fake library\n" * 100)
+    (dist / "lib" / "ollama" / "rocm" / "libggml-hip.so").write_bytes(b"\x7fELF hip\n")
+    os.symlink("libx.so", dist / "lib" / "ollama" / "libx.so.1")
+    # Files written later than the epoch: their times must not reach the archive.
+    for p in dist.rglob("*"):
+        if not p.is_symlink():
+            os.utime(p, (EPOCH + 12345, EPOCH + 12345))
+    return root
+
+
+@pytest.fixture
+def the_plan(matrix, settings) -> plan.Plan:
+    return plan.make(matrix, matrix.targets["gfx1103"], settings)
+
+
+def package_into(the_plan, build_dir, dist: Path, log) -> tuple[Path, StageResult]:
+    result = StageResult()
+    return package.run(the_plan, build_dir, BUILD_INFO, dist, log, result), result
+
+
+def leftovers(dist: Path) -> list[str]:
+    return sorted(p.name for p in dist.rglob("*") if ".partial" in p.name)
+
+
+def test_same_build_gives_byte_identical_archives(the_plan, build_dir, tmp_path, log):
+    a, _ = package_into(the_plan, build_dir, tmp_path / "dist-a", log)
+    # Touch the build between the runs: times on disk must not reach the archive.
+    os.utime(build_dir / "dist" / "bin" / "ollama", (EPOCH + 999, EPOCH + 999))
+    b, _ = package_into(the_plan, build_dir, tmp_path / "dist-b", log)
+    assert a == tmp_path / "dist-a" / "gfx1103" / "ollama-0.12.5-gfx1103.tar.gz"
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_archive_entries_are_sorted_owned_by_root_and_stamped_with_the_epoch(
+        the_plan, build_dir, tmp_path, log):
+    archive, _ = package_into(the_plan, build_dir, tmp_path / "dist", log)
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        names = [m.name for m in members]
+        assert names == sorted(names)
+        assert names == ["bin", "bin/ollama", "lib", "lib/ollama", "lib/ollama/libx.so",
+                         "lib/ollama/libx.so.1",
+                         "lib/ollama/manifest.json", "lib/ollama/rocm", "lib/ollama/rocm/libggml-hip.so"]
+        for m in members:
+            assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "", ""), m.name
+            assert m.mtime == EPOCH, m.name
+        by_name = {m.name: m for m in members}
+        assert by_name["bin/ollama"].mode == 0o755
+        assert by_name["lib/ollama/libx.so"].mode == 0o644
+        assert by_name["lib/ollama/libx.so.1"].issym()
+        assert by_name["lib/ollama/libx.so.1"].linkname == "libx.so"
+        inner = json.load(tar.extractfile("lib/ollama/manifest.json"))
+    assert inner["target"] == "gfx1103"
+    assert inner["version"] == "0.12.5+gfx1103"
+    assert inner["gpu_archs"] == ["gfx1100", "gfx1103"]
+    assert inner["runtime_env"]["HSA_OVERRIDE_GFX_VERSION"] == "11.0.0"
+    assert inner["source_date_epoch"] == EPOCH
+    assert inner["hashes"] == the_plan.hashes
+    assert {"path": "lib/ollama/libx.so.1", "link": "libx.so"} in inner["files"]
+    libx = next(f for f in inner["files"] if f["path"] == "lib/ollama/libx.so")
+    assert libx["sha256"] == hashlib.sha256((build_dir / "dist/lib/ollama/libx.so").read_bytes()).hexdigest()
+
+
+def test_gzip_header_has_no_name_and_no_time(the_plan, build_dir, tmp_path, log):
+    archive, _ = package_into(the_plan, build_dir, tmp_path / "dist", log)
+    header = archive.read_bytes()[:10]
+    assert header[:2] == b"\x1f\x8b"
+    assert header[3] & 0x08 == 0, "FNAME flag set: the file name is in the gzip header"
+    assert header[4:8] == b"\0\0\0\0", "gzip header carries a time"
+    gzip.decompress(archive.read_bytes())
+
+
+def test_manifest_beside_the_archive_records_its_sha256(the_plan, build_dir, tmp_path, log):
+    archive, _ = package_into(the_plan, build_dir, tmp_path / "dist", log)
+    outer = json.loads((tmp_path / "dist" / "gfx1103" / "manifest.json").read_text())
+    assert outer["archive"] == {"name": "ollama-0.12.5-gfx1103.tar.gz", "size": archive.stat().st_size,
+                                "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}
+    assert outer["hashes"]["package"] == the_plan.hashes["package"]
+
+
+@pytest.mark.parametrize("link", ["/usr/lib/x86_64-linux-gnu/libc.so.6", "../../../outside.so",
+                                  "../../.."])
+def test_symlink_leaving_the_tree_is_refused_and_nothing_is_written(the_plan, build_dir, tmp_path, log, link):
+    os.symlink(link, build_dir / "dist" / "lib" / "ollama" / "libescape.so")
+    dist = tmp_path / "dist"
+    (dist / "gfx1103").mkdir(parents=True)
+    with pytest.raises(PackageError) as info:
+        package_into(the_plan, build_dir, dist, log)
+    assert "lib/ollama/libescape.so is a symlink to" in str(info.value)
+    assert link in str(info.value)
+    assert info.value.exit_code == 7
+    assert list((dist / "gfx1103").iterdir()) == []
+
+
+def test_missing_ollama_binary_is_refused(the_plan, build_dir, tmp_path, log):
+    (build_dir / "dist" / "bin" / "ollama").unlink()
+    with pytest.raises(PackageError, match="no bin/ollama"):
+        package_into(the_plan, build_dir, tmp_path / "dist", log)
+    assert not (tmp_path / "dist" / "gfx1103" / the_plan.archive_name).exists()
+
+
+def test_second_run_reports_cached_and_keeps_the_archive(the_plan, build_dir, tmp_path, log):
+    first, result = package_into(the_plan, build_dir, tmp_path / "dist", log)
+    assert result.reason == ""
+    stat_before = first.stat()
+    second, result = package_into(the_plan, build_dir, tmp_path / "dist", log)
+    assert second == first
+    assert result.reason.startswith(f"{first.name} matches package hash {the_plan.hashes['package'][:12]}")
+    assert second.stat().st_ino == stat_before.st_ino
+    assert second.stat().st_mtime_ns == stat_before.st_mtime_ns
+
+
+def test_damaged_archive_is_rewritten(the_plan, build_dir, tmp_path, log):
+    archive, _ = package_into(the_plan, build_dir, tmp_path / "dist", log)
+    good = archive.read_bytes()
+    archive.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
+    again, result = package_into(the_plan, build_dir, tmp_path / "dist", log)
+    assert result.reason == ""
+    assert again.read_bytes() == good
+
+
+def test_interrupted_write_keeps_the_previous_archive_and_leaves_no_partial_file(
+        the_plan, build_dir, tmp_path, log, monkeypatch):
+    dist = tmp_path / "dist"
+    archive, _ = package_into(the_plan, build_dir, dist, log)
+    previous = archive.read_bytes()
+    (dist / "gfx1103" / "manifest.json").unlink()  # not current any more: the archive is rewritten
+
+    real_addfile = tarfile.TarFile.addfile
+    calls = []
+
+    def addfile_then_interrupt(self, *args, **kwargs):
+        calls.append(args[0].name)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_addfile(self, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", addfile_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        package_into(the_plan, build_dir, dist, log)
+    assert len(calls) == 4
+    assert archive.read_bytes() == previous
+    assert leftovers(dist) == []
+    assert sorted(p.name for p in (dist / "gfx1103").iterdir()) == [archive.name]
+
+
+def test_edited_description_reaches_the_manifest(matrix, settings, build_dir, tmp_path, log):
+    old = plan.make(matrix, matrix.targets["gfx1103"], settings)
+    package_into(old, build_dir, tmp_path / "dist", log)
+    renamed = dataclasses.replace(matrix.targets["gfx1103"], description="Radeon 780M, renamed")
+    new = plan.make(matrix, renamed, settings)
+    archive, _ = package_into(new, build_dir, tmp_path / "dist", log)
+    outer = json.loads((tmp_path / "dist" / "gfx1103" / "manifest.json").read_text())
+    assert outer["description"] == "Radeon 780M, renamed"
+    with tarfile.open(archive) as tar:
+        assert json.load(tar.extractfile("lib/ollama/manifest.json"))["description"] == "Radeon 780M, renamed"

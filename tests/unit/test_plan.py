@@ -1,0 +1,150 @@
+"""plan.make: stage hashes (inputs only, chained) and the build steps of Ollama's build interface."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pipeline import plan
+from pipeline.errors import ConfigError
+
+
+def with_patches(matrix, name: str, *patch_names: str):
+    return dataclasses.replace(matrix.targets[name], patches=patch_names)
+
+
+def changed(a: dict, b: dict) -> set[str]:
+    assert a.keys() == b.keys()
+    return {stage for stage in a if a[stage] != b[stage]}
+
+
+def argv_of(p, label: str) -> tuple[str, ...]:
+    (step,) = [s for s in p.steps if s.label == label]
+    return step.argv
+
+
+def test_every_stage_has_a_hash(matrix, settings):
+    p = plan.make(matrix, matrix.targets["cpu"], settings)
+    assert list(p.hashes) == ["source", "patches", "builder", "build", "package"]
+    assert all(len(h) == 64 for h in p.hashes.values())
+
+
+def test_hashes_are_deterministic(matrix, settings):
+    first = plan.make(matrix, matrix.targets["gfx1103"], settings)
+    second = plan.make(matrix, matrix.targets["gfx1103"], settings)
+    assert first.hashes == second.hashes
+    assert first.image_tag == second.image_tag
+
+
+def test_targets_differ_in_build_and_package_hashes(matrix, settings):
+    gfx1103 = plan.make(matrix, matrix.targets["gfx1103"], settings)
+    gfx906 = plan.make(matrix, matrix.targets["gfx906"], settings)
+    # Same source, no patches, same builder: only what is built differs.
+    assert changed(gfx1103.hashes, gfx906.hashes) == {"build", "package"}
+
+
+def test_changing_a_patch_changes_patches_build_and_package_but_not_builder(matrix, settings):
+    settings.patches_dir.mkdir()
+    patch = settings.patches_dir / "0001-fix.patch"
+    patch.write_bytes(b"--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n")
+    target = with_patches(matrix, "cpu", "0001-fix.patch")
+    before = plan.make(matrix, target, settings)
+    patch.write_bytes(b"--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+c\n")
+    after = plan.make(matrix, target, settings)
+    assert changed(before.hashes, after.hashes) == {"patches", "build", "package"}
+    assert after.patches[0].sha256 != before.patches[0].sha256
+
+
+def test_adding_a_patch_changes_the_patches_hash(matrix, settings):
+    settings.patches_dir.mkdir()
+    (settings.patches_dir / "0001-fix.patch").write_bytes(b"patch\n")
+    plain = plan.make(matrix, matrix.targets["cpu"], settings)
+    patched = plan.make(matrix, with_patches(matrix, "cpu", "0001-fix.patch"), settings)
+    assert changed(plain.hashes, patched.hashes) == {"patches", "build", "package"}
+
+
+def test_changing_builder_packages_changes_builder_build_and_package_only(matrix, settings):
+    before = plan.make(matrix, matrix.targets["cpu"], settings)
+    b = matrix.builders["debian-cpu"]
+    more = dataclasses.replace(b, packages=(*b.packages, "vim"))
+    other = dataclasses.replace(matrix, builders={**matrix.builders, "debian-cpu": more})
+    after = plan.make(other, other.targets["cpu"], settings)
+    assert changed(before.hashes, after.hashes) == {"builder", "build", "package"}
+    assert after.image_tag != before.image_tag
+    assert "vim" in after.dockerfile
+
+
+def test_source_url_override_changes_no_hash(matrix, settings, tmp_path):
+    default = plan.make(matrix, matrix.targets["gfx906"], settings)
+    mirrored = plan.make(matrix, matrix.targets["gfx906"],
+                         dataclasses.replace(settings, source=str(tmp_path / "mirror.git")))
+    assert mirrored.source_url == str(tmp_path / "mirror.git")
+    assert default.source_url == "https://github.com/ollama/ollama.git"
+    assert mirrored.hashes == default.hashes
+
+
+def test_changing_the_pinned_commit_changes_every_hash_but_builder(matrix, settings):
+    t = matrix.targets["cpu"]
+    moved = dataclasses.replace(t, source=dataclasses.replace(t.source, commit="f" * 40))
+    assert changed(plan.make(matrix, t, settings).hashes,
+                   plan.make(matrix, moved, settings).hashes) == {"source", "patches", "build", "package"}
+
+
+def test_rocm_target_passes_its_gpu_archs_and_installs_the_hip_component(matrix, settings):
+    p = plan.make(matrix, matrix.targets["gfx1103"], settings)
+    configure = argv_of(p, "configure ROCm 6")
+    assert configure[:3] == ("cmake", "--preset", "ROCm 6")
+    assert "-DAMDGPU_TARGETS=gfx1100;gfx1103" in configure
+    assert "-DOLLAMA_RUNNER_DIR=rocm" in configure
+    assert "-DCMAKE_HIP_COMPILER_LAUNCHER=ccache" in configure
+    assert "-DCMAKE_HIP_COMPILER=/usr/lib/llvm-21/bin/clang++" in configure
+    assert argv_of(p, "install ROCm 6") == ("cmake", "--install", "build", "--component", "HIP", "--strip")
+
+
+def test_each_backend_is_cleaned_configured_compiled_and_installed_before_go_build(matrix, settings):
+    p = plan.make(matrix, matrix.targets["sm_37"], settings)
+    assert [s.label for s in p.steps] == [
+        "clean build/ for CPU", "configure CPU", "compile CPU", "install CPU",
+        "clean build/ for CUDA 11", "configure CUDA 11", "compile CUDA 11", "install CUDA 11",
+        "download Go modules", "go build",
+    ]
+    assert "-DCMAKE_CUDA_ARCHITECTURES=37-real" in argv_of(p, "configure CUDA 11")
+    assert not any(a.startswith("-DCMAKE_CUDA_ARCHITECTURES") for a in argv_of(p, "configure CPU"))
+
+
+def test_go_build_stamps_the_version(matrix, settings):
+    p = plan.make(matrix, matrix.targets["cpu"], settings)
+    assert p.version == "0.12.5+cpu"
+    assert p.upstream_version == "0.12.5"
+    go = argv_of(p, "go build")
+    assert "-ldflags=-w -s -X=github.com/ollama/ollama/version.Version=0.12.5+cpu" in go
+    assert go[-3:] == ("-o", "dist/bin/ollama", ".")
+    (step,) = [s for s in p.steps if s.label == "go build"]
+    assert dict(step.env) == {"CGO_ENABLED": "1"}
+
+
+def test_archive_is_named_after_version_and_target(matrix, settings):
+    p = plan.make(matrix, matrix.targets["gfx906"], settings)
+    assert p.archive_name == "ollama-0.12.5-gfx906.tar.gz"
+
+
+def test_image_tag_carries_the_builder_hash(matrix, settings):
+    p = plan.make(matrix, matrix.targets["gfx1103"], settings)
+    assert p.image_tag == f"ollama-pipeline/builder-debian-rocm:{p.hashes['builder'][:16]}"
+    assert p.base_image == "ollama-pipeline/debian:trixie"
+
+
+def test_missing_patch_file_is_a_config_error_naming_it(matrix, settings):
+    settings.patches_dir.mkdir()
+    with pytest.raises(ConfigError) as info:
+        plan.make(matrix, with_patches(matrix, "gfx906", "0007-missing.patch"), settings)
+    assert "0007-missing.patch" in str(info.value)
+    assert str(settings.patches_dir) in str(info.value)
+    assert "gfx906" in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_digest_is_independent_of_key_order():
+    assert plan.digest({"a": 1, "b": [2, 3]}) == plan.digest({"b": [2, 3], "a": 1})
+    assert plan.digest({"a": 1}) != plan.digest({"a": 2})

@@ -1,0 +1,330 @@
+"""targets.toml: loading, defaults, validation messages and target selection."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pipeline import targets
+from pipeline.errors import ConfigError, PipelineError, SelectionError
+
+from .conftest import TARGETS_FILE
+
+PROJECT_TEXT = TARGETS_FILE.read_text()
+
+MINIMAL = """
+[defaults]
+builder = "b"
+backends = ["cpu"]
+
+[defaults.source]
+url = "https://example.invalid/ollama.git"
+tag = "v1.2.3"
+commit = "0123456789abcdef0123456789abcdef01234567"
+
+[builders.b]
+template = "t.j2"
+
+[backends.cpu]
+preset = "CPU"
+component = "CPU"
+
+[backends.gpu]
+preset = "GPU"
+component = "GPU"
+arch_variable = "ARCHS"
+
+[targets.one]
+description = "first"
+
+[targets.two]
+description = "second"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "targets.toml"
+    path.write_text(text)
+    return path
+
+
+def edited(old: str, new: str, text: str = PROJECT_TEXT) -> str:
+    assert old in text, f"test setup: {old!r} is not in the file any more"
+    return text.replace(old, new, 1)
+
+
+def load_error(tmp_path: Path, text: str) -> ConfigError:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        targets.load(path)
+    return info.value
+
+
+# --- the project's own matrix ------------------------------------------------------------------------
+
+def test_project_matrix_loads_with_its_four_targets_in_file_order(matrix):
+    assert list(matrix.targets) == ["cpu", "gfx1103", "gfx906", "sm_37"]
+    assert matrix.path == TARGETS_FILE
+
+
+def test_gfx1103_runs_gfx1100_code_under_hsa_override(matrix):
+    t = matrix.targets["gfx1103"]
+    assert t.builder == "debian-rocm"
+    assert t.backends == ("cpu", "rocm")
+    assert t.gpu_archs == ("gfx1100", "gfx1103")
+    assert t.runtime.env["HSA_OVERRIDE_GFX_VERSION"] == "11.0.0"
+
+
+def test_sm_37_builds_real_kepler_code_with_cuda11(matrix):
+    t = matrix.targets["sm_37"]
+    assert t.gpu_archs == ("37-real",)
+    assert t.builder == "debian-cuda11"
+    assert matrix.backends["cuda11"].arch_variable == "CMAKE_CUDA_ARCHITECTURES"
+
+
+def test_cpu_target_takes_everything_from_defaults(matrix):
+    t = matrix.targets["cpu"]
+    assert t.builder == "debian-cpu"
+    assert t.backends == ("cpu",)
+    assert t.gpu_archs == ()
+    assert t.source.tag == "v0.12.5"
+    assert t.source.commit == "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b"
+    assert t.go.env == {"CGO_ENABLED": "1"}
+
+
+def test_loaded_objects_are_frozen(matrix):
+    t = matrix.targets["cpu"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.builder = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        t.go.env["CGO_ENABLED"] = "0"  # type: ignore[index]
+
+
+def test_extra_suites_become_typed_objects(matrix):
+    (sid,) = matrix.builders["debian-rocm"].extra_suites
+    assert isinstance(sid, targets.AptSuite)
+    assert sid.suite == "sid"
+    assert sid.check_valid_until is False
+    assert sid.components == ("main",)
+    assert "hipcc" in sid.packages
+
+
+# --- defaults -----------------------------------------------------------------------------------------
+
+def test_target_overrides_one_nested_key_and_inherits_the_others(tmp_path):
+    text = MINIMAL + '\n[targets.two.source]\ntag = "v9.9.9"\n'
+    m = targets.load(write(tmp_path, text))
+    two, one = m.targets["two"], m.targets["one"]
+    assert two.source.tag == "v9.9.9"
+    assert two.source.url == "https://example.invalid/ollama.git"
+    assert two.source.commit == "0123456789abcdef0123456789abcdef01234567"
+    assert one.source.tag == "v1.2.3"
+
+
+def test_target_replaces_a_list_rather_than_appending(tmp_path):
+    text = edited('[targets.two]\ndescription = "second"',
+                  '[targets.two]\ndescription = "second"\nbackends = ["cpu", "gpu"]\ngpu_archs = ["x1"]',
+                  MINIMAL)
+    m = targets.load(write(tmp_path, text))
+    assert m.targets["two"].backends == ("cpu", "gpu")
+    assert m.targets["one"].backends == ("cpu",)
+
+
+def test_unset_optional_keys_take_the_schema_defaults(tmp_path):
+    m = targets.load(write(tmp_path, MINIMAL))
+    one = m.targets["one"]
+    assert one.package == targets.Package()
+    assert one.source.version_format == "{version}+{target}"
+    assert m.builders["b"].suite == "trixie"
+
+
+# --- refusals -----------------------------------------------------------------------------------------
+
+def test_unknown_key_is_refused_with_suggestion(tmp_path):
+    err = load_error(tmp_path, edited('gpu_archs = ["gfx906"]', 'gpu_arch = ["gfx906"]'))
+    msg = str(err)
+    assert str(tmp_path / "targets.toml") in msg
+    assert "[targets.gfx906]" in msg
+    assert "'gpu_arch'" in msg
+    assert "did you mean 'gpu_archs'?" in msg
+
+
+def test_unknown_key_in_a_builder_names_the_builder_table(tmp_path):
+    err = load_error(tmp_path, edited('suite = "bookworm"', 'suit = "bookworm"'))
+    assert "[builders.debian-cuda11]" in str(err)
+    assert "did you mean 'suite'?" in str(err)
+
+
+def test_unknown_key_in_a_nested_table_names_the_nested_table(tmp_path):
+    err = load_error(tmp_path, edited("[targets.gfx906]\n",
+                                      "[targets.gfx906]\npackage.compresion_level = 3\n"))
+    assert "[targets.gfx906.package] unknown key 'compresion_level'" in str(err)
+    assert "did you mean 'compression_level'?" in str(err)
+
+
+def test_unknown_key_in_defaults_is_reported_against_defaults(tmp_path):
+    err = load_error(tmp_path, edited('builder = "debian-cpu"\n', 'buildr = "debian-cpu"\n'))
+    assert "did you mean 'builder'?" in str(err)
+    assert "[defaults]" in str(err)
+
+
+def test_misspelt_top_level_table_is_refused_with_suggestion(tmp_path):
+    err = load_error(tmp_path, edited("[targets.sm_37]", "[target.sm_37]"))
+    assert "unknown top-level table 'target'" in str(err)
+    assert "did you mean 'targets'?" in str(err)
+    assert str(tmp_path / "targets.toml") in str(err)
+
+
+def test_string_where_a_list_is_expected_names_key_and_types(tmp_path):
+    err = load_error(tmp_path, edited('gpu_archs = ["gfx906"]', 'gpu_archs = "gfx906"'))
+    assert "[targets.gfx906] key 'gpu_archs' must be a list of strings, got a string" in str(err)
+
+
+def test_boolean_where_an_integer_is_expected_is_refused(tmp_path):
+    err = load_error(tmp_path, edited("compression_level = 9", "compression_level = true"))
+    assert "key 'compression_level' must be an integer, got a boolean" in str(err)
+
+
+def test_string_where_a_boolean_is_expected_is_refused(tmp_path):
+    err = load_error(tmp_path, edited("check_valid_until = false", 'check_valid_until = "no"'))
+    assert "[builders.debian-rocm.extra_suites]" in str(err)
+    assert "key 'check_valid_until' must be true or false, got a string" in str(err)
+
+
+def test_wrong_item_type_inside_a_list_names_the_item(tmp_path):
+    err = load_error(tmp_path, edited('packages = ["gcc-11",', 'packages = [11,'))
+    assert "[builders.debian-cuda11] key 'packages' item 0 must be a string, got an integer" in str(err)
+
+
+def test_missing_required_key_is_named_with_its_type(tmp_path):
+    text = edited('[builders.b]\ntemplate = "t.j2"', '[builders.b]\ndescription = "no template"', MINIMAL)
+    err = load_error(tmp_path, text)
+    assert "[builders.b] missing key 'template' (a string)" in str(err)
+
+
+def test_target_without_description_is_refused(tmp_path):
+    err = load_error(tmp_path, edited('description = "second"\n', 'gpu_archs = []\n', MINIMAL))
+    assert "[targets.two] missing key 'description'" in str(err)
+
+
+def test_undefined_builder_is_refused_with_suggestion(tmp_path):
+    err = load_error(tmp_path, edited('builder = "debian-cuda11"', 'builder = "debian-cuda"'))
+    msg = str(err)
+    assert "[targets.sm_37] builder 'debian-cuda' is not defined" in msg
+    assert "did you mean 'debian-cuda11'?" in msg
+    assert "defined: debian-cpu, debian-rocm, debian-cuda11" in msg
+
+
+def test_undefined_backend_is_refused_with_suggestion(tmp_path):
+    err = load_error(tmp_path, edited('backends = ["cpu", "cuda11"]', 'backends = ["cpu", "cuda12"]'))
+    assert "[targets.sm_37] backend 'cuda12' is not defined (did you mean 'cuda11'?)" in str(err)
+
+
+def test_gpu_backend_without_gpu_archs_is_refused(tmp_path):
+    err = load_error(tmp_path, edited('gpu_archs = ["gfx906"]\n', ""))
+    assert "[targets.gfx906] backend 'rocm' compiles GPU code: set gpu_archs" in str(err)
+
+
+def test_gpu_archs_without_a_gpu_backend_is_refused(tmp_path):
+    err = load_error(tmp_path, edited('description = "first"', 'description = "first"\ngpu_archs = ["x"]',
+                                      MINIMAL))
+    assert "[targets.one] gpu_archs is set but no backend takes GPU archs" in str(err)
+
+
+@pytest.mark.parametrize("commit", ["3d32249", "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08g",
+                                    "v0.12.5", "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b0"])
+def test_bad_commit_id_is_refused(tmp_path, commit):
+    err = load_error(tmp_path, edited('commit = "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b"',
+                                      f'commit = "{commit}"'))
+    assert "source.commit must be a full 40-digit commit id" in str(err)
+    assert repr(commit) in str(err)
+
+
+def test_unknown_placeholder_in_version_format_is_refused(tmp_path):
+    err = load_error(tmp_path, edited('version_format = "{version}+{target}"',
+                                      'version_format = "{version}+{arch}"'))
+    assert "source.version_format: only {version} and {target} may be used" in str(err)
+
+
+def test_unsupported_package_format_is_refused(tmp_path):
+    err = load_error(tmp_path, edited('format = "tar.gz"', 'format = "zip"'))
+    assert "[targets.cpu.package] format must be one of tar.gz, got 'zip'" in str(err)
+
+
+def test_matrix_without_targets_is_refused(tmp_path):
+    text = MINIMAL.split("[targets.one]")[0]
+    err = load_error(tmp_path, text)
+    assert "no [targets.NAME] table" in str(err)
+
+
+def test_missing_file_message_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        targets.load(Path("nowhere/targets.toml"))
+    assert f"looked for {tmp_path / 'nowhere' / 'targets.toml'}" in str(info.value)
+    assert "--targets-file" in str(info.value)
+
+
+def test_invalid_toml_is_refused_naming_the_file(tmp_path):
+    err = load_error(tmp_path, PROJECT_TEXT + "\n[targets.broken\n")
+    assert f"{tmp_path / 'targets.toml'}: not valid TOML" in str(err)
+
+
+def test_config_errors_end_the_command_with_exit_code_2(tmp_path):
+    err = load_error(tmp_path, edited("[targets.sm_37]", "[target.sm_37]"))
+    assert isinstance(err, PipelineError)
+    assert isinstance(err, Exception)
+    assert err.exit_code == 2
+
+
+# --- selection ----------------------------------------------------------------------------------------
+
+def names(chosen):
+    return [t.name for t in chosen]
+
+
+def test_select_by_name(matrix):
+    assert names(matrix.select(["gfx906"])) == ["gfx906"]
+
+
+def test_select_by_glob(matrix):
+    assert names(matrix.select(["gfx*"])) == ["gfx1103", "gfx906"]
+
+
+@pytest.mark.parametrize("word", ["all", "--all"])
+def test_all_selects_every_target(matrix, word):
+    assert names(matrix.select([word])) == ["cpu", "gfx1103", "gfx906", "sm_37"]
+
+
+def test_selection_keeps_file_order(matrix):
+    assert names(matrix.select(["sm_37", "gfx906", "cpu"])) == ["cpu", "gfx906", "sm_37"]
+
+
+def test_selection_does_not_repeat_targets(matrix):
+    assert names(matrix.select(["gfx906", "gfx*", "gfx906"])) == ["gfx1103", "gfx906"]
+
+
+def test_unknown_target_lists_known_ones_with_closest_match(matrix):
+    with pytest.raises(SelectionError) as info:
+        matrix.select(["gfx1130"])
+    msg = str(info.value)
+    assert "unknown target 'gfx1130'" in msg
+    assert "did you mean 'gfx1103'?" in msg
+    assert "known targets: cpu, gfx1103, gfx906, sm_37" in msg
+    assert info.value.exit_code == 2
+
+
+def test_glob_matching_nothing_is_an_unknown_target(matrix):
+    with pytest.raises(SelectionError, match="unknown target 'rdna\\*'"):
+        matrix.select(["cpu", "rdna*"])
+
+
+def test_empty_selection_is_refused_naming_the_targets(matrix):
+    with pytest.raises(SelectionError) as info:
+        matrix.select([])
+    assert "no target given" in str(info.value)
+    assert "cpu, gfx1103, gfx906, sm_37" in str(info.value)
+    assert isinstance(info.value, ConfigError)
+    assert info.value.exit_code == 2
