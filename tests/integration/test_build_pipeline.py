@@ -153,11 +153,15 @@ def test_patch_that_does_not_apply_stops_before_any_build(engine, mini_project, 
     settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit,
                                          patches=["0001-stale.patch"]))
 
-    with pytest.raises(PatchError, match=r"0001-stale.patch does not apply.*main.go"):
-        build(settings.targets_file, settings)
+    matrix = targets.load(settings.targets_file)
+    plan = planning.make(matrix, matrix.targets["cpu"], settings)
 
-    assert not (settings.cache / "trees").exists() or not [
-        p for p in (settings.cache / "trees").iterdir() if p.is_dir()]
+    with pytest.raises(PatchError, match=r"0001-stale.patch does not apply.*main.go"):
+        orchestrate.build_target(plan, settings)
+
+    tree = orchestrate.tree_dir(plan, settings)
+    assert not tree.exists()
+    assert not list(tree.parent.glob(f"{tree.name}*"))
     assert not (settings.dist / "cpu" / "ollama-1.2.3-cpu.tar.gz").exists()
 
 
