@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
 from pathlib import Path
 
 from . import build, builder, fsutil, package, patches, runner, source
+from .errors import PipelineError
 from .log import Log, duration
 from .plan import Plan
 from .settings import Settings
@@ -30,9 +33,27 @@ def tree_dir(plan: Plan, settings: Settings) -> Path:
     return settings.cache / "trees" / plan.hashes["patches"][:24]
 
 
+@contextlib.contextmanager
+def _exclusive(plan: Plan, settings: Settings):
+    """One build per target and cache at a time: two would share scratch folders and outputs."""
+    path = settings.cache / "locks" / f"{plan.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise PipelineError(f"another build of {plan.name} is running (pid {f.read().strip() or '?'}, "
+                                f"lock {path}); wait for it or stop it") from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+
+
 def build_target(plan: Plan, settings: Settings) -> Outcome:
     log_path = settings.dist / plan.name / "build.log"
-    with Log(plan.name, log_path) as log:
+    with _exclusive(plan, settings), Log(plan.name, log_path) as log:
         log.line(f"target {plan.name}: {plan.target.description}")
         log.line(f"version {plan.version} from {plan.source_url} ({plan.target.source.tag})")
         for stage, value in plan.hashes.items():

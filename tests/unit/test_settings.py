@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.errors import ConfigError
 from pipeline.settings import Settings, machine_debian_mirror
 
 DEB822_WITH_SECURITY_FIRST = """\
@@ -106,3 +107,8 @@ def test_pipeline_cache_wins_over_xdg_and_overrides_win_over_environment(tmp_pat
     assert s.source == "/cli/src"
     assert s.keep_containers is False
     assert s.dist == Settings().dist
+
+
+def test_jobs_that_are_not_a_positive_number_are_refused():
+    with pytest.raises(ConfigError, match="PIPELINE_JOBS must be a positive whole number, got 'abc'"):
+        Settings.from_env({"PIPELINE_JOBS": "abc"})

@@ -328,3 +328,8 @@ def test_empty_selection_is_refused_naming_the_targets(matrix):
     assert "cpu, gfx1103, gfx906, sm_37" in str(info.value)
     assert isinstance(info.value, ConfigError)
     assert info.value.exit_code == 2
+
+
+def test_name_key_in_a_target_table_is_refused(tmp_path):
+    err = load_error(tmp_path, PROJECT_TEXT.replace('[targets.cpu]\n', '[targets.cpu]\nname = "other"\n'))
+    assert "[targets.cpu]" in str(err) and "'name' is not allowed" in str(err)
