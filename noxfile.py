@@ -48,6 +48,14 @@ def plan(session: nox.Session) -> None:
 
 
 @nox.session
+def patches(session: nox.Session) -> None:
+    """Maintain the patch series: `-- check [--ref TAG]`, `-- apply --ref TAG --into DIR`,
+    `-- refresh --from DIR`, `-- test --ref TAG`."""
+    _install(session)
+    session.run("python", "-m", "pipeline", "patches", *session.posargs)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite: unit tests, then the Docker tier (and the upstream tier with OLLAMA_SOURCE)."""
     _install(session, "test")

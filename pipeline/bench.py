@@ -87,6 +87,6 @@ def _cold(matrix: targets.Matrix, target: targets.Target, settings: Settings) ->
         shutil.rmtree(tmp, ignore_errors=True)
         for name in build.VOLUMES:
             try:
-                engine.client().volumes.get(f"{volumes}-{name}").remove(force=True)
+                engine.client().volumes.get(build.volume_name(cold, name)).remove(force=True)
             except docker.errors.DockerException:
                 pass  # best effort: the benchmark's own throw-away volumes

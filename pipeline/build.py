@@ -26,6 +26,11 @@ HOST_CA = "/etc/ssl/host-ca-bundle.crt"
 VOLUMES = {"ccache": "/cache/ccache", "go-build": "/cache/go-build", "go-mod": "/cache/go-mod"}
 
 
+def volume_name(settings: Settings, cache: str) -> str:
+    # One set per user: ccache and the Go module cache write files only their owner may change.
+    return f"{settings.volume_prefix}-{cache}-u{os.getuid()}"
+
+
 def result_dir(plan: Plan, settings: Settings) -> Path:
     return settings.cache / "builds" / f"{plan.name}-{plan.hashes['build'][:24]}"
 
@@ -46,8 +51,7 @@ def run(plan: Plan, tree: Path, image_id: str, source_date_epoch: int, settings:
         Mount(SRC, str(tree), type="bind", read_only=True),
         Mount(f"{SRC}/build", str(scratch / "build"), type="bind"),
         Mount(f"{SRC}/dist", str(scratch / "dist"), type="bind"),
-        *(Mount(path, f"{settings.volume_prefix}-{name}", type="volume")
-          for name, path in VOLUMES.items()),
+        *(Mount(path, volume_name(settings, name), type="volume") for name, path in VOLUMES.items()),
     ]
     env = {"CMAKE_BUILD_PARALLEL_LEVEL": str(settings.jobs), "SOURCE_DATE_EPOCH": str(source_date_epoch)}
     if settings.ca_bundle:

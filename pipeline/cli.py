@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 from collections.abc import Sequence
 
 from . import plan as planning
-from . import targets
+from . import series, targets
 from .errors import PipelineError
 from .log import duration
 from .settings import Settings
@@ -42,6 +43,24 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("targets", nargs="*", metavar="TARGET")
     pl.add_argument("--all", action="store_true")
     pl.add_argument("--source")
+    pt = sub.add_parser("patches", help="maintain the patch series: check, apply, refresh, test")
+    psub = pt.add_subparsers(dest="action", required=True)
+    c = psub.add_parser("check", parents=[common], help="does each patch apply to each upstream ref?")
+    c.add_argument("--ref", action="append", default=[], help="upstream tag (repeatable; default: the "
+                                                               "tags of targets.toml)")
+    c.add_argument("--json", help="also write the verdicts as JSON to this file")
+    c.add_argument("--source")
+    a = psub.add_parser("apply", parents=[common], help="a git work tree with one commit per patch")
+    a.add_argument("--ref", required=True)
+    a.add_argument("--into", required=True, help="new folder for the work tree")
+    a.add_argument("--target", action="append", default=[], help="only patches carried by this target")
+    a.add_argument("--source")
+    r = psub.add_parser("refresh", parents=[common], help="turn a work tree back into patches/")
+    r.add_argument("--from", dest="work", required=True)
+    ts = psub.add_parser("test", parents=[common], help="apply, then go vet and go test what changed")
+    ts.add_argument("--ref", required=True)
+    ts.add_argument("--source")
+
     bn = sub.add_parser("bench", parents=[common], help="measure the pipeline; numbers go to a file")
     bn.add_argument("targets", nargs="*", metavar="TARGET", default=["cpu"])
     bn.add_argument("--source")
@@ -95,8 +114,9 @@ def cmd_build(args) -> int:
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
     chosen = _selection(args, matrix)
-    # Plan everything first: a bad patch name or template fails before any work starts.
-    plans = [planning.make(matrix, t, settings) for t in chosen]
+    # Plan everything first: a bad patch header or template fails before any work starts.
+    patch_series = series.load(settings.patches_dir, matrix.targets)
+    plans = [planning.make(matrix, t, settings, patch_series) for t in chosen]
     outcomes = [orchestrate.build_target(p, settings) for p in plans]
     print("", file=sys.stderr)
     for o in outcomes:
@@ -124,16 +144,19 @@ def cmd_targets(args) -> int:
 def _describe(t: targets.Target) -> dict:
     return {"name": t.name, "description": t.description, "backends": list(t.backends),
             "gpu_archs": list(t.gpu_archs), "builder": t.builder, "tag": t.source.tag,
-            "commit": t.source.commit, "patches": list(t.patches), "runtime_env": dict(t.runtime.env)}
+            "commit": t.source.commit, "runtime_env": dict(t.runtime.env)}
 
 
 def cmd_plan(args) -> int:
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
+    patch_series = series.load(settings.patches_dir, matrix.targets)
     for t in _selection(args, matrix):
-        p = planning.make(matrix, t, settings)
+        p = planning.make(matrix, t, settings, patch_series)
         print(f"{p.name}: {p.version} from {p.source_url} @ {t.source.commit[:12]}")
         print(f"  image   {p.image_tag}")
+        for patch in p.patches:
+            print(f"  patch   {patch.name} ({patch.upstream_status})")
         for stage, value in p.hashes.items():
             print(f"  {stage:8}{value}")
         for step in p.steps:
@@ -152,4 +175,38 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "targets": cmd_targets, "plan": cmd_plan, "bench": cmd_bench}
+def cmd_patches(args) -> int:
+    from . import fsutil, patchtool
+    from .log import Log
+
+    settings = _settings(args)
+    matrix = targets.load(settings.targets_file)
+    with Log("patches", settings.dist / "patches" / f"{args.action}.log") as log:
+        if args.action == "check":
+            verdicts = patchtool.check(matrix, settings, args.ref, log)
+            print(patchtool.table(verdicts))
+            if args.json:
+                rows = [dataclasses.asdict(v) for v in verdicts]
+                fsutil.write_text(Path(args.json), json.dumps(rows, indent=2) + "\n")
+            bad = patchtool.failed(verdicts)
+            for v in bad:
+                print(f"error: {v.patch} conflicts with {v.ref} ({v.detail}; targets {' '.join(v.targets)})",
+                      file=sys.stderr)
+            return 4 if bad else 0
+        if args.action == "apply":
+            names = patchtool.apply(matrix, settings, args.ref, Path(args.into).resolve(), log, args.target)
+            print(f"{args.into}: upstream {args.ref} + {len(names)} commit(s): {', '.join(names) or 'none'}")
+            print(f"edit with git (commit --amend, rebase -i), then: nox -s patches -- refresh --from {args.into}")
+            return 0
+        if args.action == "refresh":
+            changes = patchtool.refresh(matrix, settings, Path(args.work).resolve(), log)
+            for kind, names in changes.items():
+                for name in names:
+                    print(f"{kind:10} {name}")
+            return 0
+        packages = patchtool.test(matrix, settings, args.ref, log)
+        print(f"go vet and go test passed: {' '.join(packages) or 'no Go package touched'}")
+        return 0
+
+
+COMMANDS = {"patches": cmd_patches, "build": cmd_build, "targets": cmd_targets, "plan": cmd_plan, "bench": cmd_bench}

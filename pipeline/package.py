@@ -19,7 +19,8 @@ from typing import Any
 from . import fsutil
 from .errors import PackageError
 from .log import Log, StageResult
-from .plan import Plan, file_sha256
+from .hashing import file_sha256
+from .plan import Plan
 
 MANIFEST_IN_ARCHIVE = "lib/ollama/manifest.json"
 MANIFEST_VERSION = 1
@@ -106,7 +107,7 @@ def _manifest(plan: Plan, build_info: dict, root: Path, entries: list[tuple[str,
         "version": plan.version,
         "upstream": {"url": t.source.url, "tag": t.source.tag, "commit": t.source.commit,
                      "version": plan.upstream_version},
-        "patches": [{"name": p.name, "sha256": p.sha256} for p in plan.patches],
+        "patches": [p.record() for p in plan.patches],
         "builder": {"name": plan.builder_name, "image": plan.image_tag, "image_id": build_info["image_id"],
                     "template": plan.builder.template, "suite": plan.builder.suite,
                     "packages": list(plan.builder.packages)

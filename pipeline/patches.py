@@ -13,19 +13,19 @@ from pathlib import Path
 from . import runner
 from .errors import CommandError, PatchError
 from .log import Log
-from .plan import PatchFile
+from .series import Patch
 
 _FAILED_AT = re.compile(r"patch failed: (?P<file>.+):(?P<line>\d+)")
 _NOT_APPLY = re.compile(r"error: (?P<file>.+): (?P<why>patch does not apply|does not exist in index|"
                         r"No such file or directory|already exists in working directory)")
 
 
-def apply_series(series: Sequence[PatchFile], tree: Path, log: Log, *, ref: str = "") -> None:
+def apply_series(series: Sequence[Patch], tree: Path, log: Log, *, ref: str = "") -> None:
     for patch in series:
         apply_one(patch, tree, log, ref=ref)
 
 
-def apply_one(patch: PatchFile, tree: Path, log: Log, *, ref: str = "") -> None:
+def apply_one(patch: Patch, tree: Path, log: Log, *, ref: str = "") -> None:
     # The ceiling stops git from finding a repository above the tree and applying relative to it.
     env = {"GIT_CEILING_DIRECTORIES": str(tree.resolve().parent)}
     cmd = ["git", "apply", "--whitespace=nowarn", "-p1", patch.path.resolve()]
@@ -37,16 +37,21 @@ def apply_one(patch: PatchFile, tree: Path, log: Log, *, ref: str = "") -> None:
     log.line(f"applied {patch.name} ({patch.sha256[:12]})")
 
 
-def _explain(patch: PatchFile, tree: Path, env: dict, log: Log, ref: str) -> str:
+def _explain(patch: Patch, tree: Path, env: dict, log: Log, ref: str) -> str:
     out = runner.run(log, ["git", "apply", "--check", "-v", patch.path.resolve()], cwd=tree, env=env,
                      capture=True, quiet=True, check=False)
-    text = out.stderr.decode(errors="replace") if out.stderr else ""
-    text += out.stdout.decode(errors="replace")
-    where = ""
-    if m := _FAILED_AT.search(text):
-        where = f": {m['file']}, hunk at line {m['line']}"
-    elif m := _NOT_APPLY.search(text):
-        where = f": {m['file']} ({m['why']})"
+    text = out.stderr.decode(errors="replace") + out.stdout.decode(errors="replace")
+    location = conflict_location(text)
+    where = f": {location}" if location else ""
     against = f" to {ref}" if ref else ""
     return (f"patch {patch.name} does not apply{against}{where}. Nothing was changed; refresh the patch "
             f"against this version or narrow its range")
+
+
+def conflict_location(git_apply_output: str) -> str:
+    """'FILE, hunk at line N' (or 'FILE (reason)') from what `git apply --check -v` printed."""
+    if m := _FAILED_AT.search(git_apply_output):
+        return f"{m['file']}, hunk at line {m['line']}"
+    if m := _NOT_APPLY.search(git_apply_output):
+        return f"{m['file']} ({m['why']})"
+    return ""

@@ -7,13 +7,10 @@ hash of the stage before it, and a stage whose hash has not changed reuses its e
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
-from . import dockerfile
-from .errors import ConfigError
+from . import dockerfile, series
+from .hashing import digest
 from .settings import Settings
 from .targets import Backend, Builder, Matrix, Target
 
@@ -22,13 +19,6 @@ STAGE_VERSIONS = {"source": 1, "patches": 1, "builder": 1, "build": 1, "package"
 
 # Paths inside the build container.
 SRC = "/src"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PatchFile:
-    name: str
-    path: Path
-    sha256: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,7 +39,7 @@ class Plan:
     source_url: str
     upstream_version: str
     version: str
-    patches: tuple[PatchFile, ...]
+    patches: tuple[series.Patch, ...]
     dockerfile: str
     base_image: str
     image_tag: str
@@ -65,38 +55,18 @@ class Plan:
         return f"ollama-{self.upstream_version}-{self.name}.{self.target.package.format}"
 
 
-def digest(value: Any) -> str:
-    """sha256 of a canonical JSON form."""
-    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=_jsonable)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _jsonable(value: Any):
-    if dataclasses.is_dataclass(value):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "items"):
-        return dict(value.items())
-    raise TypeError(f"cannot hash {type(value).__name__}")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def base_image_name(settings: Settings, suite: str) -> str:
     return f"{settings.image_prefix}/debian:{suite}"
 
 
-def make(matrix: Matrix, target: Target, settings: Settings) -> Plan:
+def make(matrix: Matrix, target: Target, settings: Settings,
+         patch_series: Sequence[series.Patch] | None = None) -> Plan:
+    """Resolve one target. The series is read from settings.patches_dir unless given."""
     builder = matrix.builders[target.builder]
     backends = tuple(matrix.backends[b] for b in target.backends)
-    patches = tuple(_patch_file(settings.patches_dir, name, target) for name in target.patches)
+    if patch_series is None:
+        patch_series = series.load(settings.patches_dir, matrix.targets)
+    patches = tuple(series.for_target(patch_series, target.name, series.upstream_version(target.source.tag)))
     base_image = base_image_name(settings, builder.suite)
     rendered = dockerfile.render(settings.templates_dir, builder, base_image=base_image)
     upstream_version = target.source.tag.removeprefix("v")
@@ -158,10 +128,3 @@ def build_steps(target: Target, backends: tuple[Backend, ...], version: str) -> 
     steps.append(Step("go build", ("go", "build", *target.go.flags, f"-ldflags={' '.join(ldflags)}",
                                    "-o", "dist/bin/ollama", "."), go_env))
     return steps
-
-
-def _patch_file(patches_dir: Path, name: str, target: Target) -> PatchFile:
-    path = patches_dir / name
-    if not path.is_file():
-        raise ConfigError(f"target {target.name}: patch {name!r} not found in {patches_dir}")
-    return PatchFile(name=name, path=path, sha256=file_sha256(path))

@@ -18,16 +18,27 @@ def is_local(url: str) -> bool:
     return "://" not in url and not url.startswith("git@") and Path(url).expanduser().exists()
 
 
-def resolve(url: str, tag: str, commit: str, cache: Path, log: Log, *, fetch: bool = True) -> Path:
+def resolve(url: str, tag: str, commit: str, cache: Path, log: Log) -> Path:
     """The git directory holding `tag`, verified to point at `commit`."""
-    if is_local(url):
-        gitdir = _local_gitdir(Path(url).expanduser(), log)
-    else:
-        gitdir = cache / "git" / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".git")
-        if fetch:
-            _fetch_tag(url, tag, gitdir, log)
+    gitdir = repository(url, [tag], cache, log)
     verify(gitdir, tag, commit, url, log)
     return gitdir
+
+
+def repository(url: str, tags: list[str], cache: Path, log: Log) -> Path:
+    """A git directory holding `tags`: a local repository itself, or the cache's mirror of a URL."""
+    if is_local(url):
+        return _local_gitdir(Path(url).expanduser(), log)
+    gitdir = cache / "git" / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".git")
+    for tag in tags:
+        _fetch_tag(url, tag, gitdir, log)
+    return gitdir
+
+
+def commit_of(gitdir: Path, tag: str, log: Log) -> str | None:
+    out = runner.run(log, ["git", "--git-dir", gitdir, "rev-parse", "--verify", "--quiet",
+                           f"refs/tags/{tag}^{{commit}}"], capture=True, quiet=True, check=False)
+    return out.stdout.decode().strip() or None
 
 
 def _local_gitdir(path: Path, log: Log) -> Path:
@@ -53,10 +64,8 @@ def _fetch_tag(url: str, tag: str, gitdir: Path, log: Log) -> None:
 
 def verify(gitdir: Path, tag: str, commit: str, url: str, log: Log) -> None:
     """The tag must exist and still point at the pinned commit: a re-pointed tag is an error."""
-    out = runner.run(log, ["git", "--git-dir", gitdir, "rev-parse", "--verify", "--quiet",
-                           f"refs/tags/{tag}^{{commit}}"], capture=True, quiet=True, check=False)
-    found = out.stdout.decode().strip()
-    if out.returncode != 0 or not found:
+    found = commit_of(gitdir, tag, log)
+    if not found:
         raise SourceError(f"tag {tag} not found in {url}; fetch tags into the mirror "
                           "(git fetch --tags) or fix source.tag in targets.toml")
     if found != commit.lower():

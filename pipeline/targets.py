@@ -112,7 +112,6 @@ class Target:
     gpu_archs: tuple[str, ...] = ()
     # Extra cmake cache variables for every configure of this target.
     cmake_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    patches: tuple[str, ...] = ()
     go: GoBuild = dataclasses.field(default_factory=GoBuild)
     package: Package = dataclasses.field(default_factory=Package)
     runtime: Runtime = dataclasses.field(default_factory=Runtime)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -125,23 +126,37 @@ def test_failed_build_keeps_the_last_good_archive_and_removes_its_container(
     assert "<== build: failed" in (settings.dist / "cpu" / "build.log").read_text()
 
 
+HEADER = """
+
+Description: {description}
+Author: Fixture
+Origin: vendor
+Upstream-Status: Pending
+Applies-To: >=1.2
+Targets: cpu
+"""
+
+
 def test_patch_series_is_applied_before_the_build(engine, mini_project, settings_for, tmp_path):
     repo, commit = mini_project
-    patches = tmp_path / "patches"
-    patches.mkdir()
-    original = (repo / "main.go").read_text()
-    (repo / "main.go").write_text(original.replace("ollama version is", "patched ollama version is"))
-    diff = subprocess.run(["git", "-C", str(repo), "diff"], capture_output=True, check=True).stdout
-    (repo / "main.go").write_text(original)
-    (patches / "0001-say-patched.patch").write_bytes(diff)
+    main_go = repo / "main.go"
+    main_go.write_text(main_go.read_text().replace("ollama version is", "patched ollama version is"))
+    patched = miniollama.commit_files(repo, "say patched" + HEADER.format(description="say it"))
+    (tmp_path / "patches").mkdir()
+    miniollama.git(repo, "format-patch", "--zero-commit", "--no-signature", "--full-index", "-N", "-1",
+                   patched, "-o", str(tmp_path / "patches"))
+    miniollama.git(repo, "reset", "--hard", "--quiet", "v1.2.3")
 
-    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit,
-                                         patches=["0001-say-patched.patch"]))
-    _, outcome = build(settings.targets_file, settings)
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit))
+    plan, outcome = build(settings.targets_file, settings)
 
+    assert [p.name for p in plan.patches] == ["0001-say-patched.patch"]
     root = unpack(outcome.archive, tmp_path / "unpacked")
     assert run_packaged(engine, settings, root, "--version").strip() == \
         "patched ollama version is 1.2.3+cpu"
+    manifest = json.loads((settings.dist / "cpu" / "manifest.json").read_text())
+    assert manifest["patches"][0]["name"] == "0001-say-patched.patch"
+    assert manifest["patches"][0]["upstream_status"] == "Pending"
 
 
 def test_patch_that_does_not_apply_stops_before_any_build(engine, mini_project, settings_for, tmp_path):
@@ -149,10 +164,12 @@ def test_patch_that_does_not_apply_stops_before_any_build(engine, mini_project, 
     patches = tmp_path / "patches"
     patches.mkdir()
     (patches / "0001-stale.patch").write_text(
-        "--- a/main.go\n+++ b/main.go\n@@ -1,3 +1,3 @@\n-package nothere\n+package main\n \n /*\n")
-    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit,
-                                         patches=["0001-stale.patch"]))
-
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+        "From: Fixture <fixture@example.invalid>\nSubject: [PATCH] stale"
+        + HEADER.format(description="stale") + "---\n"
+        "diff --git a/main.go b/main.go\n--- a/main.go\n+++ b/main.go\n"
+        "@@ -1,3 +1,3 @@\n-package nothere\n+package main\n \n /*\n")
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit))
     matrix = targets.load(settings.targets_file)
     plan = planning.make(matrix, matrix.targets["cpu"], settings)
 

@@ -120,3 +120,26 @@ def log(tmp_path):
     with Log("test", tmp_path / "logs" / "test.log", console=open(os.devnull, "w")) as lg:  # noqa: SIM115
         yield lg
         lg.console.close()
+
+
+def patch_text(subject: str, diff: str, *, targets: str = "cpu", applies_to: str = ">=0.12.4",
+               status: str = "Pending", description: str | None = None) -> str:
+    """A patch in `git format-patch` form with the series header block."""
+    return (
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+        "From: Test <test@example.invalid>\n"
+        "Date: Sun, 22 Nov 2026 00:00:00 +0000\n"
+        f"Subject: [PATCH] {subject}\n\n"
+        "Why the change is needed.\n\n"
+        f"Description: {description or subject}\n"
+        "Author: Test\n"
+        "Origin: vendor\n"
+        f"Upstream-Status: {status}\n"
+        f"Applies-To: {applies_to}\n"
+        f"Targets: {targets}\n"
+        "---\n"
+        f"{diff}"
+    )
+
+
+SIMPLE_DIFF = ("diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n")

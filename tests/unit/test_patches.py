@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import patches
+from pipeline import patches, series
 from pipeline.errors import PatchError
-from pipeline.plan import PatchFile, file_sha256
+from pipeline.series import Patch
 
-from .conftest import git, make_repo
+from .conftest import git, make_repo, patch_text
 
 ORIGINAL = {
     "llm/memory.go": "".join(f"line {i}\n" for i in range(1, 31)),
@@ -18,7 +18,7 @@ ORIGINAL = {
 }
 
 
-def make_patch(tmp_path: Path, name: str, base: dict[str, str], change: dict[str, str]) -> PatchFile:
+def make_patch(tmp_path: Path, name: str, base: dict[str, str], change: dict[str, str]) -> Patch:
     """A patch taking `base` to `base` updated with `change`, written by `git diff`."""
     work = tmp_path / f"patch-work-{name}"
     make_repo(work, base)
@@ -29,8 +29,8 @@ def make_patch(tmp_path: Path, name: str, base: dict[str, str], change: dict[str
     diff = git(work, "diff", "--cached", "--no-color") + "\n"
     path = tmp_path / "patches" / name
     path.parent.mkdir(exist_ok=True)
-    path.write_text(diff)
-    return PatchFile(name=name, path=path, sha256=file_sha256(path))
+    path.write_text(patch_text(name, diff))
+    return series.parse(path)
 
 
 def export_tree(tmp_path: Path, files: dict[str, str], name: str = "tree") -> Path:

@@ -9,9 +9,12 @@ import pytest
 from pipeline import plan
 from pipeline.errors import ConfigError
 
+from .conftest import SIMPLE_DIFF, patch_text
 
-def with_patches(matrix, name: str, *patch_names: str):
-    return dataclasses.replace(matrix.targets[name], patches=patch_names)
+
+def add_patch(settings, name: str, diff: str = SIMPLE_DIFF, **header) -> None:
+    settings.patches_dir.mkdir(exist_ok=True)
+    (settings.patches_dir / name).write_text(patch_text(name, diff, **header))
 
 
 def changed(a: dict, b: dict) -> set[str]:
@@ -45,23 +48,30 @@ def test_targets_differ_in_build_and_package_hashes(matrix, settings):
 
 
 def test_changing_a_patch_changes_patches_build_and_package_but_not_builder(matrix, settings):
-    settings.patches_dir.mkdir()
-    patch = settings.patches_dir / "0001-fix.patch"
-    patch.write_bytes(b"--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n")
-    target = with_patches(matrix, "cpu", "0001-fix.patch")
-    before = plan.make(matrix, target, settings)
-    patch.write_bytes(b"--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+c\n")
-    after = plan.make(matrix, target, settings)
+    add_patch(settings, "0001-fix.patch")
+    before = plan.make(matrix, matrix.targets["cpu"], settings)
+    add_patch(settings, "0001-fix.patch", SIMPLE_DIFF.replace("+b", "+c"))
+    after = plan.make(matrix, matrix.targets["cpu"], settings)
     assert changed(before.hashes, after.hashes) == {"patches", "build", "package"}
     assert after.patches[0].sha256 != before.patches[0].sha256
 
 
 def test_adding_a_patch_changes_the_patches_hash(matrix, settings):
-    settings.patches_dir.mkdir()
-    (settings.patches_dir / "0001-fix.patch").write_bytes(b"patch\n")
     plain = plan.make(matrix, matrix.targets["cpu"], settings)
-    patched = plan.make(matrix, with_patches(matrix, "cpu", "0001-fix.patch"), settings)
+    add_patch(settings, "0001-fix.patch")
+    patched = plan.make(matrix, matrix.targets["cpu"], settings)
     assert changed(plain.hashes, patched.hashes) == {"patches", "build", "package"}
+
+
+def test_a_target_carries_only_patches_that_name_it_and_admit_its_version(matrix, settings):
+    add_patch(settings, "0001-for-cpu.patch", targets="cpu gfx906")
+    add_patch(settings, "0002-for-gfx906.patch", targets="gfx906")
+    add_patch(settings, "0003-too-old.patch", targets="cpu", applies_to="<0.12.5")
+    add_patch(settings, "0004-exactly-this.patch", targets="cpu", applies_to="==0.12.5")
+    cpu = plan.make(matrix, matrix.targets["cpu"], settings)
+    gfx906 = plan.make(matrix, matrix.targets["gfx906"], settings)
+    assert [p.name for p in cpu.patches] == ["0001-for-cpu.patch", "0004-exactly-this.patch"]
+    assert [p.name for p in gfx906.patches] == ["0001-for-cpu.patch", "0002-for-gfx906.patch"]
 
 
 def test_changing_builder_packages_changes_builder_build_and_package_only(matrix, settings):
@@ -135,16 +145,9 @@ def test_image_tag_carries_the_builder_hash(matrix, settings):
     assert p.base_image == "ollama-pipeline/debian:trixie"
 
 
-def test_missing_patch_file_is_a_config_error_naming_it(matrix, settings):
-    settings.patches_dir.mkdir()
+def test_patch_naming_an_unknown_target_is_a_config_error_naming_the_file(matrix, settings):
+    add_patch(settings, "0007-typo.patch", targets="gfx9O6")
     with pytest.raises(ConfigError) as info:
-        plan.make(matrix, with_patches(matrix, "gfx906", "0007-missing.patch"), settings)
-    assert "0007-missing.patch" in str(info.value)
-    assert str(settings.patches_dir) in str(info.value)
-    assert "gfx906" in str(info.value)
+        plan.make(matrix, matrix.targets["gfx906"], settings)
+    assert "0007-typo.patch" in str(info.value) and "'gfx9O6'" in str(info.value)
     assert info.value.exit_code == 2
-
-
-def test_digest_is_independent_of_key_order():
-    assert plan.digest({"a": 1, "b": [2, 3]}) == plan.digest({"b": [2, 3], "a": 1})
-    assert plan.digest({"a": 1}) != plan.digest({"a": 2})
