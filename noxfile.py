@@ -3,6 +3,7 @@
     nox -s build -- gfx1103         build, package and verify one target
     nox -s targets -- --json        the matrix, for CI
     nox -s tests                    the test suite (Docker tier included)
+    nox -s release -- --dry-run     assemble dist/release/ from the built targets
 """
 
 import hashlib
@@ -60,6 +61,21 @@ def tests(session: nox.Session) -> None:
     """Run the test suite: unit tests, then the Docker tier (and the upstream tier with OLLAMA_SOURCE)."""
     _install(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(default=False)
+def release(session: nox.Session) -> None:
+    """Assemble built targets into dist/release/ (archives, manifests, SHA256SUMS, notes):
+    `nox -s release -- [TARGET...] [--dry-run]`; the release workflow publishes that folder."""
+    _install(session)
+    session.run("python", "-m", "pipeline", "release", *session.posargs)
+
+
+@nox.session(default=False)
+def lint(session: nox.Session) -> None:
+    """Lint with ruff (rules in pyproject.toml [tool.ruff.lint]); `-- --fix` to apply safe fixes."""
+    session.install("--quiet", "ruff==0.17.6")  # pinned: a new release must not change what passes
+    session.run("ruff", "check", "pipeline", "tests", "noxfile.py", *session.posargs)
 
 
 @nox.session(default=False)

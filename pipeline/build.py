@@ -16,7 +16,7 @@ from pathlib import Path
 
 from docker.types import Mount
 
-from . import fsutil
+from . import archs, fsutil
 from .container import Container
 from .log import Log, StageResult
 from .plan import SRC, Plan
@@ -68,6 +68,7 @@ def run(plan: Plan, tree: Path, image_id: str, source_date_epoch: int, settings:
             step_start = time.monotonic()
             box.exec(step.argv, env=dict(step.env))
             timings.append({"step": step.label, "seconds": round(time.monotonic() - step_start, 2)})
+        code_objects = _check_gpu_code(plan, box, log)
     info = {
         "target": plan.name,
         "version": plan.version,
@@ -77,9 +78,23 @@ def run(plan: Plan, tree: Path, image_id: str, source_date_epoch: int, settings:
         "source_date_epoch": source_date_epoch,
         "seconds": round(time.monotonic() - started, 1),
         "steps": timings,
+        "code_objects": code_objects,
     }
     with fsutil.staging_dir(out) as staging:
         os.rename(scratch / "dist", staging / "dist")
         (staging / "build.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(scratch, ignore_errors=True)
     return out, info
+
+
+def _check_gpu_code(plan: Plan, box: Container, log: Log) -> dict[str, list[str]]:
+    """Read the GPU archs out of each built backend: exactly the target's, or the build fails."""
+    found = {}
+    for backend in plan.backends:
+        if not backend.gpu_code:
+            continue
+        library = "/".join(p for p in ("dist/lib/ollama", backend.runner_dir, backend.library) if p)
+        output = box.exec(archs.inspect_command(backend.gpu_code, library), capture=True)
+        found[backend.library] = archs.check(backend.gpu_code, library, plan.target.gpu_archs, output)
+        log.line(f"{backend.library}: {', '.join(found[backend.library])} (as requested)")
+    return found

@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("targets", nargs="*", metavar="TARGET")
     pl.add_argument("--all", action="store_true")
     pl.add_argument("--source")
+    pl.add_argument("--json", action="store_true", help="machine-readable: stage hashes and image, for CI "
+                                                        "cache keys")
     pt = sub.add_parser("patches", help="maintain the patch series: check, apply, refresh, test")
     psub = pt.add_subparsers(dest="action", required=True)
     c = psub.add_parser("check", parents=[common], help="does each patch apply to each upstream ref?")
@@ -60,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     ts = psub.add_parser("test", parents=[common], help="apply, then go vet and go test what changed")
     ts.add_argument("--ref", required=True)
     ts.add_argument("--source")
+
+    rl = sub.add_parser("release", parents=[common], help="assemble built targets into dist/release/")
+    rl.add_argument("targets", nargs="*", metavar="TARGET",
+                    help="names or globs (default: every target with an archive in dist/<target>/)")
+    rl.add_argument("--all", action="store_true", help="every target of the matrix; one not built is an error")
+    rl.add_argument("--dist", help="folder of the builds; the release goes to its release/ (default: dist/)")
+    rl.add_argument("--dry-run", action="store_true",
+                    help="assemble, then print what the release workflow would publish")
 
     bn = sub.add_parser("bench", parents=[common], help="measure the pipeline; numbers go to a file")
     bn.add_argument("targets", nargs="*", metavar="TARGET", default=["cpu"])
@@ -151,6 +161,12 @@ def cmd_plan(args) -> int:
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
     patch_series = series.load(settings.patches_dir, matrix.targets)
+    if args.json:
+        plans = [planning.make(matrix, t, settings, patch_series) for t in _selection(args, matrix)]
+        print(json.dumps([{"name": p.name, "version": p.version, "archive": p.archive_name,
+                           "image": p.image_tag, "hashes": dict(p.hashes),
+                           "patches": [patch.name for patch in p.patches]} for p in plans], indent=2))
+        return 0
     for t in _selection(args, matrix):
         p = planning.make(matrix, t, settings, patch_series)
         print(f"{p.name}: {p.version} from {p.source_url} @ {t.source.commit[:12]}")
@@ -209,4 +225,18 @@ def cmd_patches(args) -> int:
         return 0
 
 
-COMMANDS = {"patches": cmd_patches, "build": cmd_build, "targets": cmd_targets, "plan": cmd_plan, "bench": cmd_bench}
+def cmd_release(args) -> int:
+    from . import release
+
+    settings = _settings(args)
+    matrix = targets.load(settings.targets_file)
+    if args.targets or args.all:
+        names = [t.name for t in _selection(args, matrix)]
+    else:
+        names = release.built(settings.dist, matrix.targets)
+    result = release.assemble(names, settings.dist)
+    print(release.summary(result, dry_run=args.dry_run))
+    return 0
+
+
+COMMANDS = {"release": cmd_release, "patches": cmd_patches, "build": cmd_build, "targets": cmd_targets, "plan": cmd_plan, "bench": cmd_bench}

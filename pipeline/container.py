@@ -62,18 +62,27 @@ class Container:
         self._container = None
 
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-             workdir: str | None = None) -> None:
+             workdir: str | None = None, capture: bool = False) -> str:
+        """Run a command in the container. With capture its output is returned instead of logged."""
         assert self._container is not None, "exec outside the with-block"
         text = runner.echo(self.log, argv, where="container")
         api = engine.client().api
         exec_id = api.exec_create(self._container.id, list(argv), environment=dict(env or {}),
                                   workdir=workdir or self.workdir, user=self.user or "")["Id"]
+        chunks: list[bytes] = []
         with self.log.heartbeat(" ".join(argv[:2])):
-            runner.stream(self.log, api.exec_start(exec_id, stream=True))
+            output = api.exec_start(exec_id, stream=True)
+            if capture:
+                chunks.extend(output)
+            else:
+                runner.stream(self.log, output)
         code = api.exec_inspect(exec_id)["ExitCode"]
         if code != 0:
+            if capture:
+                runner.stream(self.log, chunks)
             raise CommandError(text, code, where="container",
                                log=str(self.log.path) if self.log.path else None)
+        return b"".join(chunks).decode("utf-8", "replace")
 
 
 @contextlib.contextmanager

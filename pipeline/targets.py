@@ -42,10 +42,15 @@ class Source:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class AptSuite:
-    """Extra Debian suite a builder takes some packages from (ROCm from unstable, say)."""
+    """An extra Debian suite a builder may take some packages from (ROCm from unstable, say).
+
+    The suite sits at apt priority 100, so nothing comes from it unless pinned: only the packages
+    matching `pin` are raised to 500, where the newer version wins. (`apt-get -t SUITE` would raise
+    every dependency too and drag in that suite's glibc.)
+    """
 
     suite: str
-    packages: tuple[str, ...]
+    pin: tuple[str, ...] = ()
     components: tuple[str, ...] = ("main",)
     # Unstable's Release file is short-lived; snapshots of it need this off.
     check_valid_until: bool = True
@@ -74,6 +79,15 @@ class Backend:
     arch_variable: str = ""
     # Compiler launcher variables pointed at ccache.
     launchers: tuple[str, ...] = ("CMAKE_C_COMPILER_LAUNCHER", "CMAKE_CXX_COMPILER_LAUNCHER")
+    # GPU code format of `library` ("hip" or "cuda"), checked after the build against gpu_archs.
+    gpu_code: str = ""
+    library: str = ""
+
+    def __post_init__(self) -> None:
+        if self.gpu_code not in ("", "hip", "cuda"):
+            raise ValueError(f"gpu_code must be 'hip', 'cuda' or empty, got {self.gpu_code!r}")
+        if bool(self.gpu_code) != bool(self.library) or bool(self.gpu_code) != bool(self.arch_variable):
+            raise ValueError("arch_variable, gpu_code and library go together: set all three or none")
     cache_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 

@@ -79,17 +79,23 @@ def mini_project(tmp_path) -> tuple[Path, str]:
     return miniollama.create(tmp_path / "upstream")
 
 
-def write_matrix(path: Path, repo: Path, commit: str, *, tag: str = "v1.2.3", **target_overrides) -> Path:
-    """A targets.toml that builds the mini project with the project's own CPU builder and backends."""
+def write_matrix(path: Path, repo: Path, commit: str, *, tag: str = "v1.2.3", name: str = "cpu",
+                 **target_overrides) -> Path:
+    """A targets.toml that builds the mini project with the project's own builders and backends; the
+    target takes the project's settings for `name` (builder, backends, GPU archs)."""
     project = tomllib.loads((PROJECT / "targets.toml").read_text())
-    target = {"description": "mini project, CPU", "builder": "debian-cpu", "backends": ["cpu"],
+    own = project["targets"][name]
+    target = {"description": f"mini project, {name}", "builder": own.get("builder", "debian-cpu"),
+              "backends": own.get("backends", ["cpu"]),
               "source": {"url": str(repo), "tag": tag, "commit": commit,
                          "version_variable": f"{miniollama.MODULE}/version.Version"}}
+    if "gpu_archs" in own:
+        target["gpu_archs"] = own["gpu_archs"]
     target.update(target_overrides)
     doc = {
-        "builders": {"debian-cpu": project["builders"]["debian-cpu"]},
-        "backends": {"cpu": project["backends"]["cpu"]},
-        "targets": {"cpu": target},
+        "builders": project["builders"],
+        "backends": project["backends"],
+        "targets": {name: target},
     }
     path.write_text(dump_toml(doc))
     return path

@@ -29,14 +29,16 @@ target_link_libraries(ggml-cpu PRIVATE ggml-base)
 set_target_properties(ggml-cpu PROPERTIES BUILD_RPATH "$ORIGIN" INSTALL_RPATH "$ORIGIN")
 install(TARGETS ggml-base ggml-cpu LIBRARY DESTINATION ${OLLAMA_INSTALL_DIR} COMPONENT CPU)
 
+# Real GPU code, compiled as ggml does: for the archs the build passes in, nothing else.
 if(AMDGPU_TARGETS)
-    add_library(ggml-hip SHARED ggml/gpu.c)
-    target_compile_definitions(ggml-hip PRIVATE "GPU_ARCHS=\\"${AMDGPU_TARGETS}\\"")
+    set(CMAKE_HIP_ARCHITECTURES ${AMDGPU_TARGETS})
+    enable_language(HIP)
+    add_library(ggml-hip SHARED ggml/gpu.hip ggml/gpu2.hip)
     install(TARGETS ggml-hip LIBRARY DESTINATION ${OLLAMA_INSTALL_DIR} COMPONENT HIP)
 endif()
 if(CMAKE_CUDA_ARCHITECTURES)
-    add_library(ggml-cuda SHARED ggml/gpu.c)
-    target_compile_definitions(ggml-cuda PRIVATE "GPU_ARCHS=\\"${CMAKE_CUDA_ARCHITECTURES}\\"")
+    enable_language(CUDA)
+    add_library(ggml-cuda SHARED ggml/gpu.cu)
     install(TARGETS ggml-cuda LIBRARY DESTINATION ${OLLAMA_INSTALL_DIR} COMPONENT CUDA)
 endif()
 """
@@ -47,8 +49,13 @@ PRESETS = {
         {"name": "Default", "binaryDir": "${sourceDir}/build", "installDir": "${sourceDir}/dist",
          "cacheVariables": {"CMAKE_BUILD_TYPE": "Release"}},
         {"name": "CPU", "inherits": ["Default"]},
-        {"name": "ROCm 6", "inherits": ["Default"], "cacheVariables": {"AMDGPU_TARGETS": "gfx1100"}},
-        {"name": "CUDA 11", "inherits": ["Default"], "cacheVariables": {"CMAKE_CUDA_ARCHITECTURES": "50"}},
+        # Upstream's flag values, which the pipeline must cope with (-parallel-jobs is AMD clang's).
+        {"name": "ROCm 6", "inherits": ["Default"],
+         "cacheVariables": {"CMAKE_HIP_PLATFORM": "amd", "CMAKE_HIP_FLAGS": "-parallel-jobs=4",
+                            "AMDGPU_TARGETS": "gfx1010;gfx1030;gfx1100"}},
+        {"name": "CUDA 11", "inherits": ["Default"],
+         "cacheVariables": {"CMAKE_CUDA_ARCHITECTURES": "50-virtual;60-virtual",
+                            "CMAKE_CUDA_FLAGS": "-Wno-deprecated-gpu-targets -t 2"}},
     ],
     "buildPresets": [
         {"name": "CPU", "configurePreset": "CPU", "targets": ["ggml-cpu"]},
@@ -62,7 +69,43 @@ CPU_C = """\
 const char *ggml_base_name(void);
 const char *ggml_backend_name(void) { return ggml_base_name()[0] ? "cpu" : "?"; }
 """
-GPU_C = 'const char *ggml_gpu_archs(void) { return GPU_ARCHS; }\n'
+HIP_KERNEL = """\
+#include <hip/hip_runtime.h>
+
+__global__ void scale(float *x, float s, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] *= s;
+}
+
+extern "C" int ggml_gpu_scale(float *x, float s, int n) {
+    hipLaunchKernelGGL(scale, dim3((n + 255) / 256), dim3(256), 0, 0, x, s, n);
+    return hipGetLastError() == hipSuccess ? 0 : 1;
+}
+"""
+HIP_KERNEL2 = """\
+#include <hip/hip_runtime.h>
+
+__global__ void add(float *x, float a, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += a;
+}
+
+extern "C" int ggml_gpu_add(float *x, float a, int n) {
+    hipLaunchKernelGGL(add, dim3((n + 255) / 256), dim3(256), 0, 0, x, a, n);
+    return hipGetLastError() == hipSuccess ? 0 : 1;
+}
+"""
+CUDA_KERNEL = """\
+__global__ void scale(float *x, float s, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] *= s;
+}
+
+extern "C" int ggml_gpu_scale(float *x, float s, int n) {
+    scale<<<(n + 255) / 256, 256>>>(x, s, n);
+    return cudaGetLastError() == cudaSuccess ? 0 : 1;
+}
+"""
 
 VERSION_GO = """\
 package version
@@ -137,7 +180,9 @@ def create(root: Path, tag: str = "v1.2.3", *, go_version: str = "1.22") -> tupl
         "CMakePresets.json": json.dumps(PRESETS, indent=2) + "\n",
         "ggml/base.c": BASE_C,
         "ggml/cpu.c": CPU_C,
-        "ggml/gpu.c": GPU_C,
+        "ggml/gpu.hip": HIP_KERNEL,
+        "ggml/gpu2.hip": HIP_KERNEL2,
+        "ggml/gpu.cu": CUDA_KERNEL,
         "go.mod": f"module {MODULE}\n\ngo {go_version}\n",
         "version/version.go": VERSION_GO,
         "main.go": MAIN_GO,

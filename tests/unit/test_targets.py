@@ -35,6 +35,8 @@ component = "CPU"
 preset = "GPU"
 component = "GPU"
 arch_variable = "ARCHS"
+gpu_code = "hip"
+library = "libggml-gpu.so"
 
 [targets.one]
 description = "first"
@@ -108,7 +110,7 @@ def test_extra_suites_become_typed_objects(matrix):
     assert sid.suite == "sid"
     assert sid.check_valid_until is False
     assert sid.components == ("main",)
-    assert "hipcc" in sid.packages
+    assert "hipcc" in sid.pin and "hipcc" in matrix.builders["debian-rocm"].packages
 
 
 # --- defaults -----------------------------------------------------------------------------------------
@@ -333,3 +335,8 @@ def test_empty_selection_is_refused_naming_the_targets(matrix):
 def test_name_key_in_a_target_table_is_refused(tmp_path):
     err = load_error(tmp_path, PROJECT_TEXT.replace('[targets.cpu]\n', '[targets.cpu]\nname = "other"\n'))
     assert "[targets.cpu]" in str(err) and "'name' is not allowed" in str(err)
+
+
+def test_gpu_backend_needs_code_format_and_library_with_its_arch_variable(tmp_path):
+    err = load_error(tmp_path, PROJECT_TEXT.replace('gpu_code = "cuda"\n', ""))
+    assert "[backends.cuda11]" in str(err) and "set all three or none" in str(err)

@@ -11,6 +11,7 @@ RUN test -n "$DEBIAN_MIRROR" \
  && echo "deb $DEBIAN_MIRROR trixie main" > /etc/apt/sources.list \
  && echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90no-recommends
 
+# One transaction, so apt resolves every package against the same pins.
 RUN apt-get update \
  && apt-get install -y gcc g++ make cmake ninja-build ccache git ca-certificates golang-1.24-go \
  && rm -rf /var/lib/apt/lists/*

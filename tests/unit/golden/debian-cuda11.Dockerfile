@@ -9,13 +9,14 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 RUN test -n "$DEBIAN_MIRROR" \
  && rm -f /etc/apt/sources.list.d/* \
  && echo "deb $DEBIAN_MIRROR bookworm main contrib non-free" > /etc/apt/sources.list \
- && echo "deb $DEBIAN_MIRROR bookworm-backports main" >> /etc/apt/sources.list \
- && printf 'Package: *\nPin: release n=bookworm-backports\nPin-Priority: 100\n' > /etc/apt/preferences.d/bookworm-backports \
+ && echo "deb $DEBIAN_MIRROR trixie main" >> /etc/apt/sources.list \
+ && printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' > /etc/apt/preferences.d/trixie \
+ && printf '\nPackage: golang-1.24-go golang-1.24-src\nPin: release n=trixie\nPin-Priority: 500\n' >> /etc/apt/preferences.d/trixie \
  && echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90no-recommends
 
+# One transaction, so apt resolves every package against the same pins.
 RUN apt-get update \
- && apt-get install -y gcc-11 g++-11 make ninja-build ccache git ca-certificates nvidia-cuda-toolkit \
- && apt-get install -y -t bookworm-backports cmake golang-1.23-go \
+ && apt-get install -y gcc-11 g++-11 make cmake ninja-build ccache git ca-certificates nvidia-cuda-toolkit golang-1.24-go \
  && rm -rf /var/lib/apt/lists/*
 
 # Builds run as the invoking user: caches live in world-writable folders, which a new named volume
@@ -32,4 +33,4 @@ ENV HOME=/home/builder \
     CC=gcc-11 \
     CUDAHOSTCXX=g++-11 \
     CXX=g++-11 \
-    PATH=/usr/lib/go-1.23/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    PATH=/usr/lib/go-1.24/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -1,0 +1,76 @@
+"""GPU builders (Debian flavor) compile the mini project's real HIP and CUDA kernels for exactly the
+archs of each target, through the pipeline's own builder and build stages."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pytest
+from docker.types import Mount
+
+from pipeline import archs, build, orchestrate, targets
+from pipeline import plan as planning
+
+from . import miniollama
+from .conftest import write_matrix
+
+HIP_LIB = "lib/ollama/rocm/libggml-hip.so"
+CUDA_LIB = "lib/ollama/cuda_v11/libggml-cuda.so"
+
+
+def build_gpu(name, mini_project, settings_for, tmp_path):
+    repo, commit = mini_project
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit, name=name))
+    matrix = targets.load(settings.targets_file)
+    plan = planning.make(matrix, matrix.targets[name], settings)
+    outcome = orchestrate.build_target(plan, settings)
+    info = json.loads((build.result_dir(plan, settings) / "build.json").read_text())
+    root = tmp_path / "unpacked"
+    with tarfile.open(outcome.archive) as tar:
+        tar.extractall(root, filter="data")
+    return plan, info, root
+
+
+def in_builder(engine, plan, root, script: str) -> str:
+    """Run a listing tool of the builder image on the unpacked package."""
+    return engine.containers.run(plan.image_tag, ["sh", "-c", script], remove=True, working_dir="/pkg",
+                                 mounts=[Mount("/pkg", str(root), type="bind", read_only=True)]).decode()
+
+
+def bundled_hip_archs(engine, plan, root) -> set[str]:
+    # A second reading with LLVM's own tool: the first offload bundle of .hip_fatbin, per translation unit.
+    out = in_builder(engine, plan, root,
+                     f"objcopy -O binary --only-section=.hip_fatbin {HIP_LIB} /tmp/fatbin && "
+                     "clang-offload-bundler-21 --list --type=o --input=/tmp/fatbin")
+    return {line.split("--", 1)[1] for line in out.split() if line.startswith("hipv4-")}
+
+
+@pytest.mark.parametrize("name, expected", [("gfx1103", {"gfx1100", "gfx1103"}), ("gfx906", {"gfx906"})])
+def test_rocm_target_compiles_exactly_its_archs(engine, mini_project, settings_for, tmp_path, name, expected):
+    plan, info, root = build_gpu(name, mini_project, settings_for, tmp_path)
+
+    assert set(info["code_objects"]["libggml-hip.so"]) == expected
+    assert bundled_hip_archs(engine, plan, root) == expected
+    assert (root / "lib/ollama/libggml-cpu.so").exists()
+
+
+def test_cuda_target_compiles_real_sm_37_code_and_no_ptx(engine, mini_project, settings_for, tmp_path):
+    plan, info, root = build_gpu("sm_37", mini_project, settings_for, tmp_path)
+
+    assert info["code_objects"]["libggml-cuda.so"] == ["sass:sm_37"]
+    listing = in_builder(engine, plan, root, f"cuobjdump --list-elf {CUDA_LIB}; cuobjdump --list-ptx {CUDA_LIB}")
+    assert archs.found("cuda", listing) == {"sass:sm_37"}
+    assert ".sm_37.cubin" in listing
+
+
+def test_build_that_ignores_the_requested_archs_is_refused(engine, mini_project, settings_for, tmp_path):
+    repo, _ = mini_project
+    cmake = (repo / "CMakeLists.txt").read_text()
+    (repo / "CMakeLists.txt").write_text(cmake.replace("set(CMAKE_HIP_ARCHITECTURES ${AMDGPU_TARGETS})",
+                                                       "set(CMAKE_HIP_ARCHITECTURES gfx1030)"))
+    commit = miniollama.commit_files(repo, "hard-code an arch", tag="v1.2.3")
+
+    with pytest.raises(archs.ArchMismatch, match=r"missing: gfx906; unexpected: gfx1030"):
+        build_gpu("gfx906", (repo, commit), settings_for, tmp_path)
+    assert not list((tmp_path / "dist").rglob("*.tar.gz"))
