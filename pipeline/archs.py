@@ -40,7 +40,7 @@ def expected(gpu_code: str, gpu_archs: Iterable[str]) -> set[str]:
 def inspect_command(gpu_code: str, library: str) -> list[str]:
     if gpu_code == "hip":
         return ["grep", "-aoE", HIP_BUNDLE.pattern.replace("(?::", "(:"), library]
-    return ["sh", "-c", f'cuobjdump --list-elf "$0"; cuobjdump --list-ptx "$0"', library]
+    return ["sh", "-c", 'cuobjdump --list-elf "$0"; cuobjdump --list-ptx "$0"', library]
 
 
 def found(gpu_code: str, output: str) -> set[str]:

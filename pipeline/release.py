@@ -281,7 +281,7 @@ def summary(release: Release, *, dry_run: bool, tag: str | None = None) -> str:
     lines = [f"{release.folder}: {len(release.entries)} target(s), {len(release.assets)} asset(s)"]
     for e in release.entries:
         how = f"{len(e.parts)} parts" if e.split else "whole"
-        lines.append(f"  {e.target:10} {e.archive.name} ({human_size(e.archive.size)}, {how}) "
+        lines.append(f"  {e.target:10} {e.archive.name} ({e.archive.size} bytes, {how}) "
                      f"sha256 {e.archive.sha256}")
     if dry_run:
         tag = tag or os.environ.get("GITHUB_REF_NAME") or "TAG"

@@ -282,6 +282,13 @@ def test_cli_release_of_an_unbuilt_target_exits_7_naming_the_build_command(
     assert "nox -s build -- gfx1103" in err
 
 
+def test_cli_release_all_refuses_a_partial_release(matrix, settings, dist, log, capsys):
+    build(matrix, settings, dist, log, "cpu")
+    assert main(["release", "--all", "--dist", str(dist)]) == 7
+    assert "target 'gfx1103' has no built archive" in capsys.readouterr().err
+    assert not (dist / "release").exists()
+
+
 def test_cli_release_of_an_unknown_target_exits_2(dist, capsys):
     assert main(["release", "nosuch", "--dist", str(dist)]) == 2
     assert "unknown target 'nosuch'" in capsys.readouterr().err

@@ -1,0 +1,44 @@
+"""actionlint on the GitHub workflows, built from the Go module proxy inside the Go builder image."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from docker.types import Mount
+
+from pipeline import build, builder, targets
+from pipeline import plan as planning
+from pipeline.log import Log, StageResult
+
+from .conftest import PROJECT
+
+ACTIONLINT = "github.com/rhysd/actionlint/cmd/actionlint@v1.7.7"
+
+
+@pytest.mark.parametrize("workflow", ["release.yml", "ci.yml"])
+def test_actionlint_passes(engine, settings_for, tmp_path, workflow):
+    settings = settings_for(PROJECT / "targets.toml")
+    matrix = targets.load(settings.targets_file)
+    plan = planning.make(matrix, matrix.targets["cpu"], settings)
+    with Log("lint", tmp_path / "lint.log") as log:
+        builder.ensure(plan, settings, log, StageResult())
+    env = {"GOFLAGS": "-mod=mod"}
+    mounts = [Mount("/repo", str(PROJECT), type="bind", read_only=True),
+              *(Mount(path, build.volume_name(settings, name), type="volume")
+                for name, path in build.VOLUMES.items())]
+    if settings.ca_bundle:
+        mounts.append(Mount(build.HOST_CA, str(settings.ca_bundle.resolve()), type="bind", read_only=True))
+        env["SSL_CERT_FILE"] = build.HOST_CA
+    if os.environ.get("GOPROXY"):
+        env["GOPROXY"] = os.environ["GOPROXY"]
+    container = engine.containers.run(
+        plan.image_tag, ["go", "run", ACTIONLINT, "-no-color", f".github/workflows/{workflow}"],
+        detach=True, working_dir="/repo", environment=env, mounts=mounts,
+        user=f"{os.getuid()}:{os.getgid()}")
+    try:
+        code = container.wait(timeout=600)["StatusCode"]
+        output = container.logs().decode()
+    finally:
+        container.remove(force=True)
+    assert code == 0, f"actionlint found problems in {workflow}:\n{output}"
