@@ -44,6 +44,23 @@ def ensure(name: str, suite: str, settings: Settings, log: Log) -> str:
     return bootstrap(name, suite, mirror(settings), log)
 
 
+def ensure_vendor(name: str, log: Log) -> str:
+    """A vendor base image (ROCm's or NVIDIA's): present, or pulled; it cannot be made here."""
+    client = engine.client()
+    try:
+        return client.images.get(name).id
+    except docker.errors.ImageNotFound:
+        pass
+    repository, _, tag = name.partition("@") if "@" in name else name.rpartition(":")
+    log.line(f"pulling vendor image {name}")
+    try:
+        return client.images.pull(repository, tag=tag or None).id
+    except docker.errors.APIError as exc:
+        raise DockerError(f"cannot pull the vendor image {name} ({exc.explanation or exc}). The vendor "
+                          "flavor needs a registry, or the image loaded with `docker load`; the debian "
+                          "flavor needs only a Debian mirror") from None
+
+
 def bootstrap(name: str, suite: str, mirror_url: str, log: Log) -> str:
     if shutil.which("debootstrap") is None:
         raise DockerError(f"base image {name} is missing, no registry answers and debootstrap is not "

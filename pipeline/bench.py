@@ -23,14 +23,14 @@ from pathlib import Path
 
 import docker.errors
 
-from . import build, engine, fsutil, orchestrate, targets
+from . import build, engine, fsutil, gpubench, orchestrate, targets
 from . import plan as planning
 from .settings import PROJECT_ROOT, Settings
 
 GOALS = {"noop_rebuild_seconds": 10.0, "cold_outside_toolchain_share": 0.05}
 
 
-def run(selection: list[str], settings: Settings, output: Path, *, cold: bool) -> dict:
+def run(selection: list[str], settings: Settings, output: Path, *, cold: bool, gpu: bool = False) -> dict:
     matrix = targets.load(settings.targets_file)
     report: dict = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -38,6 +38,12 @@ def run(selection: list[str], settings: Settings, output: Path, *, cold: bool) -
         "goals": GOALS,
         "targets": {},
     }
+    if gpu:  # only GPU compile times (pipeline/gpubench.py): the warm-up builds below take hours on GPUs
+        report["gpu"] = {}
+        for plan in gpubench.plans(matrix, selection, settings):
+            report["gpu"][plan.name] = gpubench.measure(plan, settings)
+            fsutil.write_text(output, json.dumps(report, indent=2) + "\n")  # keep partial results
+        return report
     for target in matrix.select(selection):
         plan = planning.make(matrix, target, settings)
         entry = report["targets"][target.name] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 
 import docker.errors
@@ -27,12 +28,21 @@ def ensure(plan: Plan, settings: Settings, log: Log, result: StageResult) -> str
         return image.id
     except docker.errors.ImageNotFound:
         pass
-    baseimage.ensure(plan.base_image, plan.builder.suite, settings, log)
+    if plan.builder.flavor == "vendor":
+        baseimage.ensure_vendor(plan.base_image, log)
+        buildargs = {}
+    else:
+        baseimage.ensure(plan.base_image, plan.builder.suite, settings, log)
+        buildargs = {"DEBIAN_MIRROR": baseimage.mirror(settings)}
+    for download in plan.builder.downloads:
+        if override := os.environ.get(f"PIPELINE_URL_{download.name.upper()}"):
+            log.line(f"{download.name}: fetched from {override} (checksum still {download.sha256[:12]}...)")
+            buildargs[download.build_arg] = override
     log.line(f"building {plan.image_tag} from docker/{plan.builder.template}")
     context = _context(plan.dockerfile)
     stream = client.api.build(
         fileobj=context, custom_context=True, tag=plan.image_tag, rm=True, forcerm=True, pull=False,
-        decode=True, buildargs={"DEBIAN_MIRROR": baseimage.mirror(settings)},
+        decode=True, buildargs=buildargs,
         labels={"org.ollama-pipeline.builder": plan.builder_name,
                 "org.ollama-pipeline.hash": plan.hashes["builder"]},
     )

@@ -76,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--source")
     bn.add_argument("--dist", help="output folder of the warm builds (default: dist/)")
     bn.add_argument("--cold", action="store_true", help="also time a build with empty caches")
+    bn.add_argument("--gpu", action="store_true", help="instead: cold and warm compile time of a few GPU "
+                                                       "sources, target archs against upstream's full list")
     bn.add_argument("--output", default="dist/bench.json", help="where the numbers go")
     return p
 
@@ -185,7 +187,7 @@ def cmd_bench(args) -> int:
 
     settings = _settings(args)
     output = Path(args.output).resolve()
-    report = bench.run(args.targets, settings, output, cold=args.cold)
+    report = bench.run(args.targets, settings, output, cold=args.cold, gpu=args.gpu)
     print(json.dumps(report, indent=2))
     print(f"written to {output}", file=sys.stderr)
     return 0

@@ -19,6 +19,8 @@ from .errors import CommandError, DockerError
 from .log import Log
 
 LABEL = "org.ollama-pipeline.build"
+# The log a container writes to: tells apart containers of builds running side by side.
+LOG_LABEL = "org.ollama-pipeline.log"
 
 
 class Container:
@@ -40,7 +42,7 @@ class Container:
             self._container = engine.client().containers.run(
                 self.image, ["sleep", "infinity"], detach=True, init=True, name=self.name,
                 mounts=self.mounts, user=self.user, environment=self.env, working_dir=self.workdir,
-                labels={LABEL: self.log.target},
+                labels={LABEL: self.log.target, LOG_LABEL: str(self.log.path or "")},
             )
         except docker.errors.APIError as exc:
             raise DockerError(f"cannot start a container of {self.image}: {exc.explanation or exc}") from None

@@ -67,11 +67,11 @@ def make(matrix: Matrix, target: Target, settings: Settings,
     if patch_series is None:
         patch_series = series.load(settings.patches_dir, matrix.targets)
     patches = tuple(series.for_target(patch_series, target.name, series.upstream_version(target.source.tag)))
-    base_image = base_image_name(settings, builder.suite)
+    base_image = builder.base_image or base_image_name(settings, builder.suite)
     rendered = dockerfile.render(settings.templates_dir, builder, base_image=base_image)
     upstream_version = target.source.tag.removeprefix("v")
     version = target.source.version_format.format(version=upstream_version, target=target.name)
-    steps = tuple(build_steps(target, backends, version))
+    steps = tuple(build_steps(target, backends, builder, version))
 
     hashes: dict[str, str] = {}
     # The source stage is keyed by the commit, not the URL: a mirror gives the same tree.
@@ -101,7 +101,7 @@ def make(matrix: Matrix, target: Target, settings: Settings,
     )
 
 
-def build_steps(target: Target, backends: tuple[Backend, ...], version: str) -> list[Step]:
+def build_steps(target: Target, backends: tuple[Backend, ...], builder: Builder, version: str) -> list[Step]:
     """Ollama's own build interface: per backend configure / build / install, then `go build`.
 
     Each backend configures a fresh build/ folder, as upstream's Dockerfile does with one stage per
@@ -114,6 +114,8 @@ def build_steps(target: Target, backends: tuple[Backend, ...], version: str) -> 
         if backend.arch_variable:
             defines[backend.arch_variable] = ";".join(target.gpu_archs)
         defines.update(backend.cache_variables)
+        if backend.gpu_code:
+            defines.update(builder.gpu_cmake_variables)
         defines.update(target.cmake_variables)
         tag = backend.preset
         steps.append(Step(f"clean build/ for {tag}", ("find", "build", "-mindepth", "1", "-delete")))

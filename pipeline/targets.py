@@ -57,10 +57,33 @@ class AptSuite:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Download:
+    """A file a builder image fetches: checksum fixed here, location overridable (PIPELINE_URL_<NAME>)."""
+
+    name: str
+    url: str
+    sha256: str
+    dest: str = "/usr/local"
+    strip_components: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.name.replace("_", "").isalnum() or not self.name.islower():
+            raise ValueError(f"download name {self.name!r}: lower-case letters, digits and _ only")
+        if len(self.sha256) != 64 or not set(self.sha256) <= SHA1_HEX:
+            raise ValueError(f"download {self.name!r}: sha256 must be 64 hex digits")
+
+    @property
+    def build_arg(self) -> str:
+        return f"{self.name.upper()}_URL"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Builder:
     template: str
     description: str = ""
-    # The Debian suite of the base image; made with debootstrap when it cannot be had otherwise.
+    # Vendor flavor: a registry image (tag, or name@sha256:digest) to build on. Empty: the Debian
+    # flavor, whose base is made from `suite` with debootstrap when it cannot be had otherwise.
+    base_image: str = ""
     suite: str = "trixie"
     components: tuple[str, ...] = ("main",)
     packages: tuple[str, ...] = ()
@@ -68,6 +91,13 @@ class Builder:
     # Prepended to PATH in the image (Debian installs versioned Go under /usr/lib/go-1.XX/bin).
     path: tuple[str, ...] = ()
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    downloads: tuple[Download, ...] = ()
+    # Cache variables this toolchain needs for every GPU backend's configure (compiler paths, say).
+    gpu_cmake_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def flavor(self) -> str:
+        return "vendor" if self.base_image else "debian"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,8 +45,10 @@ def run_packaged(engine, settings, root: Path, *args: str) -> str:
     return out.decode()
 
 
-def leftover_containers(engine) -> list:
-    return engine.containers.list(all=True, filters={"label": container.LABEL})
+def leftover_containers(engine, settings) -> list:
+    """Containers of this test's builds (others may run side by side)."""
+    log = settings.dist / "cpu" / "build.log"
+    return engine.containers.list(all=True, filters={"label": f"{container.LOG_LABEL}={log}"})
 
 
 def sha256(path: Path) -> str:
@@ -77,7 +79,7 @@ def test_mini_project_builds_into_a_tarball_whose_binary_reports_the_stamped_ver
     log = outcome.log.read_text()
     assert "==> build" in log and "+ cmake --preset CPU" in log and "<== package: done" in log
     assert (settings.dist / "cpu" / "manifest.json").exists()
-    assert leftover_containers(engine) == []
+    assert leftover_containers(engine, settings) == []
 
 
 def test_second_build_with_nothing_changed_reuses_every_stage(engine, mini_project, settings_for, tmp_path):
@@ -122,7 +124,7 @@ def test_failed_build_keeps_the_last_good_archive_and_removes_its_container(
     assert "go build" in str(failure.value) and "build.log" in str(failure.value)
     assert sha256(good.archive) == good_digest
     assert not list(settings.dist.rglob("*.partial"))
-    assert leftover_containers(engine) == []
+    assert leftover_containers(engine, settings) == []
     assert "<== build: failed" in (settings.dist / "cpu" / "build.log").read_text()
 
 
@@ -190,7 +192,7 @@ def test_interrupted_build_removes_its_container_and_leaves_no_archive(
     slow = miniollama.commit_files(repo, "slow configure", tag="v1.2.3")
     settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, slow))
     env = {k: v for k, v in os.environ.items() if k != "OLLAMA_SOURCE"}
-    env.update(PIPELINE_CACHE=str(settings.cache))
+    env.update(PIPELINE_CACHE=str(settings.cache), PIPELINE_PATCHES=str(settings.patches_dir))
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "build", "cpu", "--targets-file", str(settings.targets_file),
          "--dist", str(settings.dist)], cwd=PROJECT, env=env, stderr=subprocess.PIPE, text=True)
@@ -199,13 +201,13 @@ def test_interrupted_build_removes_its_container_and_leaves_no_archive(
     while time.monotonic() < deadline and not (log.exists() and "+ cmake --preset" in log.read_text()):
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.5)
-    assert leftover_containers(engine), "the build container should be running"
+    assert leftover_containers(engine, settings), "the build container should be running"
 
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
 
     assert proc.returncode == 130, err
     assert "interrupted" in err
-    assert leftover_containers(engine) == []
+    assert leftover_containers(engine, settings) == []
     assert not (settings.dist / "cpu" / "ollama-1.2.3-cpu.tar.gz").exists()
     assert not list(settings.dist.rglob("*.partial"))
