@@ -71,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument("--dry-run", action="store_true",
                     help="assemble, then print what the release workflow would publish")
 
+    mt = sub.add_parser("memtest", parents=[common], help="how Ollama's estimator places scenarios on GPUs, "
+                                                          "upstream against patched")
+    mt.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                    help="scenario .toml files or folders of them (default: scenarios/ of the project)")
+    mt.add_argument("--ref", help="upstream tag, v0.12.0 to v0.12.10 (default: the tag of targets.toml)")
+    mt.add_argument("--source")
+    mt.add_argument("--target", action="append", default=[],
+                    help="only patches carried by this target (default: every patch in range)")
+    mt.add_argument("--host-go", action="store_true", help="run go on this machine instead of the Go builder")
+    mt.add_argument("--json", default="dist/memtest.json", help="where the report goes as JSON")
+
     bn = sub.add_parser("bench", parents=[common], help="measure the pipeline; numbers go to a file")
     bn.add_argument("targets", nargs="*", metavar="TARGET", default=["cpu"])
     bn.add_argument("--source")
@@ -241,4 +252,23 @@ def cmd_release(args) -> int:
     return 0
 
 
-COMMANDS = {"release": cmd_release, "patches": cmd_patches, "build": cmd_build, "targets": cmd_targets, "plan": cmd_plan, "bench": cmd_bench}
+def cmd_memtest(args) -> int:
+    from . import fsutil, memtest, patchtool
+    from .log import Log
+
+    settings = _settings(args)
+    scenarios = memtest.load_all(args.scenarios)
+    ref = args.ref or patchtool.default_refs(targets.load(settings.targets_file))[0]
+    memtest.check_ref(ref)
+    with Log("memtest", settings.dist / "memtest" / "memtest.log") as log:
+        report = memtest.run(settings, log, scenarios, ref, host_go=args.host_go, targets=args.target)
+    output = Path(args.json).resolve()
+    fsutil.write_text(output, json.dumps(report, indent=2) + "\n")
+    print(memtest.render(report))
+    print(f"written to {output}", file=sys.stderr)
+    for line in memtest.failed(report):
+        print(f"error: expectation failed: {line}", file=sys.stderr)
+    return 1 if memtest.failed(report) else 0
+
+
+COMMANDS = {"memtest": cmd_memtest, "release": cmd_release, "patches": cmd_patches, "build": cmd_build, "targets": cmd_targets, "plan": cmd_plan, "bench": cmd_bench}

@@ -112,7 +112,7 @@ def prepare_tree(plan: Plan, settings: Settings, log: Log) -> Path:
                 # Mount points for the build's writable folders over the read-only tree.
                 for sub in ("build", "dist"):
                     (staging / sub).mkdir(exist_ok=True)
-                # The record goes first: a tree without one is redone, never trusted.
+                # The record goes first: a record without its tree is redone, a tree is never half there.
                 fsutil.write_text(meta_file, json.dumps(meta, indent=2) + "\n")
                 shutil.rmtree(tree, ignore_errors=True)
                 os.rename(staging, tree)
