@@ -86,3 +86,11 @@ def bench(session: nox.Session) -> None:
     """
     _install(session)
     session.run("python", "-m", "pipeline", "bench", *session.posargs)
+
+
+@nox.session(default=False)
+def memtest(session: nox.Session) -> None:
+    """How Ollama's estimator places scenarios on GPUs, upstream against patched:
+    `nox -s memtest -- [SCENARIO...] [--ref v0.12.5] [--host-go]`; JSON in dist/memtest.json."""
+    _install(session)
+    session.run("python", "-m", "pipeline", "memtest", *session.posargs)

@@ -31,6 +31,23 @@ def volume_name(settings: Settings, cache: str) -> str:
     return f"{settings.volume_prefix}-{cache}-u{os.getuid()}"
 
 
+def toolchain_mounts(settings: Settings) -> tuple[list[Mount], dict[str, str]]:
+    """Mounts and environment every container running the toolchain gets: the per-user cache volumes,
+    the host's CA bundle (downloads through a TLS-inspecting proxy) and the Go proxy setting."""
+    mounts = [Mount(path, volume_name(settings, name), type="volume") for name, path in VOLUMES.items()]
+    env = {}
+    if settings.ca_bundle:
+        mounts.append(Mount(HOST_CA, str(settings.ca_bundle.resolve()), type="bind", read_only=True))
+        env["SSL_CERT_FILE"] = HOST_CA
+    if settings.go_proxy:
+        env["GOPROXY"] = settings.go_proxy
+    return mounts, env
+
+
+def user() -> str:
+    return f"{os.getuid()}:{os.getgid()}"
+
+
 def result_dir(plan: Plan, settings: Settings) -> Path:
     return settings.cache / "builds" / f"{plan.name}-{plan.hashes['build'][:24]}"
 
@@ -47,21 +64,16 @@ def run(plan: Plan, tree: Path, image_id: str, source_date_epoch: int, settings:
     shutil.rmtree(scratch, ignore_errors=True)
     for sub in ("build", "dist"):
         (scratch / sub).mkdir(parents=True)
-    mounts = [
+    mounts, env = toolchain_mounts(settings)
+    mounts[:0] = [
         Mount(SRC, str(tree), type="bind", read_only=True),
         Mount(f"{SRC}/build", str(scratch / "build"), type="bind"),
         Mount(f"{SRC}/dist", str(scratch / "dist"), type="bind"),
-        *(Mount(path, volume_name(settings, name), type="volume") for name, path in VOLUMES.items()),
     ]
-    env = {"CMAKE_BUILD_PARALLEL_LEVEL": str(settings.jobs), "SOURCE_DATE_EPOCH": str(source_date_epoch)}
-    if settings.ca_bundle:
-        mounts.append(Mount(HOST_CA, str(settings.ca_bundle.resolve()), type="bind", read_only=True))
-        env["SSL_CERT_FILE"] = HOST_CA
-    if settings.go_proxy:
-        env["GOPROXY"] = settings.go_proxy
+    env.update(CMAKE_BUILD_PARALLEL_LEVEL=str(settings.jobs), SOURCE_DATE_EPOCH=str(source_date_epoch))
     started = time.monotonic()
     timings = []
-    with Container(plan.image_tag, log, mounts=mounts, user=f"{os.getuid()}:{os.getgid()}", env=env,
+    with Container(plan.image_tag, log, mounts=mounts, user=user(), env=env,
                    workdir=SRC, keep=settings.keep_containers) as box:
         for step in plan.steps:
             log.line(f"-- {step.label}")

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import glob
+import fnmatch
 import os
 import posixpath
 import re
@@ -374,23 +374,26 @@ class Resolver:
                     pat = PurePosixPath(pattern)
                     if not pat.is_absolute():
                         pat = path.parent / pat
-                    hits = glob.glob(str(self.sysroot / str(pat).lstrip("/")))
-                    for hit in sorted(hits):
-                        inner = PurePosixPath("/") / Path(hit).relative_to(self.sysroot).as_posix()
-                        self._conf_file(inner, dirs, depth + 1)
+                    # The folder is resolved inside the sysroot like any path; its entries matched.
+                    folder = self.locate(pat.parent)
+                    if folder is None or not folder.is_dir():
+                        continue
+                    for name in sorted(os.listdir(folder)):
+                        if fnmatch.fnmatchcase(name, pat.name):
+                            self._conf_file(pat.parent / name, dirs, depth + 1)
             elif words[0] != "hwcap":
                 dirs.extend(d for d in re.split(r"[\s:,=]+", line) if d.startswith("/"))
 
 
 def _expand(entries: Iterable[str], origin: PurePosixPath | None) -> list[str]:
-    out = []
-    for entry in entries:
-        if ("$ORIGIN" in entry or "${ORIGIN}" in entry) and origin is None:
-            continue
-        values = {**_TOKENS, "ORIGIN": str(origin)}
-        out.append(re.sub(r"\$(?:\{(\w+)\}|(\w+))",
-                          lambda m: values.get(m.group(1) or m.group(2), m.group(0)), entry))
-    return out
+    """RPATH/RUNPATH entries with $ORIGIN, $LIB and $PLATFORM replaced; $ORIGIN ones dropped without origin."""
+    values = {**_TOKENS, "ORIGIN": str(origin)}
+
+    def token(m: re.Match[str]) -> str:
+        return values.get(m.group(1) or m.group(2), m.group(0))
+
+    return [re.sub(r"\$(?:\{(\w+)\}|(\w+))", token, entry) for entry in entries
+            if origin is not None or not re.search(r"\$(\{ORIGIN\}|ORIGIN)", entry)]
 
 
 # --- roots ------------------------------------------------------------------------------------

@@ -496,6 +496,8 @@ def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *
     if host_go and not shutil.which("go"):
         raise ConfigError("--host-go: no `go` on PATH")
     matrix = targets_mod.load(settings.targets_file)
+    if targets:
+        targets = [t.name for t in matrix.select(list(targets))]  # names or globs; typos get a close match
     settings.cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ollama-pipeline-memtest-", dir=settings.cache) as tmp:
         upstream, patched = Path(tmp) / "upstream", Path(tmp) / "patched"

@@ -232,16 +232,9 @@ def test(matrix: Matrix, settings: Settings, ref: str, log: Log, go_target: str 
             return []
         plan = planning.make(matrix, matrix.targets[go_target], settings)
         builder.ensure(plan, settings, log, StageResult())
-        mounts = [Mount("/src", str(work), type="bind"),
-                  *(Mount(path, build.volume_name(settings, name), type="volume")
-                    for name, path in build.VOLUMES.items())]
-        env = {}
-        if settings.ca_bundle:
-            mounts.append(Mount(build.HOST_CA, str(settings.ca_bundle.resolve()), type="bind", read_only=True))
-            env["SSL_CERT_FILE"] = build.HOST_CA
-        if settings.go_proxy:
-            env["GOPROXY"] = settings.go_proxy
-        with Container(plan.image_tag, log, mounts=mounts, user=f"{os.getuid()}:{os.getgid()}", env=env,
+        mounts, env = build.toolchain_mounts(settings)
+        mounts.append(Mount("/src", str(work), type="bind"))
+        with Container(plan.image_tag, log, mounts=mounts, user=build.user(), env=env,
                        workdir="/src", keep=settings.keep_containers) as box:
             box.exec(["go", "vet", *packages])
             box.exec(["go", "test", "-count=1", *packages])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from docker.types import Mount
 
@@ -23,19 +21,13 @@ def test_actionlint_passes(engine, settings_for, tmp_path, workflow):
     plan = planning.make(matrix, matrix.targets["cpu"], settings)
     with Log("lint", tmp_path / "lint.log") as log:
         builder.ensure(plan, settings, log, StageResult())
-    env = {"GOFLAGS": "-mod=mod"}
-    mounts = [Mount("/repo", str(PROJECT), type="bind", read_only=True),
-              *(Mount(path, build.volume_name(settings, name), type="volume")
-                for name, path in build.VOLUMES.items())]
-    if settings.ca_bundle:
-        mounts.append(Mount(build.HOST_CA, str(settings.ca_bundle.resolve()), type="bind", read_only=True))
-        env["SSL_CERT_FILE"] = build.HOST_CA
-    if os.environ.get("GOPROXY"):
-        env["GOPROXY"] = os.environ["GOPROXY"]
+    mounts, env = build.toolchain_mounts(settings)
+    mounts.append(Mount("/repo", str(PROJECT), type="bind", read_only=True))
+    env["GOFLAGS"] = "-mod=mod"
     container = engine.containers.run(
         plan.image_tag, ["go", "run", ACTIONLINT, "-no-color", f".github/workflows/{workflow}"],
         detach=True, working_dir="/repo", environment=env, mounts=mounts,
-        user=f"{os.getuid()}:{os.getgid()}")
+        user=build.user())
     try:
         code = container.wait(timeout=600)["StatusCode"]
         output = container.logs().decode()

@@ -1,0 +1,309 @@
+"""memtest: scenario parsing and refusals, the Go driver's input, expectations and the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline import cli, memtest
+from pipeline.errors import ConfigError, SourceError
+
+GIB = 2**30
+MIB = 2**20
+
+K80_PAIR = """
+description = "12B on two K80 dies"
+
+[gpus]
+count = 2
+library = "CUDA"
+name = "Tesla K80"
+total = "12 GiB"
+free = "11468 MiB"
+compute = "3.7"
+driver = "470.82"
+
+[model]
+block_count = 48
+embedding_length = 3840
+feed_forward_length = 15360
+head_count = 16
+head_count_kv = 8
+head_dim = 256
+vocab_size = 262144
+context_length = 131072
+tied_embeddings = true
+
+[options]
+num_ctx = 4096
+
+[expect.before]
+gpus_used = 2
+
+[expect.after]
+gpus_used = 1
+layers_on_gpu = ">= 49"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "k80x2-12b.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def edit(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+def test_scenario_is_read_into_frozen_typed_objects(tmp_path):
+    s = memtest.load(write(tmp_path, K80_PAIR))
+    assert s.name == "k80x2-12b"
+    assert s.gpus[0].free == 11468 * MIB and s.gpus[0].total == 12 * GIB
+    assert len(s.gpu_list) == 2
+    assert s.model.architecture == "llama" and s.model.quantization == "Q4_K_M" and s.model.head_size == 256
+    assert s.options == memtest.Options(num_ctx=4096)
+    assert s.checks == (memtest.Check("before", "gpus_used", "==", 2), memtest.Check("after", "gpus_used", "==", 1),
+                        memtest.Check("after", "layers_on_gpu", ">=", 49))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.model.block_count = 1  # type: ignore[misc]
+
+
+def test_unknown_key_is_refused_with_file_table_key_and_suggestion(tmp_path):
+    path = write(tmp_path, edit(K80_PAIR, "embedding_length", "embeding_length"))
+    with pytest.raises(ConfigError) as err:
+        memtest.load(path)
+    msg = str(err.value)
+    assert str(path) in msg and "[model]" in msg and "'embeding_length'" in msg
+    assert "did you mean 'embedding_length'?" in msg
+
+
+def test_unknown_expectation_metric_is_refused_with_suggestion(tmp_path):
+    path = write(tmp_path, edit(K80_PAIR, "gpus_used = 1", "gpu_used = 1"))
+    with pytest.raises(ConfigError, match=r"\[expect.after\] unknown key 'gpu_used' \(did you mean 'gpus_used'\?\)"):
+        memtest.load(path)
+
+
+def test_unknown_top_level_table_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'option' \(did you mean 'options'\?\)"):
+        memtest.load(write(tmp_path, edit(K80_PAIR, "[options]", "[option]")))
+
+
+def test_wrong_type_names_key_and_expected_type(tmp_path):
+    path = write(tmp_path, edit(K80_PAIR, "num_ctx = 4096", 'num_ctx = "4096"'))
+    with pytest.raises(ConfigError, match=r"\[options\] key 'num_ctx' must be an integer, got a string"):
+        memtest.load(path)
+    with pytest.raises(ConfigError, match=r"\[gpus\] key 'free' must be a size"):
+        memtest.load(write(tmp_path, edit(K80_PAIR, 'free = "11468 MiB"', 'free = "lots"')))
+    with pytest.raises(ConfigError, match=r"\[model\] key 'tied_embeddings' must be true or false, got an integer"):
+        memtest.load(write(tmp_path, edit(K80_PAIR, "tied_embeddings = true", "tied_embeddings = 1")))
+
+
+def test_missing_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[model\] missing key 'vocab_size' \(an integer\)"):
+        memtest.load(write(tmp_path, edit(K80_PAIR, "vocab_size = 262144\n", "")))
+
+
+def test_ollama_engine_architecture_is_refused_with_the_reason(tmp_path):
+    path = write(tmp_path, edit(K80_PAIR, "[model]\n", '[model]\narchitecture = "gemma3"\n'))
+    with pytest.raises(ConfigError, match="runs on the Ollama engine.*estimateGPULayers.*llama"):
+        memtest.load(path)
+
+
+def test_gpu_values_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="must be one of CUDA, ROCm"):
+        memtest.load(write(tmp_path, edit(K80_PAIR, 'library = "CUDA"', 'library = "cuda"')))
+    with pytest.raises(ConfigError, match="'compute' of a CUDA GPU must be a compute capability"):
+        memtest.load(write(tmp_path, edit(K80_PAIR, 'compute = "3.7"', 'compute = "gfx906"')))
+    with pytest.raises(ConfigError, match="'free'.*is more than 'total'"):
+        memtest.load(write(tmp_path, edit(K80_PAIR, 'total = "12 GiB"', 'total = "8 GiB"')))
+
+
+def test_bad_expectation_value_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'layers_on_gpu' must be an integer or a comparison"):
+        memtest.load(write(tmp_path, edit(K80_PAIR, '">= 49"', '"about 49"')))
+    with pytest.raises(ConfigError, match=r"key 'fits' must be true or false"):
+        memtest.load(write(tmp_path, edit(K80_PAIR, "gpus_used = 2", 'fits = "yes"')))
+
+
+def test_sizes_and_compute_numbers():
+    assert memtest.parse_size("11.2 GiB", "x") == int(11.2 * GIB)
+    assert memtest.parse_size("457 MiB", "x") == 457 * MIB
+    assert memtest.parse_size("32 GB", "x") == 32 * 10**9
+    assert memtest.parse_size(1024, "x") == 1024
+    assert memtest.compute_numbers("CUDA", "3.7") == (3, 7)
+    assert memtest.compute_numbers("ROCm", "gfx906") == (9, 6)
+    assert memtest.compute_numbers("ROCm", "gfx1103") == (0x11, 3)  # Ollama logs gfx%x%02x
+
+
+def test_folder_of_scenarios_and_duplicate_names(tmp_path):
+    write(tmp_path, K80_PAIR, "b.toml")
+    write(tmp_path, K80_PAIR, "a.toml")
+    assert [s.name for s in memtest.load_all([tmp_path])] == ["a", "b"]
+    with pytest.raises(ConfigError, match="not found"):
+        memtest.load_all([tmp_path / "missing.toml"])
+
+
+def test_shipped_scenarios_parse():
+    names = [s.name for s in memtest.load_all([])]
+    assert {"k80x2-12b", "k80-4b", "mi50x2-70b", "780m-8b"} <= set(names)
+
+
+def test_driver_input_describes_a_weightless_gguf(tmp_path):
+    data = memtest.driver_input(memtest.load(write(tmp_path, K80_PAIR)))
+    kv = {e["key"]: e["value"] for e in data["kv"]}
+    assert kv["general.architecture"] == "llama" and kv["llama.block_count"] == 48
+    assert kv["llama.attention.key_length"] == 256
+    names = {t["name"]: t for t in data["tensors"]}
+    assert len(names) == 48 * 9 + 2  # tied: token_embd is the output layer
+    assert names["blk.47.ffn_down.weight"] == {"name": "blk.47.ffn_down.weight", "type": "Q6_K",
+                                               "shape": [15360, 3840]}
+    assert names["token_embd.weight"]["shape"] == [3840, 262144]
+    assert [g["id"] for g in data["gpus"]] == ["GPU-0", "GPU-1"]
+    assert data["gpus"][0]["compute_major"] == 3 and data["gpus"][0]["driver_major"] == 470
+    assert data["num_ctx"] == 4096 and data["num_gpu"] == -1
+    json.dumps(data)
+
+
+def test_explicit_tensors_replace_the_synthesized_ones(tmp_path):
+    text = K80_PAIR + textwrap.dedent("""
+        [[model.block_tensors]]
+        name = "attn_q.weight"
+        type = "Q8_0"
+        shape = [3840, 4096]
+    """)
+    data = memtest.driver_input(memtest.load(write(tmp_path, text)))
+    assert [t["name"] for t in data["tensors"][:2]] == ["blk.0.attn_q.weight", "blk.1.attn_q.weight"]
+
+
+def test_versions_without_memory_go_are_refused():
+    memtest.check_ref("v0.12.5")
+    memtest.check_ref("v0.12.10")
+    for ref in ("v0.12.11", "v0.13.0", "v0.11.10"):
+        with pytest.raises(ConfigError, match="llm/memory.go"):
+            memtest.check_ref(ref)
+
+
+def test_driver_is_rendered_for_the_trees_gpu_type():
+    old = "func estimateGPULayers(gpus []discover.GpuInfo, f *ggml.GGML, projectors []string) {"
+    new = "func estimateGPULayers(gpus []ml.DeviceInfo, f *ggml.GGML, projectors []string) {"
+    go_old, go_new = memtest.render_driver(old), memtest.render_driver(new)
+    assert "make([]discover.GpuInfo," in go_old and "gpus[i].MinimumMemory = 457" in go_old
+    assert "make([]ml.DeviceInfo," in go_new and "g.MinimumMemory()" in go_new
+    assert '"github.com/ollama/ollama/ml"' in go_new and "{{" not in go_new
+    with pytest.raises(SourceError, match="estimateGPULayers"):
+        memtest.render_driver("package llm\n")
+
+
+@pytest.mark.skipif(subprocess.run(["which", "gofmt"], capture_output=True).returncode != 0,
+                    reason="no gofmt on PATH")
+def test_rendered_driver_is_gofmt_clean(tmp_path):
+    for sig in ("[]discover.GpuInfo", "[]ml.DeviceInfo"):
+        src = tmp_path / "driver_test.go"
+        src.write_text(memtest.render_driver(f"func estimateGPULayers(gpus {sig}, f)"))
+        out = subprocess.run(["gofmt", "-l", "-e", str(src)], capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout == "", out.stderr
+
+
+# ---------------------------------------------------------------------------- results and the report
+
+def estimate(split, sizes, graphs, gpus=("GPU-0", "GPU-1")):
+    return {"gpus": list(gpus), "minimum": [457 * MIB] * len(gpus), "layers": sum(split), "tensor_split": split,
+            "gpu_sizes": sizes, "graph_per_gpu": graphs, "graph": max(graphs), "vram": sum(sizes),
+            "total": sum(sizes)}
+
+
+def driver_result(name, split, sizes, graphs, sched_split, sched_sizes):
+    return {"name": name, "layers_model": 49, "weights": 7_600_000_000, "kv": 1_610_612_736,
+            "graph_partial": 1_378_353_152, "graph_full": 544_000_000,
+            "layout": estimate(split, sizes, graphs), "fits": True, "full_fit": True,
+            "scheduler": estimate(sched_split, sched_sizes, [544_000_000], gpus=("GPU-0",))}
+
+
+RESULTS = {
+    "before": {"k80x2-12b": driver_result("k80x2-12b", [25, 24], [6_700_000_000, 6_584_195_328],
+                                          [1_378_353_152, 1_378_353_152], [49], [10_417_000_000])},
+    "after": {"k80x2-12b": driver_result("k80x2-12b", [49, 0], [11_251_776_512, 0], [1_378_353_152, 0],
+                                         [49], [10_417_000_000])},
+}
+
+
+@pytest.fixture
+def report(tmp_path):
+    scenario = memtest.load(write(tmp_path, K80_PAIR))
+    return memtest.report([scenario], RESULTS, ref="v0.12.5", commit="3db2e6b" + "0" * 33,
+                          patches=["0003-x.patch", "0004-y.patch"])
+
+
+def test_expectations_are_evaluated_per_side(report):
+    checks = report["scenarios"][0]["checks"]
+    assert [(c["side"], c["metric"], c["actual"], c["ok"]) for c in checks] == [
+        ("before", "gpus_used", 2, True), ("after", "gpus_used", 1, True), ("after", "layers_on_gpu", 49, True)]
+    assert memtest.failed(report) == []
+
+
+def test_a_failed_expectation_is_reported():
+    checks = [memtest.Check("after", "gpus_used", "==", 2), memtest.Check("before", "vram", "<=", 10 * GIB),
+              memtest.Check("before", "fits", "==", True)]
+    sides = {"before": {"gpus_used": 2, "vram": 13 * GIB, "fits": True}, "after": {"gpus_used": 1}}
+    assert [c["ok"] for c in memtest.evaluate(checks, sides)] == [False, False, True]
+
+
+def test_report_text_shows_layers_memory_and_graph_per_gpu(report):
+    text = memtest.render(report)
+    assert "upstream v0.12.5 (3db2e6b00000); after = + 0003-x.patch, 0004-y.patch" in text
+    assert "2x Tesla K80 (CUDA 3.7, 11.20 GiB of 12.00 GiB free)" in text
+    lines = text.splitlines()
+    before = next(line for line in lines if line.strip().startswith("before") and "GPU-0" in line)
+    assert before.split() == ["before", "GPU-0", "25", "6.24", "GiB", "1.28", "GiB"]
+    after_gpu1 = lines[lines.index(next(line for line in lines if line.strip().startswith("after")
+                                        and "GPU-0" in line)) + 1]
+    assert after_gpu1.split() == ["GPU-1", "0", "0.00", "GiB", "0.00", "GiB"]
+    assert "before  layers 49/49 on GPU, 12.37 GiB VRAM, fits: yes, GPUs used: 2" in text
+    assert "after   layers 49/49 on GPU, 10.48 GiB VRAM, fits: yes, GPUs used: 1" in text
+    assert "scheduler (fewest GPUs that fit): 1 (GPU-0)" in text
+    assert "expect  after gpus_used == 1: ok (got 1)" in text
+
+
+def test_report_json_round_trips(report):
+    data = json.loads(json.dumps(report))
+    row = data["scenarios"][0]
+    assert row["before"]["per_gpu"][1] == {"gpu": "GPU-1", "layers": 24, "memory": 6_584_195_328,
+                                           "graph": 1_378_353_152}
+    assert row["after"]["gpus_used"] == 1 and row["before"]["gpus_used"] == 2
+    assert row["options"]["num_ctx"] == 4096
+
+
+def test_unknown_graph_split_renders_as_question_mark(report):
+    est = RESULTS["before"]["k80x2-12b"]["layout"]
+    result = {**RESULTS["before"]["k80x2-12b"], "layout": {**est, "graph_per_gpu": None}}
+    assert [g["graph"] for g in memtest.summarize(result)["per_gpu"]] == [None, None]
+    assert memtest.gib(None) == "?"
+
+
+def test_cli_refuses_an_unsupported_ref_before_any_work(tmp_path, capsys):
+    assert cli.main(["memtest", "--ref", "v0.13.0", str(write(tmp_path, K80_PAIR))]) == 2
+    assert "v0.12.0 to v0.12.10" in capsys.readouterr().err
+
+
+def test_cli_reports_a_bad_scenario(tmp_path, capsys):
+    path = write(tmp_path, edit(K80_PAIR, "num_ctx = 4096", "num_ctxx = 4096"))
+    assert cli.main(["memtest", "--ref", "v0.12.5", str(path)]) == 2
+    assert "did you mean 'num_ctx'?" in capsys.readouterr().err
+
+
+def test_unknown_target_is_refused_before_any_export(settings, log):
+    with pytest.raises(ConfigError, match=r"unknown target 'sm37' \(did you mean 'sm_37'\?\)"):
+        memtest.run(settings, log, [], "v0.12.5", targets=["sm37"])
+
+
+def test_host_go_without_go_on_path_is_refused(settings, log, monkeypatch):
+    monkeypatch.setattr(memtest.shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="--host-go: no `go` on PATH"):
+        memtest.run(settings, log, [], "v0.12.5", host_go=True)
