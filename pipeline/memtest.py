@@ -528,10 +528,16 @@ def _go_run(tree: Path, inputs: list[dict], settings: Settings, log: Log, matrix
         if host_go:
             from . import runner
 
-            # -trimpath: both trees share the build cache although they sit in different folders
-            runner.run(log, [*argv[:2], "-trimpath", *argv[2:]], cwd=tree,
-                       env={"PIPELINE_MEMTEST_INPUT": str(io / "input.json"),
-                            "PIPELINE_MEMTEST_OUTPUT": str(io / "results.json")})
+            # Both trees run from the same folder: the cgo flags of ./llama name ${SRCDIR}, so the build
+            # cache only serves llama.cpp's objects to the second tree at the same path.
+            same_place = tree.parent / "src"
+            tree.rename(same_place)
+            try:
+                runner.run(log, argv, cwd=same_place,
+                           env={"PIPELINE_MEMTEST_INPUT": str(same_place / IO_DIR / "input.json"),
+                                "PIPELINE_MEMTEST_OUTPUT": str(same_place / IO_DIR / "results.json")})
+            finally:
+                same_place.rename(tree)
         else:
             _in_builder(tree, argv, settings, log, matrix)
         return json.loads((io / "results.json").read_text())

@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import os
+import re
 import stat
 import tarfile
 from pathlib import Path
@@ -39,11 +40,17 @@ def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, res
         return archive
 
     root = build_dir / "dist"
-    entries = _collect(root)
+    entries, pruned = prune_tensile(_collect(root), plan.target.runtime.archs)
+    if pruned:
+        log.line(f"pruned {len(pruned)} Tensile files of archs the runtime never asks for "
+                 f"({sum(p.stat().st_size for _, p in pruned) / 1e6:.0f} MB); serving "
+                 f"{', '.join(plan.target.runtime.archs)}")
     if "bin/ollama" not in {e[0] for e in entries}:
         raise PackageError(f"the build produced no bin/ollama under {root}; see {log.path}")
     epoch = int(build_info["source_date_epoch"])
     manifest = _manifest(plan, build_info, root, entries)
+    manifest["tensile"] = {"serves": list(plan.target.runtime.archs), "pruned_files": len(pruned),
+                           "pruned_bytes": sum(p.stat().st_size for _, p in pruned)}
     inner = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
 
     log.line(f"writing {archive} ({len(entries)} entries, mtime {epoch})")
@@ -67,6 +74,36 @@ def _is_current(archive: Path, outer: Path, plan: Plan) -> bool:
                 and recorded["archive"]["sha256"] == file_sha256(archive))
     except (ValueError, KeyError, TypeError):
         return False
+
+
+# rocBLAS/hipBLASLt kernels per arch: ..._gfx906.co, Kernels.so-000-gfx906.hsaco, ..._gfx90a-xnack-.co.
+_TENSILE_ARCH = re.compile(r"[-_](gfx[0-9a-f]+)(?:-xnack[+-])?\.[A-Za-z]+$")
+_TENSILE_DIRS = ("rocblas", "hipblaslt")
+
+
+def prune_tensile(entries: list[tuple[str, Path]], serves: tuple[str, ...]):
+    """Drop Tensile kernel files for archs outside `serves`; arch-neutral files stay.
+
+    Returns (kept, pruned). A Tensile folder without files for a served arch is an error: the package
+    would load and then fail on the first matrix multiplication.
+    """
+    if not serves:
+        return entries, []
+    kept, pruned, seen = [], [], set()
+    for rel, path in entries:
+        parts = rel.split("/")
+        m = _TENSILE_ARCH.search(parts[-1])
+        if m and any(d in parts[:-1] for d in _TENSILE_DIRS) and "library" in parts[:-1]:
+            seen.add(m[1])
+            if m[1] not in serves:
+                pruned.append((rel, path))
+                continue
+        kept.append((rel, path))
+    missing = [a for a in serves if a not in seen]
+    if seen and missing:
+        raise PackageError(f"no rocBLAS Tensile files for {', '.join(missing)} in the build (found: "
+                           f"{', '.join(sorted(seen))}); the runtime would fail on its first GEMM")
+    return kept, pruned
 
 
 def _collect(root: Path) -> list[tuple[str, Path]]:

@@ -144,6 +144,9 @@ PACKAGE_FORMATS = ("tar.gz",)
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Runtime:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # The GPU archs the runtime will ask the backend and rocBLAS for (a 780M under
+    # HSA_OVERRIDE_GFX_VERSION=11.0.0 asks for gfx1100). Tensile files of other archs are pruned.
+    archs: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

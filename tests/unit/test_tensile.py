@@ -1,0 +1,56 @@
+"""Tensile pruning: a generated rocBLAS library folder keeps the served archs and arch-neutral files."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import package
+from pipeline.errors import PackageError
+
+NAMES = [
+    "TensileLibrary_Type_SS_Contraction_l_Ailk_Bjlk_Cijk_Dijk_fallback.dat",
+    "TensileLibrary_Type_SS_Contraction_l_Ailk_Bjlk_Cijk_Dijk_gfx906.co",
+    "TensileLibrary_Type_HH_Contraction_l_Ailk_Bjlk_Cijk_Dijk_fallback_gfx906.hsaco",
+    "Kernels.so-000-gfx906.hsaco",
+    "TensileLibrary_Type_SS_Contraction_l_Ailk_Bjlk_Cijk_Dijk_gfx1100.co",
+    "TensileLibrary_Type_SS_Contraction_l_Ailk_Bjlk_Cijk_Dijk_gfx90a-xnack-.co",
+    "TensileLibrary_lazy_gfx908.dat",
+]
+
+
+@pytest.fixture
+def entries(tmp_path):
+    lib = tmp_path / "lib/ollama/rocm/rocblas/4.4.1/library"
+    lib.mkdir(parents=True)
+    out = []
+    for name in NAMES:
+        (lib / name).write_bytes(b"x" * 10)
+        out.append((f"lib/ollama/rocm/rocblas/4.4.1/library/{name}", lib / name))
+    # A backend library whose name happens to carry an arch is not Tensile data.
+    (tmp_path / "libggml-gfx900.so").write_bytes(b"elf")
+    out.append(("lib/ollama/rocm/libggml-gfx900.so", tmp_path / "libggml-gfx900.so"))
+    return out
+
+
+def names(items):
+    return {rel.rsplit("/", 1)[-1] for rel, _ in items}
+
+
+def test_only_served_archs_and_neutral_files_are_kept(entries):
+    kept, pruned = package.prune_tensile(entries, ("gfx906",))
+    assert names(kept) == {NAMES[0], NAMES[1], NAMES[2], NAMES[3], "libggml-gfx900.so"}
+    assert names(pruned) == {NAMES[4], NAMES[5], NAMES[6]}
+
+
+def test_gfx1103_under_the_override_is_served_gfx1100_files(entries):
+    kept, _ = package.prune_tensile(entries, ("gfx1100",))
+    assert NAMES[4] in names(kept) and NAMES[1] not in names(kept)
+
+
+def test_a_served_arch_without_tensile_files_is_refused(entries):
+    with pytest.raises(PackageError, match="no rocBLAS Tensile files for gfx1103"):
+        package.prune_tensile(entries, ("gfx1103",))
+
+
+def test_targets_without_runtime_archs_prune_nothing(entries):
+    assert package.prune_tensile(entries, ()) == (entries, [])
