@@ -7,6 +7,7 @@ without a timestamp: the same build gives the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -16,6 +17,8 @@ import stat
 import tarfile
 from pathlib import Path
 from typing import Any
+
+import zstandard
 
 from . import fsutil
 from .errors import PackageError
@@ -55,7 +58,7 @@ def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, res
 
     log.line(f"writing {archive} ({len(entries)} entries, mtime {epoch})")
     with fsutil.atomic_file(archive) as f:
-        _write_tar_gz(f, root, entries, inner, epoch, plan.target.package.compression_level)
+        _write_archive(f, root, entries, inner, epoch, plan.target.package)
     manifest["archive"] = {"name": archive.name, "size": archive.stat().st_size,
                            "sha256": file_sha256(archive)}
     fsutil.write_text(outer, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -161,10 +164,32 @@ def _executable(path: Path) -> bool:
     return bool(path.stat().st_mode & stat.S_IXUSR)
 
 
-def _write_tar_gz(f, root: Path, entries, manifest: bytes, epoch: int, level: int) -> None:
-    # filename='' and mtime=0 keep the gzip header free of names and times.
-    with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=level, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+@contextlib.contextmanager
+def _compressed(f, fmt: str, level: int):
+    if fmt == "tar.zst":
+        # zstd's multi-threaded output does not depend on the number of threads: reproducible anywhere.
+        zstd = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+        with zstd.stream_writer(f, closefd=False) as out:
+            yield out
+    else:
+        # filename='' and mtime=0 keep the gzip header free of names and times.
+        with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=level, mtime=0) as out:
+            yield out
+
+
+def open_archive(path: Path, scratch: Path) -> tarfile.TarFile:
+    """A package archive opened for reading, whatever its compression (.tar.zst goes through scratch)."""
+    if path.name.endswith(".tar.zst"):
+        plain = scratch / (path.name[: -len(".zst")])
+        with open(path, "rb") as src, open(plain, "wb") as dst:
+            zstandard.ZstdDecompressor().copy_stream(src, dst)
+        return tarfile.open(plain)
+    return tarfile.open(path)
+
+
+def _write_archive(f, root: Path, entries, manifest: bytes, epoch: int, options) -> None:
+    with _compressed(f, options.format, options.level) as stream, \
+            tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         names = {rel for rel, _ in entries}
         items = [(rel, path) for rel, path in entries]
         if MANIFEST_IN_ARCHIVE not in names:

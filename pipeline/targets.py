@@ -131,14 +131,24 @@ class GoBuild:
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Package:
     format: str = "tar.gz"
-    compression_level: int = 9
+    # 0: the format's own default (gzip 9, zstd 12).
+    compression_level: int = 0
 
     def __post_init__(self) -> None:
         if self.format not in PACKAGE_FORMATS:
             raise ValueError(f"format must be one of {', '.join(PACKAGE_FORMATS)}, got {self.format!r}")
+        low, high, _ = PACKAGE_FORMATS[self.format]
+        if self.compression_level and not low <= self.compression_level <= high:
+            raise ValueError(f"compression_level for {self.format} must be {low} to {high} (or 0 for "
+                             f"the default), got {self.compression_level}")
+
+    @property
+    def level(self) -> int:
+        return self.compression_level or PACKAGE_FORMATS[self.format][2]
 
 
-PACKAGE_FORMATS = ("tar.gz",)
+# format: (lowest level, highest level, default level)
+PACKAGE_FORMATS = {"tar.gz": (1, 9, 9), "tar.zst": (1, 22, 12)}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

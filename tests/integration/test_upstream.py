@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import tarfile
 
 import pytest
 
-from pipeline import orchestrate, targets
+from pipeline import orchestrate, package, targets
 from pipeline import plan as planning
 from pipeline.settings import Settings
 
@@ -30,7 +29,7 @@ def test_cpu_target_of_the_real_upstream_builds_and_reports_its_version(engine, 
     outcome = orchestrate.build_target(planning.make(matrix, target, settings), settings)
 
     root = tmp_path / "unpacked"
-    with tarfile.open(outcome.archive) as tar:
+    with package.open_archive(outcome.archive, tmp_path) as tar:
         tar.extractall(root, filter="data")
     version = run_packaged(engine, settings, root, "--version")
     upstream = target.source.tag.removeprefix("v")

@@ -59,14 +59,14 @@ def test_same_build_gives_byte_identical_archives(the_plan, build_dir, tmp_path,
     # Touch the build between the runs: times on disk must not reach the archive.
     os.utime(build_dir / "dist" / "bin" / "ollama", (EPOCH + 999, EPOCH + 999))
     b, _ = package_into(the_plan, build_dir, tmp_path / "dist-b", log)
-    assert a == tmp_path / "dist-a" / "gfx1103" / "ollama-0.12.5-gfx1103.tar.gz"
+    assert a == tmp_path / "dist-a" / "gfx1103" / "ollama-0.12.5-gfx1103.tar.zst"
     assert a.read_bytes() == b.read_bytes()
 
 
 def test_archive_entries_are_sorted_owned_by_root_and_stamped_with_the_epoch(
         the_plan, build_dir, tmp_path, log):
     archive, _ = package_into(the_plan, build_dir, tmp_path / "dist", log)
-    with tarfile.open(archive) as tar:
+    with package.open_archive(archive, tmp_path) as tar:
         members = tar.getmembers()
         names = [m.name for m in members]
         assert names == sorted(names)
@@ -93,7 +93,10 @@ def test_archive_entries_are_sorted_owned_by_root_and_stamped_with_the_epoch(
     assert libx["sha256"] == hashlib.sha256((build_dir / "dist/lib/ollama/libx.so").read_bytes()).hexdigest()
 
 
-def test_gzip_header_has_no_name_and_no_time(the_plan, build_dir, tmp_path, log):
+def test_gzip_header_has_no_name_and_no_time(matrix, settings, build_dir, tmp_path, log):
+    target = matrix.targets["gfx1103"]
+    gz = dataclasses.replace(target, package=dataclasses.replace(target.package, format="tar.gz"))
+    the_plan = plan.make(matrix, gz, settings)
     archive, _ = package_into(the_plan, build_dir, tmp_path / "dist", log)
     header = archive.read_bytes()[:10]
     assert header[:2] == b"\x1f\x8b"
@@ -105,7 +108,7 @@ def test_gzip_header_has_no_name_and_no_time(the_plan, build_dir, tmp_path, log)
 def test_manifest_beside_the_archive_records_its_sha256(the_plan, build_dir, tmp_path, log):
     archive, _ = package_into(the_plan, build_dir, tmp_path / "dist", log)
     outer = json.loads((tmp_path / "dist" / "gfx1103" / "manifest.json").read_text())
-    assert outer["archive"] == {"name": "ollama-0.12.5-gfx1103.tar.gz", "size": archive.stat().st_size,
+    assert outer["archive"] == {"name": "ollama-0.12.5-gfx1103.tar.zst", "size": archive.stat().st_size,
                                 "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}
     assert outer["hashes"]["package"] == the_plan.hashes["package"]
 
@@ -184,5 +187,5 @@ def test_edited_description_reaches_the_manifest(matrix, settings, build_dir, tm
     archive, _ = package_into(new, build_dir, tmp_path / "dist", log)
     outer = json.loads((tmp_path / "dist" / "gfx1103" / "manifest.json").read_text())
     assert outer["description"] == "Radeon 780M, renamed"
-    with tarfile.open(archive) as tar:
+    with package.open_archive(archive, tmp_path) as tar:
         assert json.load(tar.extractfile("lib/ollama/manifest.json"))["description"] == "Radeon 780M, renamed"

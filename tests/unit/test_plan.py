@@ -136,7 +136,7 @@ def test_go_build_stamps_the_version(matrix, settings):
 
 def test_archive_is_named_after_version_and_target(matrix, settings):
     p = plan.make(matrix, matrix.targets["gfx906"], settings)
-    assert p.archive_name == "ollama-0.12.5-gfx906.tar.gz"
+    assert p.archive_name == "ollama-0.12.5-gfx906.tar.zst"
 
 
 def test_image_tag_carries_the_builder_hash(matrix, settings):

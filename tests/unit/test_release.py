@@ -267,10 +267,10 @@ def test_cli_release_defaults_to_built_targets_and_dry_run_prints_the_publish_co
     assert main(["release", "--dry-run", "--dist", str(dist), "--targets-file", str(TARGETS_FILE)]) == 0
     out = capsys.readouterr().out
     assert "gh release create v1.2.3" in out
-    assert "ollama-0.12.5-sm_37.tar.gz" in out
+    assert "ollama-0.12.5-sm_37.tar.zst" in out
     assert "nothing is published" in out
-    assert sorted(p.name for p in (dist / "release").glob("*.tar.gz")) == [
-        "ollama-0.12.5-cpu.tar.gz", "ollama-0.12.5-sm_37.tar.gz"]
+    assert sorted(p.name for p in (dist / "release").glob("*.tar.zst")) == [
+        "ollama-0.12.5-cpu.tar.zst", "ollama-0.12.5-sm_37.tar.zst"]
 
 
 def test_cli_release_of_an_unbuilt_target_exits_7_naming_the_build_command(

@@ -185,7 +185,7 @@ def test_string_where_a_list_is_expected_names_key_and_types(tmp_path):
 
 
 def test_boolean_where_an_integer_is_expected_is_refused(tmp_path):
-    err = load_error(tmp_path, edited("compression_level = 9", "compression_level = true"))
+    err = load_error(tmp_path, edited('format = "tar.zst"\n', 'format = "tar.zst"\ncompression_level = true\n'))
     assert "key 'compression_level' must be an integer, got a boolean" in str(err)
 
 
@@ -251,8 +251,8 @@ def test_unknown_placeholder_in_version_format_is_refused(tmp_path):
 
 
 def test_unsupported_package_format_is_refused(tmp_path):
-    err = load_error(tmp_path, edited('format = "tar.gz"', 'format = "zip"'))
-    assert "[targets.cpu.package] format must be one of tar.gz, got 'zip'" in str(err)
+    err = load_error(tmp_path, edited('format = "tar.zst"', 'format = "zip"'))
+    assert "[targets.cpu.package] format must be one of tar.gz, tar.zst, got 'zip'" in str(err)
 
 
 def test_matrix_without_targets_is_refused(tmp_path):
@@ -340,3 +340,8 @@ def test_name_key_in_a_target_table_is_refused(tmp_path):
 def test_gpu_backend_needs_code_format_and_library_with_its_arch_variable(tmp_path):
     err = load_error(tmp_path, PROJECT_TEXT.replace('gpu_code = "cuda"\n', ""))
     assert "[backends.cuda11]" in str(err) and "set all three or none" in str(err)
+
+
+def test_compression_level_outside_the_formats_range_is_refused(tmp_path):
+    err = load_error(tmp_path, edited('format = "tar.zst"\n', 'format = "tar.gz"\ncompression_level = 12\n'))
+    assert "compression_level for tar.gz must be 1 to 9 (or 0 for the default), got 12" in str(err)
