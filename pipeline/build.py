@@ -8,19 +8,23 @@ when every step succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from docker.types import Mount
 
-from . import archs, fsutil
+from . import archs, builder, fsutil
+from . import plan as planning
 from .container import Container
 from .log import Log, StageResult
 from .plan import SRC, Plan
 from .settings import Settings
+from .targets import Matrix
 
 HOST_CA = "/etc/ssl/host-ca-bundle.crt"
 VOLUMES = {"ccache": "/cache/ccache", "go-build": "/cache/go-build", "go-mod": "/cache/go-mod"}
@@ -46,6 +50,20 @@ def toolchain_mounts(settings: Settings) -> tuple[list[Mount], dict[str, str]]:
 
 def user() -> str:
     return f"{os.getuid()}:{os.getgid()}"
+
+
+@contextlib.contextmanager
+def tool_container(matrix: Matrix, settings: Settings, log: Log, tree: Path,
+                   go_target: str = "cpu") -> Iterator[Container]:
+    """A container of `go_target`'s builder with `tree` at /src (writable) and the toolchain caches:
+    where maintainer tools run Go on a source tree (patches test, memtest, ...)."""
+    plan = planning.make(matrix, matrix.targets[go_target], settings)
+    builder.ensure(plan, settings, log, StageResult())
+    mounts, env = toolchain_mounts(settings)
+    mounts.append(Mount(SRC, str(tree), type="bind"))
+    with Container(plan.image_tag, log, mounts=mounts, user=user(), env=env, workdir=SRC,
+                   keep=settings.keep_containers) as box:
+        yield box
 
 
 def result_dir(plan: Plan, settings: Settings) -> Path:

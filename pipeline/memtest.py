@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -548,26 +547,9 @@ def _go_run(tree: Path, inputs: list[dict], settings: Settings, log: Log, matrix
 
 def _in_builder(tree: Path, argv: list[str], settings: Settings, log: Log, matrix, go_target: str = "cpu"):
     """`go test` in the Go builder as `patches test` runs it: tree at /src, Go caches in the volumes."""
-    from docker.types import Mount
+    from . import build
 
-    from . import build, builder
-    from . import plan as planning
-    from .container import Container
-    from .log import StageResult
-
-    plan = planning.make(matrix, matrix.targets[go_target], settings)
-    builder.ensure(plan, settings, log, StageResult())
-    mounts = [Mount("/src", str(tree), type="bind"),
-              *(Mount(path, build.volume_name(settings, name), type="volume")
-                for name, path in build.VOLUMES.items())]
-    env = {}
-    if settings.ca_bundle:
-        mounts.append(Mount(build.HOST_CA, str(settings.ca_bundle.resolve()), type="bind", read_only=True))
-        env["SSL_CERT_FILE"] = build.HOST_CA
-    if settings.go_proxy:
-        env["GOPROXY"] = settings.go_proxy
-    with Container(plan.image_tag, log, mounts=mounts, user=f"{os.getuid()}:{os.getgid()}", env=env,
-                   workdir="/src", keep=settings.keep_containers) as box:
+    with build.tool_container(matrix, settings, log, tree, go_target) as box:
         box.exec(argv, env={"PIPELINE_MEMTEST_INPUT": f"/src/{IO_DIR}/input.json",
                             "PIPELINE_MEMTEST_OUTPUT": f"/src/{IO_DIR}/results.json"})
 

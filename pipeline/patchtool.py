@@ -19,13 +19,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from docker.types import Mount
 
-from . import build, builder, fsutil, runner, series, source
-from . import plan as planning
-from .container import Container
+from . import build, fsutil, runner, series, source
 from .errors import CommandError, ConfigError, PatchError, SourceError
-from .log import Log, StageResult
+from .log import Log
 from .patches import conflict_location
 from .settings import Settings
 from .targets import Matrix
@@ -230,12 +227,7 @@ def test(matrix: Matrix, settings: Settings, ref: str, log: Log, go_target: str 
         if not packages:
             log.line("no patch in range touches Go code; nothing to test")
             return []
-        plan = planning.make(matrix, matrix.targets[go_target], settings)
-        builder.ensure(plan, settings, log, StageResult())
-        mounts, env = build.toolchain_mounts(settings)
-        mounts.append(Mount("/src", str(work), type="bind"))
-        with Container(plan.image_tag, log, mounts=mounts, user=build.user(), env=env,
-                       workdir="/src", keep=settings.keep_containers) as box:
+        with build.tool_container(matrix, settings, log, work, go_target) as box:
             box.exec(["go", "vet", *packages])
             box.exec(["go", "test", "-count=1", *packages])
         return packages
