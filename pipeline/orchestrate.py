@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import build, builder, fsutil, package, patches, runner, source
+from . import build, builder, fsutil, libraries, package, patches, runner, source
 from .errors import PipelineError
 from .log import Log, duration
 from .plan import Plan
@@ -69,7 +69,8 @@ def build_target(plan: Plan, settings: Settings) -> Outcome:
             build_dir, info = build.run(plan, tree, image_id, epoch, settings, log, stage)
 
         with log.stage("package") as stage:
-            archive = package.run(plan, build_dir, info, settings.dist, log, stage)
+            archive = package.run(plan, build_dir, info, settings.dist, log, stage,
+                                  libraries=lambda root: libraries.resolve(plan, root, settings, log))
 
         log.line(f"done in {duration(log.elapsed)}: {archive}")
         return Outcome(plan.name, archive, log_path, tuple(log.stages), log.elapsed)

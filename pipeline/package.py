@@ -16,6 +16,7 @@ import re
 import stat
 import tarfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import zstandard
@@ -23,6 +24,7 @@ import zstandard
 from . import fsutil
 from .errors import PackageError
 from .log import Log, StageResult
+from .closure import Closure
 from .hashing import file_sha256
 from .plan import Plan
 
@@ -34,7 +36,10 @@ def manifest_path(plan: Plan, dist: Path) -> Path:
     return dist / plan.name / "manifest.json"
 
 
-def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, result: StageResult) -> Path:
+def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, result: StageResult,
+        libraries: Callable[[Path], Closure | None] | None = None) -> Path:
+    """Write the target's archive and manifest; `libraries` resolves the shared-library closure of the
+    build (pipeline.libraries.resolve), whose bundles join the archive."""
     outdir = dist / plan.name
     archive = outdir / plan.archive_name
     outer = manifest_path(plan, dist)
@@ -43,7 +48,9 @@ def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, res
         return archive
 
     root = build_dir / "dist"
-    entries, pruned = prune_tensile(_collect(root), plan.target.runtime.archs)
+    found = libraries(root) if libraries else None
+    entries = _collect(root) + [(b.dest, b.source) for b in (found.bundles if found else ())]
+    entries, pruned = prune_tensile(sorted(entries), plan.target.runtime.archs)
     if pruned:
         log.line(f"pruned {len(pruned)} Tensile files of archs the runtime never asks for "
                  f"({sum(p.stat().st_size for _, p in pruned) / 1e6:.0f} MB); serving "
@@ -52,6 +59,7 @@ def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, res
         raise PackageError(f"the build produced no bin/ollama under {root}; see {log.path}")
     epoch = int(build_info["source_date_epoch"])
     manifest = _manifest(plan, build_info, root, entries)
+    manifest["libraries"] = found.to_dict() if found else None
     manifest["tensile"] = {"serves": list(plan.target.runtime.archs), "pruned_files": len(pruned),
                            "pruned_bytes": sum(p.stat().st_size for _, p in pruned)}
     inner = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from . import dockerfile, series
-from .hashing import digest
+from . import closure, dockerfile, series
+from .hashing import digest, file_sha256
 from .settings import Settings
 from .targets import Backend, Builder, Matrix, Target
 
@@ -82,8 +82,10 @@ def make(matrix: Matrix, target: Target, settings: Settings,
     hashes["build"] = digest(["build", STAGE_VERSIONS["build"], hashes["patches"], hashes["builder"],
                               steps])
     # Everything the manifest records about the target is part of the package's hash.
+    policy = closure.POLICY_DIR / f"{builder.policy}.toml"
     hashes["package"] = digest(["package", STAGE_VERSIONS["package"], hashes["build"], target.package,
-                                target.runtime, target.name, target.description, target.source, version])
+                                target.runtime, target.name, target.description, target.source, version,
+                                builder.policy, file_sha256(policy) if builder.policy else ""])
     return Plan(
         target=target,
         builder_name=target.builder,

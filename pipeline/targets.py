@@ -94,6 +94,9 @@ class Builder:
     downloads: tuple[Download, ...] = ()
     # Cache variables this toolchain needs for every GPU backend's configure (compiler paths, say).
     gpu_cmake_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Library policy (pipeline/policy/<name>.toml): what the oldest system the packages run on
+    # provides. Everything else the package needs is bundled from the image. Empty: bundle nothing.
+    policy: str = ""
 
     @property
     def flavor(self) -> str:
