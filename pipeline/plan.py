@@ -110,11 +110,14 @@ def build_steps(target: Target, backends: tuple[Backend, ...], builder: Builder,
     backend; ccache keeps the repeated configure cheap.
     """
     steps: list[Step] = []
+    # Every configure sees the target's GPU archs: Ollama's CMakeLists enables a GPU language whenever
+    # its compiler is found, even for the CPU preset, and CUDA then defaults to "native" archs, which
+    # fails without a GPU.
+    gpu = {b.arch_variable: ";".join(target.gpu_archs) for b in backends if b.arch_variable}
     for backend in backends:
         defines = {"OLLAMA_RUNNER_DIR": backend.runner_dir}
         defines.update({var: "ccache" for var in backend.launchers})
-        if backend.arch_variable:
-            defines[backend.arch_variable] = ";".join(target.gpu_archs)
+        defines.update(gpu)
         defines.update(backend.cache_variables)
         if backend.gpu_code:
             defines.update(builder.gpu_cmake_variables)
