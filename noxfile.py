@@ -35,6 +35,13 @@ def build(session: nox.Session) -> None:
 
 
 @nox.session
+def verify(session: nox.Session) -> None:
+    """Verify archives in a clean container of their runtime floor: `nox -s verify -- dist/gfx906/*.tar.zst`."""
+    _install(session)
+    session.run("python", "-m", "pipeline", "verify", *session.posargs)
+
+
+@nox.session
 def targets(session: nox.Session) -> None:
     """Show the target matrix; `-- --json` for CI."""
     _install(session)

@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
                                            "(default: PIPELINE_DEBIAN_MIRROR, then this machine's apt sources)")
     b.add_argument("--dist", help="output folder (default: dist/ of the project)")
     b.add_argument("--jobs", type=int, help="parallel compile jobs (default: CPU count)")
+    b.add_argument("--no-verify", action="store_true", help="skip verifying the package in a clean container")
+
+    v = sub.add_parser("verify", parents=[common], help="verify packages in a clean runtime-floor container")
+    v.add_argument("archives", nargs="+", metavar="ARCHIVE")
+    v.add_argument("--debian-mirror")
 
     t = sub.add_parser("targets", parents=[common], help="show the matrix")
     t.add_argument("--json", action="store_true", help="machine-readable, for CI matrices")
@@ -140,7 +145,7 @@ def cmd_build(args) -> int:
     # Plan everything first: a bad patch header or template fails before any work starts.
     patch_series = series.load(settings.patches_dir, matrix.targets)
     plans = [planning.make(matrix, t, settings, patch_series) for t in chosen]
-    outcomes = [orchestrate.build_target(p, settings) for p in plans]
+    outcomes = [orchestrate.build_target(p, settings, verify_package=not args.no_verify) for p in plans]
     print("", file=sys.stderr)
     for o in outcomes:
         stages = ", ".join(f"{name} {state}" for name, state, _ in o.stages)
@@ -271,4 +276,19 @@ def cmd_memtest(args) -> int:
     return 1 if memtest.failed(report) else 0
 
 
-COMMANDS = {"memtest": cmd_memtest, "release": cmd_release, "patches": cmd_patches, "build": cmd_build, "targets": cmd_targets, "plan": cmd_plan, "bench": cmd_bench}
+def cmd_verify(args) -> int:
+    from . import verify
+    from .log import Log
+
+    settings = _settings(args)
+    for archive in args.archives:
+        path = Path(archive).resolve()
+        if not path.is_file():
+            raise PipelineError(f"{archive}: no such archive")
+        with Log("verify", settings.dist / "verify.log") as log:
+            verify.verify(path, settings, log)
+        print(f"{path.name}: verified")
+    return 0
+
+
+COMMANDS = {"verify": cmd_verify, "memtest": cmd_memtest, "release": cmd_release, "patches": cmd_patches, "build": cmd_build, "targets": cmd_targets, "plan": cmd_plan, "bench": cmd_bench}

@@ -91,6 +91,8 @@ class Policy:
     provided: tuple[str, ...]
     # Sonames that must not be shipped even when found (driver libraries: libcuda.so.1).
     never_bundle: tuple[str, ...] = ()
+    # The Debian suite of the floor system: packages are verified in a clean container of it.
+    suite: str = ""
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}

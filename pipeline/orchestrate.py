@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import build, builder, fsutil, libraries, package, patches, runner, source
+from . import build, builder, fsutil, libraries, package, patches, runner, source, verify
 from .errors import PipelineError
 from .log import Log, duration
 from .plan import Plan
@@ -51,7 +51,7 @@ def _exclusive(plan: Plan, settings: Settings):
         yield
 
 
-def build_target(plan: Plan, settings: Settings) -> Outcome:
+def build_target(plan: Plan, settings: Settings, *, verify_package: bool = True) -> Outcome:
     log_path = settings.dist / plan.name / "build.log"
     with _exclusive(plan, settings), Log(plan.name, log_path) as log:
         log.line(f"target {plan.name}: {plan.target.description}")
@@ -72,8 +72,23 @@ def build_target(plan: Plan, settings: Settings) -> Outcome:
             archive = package.run(plan, build_dir, info, settings.dist, log, stage,
                                   libraries=lambda root: libraries.resolve(plan, root, settings, log))
 
+        if verify_package:
+            with log.stage("verify") as stage:
+                _verify(plan, archive, settings, log, stage)
+
         log.line(f"done in {duration(log.elapsed)}: {archive}")
         return Outcome(plan.name, archive, log_path, tuple(log.stages), log.elapsed)
+
+
+def _verify(plan: Plan, archive: Path, settings: Settings, log: Log, stage) -> None:
+    """Verify once per archive: the record beside it names the archive's sha256."""
+    record = settings.dist / plan.name / "verified.json"
+    digest = json.loads(package.manifest_path(plan, settings.dist).read_text())["archive"]["sha256"]
+    if record.is_file() and json.loads(record.read_text()).get("sha256") == digest:
+        stage.cached(f"{archive.name} verified earlier")
+        return
+    result = verify.verify(archive, settings, log)
+    fsutil.write_text(record, json.dumps({"archive": archive.name, "sha256": digest, **result}, indent=2) + "\n")
 
 
 def prepare_tree(plan: Plan, settings: Settings, log: Log) -> Path:

@@ -60,6 +60,7 @@ def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, res
     epoch = int(build_info["source_date_epoch"])
     manifest = _manifest(plan, build_info, root, entries)
     manifest["libraries"] = found.to_dict() if found else None
+    manifest["gpu_code_objects"] = build_info.get("code_objects", {})
     manifest["tensile"] = {"serves": list(plan.target.runtime.archs), "pruned_files": len(pruned),
                            "pruned_bytes": sum(p.stat().st_size for _, p in pruned)}
     inner = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"

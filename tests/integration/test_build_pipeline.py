@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from docker.types import Mount
 
-from pipeline import container, orchestrate, targets
+from pipeline import container, orchestrate, targets, verify
 from pipeline import plan as planning
 from pipeline.errors import CommandError, PatchError
+from pipeline.log import Log
 from pipeline.plan import base_image_name
 
 from . import miniollama
@@ -62,7 +63,8 @@ def test_mini_project_builds_into_a_tarball_whose_binary_reports_the_stamped_ver
     plan, outcome = build(settings.targets_file, settings)
 
     assert outcome.archive == settings.dist / "cpu" / "ollama-1.2.3-cpu.tar.gz"
-    assert [name for name, _, _ in outcome.stages] == ["source", "patches", "builder", "build", "package"]
+    assert [name for name, _, _ in outcome.stages] == ["source", "patches", "builder", "build", "package",
+                                                       "verify"]
     with tarfile.open(outcome.archive) as tar:
         names = tar.getnames()
         assert all(m.uid == 0 and m.gid == 0 for m in tar.getmembers())
@@ -92,7 +94,7 @@ def test_second_build_with_nothing_changed_reuses_every_stage(engine, mini_proje
 
     assert [(name, state) for name, state, _ in second.stages] == [
         ("source", "cached"), ("patches", "cached"), ("builder", "cached"), ("build", "cached"),
-        ("package", "cached")]
+        ("package", "cached"), ("verify", "cached")]
     assert sha256(second.archive) == digest
     assert "cached (" in second.log.read_text()
 
@@ -211,3 +213,20 @@ def test_interrupted_build_removes_its_container_and_leaves_no_archive(
     assert leftover_containers(engine, settings) == []
     assert not (settings.dist / "cpu" / "ollama-1.2.3-cpu.tar.gz").exists()
     assert not list(settings.dist.rglob("*.partial"))
+
+
+def test_verify_names_a_library_missing_from_the_package(engine, mini_project, settings_for, tmp_path):
+    repo, commit = mini_project
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit))
+    _, outcome = build(settings.targets_file, settings)
+    root = unpack(outcome.archive, tmp_path / "unpacked")
+    (root / "lib/ollama/libggml-base.so").unlink()
+    broken = tmp_path / "broken" / outcome.archive.name
+    broken.parent.mkdir()
+    with tarfile.open(broken, "w:gz") as tar:
+        for path in sorted(root.rglob("*")):
+            tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
+
+    with pytest.raises(verify.VerifyError, match=r"lib/ollama/libggml-cpu.so needs libggml-base.so"):
+        with Log("verify", tmp_path / "verify.log") as log:
+            verify.verify(broken, settings, log)
