@@ -19,6 +19,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+import jinja2
 import zstandard
 
 from . import fsutil
@@ -26,9 +27,10 @@ from .errors import PackageError
 from .log import Log, StageResult
 from .closure import Closure
 from .hashing import file_sha256
-from .plan import Plan
+from .plan import RUNTIME_TEMPLATES, Plan
 
 MANIFEST_IN_ARCHIVE = "lib/ollama/manifest.json"
+
 MANIFEST_VERSION = 1
 
 
@@ -64,10 +66,11 @@ def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, res
     manifest["tensile"] = {"serves": list(plan.target.runtime.archs), "pruned_files": len(pruned),
                            "pruned_bytes": sum(p.stat().st_size for _, p in pruned)}
     inner = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    generated = {**runtime_files(plan), MANIFEST_IN_ARCHIVE: inner}
 
     log.line(f"writing {archive} ({len(entries)} entries, mtime {epoch})")
     with fsutil.atomic_file(archive) as f:
-        _write_archive(f, root, entries, inner, epoch, plan.target.package)
+        _write_archive(f, entries, generated, epoch, plan.target.package)
     manifest["archive"] = {"name": archive.name, "size": archive.stat().st_size,
                            "sha256": file_sha256(archive)}
     fsutil.write_text(outer, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -196,21 +199,31 @@ def open_archive(path: Path, scratch: Path) -> tarfile.TarFile:
     return tarfile.open(path)
 
 
-def _write_archive(f, root: Path, entries, manifest: bytes, epoch: int, options) -> None:
+def runtime_files(plan: Plan) -> dict[str, bytes]:
+    """share/ollama/: env file, systemd unit, install script and README, from pipeline/templates/runtime."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(RUNTIME_TEMPLATES)), keep_trailing_newline=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return {f"share/ollama/{name.removesuffix('.j2')}":
+            env.get_template(name).render(target=plan.target, version=plan.version,
+                                          patches=plan.patches).encode()
+            for name in sorted(t.name for t in RUNTIME_TEMPLATES.glob("*.j2"))}
+
+
+def _write_archive(f, entries, generated: dict[str, bytes], epoch: int, options) -> None:
+    """Files of the build plus generated ones (manifest, runtime files), sorted, owned by 0:0."""
+    items = [(rel, path) for rel, path in entries if rel not in generated]
+    items += [(rel, None) for rel in generated]
     with _compressed(f, options.format, options.level) as stream, \
             tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        names = {rel for rel, _ in entries}
-        items = [(rel, path) for rel, path in entries]
-        if MANIFEST_IN_ARCHIVE not in names:
-            items.append((MANIFEST_IN_ARCHIVE, None))
         for rel, path in sorted(items, key=lambda item: item[0]):
             info = tarfile.TarInfo(rel)
             info.mtime = epoch
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             if path is None:
-                info.size, info.mode = len(manifest), 0o644
-                tar.addfile(info, io.BytesIO(manifest))
+                data = generated[rel]
+                info.size, info.mode = len(data), 0o755 if rel.endswith(".sh") else 0o644
+                tar.addfile(info, io.BytesIO(data))
             elif path.is_symlink():
                 info.type, info.linkname, info.mode = tarfile.SYMTYPE, os.readlink(path), 0o777
                 tar.addfile(info)

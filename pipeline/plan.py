@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import closure, dockerfile, series
 from .hashing import digest, file_sha256
@@ -16,6 +17,9 @@ from .targets import Backend, Builder, Matrix, Target
 
 # Bumped when the pipeline changes how a stage turns its inputs into outputs.
 STAGE_VERSIONS = {"source": 1, "patches": 1, "builder": 1, "build": 1, "package": 1}
+
+# Templates of the files a package carries in share/ollama (env file, systemd unit, ...).
+RUNTIME_TEMPLATES = Path(__file__).resolve().parent / "templates" / "runtime"
 
 # Paths inside the build container.
 SRC = "/src"
@@ -85,7 +89,8 @@ def make(matrix: Matrix, target: Target, settings: Settings,
     policy = closure.POLICY_DIR / f"{builder.policy}.toml"
     hashes["package"] = digest(["package", STAGE_VERSIONS["package"], hashes["build"], target.package,
                                 target.runtime, target.name, target.description, target.source, version,
-                                builder.policy, file_sha256(policy) if builder.policy else ""])
+                                builder.policy, file_sha256(policy) if builder.policy else "",
+                                [(t.name, file_sha256(t)) for t in sorted(RUNTIME_TEMPLATES.glob("*.j2"))]])
     return Plan(
         target=target,
         builder_name=target.builder,

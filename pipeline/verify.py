@@ -1,7 +1,8 @@
 """Verify a package as a user's machine would see it: unpacked in a clean container of the runtime
 floor (the builder's library policy names it; no toolchain in it), every ELF must resolve with the
 library path Ollama gives its runners, the served GPU archs must have code objects and rocBLAS
-Tensile files, and bin/ollama must start and report its version."""
+Tensile files, and the package's install script must install a bin/ollama that starts and reports
+its version."""
 
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ def verify(archive: Path, settings: Settings, log: Log) -> dict:
                        keep=settings.keep_containers) as box:
             unresolved = box.exec(["sh", "-c", _LDD, PKG], capture=True).split("\n")
             problems += [f"{line.strip()}: not found on a clean {suite}" for line in unresolved if line.strip()]
-            version = box.exec([f"{PKG}/bin/ollama", "--version"], capture=True)
+            # The package's own install script, into a prefix of the clean system; then run from there.
+            box.exec(["sh", f"{PKG}/share/ollama/install.sh", "/opt/prefix"])
+            version = box.exec(["/opt/prefix/bin/ollama", "--version"], capture=True)
         if manifest["version"] not in version:
             problems.append(f"bin/ollama --version does not name {manifest['version']}: {version.strip()!r}")
         shutil.rmtree(root, ignore_errors=True)

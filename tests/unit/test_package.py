@@ -72,7 +72,9 @@ def test_archive_entries_are_sorted_owned_by_root_and_stamped_with_the_epoch(
         assert names == sorted(names)
         assert names == ["bin", "bin/ollama", "lib", "lib/ollama", "lib/ollama/libx.so",
                          "lib/ollama/libx.so.1",
-                         "lib/ollama/manifest.json", "lib/ollama/rocm", "lib/ollama/rocm/libggml-hip.so"]
+                         "lib/ollama/manifest.json", "lib/ollama/rocm", "lib/ollama/rocm/libggml-hip.so",
+                         "share/ollama/README.md", "share/ollama/install.sh", "share/ollama/ollama.env",
+                         "share/ollama/ollama.service"]
         for m in members:
             assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "", ""), m.name
             assert m.mtime == EPOCH, m.name
@@ -81,7 +83,11 @@ def test_archive_entries_are_sorted_owned_by_root_and_stamped_with_the_epoch(
         assert by_name["lib/ollama/libx.so"].mode == 0o644
         assert by_name["lib/ollama/libx.so.1"].issym()
         assert by_name["lib/ollama/libx.so.1"].linkname == "libx.so"
+        assert by_name["share/ollama/install.sh"].mode == 0o755
+        env_file = tar.extractfile("share/ollama/ollama.env").read().decode()
         inner = json.load(tar.extractfile("lib/ollama/manifest.json"))
+    # The 780M package sets the override that makes ROCm load gfx1100 code.
+    assert "\nHSA_OVERRIDE_GFX_VERSION=11.0.0\n" in env_file
     assert inner["target"] == "gfx1103"
     assert inner["version"] == "0.12.5+gfx1103"
     assert inner["gpu_archs"] == ["gfx1100", "gfx1103"]
