@@ -8,12 +8,13 @@ new is found, so a fetched library's own needs are fetched too.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from docker.types import Mount
 
-from . import build, closure
+from . import build, closure, fsutil
 from .container import Container
 from .log import Log
 from .plan import Plan
@@ -26,6 +27,17 @@ _COPY = f'for p; do mkdir -p "{SYSROOT}$(dirname "$p")" && cp -L "$p" "{SYSROOT}
 
 def sysroot_dir(plan: Plan, settings: Settings) -> Path:
     return settings.cache / "sysroots" / plan.hashes["builder"][:24]
+
+
+_OWNER = ('for p; do r=$(readlink -f "$p"); dpkg -S "$r" 2>/dev/null || dpkg -S "$p" 2>/dev/null '
+          '|| echo "?: $p"; done')
+OWNERS = ".packages.json"
+
+
+def owners(plan: Plan, settings: Settings) -> dict[str, str]:
+    """Which Debian package of the builder image each fetched library came from (path -> package)."""
+    path = sysroot_dir(plan, settings) / OWNERS
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def resolve(plan: Plan, package_root: Path, settings: Settings, log: Log) -> closure.Closure | None:
@@ -50,6 +62,7 @@ def resolve(plan: Plan, package_root: Path, settings: Settings, log: Log) -> clo
                     break
                 log.line(f"copying from the builder image: {', '.join(paths)}")
                 box.exec(["sh", "-c", _COPY, "sh", *paths])
+                _record_owners(box, sysroot, paths)
                 result = closure.compute(package_root, sysroot, policy, check=False)
     for line in result.summary():
         log.line(line)
@@ -64,3 +77,12 @@ def ld_cache(text: str) -> dict[str, str]:
         if "x86-64" in flags:
             found.setdefault(soname, path)
     return found
+
+
+def _record_owners(box: Container, sysroot: Path, paths: list[str]) -> None:
+    known_file = sysroot / OWNERS
+    known = json.loads(known_file.read_text()) if known_file.is_file() else {}
+    for line, path in zip(box.exec(["sh", "-c", _OWNER, "sh", *paths], capture=True).splitlines(), paths,
+                          strict=False):
+        known[path] = line.split(":", 1)[0] if not line.startswith("?") else "?"
+    fsutil.write_text(known_file, json.dumps(known, indent=2, sort_keys=True) + "\n")

@@ -70,7 +70,8 @@ def build_target(plan: Plan, settings: Settings, *, verify_package: bool = True)
 
         with log.stage("package") as stage:
             archive = package.run(plan, build_dir, info, settings.dist, log, stage,
-                                  libraries=lambda root: libraries.resolve(plan, root, settings, log))
+                                  libraries=lambda root: libraries.resolve(plan, root, settings, log),
+                                  owners=lambda: libraries.owners(plan, settings))
 
         if verify_package:
             with log.stage("verify") as stage:

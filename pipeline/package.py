@@ -39,7 +39,8 @@ def manifest_path(plan: Plan, dist: Path) -> Path:
 
 
 def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, result: StageResult,
-        libraries: Callable[[Path], Closure | None] | None = None) -> Path:
+        libraries: Callable[[Path], Closure | None] | None = None,
+        owners: Callable[[], dict[str, str]] | None = None) -> Path:
     """Write the target's archive and manifest; `libraries` resolves the shared-library closure of the
     build (pipeline.libraries.resolve), whose bundles join the archive."""
     outdir = dist / plan.name
@@ -62,6 +63,9 @@ def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, res
     epoch = int(build_info["source_date_epoch"])
     manifest = _manifest(plan, build_info, root, entries)
     manifest["libraries"] = found.to_dict() if found else None
+    if found and owners:
+        came_from = owners()
+        manifest["library_packages"] = {b.soname: came_from.get(b.found_at, "?") for b in found.bundles}
     manifest["gpu_code_objects"] = build_info.get("code_objects", {})
     manifest["tensile"] = {"serves": list(plan.target.runtime.archs), "pruned_files": len(pruned),
                            "pruned_bytes": sum(p.stat().st_size for _, p in pruned)}
@@ -74,6 +78,7 @@ def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, res
     manifest["archive"] = {"name": archive.name, "size": archive.stat().st_size,
                            "sha256": file_sha256(archive)}
     fsutil.write_text(outer, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    fsutil.write_text(outdir / "SHA256SUMS", f"{manifest['archive']['sha256']}  {archive.name}\n")
     log.line(f"{archive.name}: {manifest['archive']['size'] / 1e6:.1f} MB, "
              f"sha256 {manifest['archive']['sha256']}")
     return archive

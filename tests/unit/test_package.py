@@ -182,7 +182,8 @@ def test_interrupted_write_keeps_the_previous_archive_and_leaves_no_partial_file
     assert len(calls) == 4
     assert archive.read_bytes() == previous
     assert leftovers(dist) == []
-    assert sorted(p.name for p in (dist / "gfx1103").iterdir()) == [archive.name]
+    assert sorted(p.name for p in (dist / "gfx1103").iterdir()) == ["SHA256SUMS", archive.name]
+    assert (dist / "gfx1103" / "SHA256SUMS").read_text().endswith(f"  {archive.name}\n")
 
 
 def test_edited_description_reaches_the_manifest(matrix, settings, build_dir, tmp_path, log):
