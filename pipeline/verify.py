@@ -45,13 +45,20 @@ def verify(archive: Path, settings: Settings, log: Log) -> dict:
         manifest = json.loads((root / package.MANIFEST_IN_ARCHIVE).read_text())
         problems = coverage_problems(manifest)
         policy_name = (manifest.get("libraries") or {}).get("policy") or ""
-        suite = closure.load_policy(policy_name).suite if policy_name else manifest["builder"]["suite"]
+        policy = closure.load_policy(policy_name) if policy_name else None
+        suite = policy.suite if policy else manifest["builder"]["suite"]
+        # Driver libraries (libcuda.so.1) come with the GPU driver, which a clean system lacks.
+        driver = set(policy.never_bundle) if policy else set()
         image = f"{settings.image_prefix}/debian:{suite}"
         baseimage.ensure(image, suite, settings, log)
         with Container(image, log, mounts=[Mount(PKG, str(root), type="bind", read_only=True)],
                        keep=settings.keep_containers) as box:
-            unresolved = box.exec(["sh", "-c", _LDD, PKG], capture=True).split("\n")
-            problems += [f"{line.strip()}: not found on a clean {suite}" for line in unresolved if line.strip()]
+            unresolved = [line.strip() for line in box.exec(["sh", "-c", _LDD, PKG], capture=True).splitlines()
+                          if line.strip()]
+            problems += [f"{line}: not found on a clean {suite}" for line in unresolved
+                         if line.rsplit(" ", 1)[-1] not in driver]
+            if wanted := sorted({line.rsplit(" ", 1)[-1] for line in unresolved} & driver):
+                log.line(f"from the GPU driver at run time: {', '.join(wanted)}")
             # The package's own install script, into a prefix of the clean system; then run from there.
             box.exec(["sh", f"{PKG}/share/ollama/install.sh", "/opt/prefix"])
             version = box.exec(["/opt/prefix/bin/ollama", "--version"], capture=True)
