@@ -23,7 +23,7 @@ from pathlib import Path
 
 import docker.errors
 
-from . import build, engine, fsutil, gpubench, orchestrate, targets
+from . import build, engine, fsutil, gpubench, orchestrate, package, targets
 from . import plan as planning
 from .settings import PROJECT_ROOT, Settings
 
@@ -47,13 +47,32 @@ def run(selection: list[str], settings: Settings, output: Path, *, cold: bool, g
     for target in matrix.select(selection):
         plan = planning.make(matrix, target, settings)
         entry = report["targets"][target.name] = {}
-        orchestrate.build_target(plan, settings)  # warm every cache first
+        outcome = orchestrate.build_target(plan, settings)  # warm every cache first
+        entry["package"] = _package(plan, outcome, settings)
         entry["noop_rebuild"] = _noop(target.name, settings)
         if cold:
             entry["cold"] = _cold(matrix, target, settings)
         fsutil.write_text(output, json.dumps(report, indent=2) + "\n")  # keep partial results
     fsutil.write_text(output, json.dumps(report, indent=2) + "\n")
     return report
+
+
+# Upstream's v0.12.5 ROCm archive (all archs) was about 1.2 GB as .tgz.
+UPSTREAM_ROCM_ARCHIVE_BYTES = 1.2e9
+
+
+def _package(plan, outcome, settings: Settings) -> dict:
+    """Packaged size, what Tensile pruning saved, and packing + verifying time of the warm-up build."""
+    manifest = json.loads(package.manifest_path(plan, settings.dist).read_text())
+    times = {name: round(sec, 2) for name, _, sec in outcome.stages}
+    size = manifest["archive"]["size"]
+    out = {"archive": manifest["archive"]["name"], "bytes": size,
+           "tensile_pruned_bytes": manifest.get("tensile", {}).get("pruned_bytes", 0),
+           "bundled_libraries": len((manifest.get("libraries") or {}).get("bundled", [])),
+           "package_and_verify_seconds": round(times.get("package", 0) + times.get("verify", 0), 2)}
+    if any(b.gpu_code == "hip" for b in plan.backends):
+        out["share_of_upstream_rocm_archive"] = round(size / UPSTREAM_ROCM_ARCHIVE_BYTES, 3)
+    return out
 
 
 def _noop(name: str, settings: Settings) -> dict:
