@@ -1,6 +1,6 @@
 """Run the stages for one target, in order, each either reusing its cached result or doing the work:
 
-    plan -> source -> patches -> builder -> build -> package
+    plan -> source -> patches -> builder -> build -> package -> verify
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ hash of the stage before it, and a stage whose hash has not changed reuses its e
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -83,8 +84,9 @@ def make(matrix: Matrix, target: Target, settings: Settings,
     hashes["patches"] = digest(["patches", STAGE_VERSIONS["patches"], hashes["source"],
                                 [(p.name, p.sha256) for p in patches]])
     hashes["builder"] = digest(["builder", STAGE_VERSIONS["builder"], rendered])
+    # SOURCE_DATE_EPOCH reaches the build (and the archive's mtimes through it): it is an input too.
     hashes["build"] = digest(["build", STAGE_VERSIONS["build"], hashes["patches"], hashes["builder"],
-                              steps])
+                              steps, os.environ.get("SOURCE_DATE_EPOCH", "")])
     # Everything the manifest records about the target is part of the package's hash.
     policy = closure.POLICY_DIR / f"{builder.policy}.toml"
     hashes["package"] = digest(["package", STAGE_VERSIONS["package"], hashes["build"], target.package,

@@ -153,3 +153,10 @@ def test_patch_naming_an_unknown_target_is_a_config_error_naming_the_file(matrix
         plan.make(matrix, matrix.targets["gfx906"], settings)
     assert "0007-typo.patch" in str(info.value) and "'gfx9O6'" in str(info.value)
     assert info.value.exit_code == 2
+
+
+def test_source_date_epoch_is_an_input_of_the_build(matrix, settings, monkeypatch):
+    before = plan.make(matrix, matrix.targets["cpu"], settings)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    after = plan.make(matrix, matrix.targets["cpu"], settings)
+    assert changed(before.hashes, after.hashes) == {"build", "package"}
