@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,8 +22,9 @@ from pathlib import Path
 
 import docker.errors
 
-from . import build, engine, fsutil, gpubench, orchestrate, package, targets
+from . import build, engine, fsutil, gpubench, orchestrate, package, runner, targets
 from . import plan as planning
+from .log import Log
 from .settings import PROJECT_ROOT, Settings
 
 GOALS = {"noop_rebuild_seconds": 10.0, "cold_outside_toolchain_share": 0.05}
@@ -80,13 +80,14 @@ def _package(plan, outcome, settings: Settings) -> dict:
 def _noop(name: str, settings: Settings) -> dict:
     cmd = [sys.executable, "-m", "pipeline", "build", name, "--targets-file", str(settings.targets_file),
            "--dist", str(settings.dist)]
-    env = {**os.environ, "PIPELINE_CACHE": str(settings.cache)}
+    env = {"PIPELINE_CACHE": str(settings.cache)}
     if settings.source:
         env["OLLAMA_SOURCE"] = settings.source
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    with Log(name, settings.dist / "bench-noop.log") as log:
+        proc = runner.run(log, cmd, cwd=PROJECT_ROOT, env=env, capture=True, quiet=True, check=False)
     seconds = time.monotonic() - start
-    cached = proc.stderr.count("cached (")
+    cached = proc.stderr.decode(errors="replace").count("cached (")
     return {"seconds": round(seconds, 2), "exit_code": proc.returncode, "stages_cached": cached,
             "meets_goal": proc.returncode == 0 and seconds < GOALS["noop_rebuild_seconds"]}
 
