@@ -43,14 +43,36 @@ def write_text(path: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def staging_dir(final: Path) -> Iterator[Path]:
-    """A scratch folder beside `final` that becomes `final` if the block succeeds, else is removed."""
+    """A scratch folder beside `final` that becomes `final` if the block succeeds, else is removed.
+
+    The swap is two renames (old aside, new in), undone if the second fails; the old folder is removed
+    only once the new one is in place, so `final` is never half-written and never lost on failure.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+        _swap(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap(new: Path, final: Path) -> None:
+    aside_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+    aside = aside_dir / final.name
+    try:
+        if final.exists():
+            os.rename(final, aside)
+        try:
+            os.rename(new, final)
+        except BaseException:
+            if aside.exists():
+                os.rename(aside, final)
+            raise
+    except BaseException:
+        with contextlib.suppress(OSError):
+            aside_dir.rmdir()  # only when empty: an old folder that could not be put back stays here
+        raise
+    shutil.rmtree(aside_dir, ignore_errors=True)

@@ -19,13 +19,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from . import fsutil
 from .errors import PackageError
 from .hashing import file_sha256
 
@@ -179,7 +179,7 @@ def assemble(targets: Sequence[str], dist: Path, *, out: Path | None = None,
     for target, archive, manifest in located:
         verify(archive, manifest, target)
 
-    with _staging(out) as stage:
+    with fsutil.staging_dir(out) as stage:
         entries = tuple(_copy(target, archive, manifest, stage, limit) for target, archive, manifest in located)
         if any(e.split for e in entries):
             _write(stage / JOIN, render_join(entries))
@@ -302,48 +302,3 @@ def _relative(path: Path) -> str:
 
 def _write(path: Path, text: str) -> None:
     path.write_text(text)
-
-
-@contextlib.contextmanager
-def _staging(final: Path) -> Iterator[Path]:
-    """A folder beside `final` that takes its place only if the block succeeds.
-
-    The swap is two renames (old aside, new in), undone if the second fails; the old folder is removed
-    only after the new one is in place, so `final` is never half-written and never lost on failure.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        _swap(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _swap(new: Path, final: Path) -> None:
-    """Put `new` in place of `final`: the old folder is moved aside, and back if the move of `new` fails;
-    it is deleted only once `new` is in place."""
-    aside_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-    aside = aside_dir / final.name
-    try:
-        if final.exists():
-            os.rename(final, aside)
-        try:
-            os.rename(new, final)
-        except BaseException:
-            if aside.exists():
-                os.rename(aside, final)
-            raise
-    except BaseException:
-        with contextlib.suppress(OSError):
-            aside_dir.rmdir()  # only when empty: a previous release that could not be put back stays here
-        raise
-    shutil.rmtree(aside_dir, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
