@@ -34,6 +34,14 @@ def build(session: nox.Session) -> None:
     session.run("python", "-m", "pipeline", "build", *session.posargs)
 
 
+@nox.session(default=False)
+def image(session: nox.Session) -> None:
+    """Build targets and make their runtime Docker images: `nox -s image -- gfx1103`
+    (ollama-pipeline/ollama:<version>-<target>, saved in dist/<target>/ as .image.tar.gz)."""
+    _install(session)
+    session.run("python", "-m", "pipeline", "image", *session.posargs)
+
+
 @nox.session
 def verify(session: nox.Session) -> None:
     """Verify archives in a clean container of their runtime floor: `nox -s verify -- dist/gfx906/*.tar.zst`."""
@@ -68,6 +76,13 @@ def tests(session: nox.Session) -> None:
     """Run the test suite: unit tests, then the Docker tier (and the upstream tier with OLLAMA_SOURCE)."""
     _install(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(default=False)
+def golden(session: nox.Session) -> None:
+    """Rewrite the golden files of rendered templates from what the code renders now; review `git diff`."""
+    _install(session, "test")
+    session.run("pytest", "tests/unit/test_dockerfile.py", "--update-golden", "-q", *session.posargs)
 
 
 @nox.session(default=False)

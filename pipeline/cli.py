@@ -9,14 +9,17 @@ import os
 import signal
 import sys
 import traceback
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
-from . import plan as planning
-from . import series, targets
-from .errors import PipelineError
-from .log import duration
-from .settings import Settings
+from pipeline import orchestrate, stages
+from pipeline.config import series, targets
+from pipeline.config.settings import Settings
+from pipeline.errors import INTERRUPTED, PipelineError, UsageError
+from pipeline.infra import fsutil
+from pipeline.infra.log import Log, duration
+from pipeline.stages import builder, image, verify
+from pipeline.tools import bench, memtest, patchtool, release
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--dist", help="output folder (default: dist/ of the project)")
     b.add_argument("--jobs", type=int, help="parallel compile jobs (default: CPU count)")
     b.add_argument("--no-verify", action="store_true", help="skip verifying the package in a clean container")
+    b.add_argument("--image", action="store_true", help="also make the runtime Docker image of the verified package")
+
+    im = sub.add_parser("image", parents=[common], help="build targets and make their runtime Docker images")
+    im.add_argument("targets", nargs="*", metavar="TARGET", help="names or globs ('gfx*')")
+    im.add_argument("--all", action="store_true", help="every target of the matrix")
+    im.add_argument("--source", help="git URL or local repository replacing source.url (or OLLAMA_SOURCE)")
+    im.add_argument("--debian-mirror")
+    im.add_argument("--dist", help="output folder (default: dist/ of the project)")
+    im.add_argument("--jobs", type=int, help="parallel compile jobs (default: CPU count)")
 
     v = sub.add_parser("verify", parents=[common], help="verify packages in a clean runtime-floor container")
     v.add_argument("archives", nargs="+", metavar="ARCHIVE")
@@ -111,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: containers removed, previous artifacts kept", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 def _raise_interrupt(signum, frame):
@@ -137,20 +149,28 @@ def _selection(args, matrix: targets.Matrix) -> list[targets.Target]:
 
 
 def cmd_build(args) -> int:
-    from . import orchestrate
-
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
     chosen = _selection(args, matrix)
     # Plan everything first: a bad patch header or template fails before any work starts.
+    if args.image and args.no_verify:
+        raise UsageError("--image makes the runtime image from the verified archive: drop --no-verify")
     patch_series = series.load(settings.patches_dir, matrix.targets)
-    plans = [planning.make(matrix, t, settings, patch_series) for t in chosen]
-    outcomes = [orchestrate.build_target(p, settings, verify_package=not args.no_verify) for p in plans]
+    plans = [stages.plan_for(matrix, t, settings, patch_series) for t in chosen]
+    skip = ["verify"] if args.no_verify else []
+    add = ["image"] if args.image else []
+    outcomes = [orchestrate.build_target(p, settings, skip=skip, add=add) for p in plans]
     print("", file=sys.stderr)
     for o in outcomes:
-        stages = ", ".join(f"{name} {state}" for name, state, _ in o.stages)
-        print(f"{o.target}: {o.archive} ({duration(o.seconds)}; {stages})", file=sys.stderr)
+        done = ", ".join(f"{name} {state}" for name, state, _ in o.stages)
+        made = f"{o.archive}" + (f" + image {o.results['image'].tag}" if "image" in o.results else "")
+        print(f"{o.target}: {made} ({duration(o.seconds)}; {done})", file=sys.stderr)
     return 0
+
+
+def cmd_image(args) -> int:
+    args.image, args.no_verify = True, False
+    return cmd_build(args)
 
 
 def cmd_targets(args) -> int:
@@ -180,15 +200,16 @@ def cmd_plan(args) -> int:
     matrix = targets.load(settings.targets_file)
     patch_series = series.load(settings.patches_dir, matrix.targets)
     if args.json:
-        plans = [planning.make(matrix, t, settings, patch_series) for t in _selection(args, matrix)]
+        plans = [stages.plan_for(matrix, t, settings, patch_series) for t in _selection(args, matrix)]
         print(json.dumps([{"name": p.name, "version": p.version, "archive": p.archive_name,
-                           "image": p.image_tag, "hashes": dict(p.hashes),
+                           "image": builder.image_tag(p), "runtime_image": image.tag(p),
+                           "hashes": dict(p.hashes),
                            "patches": [patch.name for patch in p.patches]} for p in plans], indent=2))
         return 0
     for t in _selection(args, matrix):
-        p = planning.make(matrix, t, settings, patch_series)
+        p = stages.plan_for(matrix, t, settings, patch_series)
         print(f"{p.name}: {p.version} from {p.source_url} @ {t.source.commit[:12]}")
-        print(f"  image   {p.image_tag}")
+        print(f"  image   {builder.image_tag(p)}")
         for patch in p.patches:
             print(f"  patch   {patch.name} ({patch.upstream_status})")
         for stage, value in p.hashes.items():
@@ -199,8 +220,6 @@ def cmd_plan(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench
-
     settings = _settings(args)
     output = Path(args.output).resolve()
     report = bench.run(args.targets, settings, output, cold=args.cold, gpu=args.gpu)
@@ -210,9 +229,6 @@ def cmd_bench(args) -> int:
 
 
 def cmd_patches(args) -> int:
-    from . import fsutil, patchtool
-    from .log import Log
-
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
     with Log("patches", settings.dist / "patches" / f"{args.action}.log") as log:
@@ -244,8 +260,6 @@ def cmd_patches(args) -> int:
 
 
 def cmd_release(args) -> int:
-    from . import release
-
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
     if args.targets or args.all:
@@ -258,9 +272,6 @@ def cmd_release(args) -> int:
 
 
 def cmd_memtest(args) -> int:
-    from . import fsutil, memtest, patchtool
-    from .log import Log
-
     settings = _settings(args)
     scenarios = memtest.load_all(args.scenarios)
     ref = args.ref or patchtool.default_refs(targets.load(settings.targets_file))[0]
@@ -277,18 +288,17 @@ def cmd_memtest(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from . import verify
-    from .log import Log
-
     settings = _settings(args)
     for archive in args.archives:
         path = Path(archive).resolve()
         if not path.is_file():
             raise PipelineError(f"{archive}: no such archive")
         with Log("verify", settings.dist / "verify.log") as log:
-            verify.verify(path, settings, log)
+            verify.verify_archive(path, settings, log)
         print(f"{path.name}: verified")
     return 0
 
 
-COMMANDS = {"verify": cmd_verify, "memtest": cmd_memtest, "release": cmd_release, "patches": cmd_patches, "build": cmd_build, "targets": cmd_targets, "plan": cmd_plan, "bench": cmd_bench}
+COMMANDS = {"build": cmd_build, "image": cmd_image, "verify": cmd_verify, "targets": cmd_targets,
+            "plan": cmd_plan, "patches": cmd_patches, "release": cmd_release, "memtest": cmd_memtest,
+            "bench": cmd_bench}

@@ -1,7 +1,9 @@
-"""One error hierarchy for the pipeline, caught once at the command-line edge.
+"""Every error the pipeline raises, in one hierarchy, caught once at the command-line edge.
 
-Every error carries a message written for the user (what is wrong, where, how to fix it) and the exit
-code the command ends with. Subclasses of Exception, so nox and pytest see ordinary failures.
+Each error carries a message written for the user (what is wrong, where, how to fix it) and the exit
+code the command ends with; every class has its own code (the README lists them). Subclasses of
+Exception, so nox and pytest see ordinary failures. `--traceback` (or PIPELINE_TRACEBACK=1) shows the
+Python traceback of an error; without it the user sees one line.
 """
 
 from __future__ import annotations
@@ -14,13 +16,21 @@ class PipelineError(Exception):
 
 
 class ConfigError(PipelineError):
-    """targets.toml, a patch header or a command-line argument is wrong."""
+    """targets.toml, a policy, a patch header, a scenario or a setting is wrong."""
 
     exit_code = 2
 
 
 class SelectionError(ConfigError):
-    """A target selector matched nothing."""
+    """A target selector matched nothing, or the selection is contradictory."""
+
+    exit_code = 10
+
+
+class UsageError(ConfigError):
+    """A command-line argument or environment variable has a bad value."""
+
+    exit_code = 11
 
 
 class SourceError(PipelineError):
@@ -36,7 +46,7 @@ class PatchError(PipelineError):
 
 
 class DockerError(PipelineError):
-    """The Docker engine is unreachable, or an image could not be made."""
+    """The Docker engine is unreachable, or an image or container could not be made."""
 
     exit_code = 5
 
@@ -54,6 +64,56 @@ class CommandError(PipelineError):
 
 
 class PackageError(PipelineError):
-    """The build output could not be packaged."""
+    """The build output could not be packaged, or an archive or release is not what it claims."""
 
     exit_code = 7
+
+
+class GpuCodeError(PipelineError):
+    """A built GPU backend holds code for other archs than the target asks for."""
+
+    exit_code = 8
+
+
+class ClosureError(PackageError):
+    """The package's libraries cannot all be resolved, or would not load on the policy's floor."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, closure=None):
+        super().__init__(message)
+        self.closure = closure
+
+
+class VerifyError(PackageError):
+    """A package failed verification on its runtime floor."""
+
+    exit_code = 12
+
+
+class ExpectationFailed(PipelineError):
+    """A memory scenario's expectation does not hold."""
+
+    exit_code = 13
+
+
+class FileProblem(PipelineError):
+    """A file or folder cannot be read or written (permissions, a full disk, a bad encoding)."""
+
+    exit_code = 14
+
+
+# Ended by Ctrl-C or SIGTERM: what a shell reports for SIGINT.
+INTERRUPTED = 130
+
+
+def exit_codes() -> dict[int, str]:
+    """Exit code -> the error class's first docstring line, for the README and `--help`."""
+    out = {0: "success"}
+    todo = [PipelineError]
+    while todo:
+        cls = todo.pop()
+        out[cls.exit_code] = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+        todo.extend(cls.__subclasses__())
+    out[INTERRUPTED] = "interrupted (Ctrl-C or SIGTERM); partial work removed, previous artifacts kept"
+    return dict(sorted(out.items()))

@@ -1,6 +1,7 @@
-"""Run the stages for one target, in order, each either reusing its cached result or doing the work:
+"""Run a target's stages in table order (pipeline.stages.STAGES), each reusing its cached result when
+its hash is unchanged or doing the work, and hand each stage the results of the stages it needs.
 
-    plan -> source -> patches -> builder -> build -> package -> verify
+One build per target and cache at a time (a lock file naming the holder's pid).
 """
 
 from __future__ import annotations
@@ -8,29 +9,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import json
 import os
-import shutil
+import types
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from . import build, builder, fsutil, libraries, package, patches, runner, source, verify
-from .errors import PipelineError
-from .log import Log, duration
-from .plan import Plan
-from .settings import Settings
+from pipeline import stages as stage_table
+from pipeline.config.settings import Settings
+from pipeline.errors import PipelineError
+from pipeline.infra.log import Log, duration
+from pipeline.stages.plan import Context, Plan
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outcome:
     target: str
-    archive: Path
+    results: Mapping[str, Any]
     log: Path
     stages: tuple[tuple[str, str, float], ...]
     seconds: float
 
-
-def tree_dir(plan: Plan, settings: Settings) -> Path:
-    return settings.cache / "trees" / plan.hashes["patches"][:24]
+    @property
+    def archive(self) -> Path:
+        return self.results["package"].archive
 
 
 @contextlib.contextmanager
@@ -51,88 +53,44 @@ def _exclusive(plan: Plan, settings: Settings):
         yield
 
 
-def build_target(plan: Plan, settings: Settings, *, verify_package: bool = True) -> Outcome:
+def build_target(plan: Plan, settings: Settings, *, skip: Sequence[str] = (), add: Sequence[str] = (),
+                 table: Sequence[stage_table.Stage] | None = None) -> Outcome:
+    """Run the default stages of the table (less `skip`, plus the optional ones in `add`) for one plan."""
+    table = stage_table.STAGES if table is None else table
+    chosen = stage_table.select(table, skip=skip, add=add)
     log_path = settings.dist / plan.name / "build.log"
     with _exclusive(plan, settings), Log(plan.name, log_path) as log:
         log.line(f"target {plan.name}: {plan.target.description}")
         log.line(f"version {plan.version} from {plan.source_url} ({plan.target.source.tag})")
-        for stage, value in plan.hashes.items():
-            log.line(f"hash {stage:8} {value[:16]}")
-        tree = prepare_tree(plan, settings, log)
-        meta = json.loads(tree.with_name(tree.name + ".json").read_text())
-
-        with log.stage("builder") as stage:
-            image_id = builder.ensure(plan, settings, log, stage)
-
-        with log.stage("build") as stage:
-            epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or meta["commit_time"])
-            build_dir, info = build.run(plan, tree, image_id, epoch, settings, log, stage)
-
-        with log.stage("package") as stage:
-            archive = package.run(plan, build_dir, info, settings.dist, log, stage,
-                                  libraries=lambda root: libraries.resolve(plan, root, settings, log),
-                                  owners=lambda: libraries.owners(plan, settings))
-
-        if verify_package:
-            with log.stage("verify") as stage:
-                _verify(plan, archive, settings, log, stage)
-
-        log.line(f"done in {duration(log.elapsed)}: {archive}")
-        return Outcome(plan.name, archive, log_path, tuple(log.stages), log.elapsed)
+        for stage in chosen:
+            log.line(f"hash {stage.name:8} {plan.hashes[stage.name][:16]}")
+        results = run_stages(plan, settings, log, chosen)
+        made = [str(r.archive) for r in results.values() if hasattr(r, "archive") and isinstance(r.archive, Path)]
+        log.line(f"done in {duration(log.elapsed)}" + (f": {made[-1]}" if made else ""))
+        return Outcome(plan.name, types.MappingProxyType(results), log_path, tuple(log.stages), log.elapsed)
 
 
-def _verify(plan: Plan, archive: Path, settings: Settings, log: Log, stage) -> None:
-    """Verify once per archive: the record beside it names the archive's sha256."""
-    record = settings.dist / plan.name / "verified.json"
-    digest = json.loads(package.manifest_path(plan, settings.dist).read_text())["archive"]["sha256"]
-    if record.is_file() and json.loads(record.read_text()).get("sha256") == digest:
-        stage.cached(f"{archive.name} verified earlier")
-        return
-    result = verify.verify(archive, settings, log)
-    fsutil.write_text(record, json.dumps({"archive": archive.name, "sha256": digest, **result}, indent=2) + "\n")
+def run_stages(plan: Plan, settings: Settings, log: Log, chosen: Sequence[stage_table.Stage]) -> dict[str, Any]:
+    """Run `chosen` (in table order, each after the stages it needs) inside an open log."""
+    results: dict[str, Any] = {}
+    for stage in chosen:
+        with log.stage(stage.name) as handle:
+            ctx = Context(name=stage.name, plan=plan, settings=settings, log=log, stage=handle)
+            results[stage.name] = stage.run(ctx, **{n: results[n] for n in stage.needs})
+    return results
 
 
-def prepare_tree(plan: Plan, settings: Settings, log: Log) -> Path:
-    """The source and patches stages: a verified, exported, patched tree in the cache.
-
-    The tree is built in a private staging folder and renamed into place only once every patch
-    applied, so no half-exported or half-patched tree is ever visible.
-    """
-    tree = tree_dir(plan, settings)
-    meta_file = tree.with_name(tree.name + ".json")
-    done = tree.is_dir() and meta_file.is_file()
-    staging = tree.with_name(f"{tree.name}.partial-{os.getpid()}")
-    t = plan.target.source
-    try:
-        with log.stage("source") as stage:
-            if done and not source.is_local(plan.source_url):
-                stage.cached(f"tree {tree.name[:12]} exported earlier")
-            else:
-                # A local repository is cheap to check: verify the tag even when the tree is cached.
-                gitdir = source.resolve(plan.source_url, t.tag, t.commit, settings.cache, log)
-                if done:
-                    stage.cached(f"tree {tree.name[:12]} exported earlier; tag verified")
-                else:
-                    shutil.rmtree(staging, ignore_errors=True)
-                    skipped = source.export(gitdir, t.commit, staging, log)
-                    out = runner.run(log, ["git", "--git-dir", gitdir, "show", "-s", "--format=%ct",
-                                           t.commit], capture=True, quiet=True)
-                    meta = {"commit": t.commit, "commit_time": int(out.stdout.decode().strip()),
-                            "left_out": skipped}
-
-        with log.stage("patches") as stage:
-            if done:
-                stage.cached(f"tree {tree.name[:12]} patched earlier")
-            else:
-                patches.apply_series(plan.patches, staging, log, ref=t.tag)
-                meta["patches"] = [p.name for p in plan.patches]
-                # Mount points for the build's writable folders over the read-only tree.
-                for sub in ("build", "dist"):
-                    (staging / sub).mkdir(exist_ok=True)
-                # The record goes first: a record without its tree is redone, a tree is never half there.
-                fsutil.write_text(meta_file, json.dumps(meta, indent=2) + "\n")
-                shutil.rmtree(tree, ignore_errors=True)
-                os.rename(staging, tree)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return tree
+def results_of(plan: Plan, settings: Settings, log: Log, wanted: Sequence[str],
+               table: Sequence[stage_table.Stage] | None = None) -> dict[str, Any]:
+    """The results of the stages in `wanted` and of everything they need, for tools that need a tree
+    or a builder image (the patch tooling, the memory workbench, benchmarks)."""
+    table = stage_table.STAGES if table is None else table
+    by_name = {s.name: s for s in table}
+    needed: set[str] = set()
+    todo = list(wanted)
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(by_name[name].needs)
+    return run_stages(plan, settings, log, [s for s in table if s.name in needed])

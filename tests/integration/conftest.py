@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import settings as settings_mod
+from pipeline.config import settings as settings_mod
 
 from . import miniollama
 

@@ -15,11 +15,15 @@ from pathlib import Path
 import pytest
 from docker.types import Mount
 
-from pipeline import container, orchestrate, targets, verify
-from pipeline import plan as planning
+from pipeline import stages
+from pipeline.errors import VerifyError
+from pipeline.infra import container
+from pipeline import orchestrate
+from pipeline.config import targets
+from pipeline.stages import verify
 from pipeline.errors import CommandError, PatchError
-from pipeline.log import Log
-from pipeline.plan import base_image_name
+from pipeline.infra.log import Log
+from pipeline.infra import baseimage
 
 from . import miniollama
 from .conftest import PROJECT, write_matrix
@@ -27,7 +31,7 @@ from .conftest import PROJECT, write_matrix
 
 def build(matrix_file: Path, settings):
     matrix = targets.load(matrix_file)
-    plan = planning.make(matrix, matrix.targets["cpu"], settings)
+    plan = stages.plan_for(matrix, matrix.targets["cpu"], settings)
     return plan, orchestrate.build_target(plan, settings)
 
 
@@ -40,7 +44,7 @@ def unpack(archive: Path, dest: Path) -> Path:
 def run_packaged(engine, settings, root: Path, *args: str) -> str:
     """Run the packaged binary in a clean container of the base image: no toolchain, no build tree."""
     out = engine.containers.run(
-        base_image_name(settings, "trixie"), ["/opt/ollama/bin/ollama", *args], remove=True,
+        baseimage.name(settings.image_prefix, "trixie"), ["/opt/ollama/bin/ollama", *args], remove=True,
         mounts=[Mount("/opt/ollama", str(root), type="bind", read_only=True)],
     )
     return out.decode()
@@ -63,8 +67,7 @@ def test_mini_project_builds_into_a_tarball_whose_binary_reports_the_stamped_ver
     plan, outcome = build(settings.targets_file, settings)
 
     assert outcome.archive == settings.dist / "cpu" / "ollama-1.2.3-cpu.tar.gz"
-    assert [name for name, _, _ in outcome.stages] == ["source", "patches", "builder", "build", "package",
-                                                       "verify"]
+    assert [name for name, _, _ in outcome.stages] == [s.name for s in stages.select(stages.STAGES)]
     with tarfile.open(outcome.archive) as tar:
         names = tar.getnames()
         assert all(m.uid == 0 and m.gid == 0 for m in tar.getmembers())
@@ -93,8 +96,7 @@ def test_second_build_with_nothing_changed_reuses_every_stage(engine, mini_proje
     _, second = build(settings.targets_file, settings)
 
     assert [(name, state) for name, state, _ in second.stages] == [
-        ("source", "cached"), ("patches", "cached"), ("builder", "cached"), ("build", "cached"),
-        ("package", "cached"), ("verify", "cached")]
+        (s.name, "cached") for s in stages.select(stages.STAGES)]
     assert sha256(second.archive) == digest
     assert "cached (" in second.log.read_text()
 
@@ -175,14 +177,14 @@ def test_patch_that_does_not_apply_stops_before_any_build(engine, mini_project, 
         "@@ -1,3 +1,3 @@\n-package nothere\n+package main\n \n /*\n")
     settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit))
     matrix = targets.load(settings.targets_file)
-    plan = planning.make(matrix, matrix.targets["cpu"], settings)
+    plan = stages.plan_for(matrix, matrix.targets["cpu"], settings)
 
     with pytest.raises(PatchError, match=r"0001-stale.patch does not apply.*main.go"):
         orchestrate.build_target(plan, settings)
 
-    tree = orchestrate.tree_dir(plan, settings)
-    assert not tree.exists()
-    assert not list(tree.parent.glob(f"{tree.name}*"))
+    trees = settings.cache / "trees"
+    assert [p.name for p in trees.iterdir()] == [f"source-{plan.hashes['source'][:24]}"], \
+        "only the source tree is cached: no patched tree, no staging folder"
     assert not (settings.dist / "cpu" / "ollama-1.2.3-cpu.tar.gz").exists()
 
 
@@ -227,6 +229,6 @@ def test_verify_names_a_library_missing_from_the_package(engine, mini_project, s
         for path in sorted(root.rglob("*")):
             tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
 
-    with pytest.raises(verify.VerifyError, match=r"lib/ollama/libggml-cpu.so needs libggml-base.so"):
+    with pytest.raises(VerifyError, match=r"lib/ollama/libggml-cpu.so needs libggml-base.so"):
         with Log("verify", tmp_path / "verify.log") as log:
-            verify.verify(broken, settings, log)
+            verify.verify_archive(broken, settings, log)

@@ -3,14 +3,17 @@ archs of each target, through the pipeline's own builder and build stages."""
 
 from __future__ import annotations
 
-import json
 import tarfile
 
 import pytest
 from docker.types import Mount
 
-from pipeline import archs, build, orchestrate, targets
-from pipeline import plan as planning
+from pipeline.stages import builder as builder_stage
+from pipeline import stages
+from pipeline.errors import GpuCodeError
+from pipeline.infra import archs
+from pipeline import orchestrate
+from pipeline.config import targets
 
 from . import miniollama
 from .conftest import write_matrix
@@ -23,9 +26,9 @@ def build_gpu(name, mini_project, settings_for, tmp_path):
     repo, commit = mini_project
     settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit, name=name))
     matrix = targets.load(settings.targets_file)
-    plan = planning.make(matrix, matrix.targets[name], settings)
+    plan = stages.plan_for(matrix, matrix.targets[name], settings)
     outcome = orchestrate.build_target(plan, settings)
-    info = json.loads((build.result_dir(plan, settings) / "build.json").read_text())
+    info = outcome.results["build"]
     root = tmp_path / "unpacked"
     with tarfile.open(outcome.archive) as tar:
         tar.extractall(root, filter="data")
@@ -34,7 +37,7 @@ def build_gpu(name, mini_project, settings_for, tmp_path):
 
 def in_builder(engine, plan, root, script: str) -> str:
     """Run a listing tool of the builder image on the unpacked package."""
-    return engine.containers.run(plan.image_tag, ["sh", "-c", script], remove=True, working_dir="/pkg",
+    return engine.containers.run(builder_stage.image_tag(plan), ["sh", "-c", script], remove=True, working_dir="/pkg",
                                  mounts=[Mount("/pkg", str(root), type="bind", read_only=True)]).decode()
 
 
@@ -50,7 +53,7 @@ def bundled_hip_archs(engine, plan, root) -> set[str]:
 def test_rocm_target_compiles_exactly_its_archs(engine, mini_project, settings_for, tmp_path, name, expected):
     plan, info, root = build_gpu(name, mini_project, settings_for, tmp_path)
 
-    assert set(info["code_objects"]["libggml-hip.so"]) == expected
+    assert set(info.code_objects["libggml-hip.so"]) == expected
     assert bundled_hip_archs(engine, plan, root) == expected
     assert (root / "lib/ollama/libggml-cpu.so").exists()
 
@@ -58,7 +61,7 @@ def test_rocm_target_compiles_exactly_its_archs(engine, mini_project, settings_f
 def test_cuda_target_compiles_real_sm_37_code_and_no_ptx(engine, mini_project, settings_for, tmp_path):
     plan, info, root = build_gpu("sm_37", mini_project, settings_for, tmp_path)
 
-    assert info["code_objects"]["libggml-cuda.so"] == ["sass:sm_37"]
+    assert info.code_objects["libggml-cuda.so"] == ("sass:sm_37",)
     listing = in_builder(engine, plan, root, f"cuobjdump --list-elf {CUDA_LIB}; cuobjdump --list-ptx {CUDA_LIB}")
     assert archs.found("cuda", listing) == {"sass:sm_37"}
     assert ".sm_37.cubin" in listing
@@ -71,6 +74,6 @@ def test_build_that_ignores_the_requested_archs_is_refused(engine, mini_project,
                                                        "set(CMAKE_HIP_ARCHITECTURES gfx1030)"))
     commit = miniollama.commit_files(repo, "hard-code an arch", tag="v1.2.3")
 
-    with pytest.raises(archs.ArchMismatch, match=r"missing: gfx906; unexpected: gfx1030"):
+    with pytest.raises(GpuCodeError, match=r"missing: gfx906; unexpected: gfx1030"):
         build_gpu("gfx906", (repo, commit), settings_for, tmp_path)
     assert not list((tmp_path / "dist").rglob("*.tar.gz"))

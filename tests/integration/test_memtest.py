@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from pipeline import cli, memtest
-from pipeline.settings import PROJECT_ROOT
+from pipeline import cli
+from pipeline.tools import memtest
+from pipeline.config.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.upstream
 

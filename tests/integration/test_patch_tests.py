@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import patchtool, targets
+from pipeline.tools import patchtool
+from pipeline.config import targets
 from pipeline.errors import CommandError
-from pipeline.log import Log
+from pipeline.infra.log import Log
 
 from . import miniollama
 from .conftest import write_matrix

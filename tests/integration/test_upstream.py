@@ -8,9 +8,11 @@ import re
 
 import pytest
 
-from pipeline import orchestrate, package, targets
-from pipeline import plan as planning
-from pipeline.settings import Settings
+from pipeline import stages
+from pipeline import orchestrate
+from pipeline.infra import archive as archives
+from pipeline.config import targets
+from pipeline.config.settings import Settings
 
 from .conftest import PROJECT
 from .test_build_pipeline import run_packaged
@@ -28,10 +30,10 @@ def test_cpu_target_of_the_real_upstream_builds_and_reports_its_version(engine, 
     settings = Settings.from_env(targets_file=PROJECT / "targets.toml", dist=tmp_path / "dist")
     matrix = targets.load(settings.targets_file)
     target = matrix.targets["cpu"]
-    outcome = orchestrate.build_target(planning.make(matrix, target, settings), settings)
+    outcome = orchestrate.build_target(stages.plan_for(matrix, target, settings), settings)
 
     root = tmp_path / "unpacked"
-    with package.open_archive(outcome.archive, tmp_path) as tar:
+    with archives.open_archive(outcome.archive, tmp_path) as tar:
         tar.extractall(root, filter="data")
     version = run_packaged(engine, settings, root, "--version")
     upstream = target.source.tag.removeprefix("v")
@@ -46,7 +48,7 @@ def test_gpu_target_of_the_real_upstream_holds_exactly_its_archs(engine, tmp_pat
     settings = Settings.from_env(targets_file=PROJECT / "targets.toml", dist=tmp_path / "dist")
     matrix = targets.load(settings.targets_file)
     target = matrix.targets[name]
-    outcome = orchestrate.build_target(planning.make(matrix, target, settings), settings)
+    outcome = orchestrate.build_target(stages.plan_for(matrix, target, settings), settings)
 
     manifest = json.loads((settings.dist / name / "manifest.json").read_text())
     assert list(manifest["gpu_code_objects"].values()) == [code]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 from docker.types import Mount
 
-from pipeline import build, builder, targets
-from pipeline import plan as planning
-from pipeline.log import Log, StageResult
+from pipeline.infra import toolchain
+from pipeline.stages import builder as builder_stage
+from pipeline import stages
+from pipeline.stages import builder
+from pipeline.config import targets
+from pipeline.infra.log import Log, StageResult
 
 from .conftest import PROJECT
 
@@ -18,16 +21,16 @@ ACTIONLINT = "github.com/rhysd/actionlint/cmd/actionlint@v1.7.7"
 def test_actionlint_passes(engine, settings_for, tmp_path, workflow):
     settings = settings_for(PROJECT / "targets.toml")
     matrix = targets.load(settings.targets_file)
-    plan = planning.make(matrix, matrix.targets["cpu"], settings)
+    plan = stages.plan_for(matrix, matrix.targets["cpu"], settings)
     with Log("lint", tmp_path / "lint.log") as log:
         builder.ensure(plan, settings, log, StageResult())
-    mounts, env = build.toolchain_mounts(settings)
+    mounts, env = toolchain.mounts(settings)
     mounts.append(Mount("/repo", str(PROJECT), type="bind", read_only=True))
     env["GOFLAGS"] = "-mod=mod"
     container = engine.containers.run(
-        plan.image_tag, ["go", "run", ACTIONLINT, "-no-color", f".github/workflows/{workflow}"],
+        builder_stage.image_tag(plan), ["go", "run", ACTIONLINT, "-no-color", f".github/workflows/{workflow}"],
         detach=True, working_dir="/repo", environment=env, mounts=mounts,
-        user=build.user())
+        user=toolchain.user())
     try:
         code = container.wait(timeout=600)["StatusCode"]
         output = container.logs().decode()

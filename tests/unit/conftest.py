@@ -11,10 +11,10 @@ import docker
 import docker.client
 import pytest
 
-import pipeline.engine
-from pipeline import targets
-from pipeline.log import Log
-from pipeline.settings import Settings
+import pipeline.infra.engine
+from pipeline.config import targets
+from pipeline.infra.log import Log
+from pipeline.config.settings import Settings
 
 PROJECT = Path(__file__).resolve().parents[2]
 TARGETS_FILE = PROJECT / "targets.toml"
@@ -41,7 +41,7 @@ class _Guard:
 def docker_guard(monkeypatch):
     """Fail any unit test that touches the engine, even if the code under test swallows the error."""
     guard = _Guard()
-    monkeypatch.setattr(pipeline.engine, "client", guard.trap("pipeline.engine.client()"))
+    monkeypatch.setattr(pipeline.infra.engine, "client", guard.trap("pipeline.infra.engine.client()"))
     for module in (docker, docker.client):
         monkeypatch.setattr(module, "from_env", guard.trap("docker.from_env()"))
         monkeypatch.setattr(module, "DockerClient", guard.trap("docker.DockerClient()"))
@@ -143,3 +143,27 @@ def patch_text(subject: str, diff: str, *, targets: str = "cpu", applies_to: str
 
 
 SIMPLE_DIFF = ("diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n")
+
+
+def package_stage(the_plan, build_root: Path, dist: Path, log: Log, *, epoch: int = 1_700_000_000,
+                  code_objects=None, image_id: str = "sha256:" + "ab" * 32):
+    """Run the package stage on a fake build (`build_root`: bin/ollama, lib/ollama/...) into `dist`.
+
+    The unit tier has no Docker engine, so the library closure (which copies libraries out of the
+    builder image) is left out: the plan's builder names no policy. The Docker tier packages with it.
+    Returns (Packaged, StageResult)."""
+    import dataclasses
+
+    from pipeline.infra.log import StageResult
+    from pipeline.stages import package
+    from pipeline.stages.plan import Context
+    from pipeline.stages.results import BuilderImage, BuildResult
+
+    plan = dataclasses.replace(the_plan, builder=dataclasses.replace(the_plan.builder, policy=""))
+    build = BuildResult(root=build_root, image=BuilderImage(tag="ollama-pipeline/builder-test:0", id=image_id),
+                        version=plan.version, source_date_epoch=epoch, seconds=0.0, steps=(),
+                        code_objects=code_objects or {})
+    handle = StageResult()
+    ctx = Context(name="package", plan=plan, settings=Settings(dist=dist, cache=dist.parent / "cache"),
+                  log=log, stage=handle)
+    return package.run(ctx, build=build), handle

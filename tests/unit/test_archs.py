@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import archs
+from pipeline.errors import GpuCodeError
+from pipeline.infra import archs
 
 HIP_GREP = ("hipv4-amdgcn-amd-amdhsa--gfx1100\nhipv4-amdgcn-amd-amdhsa--gfx1103\n"
             "hipv4-amdgcn-amd-amdhsa--gfx1100\nhipv4-amdgcn-amd-amdhsa--gfx1103\n")
@@ -17,7 +18,7 @@ def test_hip_library_with_exactly_the_requested_archs_passes():
 
 
 def test_hip_library_missing_an_arch_names_it():
-    with pytest.raises(archs.ArchMismatch, match=r"missing: gfx906; unexpected: gfx1100, gfx1103"):
+    with pytest.raises(GpuCodeError, match=r"missing: gfx906; unexpected: gfx1100, gfx1103"):
         archs.check("hip", "libggml-hip.so", ["gfx906"], HIP_GREP)
 
 
@@ -31,7 +32,7 @@ def test_real_cuda_arch_means_sass_and_no_ptx():
 
 def test_ptx_where_only_sass_was_asked_for_is_refused():
     output = CUOBJDUMP + "PTX file    1: libggml-cuda.1.sm_50.ptx\n"
-    with pytest.raises(archs.ArchMismatch, match="unexpected: ptx:sm_50"):
+    with pytest.raises(GpuCodeError, match="unexpected: ptx:sm_50"):
         archs.check("cuda", "libggml-cuda.so", ["37-real"], output)
 
 

@@ -7,12 +7,13 @@ import json
 import pytest
 
 from pipeline.cli import main
+from pipeline.errors import SelectionError
 
 from .conftest import TARGETS_FILE
 
 
 def test_unknown_target_exits_2_listing_known_targets(capsys):
-    assert main(["build", "nosuch"]) == 2
+    assert main(["build", "nosuch"]) == SelectionError.exit_code
     err = capsys.readouterr().err
     assert err.startswith("error: unknown target 'nosuch'")
     assert "known targets: cpu, gfx1103, gfx906, sm_37" in err
@@ -20,7 +21,7 @@ def test_unknown_target_exits_2_listing_known_targets(capsys):
 
 
 def test_build_without_targets_exits_2(capsys):
-    assert main(["build"]) == 2
+    assert main(["build"]) == SelectionError.exit_code
     assert "no target given" in capsys.readouterr().err
 
 

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import closure
-from pipeline.closure import ClosureError, Resolver, Root
+from pipeline.config import policy as policy_mod
+from pipeline.infra import closure, elf
+from pipeline.errors import ClosureError
+from pipeline.infra.closure import Root
+from pipeline.infra.resolver import Resolver
 from pipeline.errors import ConfigError, PackageError
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build ELF fixtures")
@@ -101,11 +104,11 @@ def _package(tmp_path: Path, elves, files: dict[str, str] | None = None) -> Path
                                      **{rel: elves[name] for rel, name in files.items()}})
 
 
-def _policy(**over) -> closure.Policy:
+def _policy(**over) -> policy_mod.Policy:
     doc = {"description": "test floor", "provided": ["libc.so.6", "ld-linux-x86-64.so.2"],
            "never_bundle": ["libcuda.so.1"], "max_versions": {"GLIBC": "99.0"}}
     doc.update(over)
-    return closure.parse_policy(doc, Path("test-floor.toml"))
+    return policy_mod.parse_policy(doc, Path("test-floor.toml"))
 
 
 def _load(lib: Path, *, library_path: Path) -> subprocess.CompletedProcess:
@@ -345,7 +348,7 @@ def test_root_bundle_folder_must_be_searched():
 
 def test_glibc_above_the_floor_is_an_error_naming_object_and_version(tmp_path, elves):
     pkg, sysroot = _package(tmp_path, elves), _sysroot(tmp_path, elves)
-    needed = closure.read_elf(pkg / "bin/ollama").max_version("GLIBC", ["libc.so.6"])
+    needed = elf.read_elf(pkg / "bin/ollama").max_version("GLIBC", ["libc.so.6"])
     assert needed and needed.startswith("GLIBC_2.")
     with pytest.raises(ClosureError, match=rf"bin/ollama needs {needed} from libc\.so\.6, newer than policy "
                                            r"test-floor allows \(GLIBC_2\.2\)"):
@@ -357,7 +360,7 @@ def test_glibc_at_or_below_the_floor_passes_and_the_highest_is_recorded(tmp_path
     result = closure.compute(pkg, sysroot, _policy(max_versions={"GLIBC": "99.0"}))
     highest = result.max_versions["GLIBC"]
     assert highest.library == "libc.so.6"
-    each = [closure.read_elf(f).max_version("GLIBC") for f in
+    each = [elf.read_elf(f).max_version("GLIBC") for f in
             (pkg / "bin/ollama", pkg / CUDA / "libggml-cuda.so", elves["mid"], elves["base"])]
     assert highest.version == max(filter(None, each), key=lambda v: [int(x) for x in v.split("_")[1].split(".")])
     exact = highest.version.split("_")[1]
@@ -373,9 +376,9 @@ def test_libstdcxx_versions_are_capped_like_glibc(tmp_path, elves):
                                            r"libstdc\+\+\.so\.6"):
         closure.compute(pkg, tmp_path, policy)
     # The shipped policies accept what this machine's g++ produces when its glibc is old enough.
-    needed = closure.read_elf(pkg / CUDA / "libggml-cxx.so").version_needs
+    needed = elf.read_elf(pkg / CUDA / "libggml-cxx.so").version_needs
     for name in ("debian-bookworm", "debian-trixie"):
-        shipped = closure.load_policy(name)
+        shipped = policy_mod.load_policy(name)
         if all(shipped.allows(v) for _, v in needed):
             assert closure.compute(pkg, tmp_path, shipped).too_new == ()
 
@@ -392,8 +395,8 @@ def test_policy_version_comparison():
 
 
 def test_shipped_policies_load_and_keep_the_driver_out():
-    assert {"debian-bookworm", "debian-trixie"} <= set(closure.available_policies())
-    bookworm, trixie = closure.load_policy("debian-bookworm"), closure.load_policy("debian-trixie")
+    assert {"debian-bookworm", "debian-trixie"} <= set(policy_mod.available_policies())
+    bookworm, trixie = policy_mod.load_policy("debian-bookworm"), policy_mod.load_policy("debian-trixie")
     assert (bookworm.glibc, trixie.glibc) == ("2.36", "2.41")
     for p in (bookworm, trixie):
         assert "libcuda.so.1" in p.never_bundle and "libcuda.so.1" not in p.provided
@@ -404,7 +407,7 @@ def test_shipped_policies_load_and_keep_the_driver_out():
 def test_unknown_policy_name_is_refused_with_suggestion():
     with pytest.raises(ConfigError, match="unknown library policy 'debian-bookwrm' .did you mean "
                                           "'debian-bookworm'"):
-        closure.load_policy("debian-bookwrm")
+        policy_mod.load_policy("debian-bookwrm")
 
 
 def test_policy_unknown_key_is_refused_with_suggestion():
@@ -432,9 +435,9 @@ def test_policy_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "mine.toml"
     bad.write_text("provided = [\n")
     with pytest.raises(ConfigError, match=rf"{bad}: not valid TOML"):
-        closure.load_policy(bad)
+        policy_mod.load_policy(bad)
     bad.write_text('description = "x"\nprovided = ["libc.so.6"]\n')
     with pytest.raises(ConfigError, match=rf"{bad}: \[policy\] missing key 'max_versions'"):
-        closure.load_policy(bad)
+        policy_mod.load_policy(bad)
     bad.write_text('description = "x"\nprovided = ["libc.so.6"]\n[max_versions]\nGLIBC = "2.36"\n')
-    assert closure.load_policy(bad).name == "mine"
+    assert policy_mod.load_policy(bad).name == "mine"

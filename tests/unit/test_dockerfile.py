@@ -2,21 +2,24 @@
 
 To accept an intended change, regenerate the golden files and review the diff:
 
-    UPDATE_GOLDEN=1 python3 -m pytest tests/unit/test_dockerfile.py
+    nox -s golden
     git diff tests/unit/golden/
+
+A test that rewrote its golden file is reported as skipped, never as passed.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from pipeline import dockerfile, plan
+from pipeline import stages
+from pipeline.stages import builder as dockerfile
+from pipeline.infra import baseimage
 from pipeline.errors import ConfigError
-from pipeline.settings import Settings
-from pipeline.targets import Builder, load
+from pipeline.config.settings import Settings
+from pipeline.config.targets import Builder, load
 
 from .conftest import PROJECT, TARGETS_FILE
 
@@ -24,27 +27,33 @@ GOLDEN = Path(__file__).parent / "golden"
 BUILDERS = list(load(TARGETS_FILE).builders)
 
 
+def compare_with_golden(request, rendered: str, golden: Path, what: str) -> None:
+    if request.config.getoption("--update-golden"):
+        golden.write_text(rendered)
+        pytest.skip(f"rewrote {golden.name}; review `git diff tests/unit/golden/`")
+    assert golden.exists(), f"no golden file {golden}; create it with `nox -s golden`"
+    assert rendered == golden.read_text(), (
+        f"{what} renders differently; if intended, run `nox -s golden` and review the diff of "
+        "tests/unit/golden/")
+
+
 @pytest.mark.parametrize("name", BUILDERS)
-def test_rendered_dockerfile_matches_golden_file(matrix, name):
+def test_rendered_dockerfile_matches_golden_file(request, matrix, name):
     builder = matrix.builders[name]
     rendered = dockerfile.render(PROJECT / "docker", builder,
-                                 base_image=plan.base_image_name(Settings(), builder.suite))
-    golden = GOLDEN / f"{name}.Dockerfile"
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        golden.write_text(rendered)
-    assert golden.exists(), f"no golden file {golden}; create it with UPDATE_GOLDEN=1"
-    assert rendered == golden.read_text(), (
-        f"docker/{builder.template} renders differently for {name}; if intended, "
-        "rerun with UPDATE_GOLDEN=1 and review the diff of tests/unit/golden/")
+                                 base_image=baseimage.name(Settings().image_prefix, builder.suite))
+    compare_with_golden(request, rendered, GOLDEN / f"{name}.Dockerfile", f"docker/{builder.template} for {name}")
 
 
-def test_every_golden_file_belongs_to_a_builder():
-    assert sorted(p.name.removesuffix(".Dockerfile") for p in GOLDEN.glob("*.Dockerfile")) == sorted(BUILDERS)
+def test_every_golden_file_belongs_to_a_builder_or_the_runtime_image():
+    assert sorted(p.name.removesuffix(".Dockerfile") for p in GOLDEN.glob("*.Dockerfile")) == \
+        sorted([*BUILDERS, "runtime-image"])
 
 
-def test_plan_carries_the_rendered_dockerfile(matrix, settings):
-    p = plan.make(matrix, matrix.targets["sm_37"], settings)
-    assert p.dockerfile == (GOLDEN / "debian-cuda11.Dockerfile").read_text()
+def test_builder_stage_key_is_the_rendered_dockerfile(matrix, settings):
+    p = stages.plan_for(matrix, matrix.targets["sm_37"], settings)
+    name = p.builder_name
+    assert dockerfile.key(p, settings) == (GOLDEN / f"{name}.Dockerfile").read_text()
 
 
 def test_builder_fields_reach_the_dockerfile(tmp_path):
@@ -59,7 +68,7 @@ def test_undefined_template_variable_is_a_config_error(tmp_path):
     (tmp_path / "t.j2").write_text("FROM {{ base_image }}\nRUN {{ builder.no_such_field }}\n")
     with pytest.raises(ConfigError) as info:
         dockerfile.render(tmp_path, Builder(template="t.j2"), base_image="img:1")
-    assert "template t.j2" in str(info.value)
+    assert "t.j2" in str(info.value)
     assert "no_such_field" in str(info.value)
 
 
@@ -74,3 +83,25 @@ def test_missing_template_is_a_config_error_naming_the_folder(tmp_path):
         dockerfile.render(tmp_path, Builder(template="gone.j2"), base_image="img:1")
     assert "'gone.j2' not found" in str(info.value)
     assert str(tmp_path) in str(info.value)
+
+
+def test_runtime_image_dockerfile_matches_golden_file(request):
+    """The image stage's Dockerfile for a fixed manifest: base, environment, labels, entrypoint."""
+    from pipeline.stages import image
+    from pipeline.stages.manifest import VERSION, Manifest
+    from pipeline.infra import templates
+
+    manifest = Manifest.from_dict({
+        "manifest_version": VERSION, "target": "gfx1103", "description": "AMD Radeon 780M",
+        "version": "0.12.5+gfx1103",
+        "upstream": {"url": "https://github.com/ollama/ollama.git", "tag": "v0.12.5",
+                     "commit": "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b", "version": "0.12.5"},
+        "patches": [], "builder": {"name": "debian-rocm", "image": "b:1", "image_id": "sha256:0", "template": "t",
+                                   "suite": "trixie", "packages": []},
+        "backends": ["CPU", "ROCm 6"], "gpu_archs": ["gfx1100", "gfx1103"],
+        "runtime_env": {"HSA_OVERRIDE_GFX_VERSION": "11.0.0"}, "hashes": {}, "source_date_epoch": 1,
+        "files": [], "archive": {"name": "ollama-0.12.5-gfx1103.tar.zst", "size": 1, "sha256": "ab" * 32},
+    }, "test")
+    rendered = templates.render(PROJECT / "docker", image.TEMPLATE, manifest=manifest,
+                                base_image="ollama-pipeline/debian:trixie", suite="trixie")
+    compare_with_golden(request, rendered, GOLDEN / "runtime-image.Dockerfile", f"docker/{image.TEMPLATE}")

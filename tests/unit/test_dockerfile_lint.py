@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from pipeline import dockerfile, targets
+from pipeline.stages import builder as dockerfile
+from pipeline.config import targets
 
 from .conftest import PROJECT, TARGETS_FILE
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import fsutil
+from pipeline.infra import fsutil
 
 
 class Boom(Exception):

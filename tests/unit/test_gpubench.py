@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from pipeline import bench, cli, gpubench, plan
+from pipeline import stages
+from pipeline.tools import bench
+from pipeline import cli
+from pipeline.tools import gpubench
 from pipeline.errors import ConfigError, PipelineError, SelectionError
 
 PRESETS = {
@@ -70,13 +73,13 @@ def test_sm_37_full_list_is_the_cuda_11_presets_virtual_archs(matrix, settings):
         {"name": "CUDA 11", "inherits": ["CUDA"], "cacheVariables": {
             "CMAKE_CUDA_ARCHITECTURES": "50-virtual;60-virtual;61-virtual;70-virtual;75-virtual;"
                                         "80-virtual;86-virtual;87-virtual;89-virtual;90-virtual"}}]}
-    backend = gpubench.gpu_backend(plan.make(matrix, matrix.targets["sm_37"], settings))
+    backend = gpubench.gpu_backend(stages.plan_for(matrix, matrix.targets["sm_37"], settings))
     archs = gpubench.preset_archs(upstream, backend.preset, backend.arch_variable)
     assert len(archs) == 10 and all(a.endswith("-virtual") for a in archs)
 
 
 def test_configure_argv_sets_the_arch_list_ninja_and_the_binary_dir(matrix, settings):
-    p = plan.make(matrix, matrix.targets["gfx906"], settings)
+    p = stages.plan_for(matrix, matrix.targets["gfx906"], settings)
     backend = gpubench.gpu_backend(p)
     step = gpubench.configure_step(p, backend)
     assert step[:3] == ("cmake", "--preset", "ROCm 6")
@@ -105,7 +108,7 @@ def test_configure_argv_replaces_a_typed_define_and_adds_a_missing_one():
 
 
 def test_cuda_target_configure_uses_the_cuda_preset(matrix, settings):
-    p = plan.make(matrix, matrix.targets["sm_37"], settings)
+    p = stages.plan_for(matrix, matrix.targets["sm_37"], settings)
     backend = gpubench.gpu_backend(p)
     assert (backend.gpu_code, gpubench.library_target(backend)) == ("cuda", "ggml-cuda")
     argv = gpubench.configure_argv(gpubench.configure_step(p, backend), backend.arch_variable,

@@ -5,17 +5,19 @@ from __future__ import annotations
 import docker
 import pytest
 
-import pipeline.engine
-from pipeline import builder, plan
-from pipeline.log import StageResult
+import pipeline.infra.engine
+from pipeline import stages
+from pipeline.stages import builder
+from pipeline.stages.plan import Context
+from pipeline.infra.log import StageResult
 
 from .conftest import DockerEngineReached
 
 
 def test_engine_client_is_refused_with_a_clear_message(docker_guard):
     with pytest.raises(DockerEngineReached, match="unit tests run without Docker"):
-        pipeline.engine.client()
-    assert docker_guard.calls == ["pipeline.engine.client()"]
+        pipeline.infra.engine.client()
+    assert docker_guard.calls == ["pipeline.infra.engine.client()"]
     docker_guard.calls.clear()  # expected here; any other test reaching the engine fails
 
 
@@ -29,8 +31,8 @@ def test_docker_sdk_entry_points_are_refused(docker_guard, reach):
 
 
 def test_builder_stage_is_stopped_before_it_reaches_an_engine(docker_guard, matrix, settings, log):
-    p = plan.make(matrix, matrix.targets["cpu"], settings)
+    p = stages.plan_for(matrix, matrix.targets["cpu"], settings)
     with pytest.raises(DockerEngineReached):
-        builder.ensure(p, settings, log, StageResult())
-    assert docker_guard.calls == ["pipeline.engine.client()"]
+        builder.run(Context(name="builder", plan=p, settings=settings, log=log, stage=StageResult()))
+    assert docker_guard.calls == ["pipeline.infra.engine.client()"]
     docker_guard.calls.clear()

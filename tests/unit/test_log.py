@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pipeline.log import Log, duration
+from pipeline.infra.log import Log, duration
 
 PREFIX = re.compile(r"^\[(?P<target>\S+) (?P<stage>\S+) (?P<clock>\d\d:\d\d)\] (?P<text>.*)$")
 

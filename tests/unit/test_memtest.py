@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, memtest
+from pipeline import cli
+from pipeline.tools import memtest
 from pipeline.errors import ConfigError, SourceError
 
 GIB = 2**30

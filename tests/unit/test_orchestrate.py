@@ -4,13 +4,13 @@ import fcntl
 
 import pytest
 
+from pipeline import stages
 from pipeline import orchestrate
-from pipeline import plan as planning
 from pipeline.errors import PipelineError
 
 
 def test_second_build_of_the_same_target_is_refused_while_one_runs(matrix, settings):
-    plan = planning.make(matrix, matrix.targets["cpu"], settings)
+    plan = stages.plan_for(matrix, matrix.targets["cpu"], settings)
     lock = settings.cache / "locks" / "cpu.lock"
     lock.parent.mkdir(parents=True)
     with open(lock, "w") as held:

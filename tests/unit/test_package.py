@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import package, plan
+from pipeline import stages
+from pipeline.infra import archive as archives
+from pipeline.stages import plan
 from pipeline.errors import PackageError
-from pipeline.log import StageResult
+from pipeline.infra.log import StageResult
+
+from .conftest import package_stage
 
 EPOCH = 1_700_000_000
 BUILD_INFO = {"source_date_epoch": EPOCH, "image_id": "sha256:" + "ab" * 32}
@@ -42,12 +46,13 @@ def build_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def the_plan(matrix, settings) -> plan.Plan:
-    return plan.make(matrix, matrix.targets["gfx1103"], settings)
+    return stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
 
 
 def package_into(the_plan, build_dir, dist: Path, log) -> tuple[Path, StageResult]:
-    result = StageResult()
-    return package.run(the_plan, build_dir, BUILD_INFO, dist, log, result), result
+    packaged, result = package_stage(the_plan, build_dir / "dist", dist, log, epoch=EPOCH,
+                                     image_id=BUILD_INFO["image_id"])
+    return packaged.archive, result
 
 
 def leftovers(dist: Path) -> list[str]:
@@ -66,7 +71,7 @@ def test_same_build_gives_byte_identical_archives(the_plan, build_dir, tmp_path,
 def test_archive_entries_are_sorted_owned_by_root_and_stamped_with_the_epoch(
         the_plan, build_dir, tmp_path, log):
     archive, _ = package_into(the_plan, build_dir, tmp_path / "dist", log)
-    with package.open_archive(archive, tmp_path) as tar:
+    with archives.open_archive(archive, tmp_path) as tar:
         members = tar.getmembers()
         names = [m.name for m in members]
         assert names == sorted(names)
@@ -102,7 +107,7 @@ def test_archive_entries_are_sorted_owned_by_root_and_stamped_with_the_epoch(
 def test_gzip_header_has_no_name_and_no_time(matrix, settings, build_dir, tmp_path, log):
     target = matrix.targets["gfx1103"]
     gz = dataclasses.replace(target, package=dataclasses.replace(target.package, format="tar.gz"))
-    the_plan = plan.make(matrix, gz, settings)
+    the_plan = stages.plan_for(matrix, gz, settings)
     archive, _ = package_into(the_plan, build_dir, tmp_path / "dist", log)
     header = archive.read_bytes()[:10]
     assert header[:2] == b"\x1f\x8b"
@@ -187,12 +192,12 @@ def test_interrupted_write_keeps_the_previous_archive_and_leaves_no_partial_file
 
 
 def test_edited_description_reaches_the_manifest(matrix, settings, build_dir, tmp_path, log):
-    old = plan.make(matrix, matrix.targets["gfx1103"], settings)
+    old = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
     package_into(old, build_dir, tmp_path / "dist", log)
     renamed = dataclasses.replace(matrix.targets["gfx1103"], description="Radeon 780M, renamed")
-    new = plan.make(matrix, renamed, settings)
+    new = stages.plan_for(matrix, renamed, settings)
     archive, _ = package_into(new, build_dir, tmp_path / "dist", log)
     outer = json.loads((tmp_path / "dist" / "gfx1103" / "manifest.json").read_text())
     assert outer["description"] == "Radeon 780M, renamed"
-    with package.open_archive(archive, tmp_path) as tar:
+    with archives.open_archive(archive, tmp_path) as tar:
         assert json.load(tar.extractfile("lib/ollama/manifest.json"))["description"] == "Radeon 780M, renamed"

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import patches, series
+from pipeline.infra import git as gitops
+from pipeline.config import series
 from pipeline.errors import PatchError
-from pipeline.series import Patch
+from pipeline.config.series import Patch
 
 from .conftest import git, make_repo, patch_text
 
@@ -57,7 +58,7 @@ def test_good_patch_applies(tmp_path, log):
     patch = make_patch(tmp_path, "0001-memory.patch", ORIGINAL,
                        {"llm/memory.go": patched, "llm/new.go": "package llm\n"})
     tree = export_tree(tmp_path, ORIGINAL)
-    patches.apply_series([patch], tree, log)
+    [gitops.apply(x, tree, log) for x in [patch]]
     assert (tree / "llm" / "memory.go").read_text() == patched
     assert (tree / "llm" / "new.go").read_text() == "package llm\n"
     assert f"applied 0001-memory.patch ({patch.sha256[:12]})" in log.path.read_text()
@@ -72,7 +73,7 @@ def test_conflicting_patch_names_patch_file_and_hunk_and_changes_nothing(tmp_pat
     tree = export_tree(tmp_path, {**ORIGINAL, "llm/memory.go": edit_line(memory, 25, "line 25 upstream\n")})
     before = snapshot(tree)
     with pytest.raises(PatchError) as info:
-        patches.apply_one(patch, tree, log, ref="v0.12.5")
+        gitops.apply(patch, tree, log, ref="v0.12.5")
     msg = str(info.value)
     assert "patch 0002-two-hunks.patch does not apply to v0.12.5" in msg
     assert "llm/memory.go, hunk at line 22" in msg
@@ -86,7 +87,7 @@ def test_patch_for_a_missing_file_names_the_file(tmp_path, log):
                        {"llm/memory.go": edit_line(ORIGINAL["llm/memory.go"], 1, "first\n")})
     tree = export_tree(tmp_path, {"README.md": ORIGINAL["README.md"]})
     with pytest.raises(PatchError, match=r"0001-memory.patch does not apply: llm/memory.go \(No such file"):
-        patches.apply_one(patch, tree, log)
+        gitops.apply(patch, tree, log)
 
 
 def test_series_applies_in_order(tmp_path, log):
@@ -97,13 +98,13 @@ def test_series_applies_in_order(tmp_path, log):
     p2 = make_patch(tmp_path, "0002-second.patch", first_state, second_state)
 
     tree = export_tree(tmp_path, ORIGINAL)
-    patches.apply_series([p1, p2], tree, log)
+    [gitops.apply(x, tree, log) for x in [p1, p2]]
     assert snapshot(tree) == {k: v.encode() for k, v in second_state.items()}
 
     # The second patch depends on the first: alone, or before it, it does not apply.
     alone = export_tree(tmp_path, ORIGINAL, "alone")
     with pytest.raises(PatchError, match="0002-second.patch does not apply"):
-        patches.apply_series([p2, p1], alone, log)
+        [gitops.apply(x, alone, log) for x in [p2, p1]]
     assert snapshot(alone) == {k: v.encode() for k, v in ORIGINAL.items()}
 
 
@@ -112,6 +113,6 @@ def test_tree_inside_another_repository_is_patched_relative_to_itself(tmp_path, 
     patch = make_patch(tmp_path, "0001-memory.patch", ORIGINAL, {"llm/memory.go": patched})
     outer = make_repo(tmp_path / "outer", {"unrelated.txt": "x\n"})
     tree = export_tree(outer / "cache", ORIGINAL)
-    patches.apply_series([patch], tree, log)
+    [gitops.apply(x, tree, log) for x in [patch]]
     assert (tree / "llm" / "memory.go").read_text() == patched
     assert not (outer / "llm").exists()

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import patchtool, targets
+from pipeline.tools import patchtool
+from pipeline.config import targets
 from pipeline.errors import ConfigError, PatchError
-from pipeline.settings import Settings
+from pipeline.config.settings import Settings
 
 from .conftest import PROJECT, git
 
@@ -197,7 +198,7 @@ def test_refresh_refuses_a_commit_without_the_header_block_and_writes_nothing(en
 
 
 def test_touched_go_packages_come_from_the_diffs(tmp_path):
-    from pipeline import series
+    from pipeline.config import series
 
     from .conftest import patch_text
 

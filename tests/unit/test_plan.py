@@ -1,4 +1,4 @@
-"""plan.make: stage hashes (inputs only, chained) and the build steps of Ollama's build interface."""
+"""stages.plan_for: stage hashes (inputs only, chained) and the build steps of Ollama's build interface."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import dataclasses
 
 import pytest
 
-from pipeline import plan
+from pipeline.stages import builder as builder_stage
+from pipeline import stages
+from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 
 from .conftest import SIMPLE_DIFF, patch_text
@@ -22,45 +24,54 @@ def changed(a: dict, b: dict) -> set[str]:
     return {stage for stage in a if a[stage] != b[stage]}
 
 
+def affected(*first: str) -> set[str]:
+    """`first` and every stage of the table whose hash folds in one of them."""
+    out = set(first)
+    for stage in stages.STAGES:
+        if out & set(stage.needs):
+            out.add(stage.name)
+    return out
+
+
 def argv_of(p, label: str) -> tuple[str, ...]:
     (step,) = [s for s in p.steps if s.label == label]
     return step.argv
 
 
 def test_every_stage_has_a_hash(matrix, settings):
-    p = plan.make(matrix, matrix.targets["cpu"], settings)
-    assert list(p.hashes) == ["source", "patches", "builder", "build", "package"]
+    p = stages.plan_for(matrix, matrix.targets["cpu"], settings)
+    assert list(p.hashes) == stages.names()
     assert all(len(h) == 64 for h in p.hashes.values())
 
 
 def test_hashes_are_deterministic(matrix, settings):
-    first = plan.make(matrix, matrix.targets["gfx1103"], settings)
-    second = plan.make(matrix, matrix.targets["gfx1103"], settings)
+    first = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
+    second = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
     assert first.hashes == second.hashes
-    assert first.image_tag == second.image_tag
+    assert builder_stage.image_tag(first) == builder_stage.image_tag(second)
 
 
 def test_targets_differ_in_build_and_package_hashes(matrix, settings):
-    gfx1103 = plan.make(matrix, matrix.targets["gfx1103"], settings)
-    gfx906 = plan.make(matrix, matrix.targets["gfx906"], settings)
+    gfx1103 = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
+    gfx906 = stages.plan_for(matrix, matrix.targets["gfx906"], settings)
     # Same source, no patches, same builder: only what is built differs.
-    assert changed(gfx1103.hashes, gfx906.hashes) == {"build", "package"}
+    assert changed(gfx1103.hashes, gfx906.hashes) == affected("build")
 
 
 def test_changing_a_patch_changes_patches_build_and_package_but_not_builder(matrix, settings):
     add_patch(settings, "0001-fix.patch")
-    before = plan.make(matrix, matrix.targets["cpu"], settings)
+    before = stages.plan_for(matrix, matrix.targets["cpu"], settings)
     add_patch(settings, "0001-fix.patch", SIMPLE_DIFF.replace("+b", "+c"))
-    after = plan.make(matrix, matrix.targets["cpu"], settings)
-    assert changed(before.hashes, after.hashes) == {"patches", "build", "package"}
+    after = stages.plan_for(matrix, matrix.targets["cpu"], settings)
+    assert changed(before.hashes, after.hashes) == affected("patches")
     assert after.patches[0].sha256 != before.patches[0].sha256
 
 
 def test_adding_a_patch_changes_the_patches_hash(matrix, settings):
-    plain = plan.make(matrix, matrix.targets["cpu"], settings)
+    plain = stages.plan_for(matrix, matrix.targets["cpu"], settings)
     add_patch(settings, "0001-fix.patch")
-    patched = plan.make(matrix, matrix.targets["cpu"], settings)
-    assert changed(plain.hashes, patched.hashes) == {"patches", "build", "package"}
+    patched = stages.plan_for(matrix, matrix.targets["cpu"], settings)
+    assert changed(plain.hashes, patched.hashes) == affected("patches")
 
 
 def test_a_target_carries_only_patches_that_name_it_and_admit_its_version(matrix, settings):
@@ -68,26 +79,26 @@ def test_a_target_carries_only_patches_that_name_it_and_admit_its_version(matrix
     add_patch(settings, "0002-for-gfx906.patch", targets="gfx906")
     add_patch(settings, "0003-too-old.patch", targets="cpu", applies_to="<0.12.5")
     add_patch(settings, "0004-exactly-this.patch", targets="cpu", applies_to="==0.12.5")
-    cpu = plan.make(matrix, matrix.targets["cpu"], settings)
-    gfx906 = plan.make(matrix, matrix.targets["gfx906"], settings)
+    cpu = stages.plan_for(matrix, matrix.targets["cpu"], settings)
+    gfx906 = stages.plan_for(matrix, matrix.targets["gfx906"], settings)
     assert [p.name for p in cpu.patches] == ["0001-for-cpu.patch", "0004-exactly-this.patch"]
     assert [p.name for p in gfx906.patches] == ["0001-for-cpu.patch", "0002-for-gfx906.patch"]
 
 
 def test_changing_builder_packages_changes_builder_build_and_package_only(matrix, settings):
-    before = plan.make(matrix, matrix.targets["cpu"], settings)
+    before = stages.plan_for(matrix, matrix.targets["cpu"], settings)
     b = matrix.builders["debian-cpu"]
     more = dataclasses.replace(b, packages=(*b.packages, "vim"))
     other = dataclasses.replace(matrix, builders={**matrix.builders, "debian-cpu": more})
-    after = plan.make(other, other.targets["cpu"], settings)
-    assert changed(before.hashes, after.hashes) == {"builder", "build", "package"}
-    assert after.image_tag != before.image_tag
-    assert "vim" in after.dockerfile
+    after = stages.plan_for(other, other.targets["cpu"], settings)
+    assert changed(before.hashes, after.hashes) == affected("builder")
+    assert builder_stage.image_tag(after) != builder_stage.image_tag(before)
+    assert "vim" in builder_stage.key(after, settings)
 
 
 def test_source_url_override_changes_no_hash(matrix, settings, tmp_path):
-    default = plan.make(matrix, matrix.targets["gfx906"], settings)
-    mirrored = plan.make(matrix, matrix.targets["gfx906"],
+    default = stages.plan_for(matrix, matrix.targets["gfx906"], settings)
+    mirrored = stages.plan_for(matrix, matrix.targets["gfx906"],
                          dataclasses.replace(settings, source=str(tmp_path / "mirror.git")))
     assert mirrored.source_url == str(tmp_path / "mirror.git")
     assert default.source_url == "https://github.com/ollama/ollama.git"
@@ -97,12 +108,12 @@ def test_source_url_override_changes_no_hash(matrix, settings, tmp_path):
 def test_changing_the_pinned_commit_changes_every_hash_but_builder(matrix, settings):
     t = matrix.targets["cpu"]
     moved = dataclasses.replace(t, source=dataclasses.replace(t.source, commit="f" * 40))
-    assert changed(plan.make(matrix, t, settings).hashes,
-                   plan.make(matrix, moved, settings).hashes) == {"source", "patches", "build", "package"}
+    assert changed(stages.plan_for(matrix, t, settings).hashes,
+                   stages.plan_for(matrix, moved, settings).hashes) == affected("source")
 
 
 def test_rocm_target_passes_its_gpu_archs_and_installs_the_hip_component(matrix, settings):
-    p = plan.make(matrix, matrix.targets["gfx1103"], settings)
+    p = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
     configure = argv_of(p, "configure ROCm 6")
     assert configure[:3] == ("cmake", "--preset", "ROCm 6")
     assert "-DAMDGPU_TARGETS=gfx1100;gfx1103" in configure
@@ -113,7 +124,7 @@ def test_rocm_target_passes_its_gpu_archs_and_installs_the_hip_component(matrix,
 
 
 def test_each_backend_is_cleaned_configured_compiled_and_installed_before_go_build(matrix, settings):
-    p = plan.make(matrix, matrix.targets["sm_37"], settings)
+    p = stages.plan_for(matrix, matrix.targets["sm_37"], settings)
     assert [s.label for s in p.steps] == [
         "clean build/ for CPU", "configure CPU", "compile CPU", "install CPU",
         "clean build/ for CUDA 11", "configure CUDA 11", "compile CUDA 11", "install CUDA 11",
@@ -126,7 +137,7 @@ def test_each_backend_is_cleaned_configured_compiled_and_installed_before_go_bui
 
 
 def test_go_build_stamps_the_version(matrix, settings):
-    p = plan.make(matrix, matrix.targets["cpu"], settings)
+    p = stages.plan_for(matrix, matrix.targets["cpu"], settings)
     assert p.version == "0.12.5+cpu"
     assert p.upstream_version == "0.12.5"
     go = argv_of(p, "go build")
@@ -137,26 +148,32 @@ def test_go_build_stamps_the_version(matrix, settings):
 
 
 def test_archive_is_named_after_version_and_target(matrix, settings):
-    p = plan.make(matrix, matrix.targets["gfx906"], settings)
+    p = stages.plan_for(matrix, matrix.targets["gfx906"], settings)
     assert p.archive_name == "ollama-0.12.5-gfx906.tar.zst"
 
 
 def test_image_tag_carries_the_builder_hash(matrix, settings):
-    p = plan.make(matrix, matrix.targets["gfx1103"], settings)
-    assert p.image_tag == f"ollama-pipeline/builder-debian-rocm:{p.hashes['builder'][:16]}"
+    p = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
+    assert builder_stage.image_tag(p) == f"ollama-pipeline/builder-debian-rocm:{p.hashes['builder'][:16]}"
     assert p.base_image == "ollama-pipeline/debian:trixie"
 
 
 def test_patch_naming_an_unknown_target_is_a_config_error_naming_the_file(matrix, settings):
     add_patch(settings, "0007-typo.patch", targets="gfx9O6")
     with pytest.raises(ConfigError) as info:
-        plan.make(matrix, matrix.targets["gfx906"], settings)
+        stages.plan_for(matrix, matrix.targets["gfx906"], settings)
     assert "0007-typo.patch" in str(info.value) and "'gfx9O6'" in str(info.value)
     assert info.value.exit_code == 2
 
 
-def test_source_date_epoch_is_an_input_of_the_build(matrix, settings, monkeypatch):
-    before = plan.make(matrix, matrix.targets["cpu"], settings)
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    after = plan.make(matrix, matrix.targets["cpu"], settings)
-    assert changed(before.hashes, after.hashes) == {"build", "package"}
+def test_source_date_epoch_is_an_input_of_the_build(matrix, settings):
+    before = stages.plan_for(matrix, matrix.targets["cpu"], settings)
+    after = stages.plan_for(matrix, matrix.targets["cpu"], dataclasses.replace(settings, source_date_epoch=1700000000))
+    assert changed(before.hashes, after.hashes) == affected("build")
+
+
+def test_source_date_epoch_is_read_once_from_the_environment_and_checked():
+    assert Settings.from_env({"SOURCE_DATE_EPOCH": "1700000000"}).source_date_epoch == 1700000000
+    assert Settings.from_env({}).source_date_epoch is None
+    with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH must be a whole number"):
+        Settings.from_env({"SOURCE_DATE_EPOCH": "yesterday"})

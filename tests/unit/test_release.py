@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import package, plan, release
+from pipeline import stages
+from pipeline.tools import release
 from pipeline.cli import main
-from pipeline.errors import PackageError
-from pipeline.log import StageResult
+from pipeline.errors import PackageError, SelectionError
 
-from .conftest import SIMPLE_DIFF, TARGETS_FILE, patch_text
+from .conftest import package_stage, SIMPLE_DIFF, TARGETS_FILE, patch_text
 
 EPOCH = 1_700_000_000
 IMAGE_ID = "sha256:" + "cd" * 32
@@ -47,9 +47,9 @@ def build(matrix, settings, dist: Path, log, target: str, payload: bytes = b"fak
     ollama.write_bytes(b"\x7fELF fake ollama for " + target.encode() + b"\n")
     ollama.chmod(0o755)
     (root / "dist" / "lib" / "ollama" / "libx.so").write_bytes(payload)
-    the_plan = plan.make(matrix, matrix.targets[target], settings)
-    info = {"source_date_epoch": EPOCH, "image_id": IMAGE_ID}
-    return package.run(the_plan, root, info, dist, log, StageResult())
+    the_plan = stages.plan_for(matrix, matrix.targets[target], settings)
+    packaged, _ = package_stage(the_plan, root / "dist", dist, log, epoch=EPOCH, image_id=IMAGE_ID)
+    return packaged.archive
 
 
 def sha256(path: Path) -> str:
@@ -197,7 +197,7 @@ def test_manifest_missing_a_key_the_notes_need_is_refused(matrix, settings, dist
     manifest = json.loads(path.read_text())
     del manifest["builder"]["image_id"]
     path.write_text(json.dumps(manifest))
-    with pytest.raises(PackageError, match=r"no 'builder\.image_id'"):
+    with pytest.raises(PackageError, match=r"\[builder\] missing key 'image_id'"):
         release.assemble(["cpu"], dist)
 
 
@@ -289,6 +289,6 @@ def test_cli_release_all_refuses_a_partial_release(matrix, settings, dist, log, 
     assert not (dist / "release").exists()
 
 
-def test_cli_release_of_an_unknown_target_exits_2(dist, capsys):
-    assert main(["release", "nosuch", "--dist", str(dist)]) == 2
+def test_cli_release_of_an_unknown_target_exits_with_the_selection_code(dist, capsys):
+    assert main(["release", "nosuch", "--dist", str(dist)]) == SelectionError.exit_code
     assert "unknown target 'nosuch'" in capsys.readouterr().err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import series
+from pipeline.config import series
 from pipeline.errors import ConfigError
 
 from .conftest import SIMPLE_DIFF, patch_text

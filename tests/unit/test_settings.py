@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.settings import Settings, machine_debian_mirror
+from pipeline.config.settings import Settings, machine_debian_mirror
 
 DEB822_WITH_SECURITY_FIRST = """\
 Types: deb

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import package
+from pipeline.stages.package import tensile
 from pipeline.errors import PackageError
 
 NAMES = [
@@ -37,20 +37,20 @@ def names(items):
 
 
 def test_only_served_archs_and_neutral_files_are_kept(entries):
-    kept, pruned = package.prune_tensile(entries, ("gfx906",))
+    kept, pruned = tensile.prune(entries, ("gfx906",))
     assert names(kept) == {NAMES[0], NAMES[1], NAMES[2], NAMES[3], "libggml-gfx900.so"}
     assert names(pruned) == {NAMES[4], NAMES[5], NAMES[6]}
 
 
 def test_gfx1103_under_the_override_is_served_gfx1100_files(entries):
-    kept, _ = package.prune_tensile(entries, ("gfx1100",))
+    kept, _ = tensile.prune(entries, ("gfx1100",))
     assert NAMES[4] in names(kept) and NAMES[1] not in names(kept)
 
 
 def test_a_served_arch_without_tensile_files_is_refused(entries):
     with pytest.raises(PackageError, match="no rocBLAS Tensile files for gfx1103"):
-        package.prune_tensile(entries, ("gfx1103",))
+        tensile.prune(entries, ("gfx1103",))
 
 
 def test_targets_without_runtime_archs_prune_nothing(entries):
-    assert package.prune_tensile(entries, ()) == (entries, [])
+    assert tensile.prune(entries, ()) == (entries, [])

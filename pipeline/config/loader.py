@@ -1,0 +1,157 @@
+"""The one typed TOML loader: a TOML file or table into frozen dataclasses, for every data file the
+pipeline reads (targets.toml, library policies, memory scenarios).
+
+The dataclass is the schema: its fields are the allowed keys, their types are checked (TOML's bool is
+not an integer here), missing keys without a default are named, unknown keys are refused with a close
+match, and every message names the file, the table and the key. A value a field's own __post_init__
+refuses (ValueError) is reported the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+# Extra field types a schema may use, each with its converter: {Size: parse_size}. A converter gets the
+# raw value and a description of where it is ("file: [table] key 'x'") and raises ConfigError.
+Converters = Mapping[Any, Callable[[Any, str], Any]]
+
+
+def read(path: Path, what: str = "file") -> dict[str, Any]:
+    """A TOML file as a dict; a missing, unreadable or malformed file is one ConfigError line."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def build(cls: type, table: Any, where: str, *, partial: bool = False, exclude: tuple[str, ...] = (),
+          converters: Converters | None = None):
+    """Turn a TOML table into the frozen dataclass `cls`, checking keys and types against its fields.
+
+    `where` names the table ("targets.toml: [targets.cpu]"). With `partial`, keys may be missing and
+    only the checks are made: the converted values come back as a dict (for [defaults]).
+    """
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table, got {tname(table)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in exclude}
+    reject_unknown(table, fields, where)
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in table:
+            if partial:
+                continue
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where} missing key {name!r} ({describe(hints[name], converters)})")
+            continue
+        inner = f"{where[:-1]}.{name}]" if where.endswith("]") else f"{where} [{name}]"
+        kwargs[name] = convert(hints[name], table[name], f"{where} key {name!r}", inner, partial=partial,
+                               converters=converters)
+    if partial:
+        return kwargs
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"{where} {exc}") from None
+
+
+def convert(tp: Any, value: Any, what: str, inner: str, *, partial: bool = False,
+            converters: Converters | None = None):
+    """One value against its declared type; `what` names it, `inner` names a nested table."""
+    converters = converters or {}
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if tp in converters:
+        return converters[tp](value, what)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, inner, partial=partial, converters=converters)
+    if tp in (str, int, bool):
+        if type(value) is not tp:  # bool is an int in Python; TOML keeps them apart and so do we
+            raise ConfigError(f"{what} must be {describe(tp)}, got {tname(value)}")
+        return value
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{what} must be {describe(tp, converters)}, got {tname(value)}")
+        return tuple(convert(item, v, f"{what} item {i + 1}", f"{inner[:-1]} #{i + 1}]", partial=partial,
+                             converters=converters) for i, v in enumerate(value))
+    if origin in (Mapping, dict) or tp is Mapping:
+        args = typing.get_args(tp)
+        item = args[1] if len(args) == 2 else str
+        if item is str:
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError(f"{what} must be {describe(tp)}, got {tname(value)}")
+            return types.MappingProxyType(dict(value))
+        if not isinstance(value, dict):
+            raise ConfigError(f"{what} must be a table, got {tname(value)}")
+        return types.MappingProxyType({k: convert(item, v, f"{what} key {k!r}", f"{inner[:-1]}.{k}]",
+                                                  partial=partial, converters=converters)
+                                       for k, v in value.items()})
+    if tp is Any:
+        return value
+    if tp is float:
+        if type(value) not in (int, float):
+            raise ConfigError(f"{what} must be a number, got {tname(value)}")
+        return float(value)
+    raise TypeError(f"unsupported schema type {tp!r}")  # a bug in a schema, not user input
+
+
+def describe(tp: Any, converters: Converters | None = None) -> str:
+    """What a value of type `tp` looks like in TOML, for messages."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if converters and tp in converters:
+        return getattr(converters[tp], "describes", "a value")
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        if dataclasses.is_dataclass(inner):
+            return "a list of tables"
+        return "a list of integers" if inner is int else "a list of strings"
+    if origin in (Mapping, dict) or tp is Mapping:
+        return "a table of strings"
+    return {str: "a string", int: "an integer", bool: "true or false"}.get(tp, "a table")
+
+
+def tname(value: Any) -> str:
+    """What a TOML value is, for messages."""
+    return {str: "a string", int: "an integer", bool: "a boolean", float: "a number", list: "a list",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def hint(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' when a choice is close to `word`, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def reject_unknown(table: Mapping[str, Any], allowed: Iterable[str], where: str, what: str = "key") -> None:
+    allowed = list(allowed)
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{where} unknown {what} {key!r}{hint(key, allowed)}; "
+                              f"allowed: {', '.join(allowed)}")

@@ -1,0 +1,19 @@
+"""Where the project's own files live: one owner for every folder the pipeline reads its data from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = PACKAGE.parent
+# jinja2 templates shipped with the package: runtime/ (share/ollama of a package), release notes,
+# the runtime image's Dockerfile, the memory workbench's Go driver.
+TEMPLATES = PACKAGE / "templates"
+RUNTIME_TEMPLATES = TEMPLATES / "runtime"
+# Library policies: what the oldest system a package runs on provides.
+POLICIES = PACKAGE / "config" / "policies"
+# Project data beside the package.
+TARGETS_FILE = PROJECT_ROOT / "targets.toml"
+PATCHES = PROJECT_ROOT / "patches"
+DOCKER_TEMPLATES = PROJECT_ROOT / "docker"
+SCENARIOS = PROJECT_ROOT / "scenarios"

@@ -1,0 +1,150 @@
+"""The patch series: patches/NNNN-slug.patch in `git format-patch` form with a DEP-3 style header.
+
+The header block sits in the commit message, one field per line:
+
+    Description: what the patch does and why
+    Author: who wrote it
+    Origin: where it came from
+    Upstream-Status: Pending | Submitted <url> | Backport <commit> | Inappropriate <why>
+    Applies-To: >=0.12.4,<0.12.11       (a PEP 440 specifier over upstream versions)
+    Targets: sm_37 gfx906 gfx1103
+
+A target carries the patches whose Applies-To admits its upstream version and whose Targets name it,
+in file-name order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.header
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from pipeline.errors import ConfigError
+from pipeline.infra.hashing import file_sha256
+
+NAME = re.compile(r"^(?P<number>\d{4})-(?P<slug>[a-z0-9][a-z0-9.-]*)\.patch$")
+FIELDS = ("Description", "Author", "Origin", "Upstream-Status", "Applies-To", "Targets")
+STATUS_KINDS = {"Pending": False, "Submitted": True, "Backport": True, "Inappropriate": True}
+_FIELD_LINE = re.compile(r"^(?P<key>[A-Z][A-Za-z-]*):[ \t]*(?P<value>.*)$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Patch:
+    name: str
+    path: Path
+    sha256: str
+    subject: str
+    description: str
+    author: str
+    origin: str
+    upstream_status: str
+    applies_to: SpecifierSet
+    targets: tuple[str, ...]
+
+    @property
+    def status_kind(self) -> str:
+        return self.upstream_status.split()[0]
+
+    def admits(self, version: str | Version) -> bool:
+        return self.applies_to.contains(Version(str(version)), prereleases=True)
+
+    def record(self) -> dict:
+        """What a build manifest says about the patch."""
+        return {"name": self.name, "sha256": self.sha256, "subject": self.subject,
+                "upstream_status": self.upstream_status, "applies_to": str(self.applies_to)}
+
+
+def upstream_version(tag: str) -> Version:
+    try:
+        return Version(tag.removeprefix("v"))
+    except InvalidVersion:
+        raise ConfigError(f"upstream tag {tag!r} is not a version (expected vX.Y.Z)") from None
+
+
+def load(directory: Path, known_targets: Iterable[str] | None = None) -> list[Patch]:
+    """Every patch of the folder, validated, in series order."""
+    if not directory.is_dir():
+        return []
+    patches = []
+    numbers: dict[str, str] = {}
+    for path in sorted(directory.iterdir()):
+        if path.suffix != ".patch":
+            continue
+        m = NAME.match(path.name)
+        if not m:
+            raise ConfigError(f"{path}: patch names are NNNN-slug.patch (four digits, lower-case slug)")
+        if m["number"] in numbers:
+            raise ConfigError(f"{path}: number {m['number']} is also used by {numbers[m['number']]}")
+        numbers[m["number"]] = path.name
+        patches.append(parse(path, known_targets))
+    return patches
+
+
+def parse(path: Path, known_targets: Iterable[str] | None = None) -> Patch:
+    text = path.read_text(errors="replace")
+    head, sep, _diff = text.partition("\ndiff --git ")
+    if not sep or not text.startswith("From "):
+        raise ConfigError(f"{path}: not a `git format-patch` file (no 'From ' line or no diff)")
+    head = head.split("\n---\n", 1)[0]  # the diffstat, when there is one
+    subject = _subject(head, path)
+    fields: dict[str, str] = {}
+    for line in head.split("\n\n", 1)[-1].splitlines():
+        m = _FIELD_LINE.match(line)
+        if m and m["key"] in FIELDS:
+            if m["key"] in fields:
+                raise ConfigError(f"{path}: field {m['key']} appears twice")
+            fields[m["key"]] = m["value"].strip()
+    for key in FIELDS:
+        if not fields.get(key):
+            raise ConfigError(f"{path}: header field {key!r} is missing or empty (fields: {', '.join(FIELDS)})")
+    status = fields["Upstream-Status"]
+    kind, _, detail = status.partition(" ")
+    if kind not in STATUS_KINDS:
+        raise ConfigError(f"{path}: Upstream-Status must start with one of {', '.join(STATUS_KINDS)}, "
+                          f"got {status!r}")
+    if STATUS_KINDS[kind] and not detail.strip():
+        raise ConfigError(f"{path}: Upstream-Status {kind} needs a detail (url, commit or reason)")
+    try:
+        spec = SpecifierSet(fields["Applies-To"])
+    except InvalidSpecifier:
+        raise ConfigError(f"{path}: Applies-To {fields['Applies-To']!r} is not a version specifier "
+                          "(e.g. >=0.12.4,<0.12.11)") from None
+    targets = tuple(fields["Targets"].replace(",", " ").split())
+    if known_targets is not None:
+        known = list(known_targets)
+        for t in targets:
+            if t not in known:
+                raise ConfigError(f"{path}: Targets names {t!r}, which is not a target "
+                                  f"(known: {', '.join(known)})")
+    return Patch(name=path.name, path=path, sha256=file_sha256(path), subject=subject,
+                 description=fields["Description"], author=fields["Author"], origin=fields["Origin"],
+                 upstream_status=status, applies_to=spec, targets=targets)
+
+
+def parse_subject(path: Path) -> str:
+    return _subject(path.read_text(errors="replace").split("\ndiff --git ", 1)[0], path)
+
+
+def _subject(head: str, path: Path) -> str:
+    lines = head.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Subject: "):
+            # format-patch folds long subjects onto indented continuation lines.
+            parts = [line[len("Subject: "):]]
+            for cont in lines[i + 1:]:
+                if not cont.startswith((" ", "\t")):
+                    break
+                parts.append(cont.strip())
+            raw = " ".join(parts)
+            decoded = str(email.header.make_header(email.header.decode_header(raw)))
+            return re.sub(r"^\[PATCH[^\]]*\]\s*", "", decoded)
+    raise ConfigError(f"{path}: no Subject line")
+
+
+def for_target(series: Sequence[Patch], target: str, version: str | Version) -> list[Patch]:
+    return [p for p in series if target in p.targets and p.admits(version)]

@@ -1,0 +1,103 @@
+"""Run-time settings: where things go and what replaces the network. Not part of targets.toml,
+because they describe the machine, not the build."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+from pipeline.config.paths import DOCKER_TEMPLATES, PATCHES, PROJECT_ROOT, TARGETS_FILE
+from pipeline.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    targets_file: Path = TARGETS_FILE
+    patches_dir: Path = PATCHES
+    templates_dir: Path = DOCKER_TEMPLATES
+    dist: Path = PROJECT_ROOT / "dist"
+    cache: Path = Path.home() / ".cache" / "ollama-pipeline"
+    # Replaces every target's source.url: a git URL or a local repository (read in place).
+    source: str | None = None
+    # Debian mirror for base images and apt inside builders; None: the machine's apt sources.
+    debian_mirror: str | None = None
+    go_proxy: str | None = None
+    # CA bundle handed to build containers, so downloads (Go modules) trust what this machine trusts:
+    # behind a TLS-inspecting proxy the image's own bundle is not enough.
+    ca_bundle: Path | None = None
+    jobs: int = os.cpu_count() or 2
+    keep_containers: bool = False
+    # SOURCE_DATE_EPOCH, read once here: archive mtimes and the build's timestamps (default: the
+    # upstream commit's time).
+    source_date_epoch: int | None = None
+    image_prefix: str = "ollama-pipeline"
+    # Named volumes <prefix>-ccache, -go-build, -go-mod.
+    volume_prefix: str = "ollama-pipeline"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict = {}
+        paths = {"targets_file": "PIPELINE_TARGETS", "dist": "PIPELINE_DIST", "cache": "PIPELINE_CACHE",
+                 "patches_dir": "PIPELINE_PATCHES"}
+        for field, var in paths.items():
+            if env.get(var):
+                values[field] = Path(env[var])
+        if "PIPELINE_CACHE" not in env and env.get("XDG_CACHE_HOME"):
+            values["cache"] = Path(env["XDG_CACHE_HOME"]) / "ollama-pipeline"
+        if env.get("OLLAMA_SOURCE"):
+            values["source"] = env["OLLAMA_SOURCE"]
+        if env.get("PIPELINE_DEBIAN_MIRROR"):
+            values["debian_mirror"] = env["PIPELINE_DEBIAN_MIRROR"]
+        if env.get("GOPROXY"):
+            values["go_proxy"] = env["GOPROXY"]
+        ca = env.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
+        if env.get("PIPELINE_HOST_CA", "1") != "0" and Path(ca).is_file():
+            values["ca_bundle"] = Path(ca)
+        if env.get("SOURCE_DATE_EPOCH"):
+            raw = env["SOURCE_DATE_EPOCH"]
+            if not raw.isdigit() or int(raw) > 2**33:
+                raise ConfigError(f"SOURCE_DATE_EPOCH must be a whole number of seconds since 1970 (such as "
+                                  f"1700000000), got {raw!r}; unset it to use the upstream commit's time")
+            values["source_date_epoch"] = int(raw)
+        if env.get("PIPELINE_JOBS"):
+            if not env["PIPELINE_JOBS"].isdigit() or int(env["PIPELINE_JOBS"]) < 1:
+                raise ConfigError(f"PIPELINE_JOBS must be a positive whole number, got {env['PIPELINE_JOBS']!r}")
+            values["jobs"] = int(env["PIPELINE_JOBS"])
+        values["keep_containers"] = env.get("PIPELINE_KEEP_CONTAINERS", "") not in ("", "0")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _apt_entries(text: str):
+    """(uris, suites, components) of every 'deb' entry, one-line or deb822."""
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields[:1] == ["deb"]:
+            if len(fields) > 1 and fields[1].startswith("["):
+                while fields and not fields[1].endswith("]"):
+                    fields.pop(1)
+                fields.pop(1)
+            if len(fields) >= 4:
+                yield [fields[1]], [fields[2]], fields[3:]
+    for stanza in re.split(r"\n\s*\n", text):
+        keys = dict(re.findall(r"^([A-Za-z-]+):[ \t]*(.*)$", stanza, re.MULTILINE))
+        if "deb" in keys.get("Types", "").split() and keys.get("URIs"):
+            yield keys["URIs"].split(), keys.get("Suites", "").split(), keys.get("Components", "").split()
+
+
+def machine_debian_mirror(etc: Path = Path("/etc/apt")) -> str | None:
+    """The Debian archive in this machine's apt sources: a .../debian URL serving a suite's main
+    component (not -security, not a third-party repository that happens to end in /debian)."""
+    for f in [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*"))]:
+        if not (f.is_file() and f.suffix in ("", ".list", ".sources")):
+            continue
+        for uris, suites, components in _apt_entries(f.read_text(errors="replace")):
+            if "main" not in components or all(s.endswith("-security") for s in suites):
+                continue
+            for url in uris:
+                if url.rstrip("/").endswith("/debian"):
+                    return url.rstrip("/")
+    return None

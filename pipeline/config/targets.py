@@ -1,0 +1,281 @@
+"""targets.toml, read once into frozen typed objects.
+
+The file has four kinds of table:
+
+* ``[defaults]``: target settings every target inherits; a target's own tables are merged over them
+  key by key (tables merge, everything else replaces).
+* ``[builders.NAME]``: builder images (a template from docker/ and what it installs).
+* ``[backends.NAME]``: the cmake presets of Ollama's build (CPU, ROCm 6, CUDA 11, ...).
+* ``[targets.NAME]``: the matrix.
+
+The schema is the dataclasses below: one place knows the keys, their types and their defaults. Unknown
+keys are refused with a close match; every message names the file, the table and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import loader
+from pipeline.errors import ConfigError, SelectionError
+from pipeline.infra import archive
+
+SHA1_HEX = frozenset("0123456789abcdef")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Source:
+    url: str
+    tag: str
+    commit: str
+    # Go variable stamped with -ldflags -X so that `ollama --version` names the build.
+    version_variable: str = "github.com/ollama/ollama/version.Version"
+    # What it is stamped with: {version} is the tag without its leading "v", {target} the target name.
+    version_format: str = "{version}+{target}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AptSuite:
+    """An extra Debian suite a builder may take some packages from (ROCm from unstable, say).
+
+    The suite sits at apt priority 100, so nothing comes from it unless pinned: only the packages
+    matching `pin` are raised to 500, where the newer version wins. (`apt-get -t SUITE` would raise
+    every dependency too and drag in that suite's glibc.)
+    """
+
+    suite: str
+    pin: tuple[str, ...] = ()
+    components: tuple[str, ...] = ("main",)
+    # Unstable's Release file is short-lived; snapshots of it need this off.
+    check_valid_until: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Download:
+    """A file a builder image fetches: checksum fixed here, location overridable (PIPELINE_URL_<NAME>)."""
+
+    name: str
+    url: str
+    sha256: str
+    dest: str = "/usr/local"
+    strip_components: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.name.replace("_", "").isalnum() or not self.name.islower():
+            raise ValueError(f"download name {self.name!r}: lower-case letters, digits and _ only")
+        if len(self.sha256) != 64 or not set(self.sha256) <= SHA1_HEX:
+            raise ValueError(f"download {self.name!r}: sha256 must be 64 hex digits")
+
+    @property
+    def build_arg(self) -> str:
+        return f"{self.name.upper()}_URL"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Builder:
+    template: str
+    description: str = ""
+    # Vendor flavor: a registry image (tag, or name@sha256:digest) to build on. Empty: the Debian
+    # flavor, whose base is made from `suite` with debootstrap when it cannot be had otherwise.
+    base_image: str = ""
+    suite: str = "trixie"
+    components: tuple[str, ...] = ("main",)
+    packages: tuple[str, ...] = ()
+    extra_suites: tuple[AptSuite, ...] = ()
+    # Prepended to PATH in the image (Debian installs versioned Go under /usr/lib/go-1.XX/bin).
+    path: tuple[str, ...] = ()
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    downloads: tuple[Download, ...] = ()
+    # Cache variables this toolchain needs for every GPU backend's configure (compiler paths, say).
+    gpu_cmake_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Library policy (pipeline/policy/<name>.toml): what the oldest system the packages run on
+    # provides. Everything else the package needs is bundled from the image. Empty: bundle nothing.
+    policy: str = ""
+
+    @property
+    def flavor(self) -> str:
+        return "vendor" if self.base_image else "debian"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Backend:
+    preset: str
+    component: str
+    runner_dir: str = ""
+    # Cache variable that receives the target's gpu_archs (joined with ';'); empty for CPU.
+    arch_variable: str = ""
+    # Compiler launcher variables pointed at ccache.
+    launchers: tuple[str, ...] = ("CMAKE_C_COMPILER_LAUNCHER", "CMAKE_CXX_COMPILER_LAUNCHER")
+    # GPU code format of `library` ("hip" or "cuda"), checked after the build against gpu_archs.
+    gpu_code: str = ""
+    library: str = ""
+
+    def __post_init__(self) -> None:
+        if self.gpu_code not in ("", "hip", "cuda"):
+            raise ValueError(f"gpu_code must be 'hip', 'cuda' or empty, got {self.gpu_code!r}")
+        if bool(self.gpu_code) != bool(self.library) or bool(self.gpu_code) != bool(self.arch_variable):
+            raise ValueError("arch_variable, gpu_code and library go together: set all three or none")
+    cache_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class GoBuild:
+    flags: tuple[str, ...] = ("-trimpath", "-buildmode=pie")
+    ldflags: tuple[str, ...] = ("-w", "-s")
+    env: Mapping[str, str] = dataclasses.field(default_factory=lambda: {"CGO_ENABLED": "1"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Package:
+    format: str = "tar.gz"
+    # 0: the format's own default (gzip 9, zstd 12).
+    compression_level: int = 0
+
+    def __post_init__(self) -> None:
+        if self.format not in archive.FORMATS:
+            raise ValueError(f"format must be one of {', '.join(archive.FORMATS)}, got {self.format!r}")
+        low, high, _ = archive.FORMATS[self.format]
+        if self.compression_level and not low <= self.compression_level <= high:
+            raise ValueError(f"compression_level for {self.format} must be {low} to {high} (or 0 for "
+                             f"the default), got {self.compression_level}")
+
+    @property
+    def level(self) -> int:
+        return self.compression_level or archive.FORMATS[self.format][2]
+
+
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Runtime:
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # The GPU archs the runtime will ask the backend and rocBLAS for (a 780M under
+    # HSA_OVERRIDE_GFX_VERSION=11.0.0 asks for gfx1100). Tensile files of other archs are pruned.
+    archs: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    name: str
+    description: str
+    source: Source
+    builder: str
+    backends: tuple[str, ...]
+    gpu_archs: tuple[str, ...] = ()
+    # Extra cmake cache variables for every configure of this target.
+    cmake_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    go: GoBuild = dataclasses.field(default_factory=GoBuild)
+    package: Package = dataclasses.field(default_factory=Package)
+    runtime: Runtime = dataclasses.field(default_factory=Runtime)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Matrix:
+    path: Path
+    targets: Mapping[str, Target]
+    builders: Mapping[str, Builder]
+    backends: Mapping[str, Backend]
+
+    def select(self, selectors: Iterable[str]) -> list[Target]:
+        """Targets matching names or globs ('gfx*'), in file order; 'all' or '--all' picks every one."""
+        selectors = list(selectors)
+        if not selectors:
+            raise SelectionError(f"no target given; known targets: {', '.join(self.targets)} (or --all)")
+        chosen: dict[str, Target] = {}
+        for sel in selectors:
+            if sel in ("all", "--all"):
+                return list(self.targets.values())
+            hits = [name for name in self.targets if fnmatch.fnmatchcase(name, sel)]
+            if not hits:
+                hint = loader.hint(sel, self.targets)
+                raise SelectionError(
+                    f"unknown target {sel!r}{hint}; known targets: {', '.join(self.targets)}"
+                )
+            for name in hits:
+                chosen[name] = self.targets[name]
+        return [t for name, t in self.targets.items() if name in chosen]
+
+
+TOP_LEVEL = ("defaults", "builders", "backends", "targets")
+
+
+def load(path: Path) -> Matrix:
+    """Read and validate targets.toml."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(
+            f"target matrix not found: looked for {path.resolve()} "
+            "(run from the project folder, or pass --targets-file / set PIPELINE_TARGETS)"
+        )
+    return parse(loader.read(path, "target matrix"), path)
+
+
+def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
+    loader.reject_unknown(doc, TOP_LEVEL, f"{path}", "top-level table")
+    defaults = doc.get("defaults", {})
+    for name in ("builders", "backends", "targets", "defaults"):
+        if not isinstance(doc.get(name, {}), dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+
+    # Checked on its own first, so that a mistake in [defaults] is reported where it was made.
+    loader.build(Target, defaults, f"{path}: [defaults]", partial=True, exclude=("name",))
+    builders = {
+        name: loader.build(Builder, table, f"{path}: [builders.{name}]")
+        for name, table in doc.get("builders", {}).items()
+    }
+    backends = {
+        name: loader.build(Backend, table, f"{path}: [backends.{name}]")
+        for name, table in doc.get("backends", {}).items()
+    }
+    targets: dict[str, Target] = {}
+    for name, table in doc.get("targets", {}).items():
+        where = f"{path}: [targets.{name}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table")
+        if "name" in table:
+            raise ConfigError(f"{where} key 'name' is not allowed: a target is named by its table")
+        merged = _merge(defaults, table)
+        merged["name"] = name
+        target = loader.build(Target, merged, where)
+        _check_target(target, builders, backends, where)
+        targets[name] = target
+    if not targets:
+        raise ConfigError(f"{path}: no [targets.NAME] table; the matrix is empty")
+    return Matrix(path=path, targets=targets, builders=builders, backends=backends)
+
+
+def _check_target(t: Target, builders: Mapping[str, Builder], backends: Mapping[str, Backend], where: str):
+    if t.builder not in builders:
+        raise ConfigError(f"{where} builder {t.builder!r} is not defined{loader.hint(t.builder, builders)}; "
+                          f"defined: {', '.join(builders) or 'none'}")
+    for b in t.backends:
+        if b not in backends:
+            raise ConfigError(f"{where} backend {b!r} is not defined{loader.hint(b, backends)}; "
+                              f"defined: {', '.join(backends) or 'none'}")
+    gpu = [b for b in t.backends if backends[b].arch_variable]
+    if gpu and not t.gpu_archs:
+        raise ConfigError(f"{where} backend {gpu[0]!r} compiles GPU code: set gpu_archs")
+    if t.gpu_archs and not gpu:
+        raise ConfigError(f"{where} gpu_archs is set but no backend takes GPU archs")
+    commit = t.source.commit.lower()
+    if len(commit) != 40 or not set(commit) <= SHA1_HEX:
+        raise ConfigError(f"{where} source.commit must be a full 40-digit commit id, got {t.source.commit!r}")
+    try:
+        t.source.version_format.format(version="0", target="t")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"{where} source.version_format: only {{version}} and {{target}} "
+                          f"may be used ({exc})") from None
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,100 @@
+"""A build container owned by a context manager: started on enter, always removed on exit.
+
+PIPELINE_KEEP_CONTAINERS=1 keeps it for debugging. Commands run through exec(), which echoes them and
+streams their output into the log like the host runner does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+
+import docker.errors
+from docker.types import Mount
+
+from pipeline.errors import CommandError, DockerError
+from pipeline.infra import engine, runner
+from pipeline.infra.log import Log
+
+LABEL = "org.ollama-pipeline.build"
+# The log a container writes to: tells apart containers of builds running side by side.
+LOG_LABEL = "org.ollama-pipeline.log"
+
+
+class Container:
+    def __init__(self, image: str, log: Log, *, mounts: Sequence[Mount] = (), user: str | None = None,
+                 env: Mapping[str, str] | None = None, workdir: str = "/", keep: bool = False,
+                 name: str | None = None):
+        self.image = image
+        self.log = log
+        self.mounts = list(mounts)
+        self.user = user
+        self.env = dict(env or {})
+        self.workdir = workdir
+        self.keep = keep
+        self.name = name
+        self._container = None
+
+    def __enter__(self) -> Container:
+        try:
+            self._container = engine.client().containers.run(
+                self.image, ["sleep", "infinity"], detach=True, init=True, name=self.name,
+                mounts=self.mounts, user=self.user, environment=self.env, working_dir=self.workdir,
+                labels={LABEL: self.log.target, LOG_LABEL: str(self.log.path or "")},
+            )
+        except docker.errors.APIError as exc:
+            raise DockerError(f"cannot start a container of {self.image}: {exc.explanation or exc}") from None
+        self.log.line(f"container {self._container.short_id} of {self.image} started")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._container is None:
+            return
+        if self.keep:
+            self.log.line(f"keeping container {self._container.short_id} (PIPELINE_KEEP_CONTAINERS)")
+            return
+        # A second Ctrl-C (or the SIGTERM nox sends after SIGINT) must not cut the clean-up short.
+        with _signals_held():
+            try:
+                self._container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        self._container = None
+
+    def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+             workdir: str | None = None, capture: bool = False) -> str:
+        """Run a command in the container. With capture its output is returned instead of logged."""
+        assert self._container is not None, "exec outside the with-block"
+        text = runner.echo(self.log, argv, where="container")
+        api = engine.client().api
+        exec_id = api.exec_create(self._container.id, list(argv), environment=dict(env or {}),
+                                  workdir=workdir or self.workdir, user=self.user or "")["Id"]
+        chunks: list[bytes] = []
+        with self.log.heartbeat(" ".join(argv[:2])):
+            output = api.exec_start(exec_id, stream=True)
+            if capture:
+                chunks.extend(output)
+            else:
+                runner.stream(self.log, output)
+        code = api.exec_inspect(exec_id)["ExitCode"]
+        if code != 0:
+            if capture:
+                runner.stream(self.log, chunks)
+            raise CommandError(text, code, where="container",
+                               log=str(self.log.path) if self.log.path else None)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

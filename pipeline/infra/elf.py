@@ -1,0 +1,91 @@
+"""ELF reading for the library closure: what the dynamic loader reads from a file (pyelftools, never ldd)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.dynamic import DynamicSection, DynamicSegment
+from elftools.elf.elffile import ELFFile
+from elftools.elf.gnuversions import GNUVerNeedSection
+
+from pipeline.config.policy import NUMERIC, vkey
+from pipeline.errors import ClosureError
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ElfInfo:
+    """What the dynamic loader reads from one ELF file."""
+
+    path: Path
+    elf_class: int  # 32 or 64
+    machine: str  # EM_X86_64, EM_AMDGPU, ...
+    type: str  # ET_DYN (shared objects and PIE executables), ET_EXEC, ...
+    soname: str | None
+    needed: tuple[str, ...]
+    rpath: tuple[str, ...]
+    runpath: tuple[str, ...]
+    # (library, version) pairs of .gnu.version_r: ("libc.so.6", "GLIBC_2.34").
+    version_needs: tuple[tuple[str, str], ...]
+
+    def max_version(self, prefix: str, libraries: Iterable[str] | None = None) -> str | None:
+        """The highest PREFIX_x.y this object needs (from `libraries` only, when given), or None."""
+        allowed = None if libraries is None else set(libraries)
+        best: tuple[tuple[int, ...], str] | None = None
+        for library, name in self.version_needs:
+            p, _, version = name.rpartition("_")
+            if p != prefix or not NUMERIC.fullmatch(version):
+                continue
+            if allowed is not None and library not in allowed:
+                continue
+            if best is None or vkey(version) > best[0]:
+                best = (vkey(version), name)
+        return best[1] if best else None
+
+
+def read_elf(path: Path) -> ElfInfo | None:
+    """The dynamic section and version needs of an ELF file; None when the file is not ELF."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            return None
+        f.seek(0)
+        try:
+            elf = ELFFile(f)
+            needed: list[str] = []
+            soname = None
+            rpath: list[str] = []
+            runpath: list[str] = []
+            for tag in _dynamic_tags(elf):
+                kind = tag.entry.d_tag
+                if kind == "DT_NEEDED":
+                    needed.append(tag.needed)
+                elif kind == "DT_SONAME":
+                    soname = tag.soname
+                elif kind == "DT_RPATH":
+                    rpath.extend(p for p in tag.rpath.split(":") if p)
+                elif kind == "DT_RUNPATH":
+                    runpath.extend(p for p in tag.runpath.split(":") if p)
+            versions: list[tuple[str, str]] = []
+            for section in elf.iter_sections():
+                if isinstance(section, GNUVerNeedSection):
+                    for verneed, auxes in section.iter_versions():
+                        versions.extend((verneed.name, aux.name) for aux in auxes)
+            return ElfInfo(path=path, elf_class=elf.elfclass, machine=elf.header["e_machine"],
+                           type=elf.header["e_type"], soname=soname, needed=tuple(needed),
+                           rpath=tuple(rpath), runpath=tuple(runpath), version_needs=tuple(versions))
+        except (ELFError, ValueError, KeyError, OSError) as exc:
+            raise ClosureError(f"{path}: not a readable ELF file ({exc})") from None
+
+
+def _dynamic_tags(elf: ELFFile):
+    for section in elf.iter_sections():
+        if isinstance(section, DynamicSection):
+            return list(section.iter_tags())
+    # Objects without section headers still have the PT_DYNAMIC segment the loader uses.
+    for segment in elf.iter_segments():
+        if isinstance(segment, DynamicSegment):
+            return list(segment.iter_tags())
+    return []

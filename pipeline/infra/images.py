@@ -1,0 +1,66 @@
+"""Docker images the pipeline makes: built from a Dockerfile text (the context holds nothing else, plus
+files handed in explicitly), tagged, labelled, with the engine's output streamed into the log."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import docker.errors
+
+from pipeline.errors import DockerError
+from pipeline.infra import engine
+from pipeline.infra.log import Log
+
+# Every image and container the pipeline makes carries this label (value: what made it).
+LABEL = "org.ollama-pipeline"
+
+
+def find(tag: str):
+    """The image with this tag, or None."""
+    try:
+        return engine.client().images.get(tag)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def build(dockerfile: str, tag: str, log: Log, *, buildargs: Mapping[str, str] | None = None,
+          labels: Mapping[str, str] | None = None, files: Mapping[str, Path] | None = None,
+          what: str = "image") -> str:
+    """Build `dockerfile` as `tag`; `files` (name in the context -> file here) join the context.
+    Returns the image id; a failed build is a DockerError naming the tag and the log."""
+    context = _context(dockerfile, files or {})
+    stream = engine.client().api.build(
+        fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True, pull=False, decode=True,
+        buildargs=dict(buildargs or {}), labels={LABEL: what, **(labels or {})},
+    )
+    for event in stream:
+        if "stream" in event:
+            for line in event["stream"].splitlines():
+                if line.strip():
+                    log.line(line)
+        elif "error" in event:
+            detail = event.get("errorDetail", {}).get("message", event["error"])
+            raise DockerError(f"{what} {tag} failed to build: {detail.strip()} (full log: {log.path})")
+        elif "aux" in event:
+            log.line(f"image {json.dumps(event['aux'])}")
+    return engine.client().images.get(tag).id
+
+
+def _context(dockerfile: str, files: Mapping[str, Path]) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+        for name, path in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = path.stat().st_size, 0o644
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+    buf.seek(0)
+    return buf

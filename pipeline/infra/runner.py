@@ -1,0 +1,79 @@
+"""The one command runner: prints `+ command`, streams output into the log, raises CommandError.
+
+Nothing else in the pipeline starts a process; commands inside containers go through
+Container.exec, which shares the echo and streaming below.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from pipeline.errors import CommandError
+from pipeline.infra.log import Log
+
+
+def echo(log: Log, cmd: Sequence[str], where: str = "") -> str:
+    text = shlex.join(cmd)
+    log.line(f"+ {text}" + (f"  ({where})" if where else ""))
+    return text
+
+
+def stream(log: Log, chunks: Iterable[bytes]) -> None:
+    """Split a byte stream into lines and log each; partial lines are held until complete."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            log.line(raw.decode("utf-8", "replace").rstrip("\r"))
+    if pending:
+        log.line(pending.decode("utf-8", "replace"))
+
+
+def run(
+    log: Log,
+    cmd: Sequence[str | os.PathLike],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
+    capture: bool = False,
+    quiet: bool = False,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """Run a host command. With capture, stdout is returned (not logged) and stderr is logged."""
+    args = [os.fspath(c) for c in cmd]
+    text = shlex.join(args) if quiet else echo(log, args)
+    full_env = {**os.environ, **env} if env else None
+    try:
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+        )
+    except FileNotFoundError:
+        raise CommandError(text, 127, log=str(log.path) if log.path else None) from None
+    if capture:
+        out, err = proc.communicate(stdin)
+        if err and not quiet:
+            stream(log, [err])
+    else:
+        if stdin is not None:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        with log.heartbeat(" ".join(args[:2])):
+            stream(log, iter(lambda: proc.stdout.read1(65536), b""))
+        proc.wait()
+        out = err = b""
+    if check and proc.returncode != 0:
+        if quiet and capture and err:
+            stream(log, [err])
+        raise CommandError(text, proc.returncode, log=str(log.path) if log.path else None)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)

@@ -1,0 +1,92 @@
+"""Build stage: Ollama's build (cmake per backend, then go build) in a container of the builder image.
+
+    PatchedTree + BuilderImage ─▶ BuildResult (cache/builds/<target>-<hash>/dist)
+
+The patched tree is mounted read-only at /src with fresh build/ and dist/ folders mounted over it, so
+the cached tree is never touched; ccache and the Go caches live in named volumes; the container runs
+as the invoking user so nothing it writes is owned by root. Every GPU backend's archs are read back
+out of its code objects: a backend with an arch missing or one too many fails the build. The result
+moves into the cache only when every step succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import types
+from pathlib import Path
+
+from docker.types import Mount
+
+from pipeline.config.settings import Settings
+from pipeline.infra import archs, fsutil, toolchain
+from pipeline.infra.container import Container
+from pipeline.infra.toolchain import SRC
+from pipeline.stages.plan import Context, Plan
+from pipeline.stages.results import BuilderImage, BuildResult, PatchedTree, StepTime
+
+RECORD = "build.json"
+
+
+def key(plan: Plan, settings: Settings) -> object:
+    # SOURCE_DATE_EPOCH reaches the build (and the archive's mtimes through it): it is an input too.
+    return [plan.steps, plan.source_date_epoch]
+
+
+def result_dir(ctx: Context) -> Path:
+    return ctx.settings.cache / "builds" / f"{ctx.plan.name}-{ctx.hash[:24]}"
+
+
+def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildResult:
+    plan, log, settings = ctx.plan, ctx.log, ctx.settings
+    out = result_dir(ctx)
+    if (out / RECORD).is_file():
+        ctx.stage.cached(f"build {ctx.hash[:12]} done earlier")
+        return BuildResult.from_json((out / RECORD).read_text(), out / "dist")
+
+    epoch = plan.source_date_epoch if plan.source_date_epoch is not None else patches.source.commit_time
+    scratch = settings.cache / "scratch" / f"{plan.name}-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    for sub in ("build", "dist"):
+        (scratch / sub).mkdir(parents=True)
+    mounts, env = toolchain.mounts(settings)
+    mounts[:0] = [
+        Mount(SRC, str(patches.path), type="bind", read_only=True),
+        Mount(f"{SRC}/build", str(scratch / "build"), type="bind"),
+        Mount(f"{SRC}/dist", str(scratch / "dist"), type="bind"),
+    ]
+    env.update(CMAKE_BUILD_PARALLEL_LEVEL=str(settings.jobs), SOURCE_DATE_EPOCH=str(epoch))
+    started = time.monotonic()
+    timings = []
+    try:
+        with Container(builder.tag, log, mounts=mounts, user=toolchain.user(), env=env,
+                       workdir=SRC, keep=settings.keep_containers) as box:
+            for step in plan.steps:
+                log.line(f"-- {step.label}")
+                step_start = time.monotonic()
+                box.exec(step.argv, env=dict(step.env))
+                timings.append(StepTime(step=step.label, seconds=round(time.monotonic() - step_start, 2)))
+            code_objects = _check_gpu_code(plan, box, log)
+        result = BuildResult(root=out / "dist", image=builder, version=plan.version, source_date_epoch=epoch,
+                             seconds=round(time.monotonic() - started, 1), steps=tuple(timings),
+                             code_objects=types.MappingProxyType(code_objects))
+        with fsutil.staging_dir(out) as staging:
+            os.rename(scratch / "dist", staging / "dist")
+            (staging / RECORD).write_text(result.to_json())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return result
+
+
+def _check_gpu_code(plan: Plan, box: Container, log) -> dict[str, tuple[str, ...]]:
+    """Read the GPU archs out of each built backend: exactly the target's, or the build fails."""
+    found = {}
+    for backend in plan.backends:
+        if not backend.gpu_code:
+            continue
+        library = "/".join(p for p in ("dist/lib/ollama", backend.runner_dir, backend.library) if p)
+        output = box.exec(archs.inspect_command(backend.gpu_code, library), capture=True)
+        found[backend.library] = tuple(archs.check(backend.gpu_code, library, plan.target.gpu_archs, output))
+        log.line(f"{backend.library}: {', '.join(found[backend.library])} (as requested)")
+    return found

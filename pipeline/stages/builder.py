@@ -1,0 +1,57 @@
+"""Builder stage: the target's builder image, rendered from docker/<template> and tagged by its hash.
+
+    Plan ─▶ BuilderImage (ollama-pipeline/builder-<name>:<hash>)
+
+An image whose tag exists is reused as it is: the tag is the hash of everything that went into it.
+Debian-flavor builders start from a Debian base image (made with debootstrap when no registry answers);
+vendor builders from AMD's or NVIDIA's image, which must be pullable or loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.config.settings import Settings
+from pipeline.config.targets import Builder
+from pipeline.infra import baseimage, images, templates
+from pipeline.stages.plan import Context, Plan
+from pipeline.stages.results import BuilderImage
+
+
+def render(templates_dir: Path, builder: Builder, base_image: str) -> str:
+    """The builder's Dockerfile: docker/<template> rendered with the builder's table."""
+    return templates.render(templates_dir, builder.template, builder=builder, base_image=base_image)
+
+
+def key(plan: Plan, settings: Settings) -> object:
+    return render(settings.templates_dir, plan.builder, plan.base_image)
+
+
+def image_tag(plan: Plan) -> str:
+    return f"{plan.image_prefix}/builder-{plan.builder_name}:{plan.hashes['builder'][:16]}"
+
+
+def run(ctx: Context) -> BuilderImage:
+    """The builder image, built when its tag is absent."""
+    plan, log, settings = ctx.plan, ctx.log, ctx.settings
+    tag = image_tag(plan)
+    if (found := images.find(tag)) is not None:
+        ctx.stage.cached(f"image {tag} exists")
+        return BuilderImage(tag=tag, id=found.id)
+    if plan.builder.flavor == "vendor":
+        baseimage.ensure_vendor(plan.base_image, log)
+        buildargs = {}
+    else:
+        baseimage.ensure(plan.base_image, plan.builder.suite, settings, log)
+        buildargs = {"DEBIAN_MIRROR": baseimage.mirror(settings)}
+    for download in plan.builder.downloads:
+        if override := os.environ.get(f"PIPELINE_URL_{download.name.upper()}"):
+            log.line(f"{download.name}: fetched from {override} (checksum still {download.sha256[:12]}...)")
+            buildargs[download.build_arg] = override
+    log.line(f"building {tag} from docker/{plan.builder.template}")
+    image_id = images.build(render(settings.templates_dir, plan.builder, plan.base_image), tag, log, buildargs=buildargs,
+                           labels={"org.ollama-pipeline.builder": plan.builder_name,
+                                   "org.ollama-pipeline.hash": plan.hashes["builder"]},
+                           what=f"builder image (docker/{plan.builder.template})")
+    return BuilderImage(tag=tag, id=image_id)

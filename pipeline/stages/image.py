@@ -1,0 +1,86 @@
+"""Image stage: the runtime Docker image of a verified package, and its saved tarball for the release.
+
+    Verified ─▶ RuntimeImage (ollama-pipeline/ollama:<version>-<target>,
+                              dist/<target>/ollama-<version>-<target>.image.tar.gz)
+
+The image is the package's floor system (the same Debian base verify ran on) with ca-certificates, the
+package unpacked into /usr as upstream's image lays it out, the target's runtime environment,
+`ollama serve` on 0.0.0.0:11434 as entrypoint, a models volume, a health check and OCI labels naming
+the version, the upstream revision and source, and the archive's sha256. It is made only from the
+verified archive, and only when its hash changed: a second run with nothing changed is a no-op.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tempfile
+from pathlib import Path
+
+from pipeline.config.settings import Settings
+from pipeline.errors import DockerError
+from pipeline.infra import archive, baseimage, engine, fsutil, images, templates
+from pipeline.infra.hashing import file_sha256
+from pipeline.stages.plan import Context, Plan
+from pipeline.stages.results import RuntimeImage, Verified
+
+TEMPLATE = "runtime-image.Dockerfile.j2"
+RECORD = "image.json"
+
+
+def key(plan: Plan, settings: Settings) -> object:
+    template = settings.templates_dir / TEMPLATE
+    return [file_sha256(template) if template.is_file() else "", plan.image_prefix]
+
+
+def tag(plan: Plan) -> str:
+    return f"{plan.image_prefix}/ollama:{plan.version.replace('+', '-')}"
+
+
+def tarball_path(plan: Plan, settings: Settings) -> Path:
+    return settings.dist / plan.name / plan.archive_name.replace(f".{plan.target.package.format}",
+                                                                 ".image.tar.gz")
+
+
+def run(ctx: Context, *, verify: Verified) -> RuntimeImage:
+    plan, log, settings = ctx.plan, ctx.log, ctx.settings
+    name, saved, record = tag(plan), tarball_path(plan, settings), tarball_path(plan, settings).parent / RECORD
+    found = images.find(name)
+    if found is not None and saved.is_file() and record.is_file():
+        seen = json.loads(record.read_text())
+        if (found.labels or {}).get("org.ollama-pipeline.hash") == ctx.hash and seen.get("hash") == ctx.hash \
+                and seen.get("sha256") == file_sha256(saved):
+            ctx.stage.cached(f"image {name} is this hash's; {saved.name} saved earlier")
+            return RuntimeImage(tag=name, id=found.id, tarball=saved)
+
+    manifest = verify.package.manifest
+    suite = verify.suite
+    base = baseimage.name(plan.image_prefix, suite)
+    baseimage.ensure(base, suite, settings, log)
+    dockerfile = templates.render(settings.templates_dir, TEMPLATE, manifest=manifest, base_image=base,
+                                  suite=suite)
+    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-image-") as tmp:
+        plain = archive.plain_tar(verify.package.archive, Path(tmp))
+        log.line(f"building {name} on {base} from {verify.package.archive.name}")
+        image_id = images.build(dockerfile, name, log, buildargs={"DEBIAN_MIRROR": baseimage.mirror(settings)},
+                                labels={"org.ollama-pipeline.hash": ctx.hash,
+                                        "org.ollama-pipeline.target": plan.name},
+                                files={"package.tar": plain}, what="runtime image")
+    _save(name, saved, log)
+    fsutil.write_text(record, json.dumps({"tag": name, "id": image_id, "hash": ctx.hash,
+                                          "tarball": saved.name, "sha256": file_sha256(saved)}, indent=2) + "\n")
+    log.line(f"{name}: saved as {saved.name} ({saved.stat().st_size / 1e6:.1f} MB); "
+             f"load with: docker load -i {saved.name}")
+    return RuntimeImage(tag=name, id=image_id, tarball=saved)
+
+
+def _save(name: str, dest: Path, log) -> None:
+    """`docker save NAME | gzip` into dest, atomically (gzip: `docker load` reads it everywhere)."""
+    try:
+        chunks = engine.client().images.get(name).save(named=True)
+        with fsutil.atomic_file(dest) as f, gzip.GzipFile(filename="", mode="wb", fileobj=f,
+                                                            compresslevel=6, mtime=0) as z:
+            for chunk in chunks:
+                z.write(chunk)
+    except OSError as exc:
+        raise DockerError(f"cannot save image {name} to {dest}: {exc.strerror or exc}") from None

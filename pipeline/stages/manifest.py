@@ -1,0 +1,164 @@
+"""The package manifest: one schema, in one module, read and written only through it.
+
+Two copies exist: lib/ollama/manifest.json inside the archive (everything but the archive's own
+checksum) and dist/<target>/manifest.json beside it (with `archive`: name, size, sha256). Release
+assembly, verification and the runtime image read it with `Manifest.load`, which refuses a file that
+does not match the schema with one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import loader
+from pipeline.errors import ConfigError, PackageError
+
+VERSION = 2
+INSIDE = "lib/ollama/manifest.json"
+BESIDE = "manifest.json"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Upstream:
+    url: str
+    tag: str
+    commit: str
+    version: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PatchRecord:
+    name: str
+    sha256: str
+    subject: str
+    upstream_status: str
+    applies_to: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BuilderRecord:
+    name: str
+    image: str
+    image_id: str
+    template: str
+    suite: str
+    packages: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FileRecord:
+    """A regular file (size, sha256, mode) or a symbolic link (link)."""
+
+    path: str
+    size: int | None = None
+    sha256: str | None = None
+    mode: str | None = None
+    link: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Tensile:
+    serves: tuple[str, ...] = ()
+    pruned_files: int = 0
+    pruned_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Floor:
+    """The oldest system the package runs on: its library policy and what that system provides."""
+
+    policy: str
+    suite: str
+    # The highest symbol version per family the package's ELF files need (GLIBC_2.31, GLIBCXX_3.4.28, ...)
+    needs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # The highest the floor system defines (the policy's max_versions).
+    allows: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ArchiveRecord:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Manifest:
+    manifest_version: int
+    target: str
+    description: str
+    version: str
+    upstream: Upstream
+    patches: tuple[PatchRecord, ...]
+    builder: BuilderRecord
+    backends: tuple[str, ...]
+    gpu_archs: tuple[str, ...]
+    runtime_env: Mapping[str, str]
+    hashes: Mapping[str, str]
+    source_date_epoch: int
+    files: tuple[FileRecord, ...]
+    floor: Floor | None = None
+    # The library closure's record (pipeline.infra.closure.Closure.to_dict) and where each came from.
+    libraries: Mapping[str, Any] | None = None
+    library_packages: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    gpu_code_objects: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    tensile: Tensile = dataclasses.field(default_factory=Tensile)
+    # What packaging changed in bundled files (e.g. GPU code of other archs removed), by package path.
+    stripped: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Only in the copy beside the archive: the archive's own name, size and sha256.
+    archive: ArchiveRecord | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def inside(self) -> bytes:
+        """The copy that goes into the archive: without the archive's own checksum."""
+        return dataclasses.replace(self, archive=None).to_json().encode()
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str) -> Manifest:
+        if not isinstance(doc, dict):
+            raise PackageError(f"{where}: not a manifest (expected a JSON object)")
+        if doc.get("manifest_version") != VERSION:
+            raise PackageError(f"{where}: manifest version {doc.get('manifest_version')!r}, this pipeline "
+                               f"reads version {VERSION}; rebuild the package with this pipeline")
+        try:
+            return loader.build(cls, doc, f"{where}:")
+        except ConfigError as exc:
+            raise PackageError(f"{exc}; the manifest does not match this pipeline's schema "
+                               "(rebuild the package)") from None
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PackageError(f"{path}: no manifest; rebuild the package") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PackageError(f"{path}: cannot read the manifest ({exc})") from None
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise PackageError(f"{path}: not valid JSON ({exc}); rebuild the package") from None
+        return cls.from_dict(doc, str(path))
+
+    def regular_files(self) -> dict[str, FileRecord]:
+        return {f.path: f for f in self.files if f.link is None and f.sha256 is not None}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) is not None}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value

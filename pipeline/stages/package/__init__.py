@@ -1,0 +1,181 @@
+"""Package stage: a reproducible archive with a manifest, written atomically under dist/<target>/.
+
+    BuildResult ─▶ Packaged (dist/<target>/ollama-<version>-<target>.tar.zst + manifest.json)
+
+Layout follows upstream's release archives (bin/ollama, lib/ollama/...), so the Go code finds its
+runners the same way. Into it go: the build's files; the libraries of its closure under the builder's
+library policy, taken from the builder image (pipeline.infra.sysroot); only the Tensile files of the
+archs the runtime asks for (tensile.py); share/ollama/ from the runtime templates; the manifest. The
+archive format is pipeline.infra.archive's; the manifest's schema is pipeline.stages.manifest's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+from pathlib import Path
+
+from pipeline.config.paths import POLICIES, RUNTIME_TEMPLATES
+from pipeline.config.policy import load_policy
+from pipeline.config.settings import Settings
+from pipeline.errors import PackageError
+from pipeline.infra import archive, fsutil, sysroot, templates
+from pipeline.infra.closure import Closure
+from pipeline.infra.hashing import file_sha256
+from pipeline.stages import manifest as schema
+from pipeline.stages.package import tensile
+from pipeline.stages.plan import Context, Plan
+from pipeline.stages.results import BuildResult, Packaged
+
+
+def key(plan: Plan, settings: Settings) -> object:
+    # Everything the manifest records about the target, the policy's content and the runtime templates.
+    policy = POLICIES / f"{plan.builder.policy}.toml"
+    return [plan.target.package, plan.target.runtime, plan.target.name, plan.target.description,
+            plan.target.source, plan.version, plan.builder.policy,
+            file_sha256(policy) if plan.builder.policy and policy.is_file() else "",
+            [(name, file_sha256(RUNTIME_TEMPLATES / name)) for name in templates.names(RUNTIME_TEMPLATES)],
+            schema.VERSION]
+
+
+def outdir(plan: Plan, settings: Settings) -> Path:
+    return settings.dist / plan.name
+
+
+def run(ctx: Context, *, build: BuildResult) -> Packaged:
+    """Write the target's archive and manifest, or reuse them when they match this package hash."""
+    plan, log, settings = ctx.plan, ctx.log, ctx.settings
+    folder = outdir(plan, settings)
+    path = folder / plan.archive_name
+    beside = folder / schema.BESIDE
+    if (current := _current(path, beside, ctx.hash)) is not None:
+        ctx.stage.cached(f"{path.name} matches package hash {ctx.hash[:12]}")
+        return Packaged(archive=path, manifest=current)
+
+    root = build.root
+    found = _closure(ctx, build)
+    entries = _collect(root) + [(b.dest, b.source) for b in (found.bundles if found else ())]
+    entries, pruned = tensile.prune(sorted(entries), plan.target.runtime.archs)
+    if pruned:
+        log.line(f"pruned {len(pruned)} Tensile files of archs the runtime never asks for "
+                 f"({sum(p.stat().st_size for _, p in pruned) / 1e6:.0f} MB); serving "
+                 f"{', '.join(plan.target.runtime.archs)}")
+    if "bin/ollama" not in {e[0] for e in entries}:
+        raise PackageError(f"the build produced no bin/ollama under {root}; see {log.path}")
+    manifest = _manifest(ctx, build, entries, found, pruned)
+    generated = {**runtime_files(plan), schema.INSIDE: manifest.inside()}
+
+    log.line(f"writing {path} ({len(entries)} entries, mtime {build.source_date_epoch})")
+    with fsutil.atomic_file(path) as f:
+        archive.write(f, entries, generated, epoch=build.source_date_epoch, fmt=plan.target.package.format,
+                      level=plan.target.package.level)
+    record = schema.ArchiveRecord(name=path.name, size=path.stat().st_size, sha256=file_sha256(path))
+    manifest = _with_archive(manifest, record)
+    fsutil.write_text(beside, manifest.to_json())
+    fsutil.write_text(folder / "SHA256SUMS", f"{record.sha256}  {path.name}\n")
+    log.line(f"{path.name}: {record.size / 1e6:.1f} MB, sha256 {record.sha256}")
+    return Packaged(archive=path, manifest=manifest)
+
+
+def _with_archive(manifest: schema.Manifest, record: schema.ArchiveRecord) -> schema.Manifest:
+    return dataclasses.replace(manifest, archive=record)
+
+
+def _current(path: Path, beside: Path, package_hash: str) -> schema.Manifest | None:
+    """The manifest beside an archive that is this package hash's, unchanged since; else None."""
+    if not (path.is_file() and beside.is_file()):
+        return None
+    try:
+        recorded = schema.Manifest.load(beside)
+    except PackageError:
+        return None
+    if (recorded.hashes.get("package") != package_hash or recorded.archive is None
+            or recorded.archive.size != path.stat().st_size or recorded.archive.sha256 != file_sha256(path)):
+        return None
+    return recorded
+
+
+def _closure(ctx: Context, build: BuildResult) -> Closure | None:
+    plan = ctx.plan
+    if not plan.builder.policy:
+        ctx.log.line(f"builder {plan.builder_name} names no library policy: no libraries are bundled")
+        return None
+    folder = ctx.settings.cache / "sysroots" / plan.hashes["builder"][:24]
+    return sysroot.resolve(build.image.tag, load_policy(plan.builder.policy), build.root, folder,
+                           ctx.settings, ctx.log)
+
+
+def _collect(root: Path) -> list[tuple[str, Path]]:
+    """Every path under root as (archive name, path), sorted; refuses links that leave the tree."""
+    entries: list[tuple[str, Path]] = []
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                target = os.readlink(path)
+                resolved = (path.parent / target).resolve()
+                if os.path.isabs(target) or not resolved.is_relative_to(real_root):
+                    raise PackageError(f"{rel} is a symlink to {target}, which leaves the package; "
+                                       "only relative links inside the tree can be packaged")
+            elif not (path.is_file() or path.is_dir()):
+                raise PackageError(f"{rel} is neither a file, a folder nor a symlink; cannot package it")
+            entries.append((rel, path))
+    entries.sort()
+    return entries
+
+
+def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]], found: Closure | None,
+              pruned: list[tuple[str, Path]]) -> schema.Manifest:
+    plan = ctx.plan
+    files = []
+    for rel, path in entries:
+        if path.is_symlink():
+            files.append(schema.FileRecord(path=rel, link=os.readlink(path)))
+        elif path.is_file():
+            files.append(schema.FileRecord(path=rel, size=path.stat().st_size, sha256=file_sha256(path),
+                                           mode="0755" if archive.executable(path) else "0644"))
+    t = plan.target
+    floor = None
+    came_from: dict[str, str] = {}
+    if found is not None:
+        floor = schema.Floor(policy=found.policy.name, suite=found.policy.suite,
+                             needs=types.MappingProxyType({p: u.version for p, u in found.max_versions.items()}),
+                             allows=found.policy.max_versions)
+        owners = sysroot.owners(ctx.settings.cache / "sysroots" / plan.hashes["builder"][:24])
+        came_from = {b.soname: owners.get(b.found_at, "?") for b in found.bundles}
+    return schema.Manifest(
+        manifest_version=schema.VERSION,
+        target=t.name,
+        description=t.description,
+        version=plan.version,
+        upstream=schema.Upstream(url=t.source.url, tag=t.source.tag, commit=t.source.commit,
+                                 version=plan.upstream_version),
+        patches=tuple(schema.PatchRecord(**p.record()) for p in plan.patches),
+        builder=schema.BuilderRecord(name=plan.builder_name, image=build.image.tag, image_id=build.image.id,
+                                     template=plan.builder.template, suite=plan.builder.suite,
+                                     packages=plan.builder.packages),
+        backends=tuple(b.preset for b in plan.backends),
+        gpu_archs=t.gpu_archs,
+        runtime_env=t.runtime.env,
+        hashes=plan.hashes,
+        source_date_epoch=build.source_date_epoch,
+        files=tuple(files),
+        floor=floor,
+        libraries=found.to_dict() if found else None,
+        library_packages=came_from,
+        gpu_code_objects=build.code_objects,
+        tensile=schema.Tensile(serves=t.runtime.archs, pruned_files=len(pruned),
+                               pruned_bytes=sum(p.stat().st_size for _, p in pruned)),
+    )
+
+
+def runtime_files(plan: Plan) -> dict[str, bytes]:
+    """share/ollama/: env file, systemd unit, install script and README, from pipeline/templates/runtime."""
+    return {f"share/ollama/{name.removesuffix('.j2')}":
+            templates.render(RUNTIME_TEMPLATES, name, target=plan.target, version=plan.version,
+                             patches=plan.patches).encode()
+            for name in templates.names(RUNTIME_TEMPLATES)}

@@ -1,0 +1,118 @@
+"""Verify stage: a package checked as a user's machine would see it.
+
+    Packaged ─▶ Verified (dist/<target>/verified.json records the package hash it verified)
+
+The archive is unpacked (safely: see pipeline.infra.archive) and every file checked against the
+manifest inside it; then, in a clean container of the runtime floor (the library policy's suite; no
+toolchain in it): every ELF must resolve with the library path Ollama gives its runners (driver
+libraries such as libcuda.so.1 excepted: they come with the driver), the served GPU archs must have
+code objects and rocBLAS Tensile files, and the package's own install script must install a
+bin/ollama that starts and reports its version.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from docker.types import Mount
+
+from pipeline.config.policy import load_policy
+from pipeline.config.settings import Settings
+from pipeline.errors import VerifyError
+from pipeline.infra import archive, baseimage, fsutil, rocm
+from pipeline.infra.container import Container
+from pipeline.infra.log import Log
+from pipeline.stages import manifest as schema
+from pipeline.stages.plan import Context, Plan
+from pipeline.stages.results import Packaged, Verified
+
+RECORD = "verified.json"
+# Bumped when verification checks more: a package verified by fewer checks is verified again.
+CHECKS = 2
+PKG = "/opt/ollama"
+PREFIX = "/opt/prefix"
+# For every shared object of lib/ollama: ldd with lib/ollama/<runner>:lib/ollama, as the runners get.
+_LDD = r"""
+cd "$0"
+find lib/ollama -type f -name '*.so*' ! -path '*/library/*' | sort | while read -r f; do
+  dir=$(dirname "$f"); path="$PWD/lib/ollama"
+  [ "$dir" != lib/ollama ] && path="$PWD/$dir:$path"
+  LD_LIBRARY_PATH="$path" ldd "$f" 2>&1 | sed -n "s|^\s*\(\S*\) => not found|$f needs \1|p"
+done
+"""
+
+
+def key(plan: Plan, settings: Settings) -> object:
+    return CHECKS
+
+
+def run(ctx: Context, *, package: Packaged) -> Verified:
+    """Verify once per package hash: the record beside the archive names what was verified."""
+    record = package.archive.parent / RECORD
+    if record.is_file():
+        try:
+            seen = json.loads(record.read_text())
+        except ValueError:
+            seen = {}
+        if seen.get("hash") == ctx.hash and package.manifest.archive is not None \
+                and seen.get("sha256") == package.manifest.archive.sha256:
+            ctx.stage.cached(f"{package.archive.name} verified earlier")
+            return Verified(package=package, suite=seen["suite"], version_output=seen["version"])
+    result = verify_archive(package.archive, ctx.settings, ctx.log, manifest=package.manifest)
+    fsutil.write_text(record, json.dumps({"archive": package.archive.name, "hash": ctx.hash,
+                                          "sha256": package.manifest.archive.sha256 if package.manifest.archive
+                                          else None, "suite": result.suite, "version": result.version_output},
+                                         indent=2) + "\n")
+    return result
+
+
+def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema.Manifest | None = None) -> Verified:
+    """Raise VerifyError listing every problem; return what was checked. `manifest` is the one beside
+    the archive when the caller has it (the archive's own checksum is then checked too)."""
+    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-verify-") as tmp:
+        root = Path(tmp) / "pkg"
+        inside = archive.unpack(path, root, Path(tmp))
+        inner = schema.Manifest.from_dict(inside, f"{path.name}:{schema.INSIDE}")
+        problems = archive.check_files(root, inner.files, path.name)
+        problems += coverage_problems(inner)
+        policy = load_policy(inner.floor.policy) if inner.floor else None
+        suite = policy.suite if policy else inner.builder.suite
+        # Driver libraries (libcuda.so.1) come with the GPU driver, which a clean system lacks.
+        driver = set(policy.never_bundle) if policy else set()
+        image = baseimage.name(settings.image_prefix, suite)
+        baseimage.ensure(image, suite, settings, log)
+        with Container(image, log, mounts=[Mount(PKG, str(root), type="bind", read_only=True)],
+                       keep=settings.keep_containers) as box:
+            unresolved = [line.strip() for line in box.exec(["sh", "-c", _LDD, PKG], capture=True).splitlines()
+                          if line.strip()]
+            problems += [f"{line}: not found on a clean {suite}" for line in unresolved
+                         if line.rsplit(" ", 1)[-1] not in driver]
+            if wanted := sorted({line.rsplit(" ", 1)[-1] for line in unresolved} & driver):
+                log.line(f"from the GPU driver at run time: {', '.join(wanted)}")
+            # The package's own install script, into a prefix of the clean system; then run from there.
+            box.exec(["sh", f"{PKG}/share/ollama/install.sh", PREFIX])
+            version = box.exec([f"{PREFIX}/bin/ollama", "--version"], capture=True)
+        if inner.version not in version:
+            problems.append(f"bin/ollama --version does not name {inner.version}: {version.strip()!r}")
+    if problems:
+        raise VerifyError(f"{path.name} failed verification:\n  " + "\n  ".join(problems))
+    log.line(f"verified on a clean {suite}: every library resolves, {version.strip().splitlines()[-1]}")
+    return Verified(package=Packaged(archive=path, manifest=manifest or inner), suite=suite,
+                    version_output=version.strip())
+
+
+def coverage_problems(manifest: schema.Manifest) -> list[str]:
+    """Each arch the runtime asks for needs GPU code in the backend and, where rocBLAS ships,
+    Tensile files."""
+    serves = manifest.tensile.serves
+    code = {arch for found in manifest.gpu_code_objects.values() for arch in found}
+    tensile = [f.path for f in manifest.files if rocm.is_tensile(f.path)]
+    problems = []
+    for arch in serves:
+        if code and arch not in code:
+            problems.append(f"no GPU code for {arch} in the backend (it has {', '.join(sorted(code))})")
+        if tensile and arch not in {rocm.tensile_arch(p) for p in tensile}:
+            problems.append(f"no rocBLAS Tensile files for {arch}")
+    return problems

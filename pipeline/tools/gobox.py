@@ -1,0 +1,30 @@
+"""A Go toolchain container for the maintainer tools: a target's builder image with a source tree at
+/src (writable) and the per-user toolchain caches (the patch tooling's `go test`, the memory
+workbench)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from docker.types import Mount
+
+from pipeline import orchestrate, stages
+from pipeline.config.settings import Settings
+from pipeline.config.targets import Matrix
+from pipeline.infra import toolchain
+from pipeline.infra.container import Container
+from pipeline.infra.log import Log
+
+
+@contextlib.contextmanager
+def go_container(matrix: Matrix, settings: Settings, log: Log, tree: Path,
+                 go_target: str = "cpu") -> Iterator[Container]:
+    plan = stages.plan_for(matrix, matrix.targets[go_target], settings)
+    image = orchestrate.results_of(plan, settings, log, ["builder"])["builder"]
+    mounts, env = toolchain.mounts(settings)
+    mounts.append(Mount(toolchain.SRC, str(tree), type="bind"))
+    with Container(image.tag, log, mounts=mounts, user=toolchain.user(), env=env, workdir=toolchain.SRC,
+                   keep=settings.keep_containers) as box:
+        yield box

@@ -1,0 +1,577 @@
+"""Memory workbench: how Ollama's own estimator places a model on given GPUs, upstream against patched.
+
+Scenarios (TOML, one per file) describe GPUs, a model's shape and the request options. For an upstream
+ref that still has llm/memory.go (v0.12.x before v0.12.11) the upstream tree and the patched tree are
+exported into a temporary folder, a Go test file is put into each tree's llm package, and `go test`
+runs it there (in the Go builder, or with the host's Go): it synthesizes each model as a GGUF with
+metadata and tensor descriptions only (ggml.WriteGGUF, as llm/memory_test.go does) and calls
+estimateGPULayers, predictServerFit and pickBestFullFitByLibrary. Results come back as JSON; this
+module evaluates the scenarios' expectations and renders the report.
+
+    scenario TOML ─▶ load (frozen) ─▶ input JSON ─▶ go test (before, after) ─▶ results ─▶ report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import tempfile
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import SpecifierSet
+
+from pipeline.config import loader
+from pipeline.config import targets as targets_mod
+from pipeline.config.paths import SCENARIOS, TEMPLATES
+from pipeline.config.settings import Settings
+from pipeline.errors import ConfigError, SourceError
+from pipeline.infra import git, templates
+from pipeline.infra.log import Log
+from pipeline.tools import gobox, patchtool
+
+SCENARIOS_DIR = SCENARIOS
+DRIVER_TEMPLATE = "memtest_driver_test.go.j2"
+DRIVER_NAME = "zz_pipeline_memtest_test.go"
+IO_DIR = ".pipeline-memtest"
+# Versions whose llama-engine placement lives in llm/memory.go (it moved out in v0.12.11).
+SUPPORTED = SpecifierSet(">=0.12.0,<0.12.11")
+# Architectures whose synthesized shapes Ollama estimates with estimateGPULayers (the llama engine).
+ARCHITECTURES = ("llama", "qwen2")
+# These always run on the Ollama engine in v0.12.x, which lays models out on its own.
+OLLAMA_ENGINE = ("gemma3", "gemma3n", "mistral3", "qwen3moe", "llama4", "mllama", "qwen25vl", "gptoss",
+                 "gpt-oss")
+LIBRARIES = ("CUDA", "ROCm")
+# Tensor types per role for a file type; a simplification of llama.cpp's mixes (Q4_K_M keeps Q6_K for
+# ffn_down and the embeddings, as the patches' own tests model a 12B Q4_K_M).
+QUANTIZATIONS: dict[str, dict[str, str]] = {
+    "F32": {"default": "F32"},
+    "F16": {"default": "F16"},
+    "BF16": {"default": "BF16"},
+    "Q8_0": {"default": "Q8_0"},
+    "Q6_K": {"default": "Q6_K"},
+    "Q5_K_M": {"default": "Q5_K", "ffn_down": "Q6_K", "embeddings": "Q6_K"},
+    "Q4_K_M": {"default": "Q4_K", "ffn_down": "Q6_K", "embeddings": "Q6_K"},
+    "Q4_0": {"default": "Q4_0", "embeddings": "Q6_K"},
+}
+TENSOR_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
+                "Q5_K", "Q6_K")
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)?\s*$")
+OPS = ("==", "!=", ">=", "<=", ">", "<")
+_CHECK = re.compile(r"^\s*(==|!=|>=|<=|>|<)?\s*(.+?)\s*$")
+
+
+Size = typing.NewType("Size", int)
+
+
+# ---------------------------------------------------------------------------------------------- schema
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Gpu:
+    count: int = 1
+    library: str
+    name: str = ""
+    total: Size
+    free: Size
+    compute: str  # CUDA compute capability "3.7", or a ROCm "gfx906"
+    driver: str = ""  # "470.82"
+    integrated: bool = False
+    minimum: Size | None = None  # Ollama's reserve per GPU (457 MiB for CUDA and ROCm)
+
+    def __post_init__(self):
+        if self.library not in LIBRARIES:
+            raise ValueError(f"key 'library' must be one of {', '.join(LIBRARIES)}, got {self.library!r} "
+                             "(v0.12.x discovery reports 'CUDA' and 'ROCm')")
+        if self.count < 1:
+            raise ValueError(f"key 'count' must be at least 1, got {self.count}")
+        if self.free > self.total:
+            raise ValueError(f"key 'free' ({self.free} bytes) is more than 'total' ({self.total} bytes)")
+        compute_numbers(self.library, self.compute)
+        if self.driver and not re.fullmatch(r"\d+(\.\d+)?", self.driver):
+            raise ValueError(f"key 'driver' must look like '470.82', got {self.driver!r}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TensorSpec:
+    name: str
+    type: str
+    shape: tuple[int, ...]
+
+    def __post_init__(self):
+        if self.type not in TENSOR_TYPES:
+            raise ValueError(f"key 'type' must be one of {', '.join(TENSOR_TYPES)}, got {self.type!r}"
+                             f"{loader.hint(self.type, TENSOR_TYPES)}")
+        if not self.shape or any(d < 1 for d in self.shape):
+            raise ValueError(f"key 'shape' of tensor {self.name!r} must list positive dimensions")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Model:
+    architecture: str = "llama"
+    block_count: int
+    embedding_length: int
+    feed_forward_length: int
+    head_count: int
+    head_count_kv: int
+    head_dim: int = 0  # 0: embedding_length / head_count
+    vocab_size: int
+    context_length: int
+    quantization: str = "Q4_K_M"
+    tied_embeddings: bool = False  # the output layer is token_embd (no output.weight)
+    # Explicit tensor descriptions replace the synthesized ones: per block (named without "blk.N.")
+    # and outside the blocks.
+    block_tensors: tuple[TensorSpec, ...] = ()
+    tensors: tuple[TensorSpec, ...] = ()
+
+    def __post_init__(self):
+        if self.architecture in OLLAMA_ENGINE:
+            raise ValueError(
+                f"key 'architecture' {self.architecture!r} runs on the Ollama engine in v0.12.x, which "
+                "does not use estimateGPULayers; describe the model's shape with a llama-engine "
+                f"architecture ({', '.join(ARCHITECTURES)})")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"key 'architecture' must be one of {', '.join(ARCHITECTURES)}, got "
+                             f"{self.architecture!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"key 'quantization' must be one of {', '.join(QUANTIZATIONS)}, got "
+                             f"{self.quantization!r}{loader.hint(self.quantization, QUANTIZATIONS)}")
+        for key in ("block_count", "embedding_length", "feed_forward_length", "head_count", "head_count_kv",
+                    "vocab_size", "context_length"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"key {key!r} must be at least 1, got {getattr(self, key)}")
+        if self.head_count % self.head_count_kv:
+            raise ValueError(f"key 'head_count' ({self.head_count}) must be a multiple of 'head_count_kv' "
+                             f"({self.head_count_kv})")
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.embedding_length // self.head_count
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    num_ctx: int = 4096
+    num_batch: int = 512
+    num_parallel: int = 1
+    num_gpu: int = -1  # -1: as many layers as fit
+
+    def __post_init__(self):
+        for key in ("num_ctx", "num_batch", "num_parallel"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"key {key!r} must be at least 1, got {getattr(self, key)}")
+        if self.num_gpu < -1:
+            raise ValueError(f"key 'num_gpu' must be -1 (automatic) or a layer count, got {self.num_gpu}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Check:
+    side: str  # before | after
+    metric: str
+    op: str
+    value: int | bool
+
+
+# What an expectation may test, and the type of its value.
+METRICS: dict[str, type] = {
+    "gpus_used": int,       # GPUs holding layers when the model is laid out over every GPU
+    "layers_on_gpu": int,   # layers offloaded in that layout (blocks + output)
+    "fits": bool,           # predictServerFit over every GPU: all layers on GPUs
+    "scheduler_gpus": int,  # GPUs holding layers after pickBestFullFitByLibrary chose them (Load)
+    "vram": Size,           # estimated VRAM of the layout, all GPUs together
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    name: str
+    path: Path
+    description: str
+    gpus: tuple[Gpu, ...]
+    model: Model
+    options: Options
+    env: Mapping[str, str]
+    checks: tuple[Check, ...]
+
+    @property
+    def gpu_list(self) -> list[Gpu]:
+        return [g for g in self.gpus for _ in range(g.count)]
+
+
+TOP_LEVEL = ("description", "gpus", "model", "options", "env", "expect")
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+def find(paths: Sequence[str | Path]) -> list[Path]:
+    """Scenario files from files and folders (a folder: its *.toml, sorted); default: scenarios/."""
+    files: list[Path] = []
+    for p in [Path(p) for p in paths] or [SCENARIOS_DIR]:
+        if p.is_dir():
+            found = sorted(p.glob("*.toml"))
+            if not found:
+                raise ConfigError(f"{p}: no scenario files (*.toml) in this folder")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"scenario {p} not found (give .toml files or folders of them)")
+    return list(dict.fromkeys(files))
+
+
+def load_all(paths: Sequence[str | Path]) -> list[Scenario]:
+    scenarios = [load(p) for p in find(paths)]
+    seen: dict[str, Path] = {}
+    for s in scenarios:
+        if s.name in seen:
+            raise ConfigError(f"{s.path}: scenario name {s.name!r} is also used by {seen[s.name]}")
+        seen[s.name] = s.path
+    return scenarios
+
+
+def load(path: Path) -> Scenario:
+    return parse(loader.read(Path(path), "scenario"), Path(path))
+
+
+def parse(doc: Mapping[str, Any], path: Path) -> Scenario:
+    where = f"{path}:"
+    loader.reject_unknown(doc, TOP_LEVEL, f"{where} top level", "key")
+    for key in ("gpus", "model"):
+        if key not in doc:
+            raise ConfigError(f"{where} missing table [{key}]")
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{where} key 'description' must be a string, got {loader.tname(description)}")
+    raw_gpus = doc["gpus"]
+    if isinstance(raw_gpus, dict):
+        gpus = (loader.build(Gpu, raw_gpus, f"{where} [gpus]", converters=CONVERTERS),)
+    elif isinstance(raw_gpus, list) and raw_gpus:
+        gpus = tuple(loader.build(Gpu, t, f"{where} [[gpus]] #{i + 1}", converters=CONVERTERS)
+                     for i, t in enumerate(raw_gpus))
+    else:
+        raise ConfigError(f"{where} [gpus] must be a table or an array of tables ([[gpus]])")
+    if len({g.library for g in gpus}) > 1:
+        raise ConfigError(f"{where} [gpus] mixes libraries; Ollama estimates one library at a time")
+    model = loader.build(Model, doc["model"], f"{where} [model]", converters=CONVERTERS)
+    options = loader.build(Options, doc.get("options", {}), f"{where} [options]", converters=CONVERTERS)
+    env = doc.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise ConfigError(f"{where} [env] must be a table of strings (OLLAMA_FLASH_ATTENTION = \"1\")")
+    return Scenario(name=path.stem, path=path, description=description, gpus=gpus, model=model,
+                    options=options, env=types.MappingProxyType(dict(env)),
+                    checks=_checks(doc.get("expect", {}), f"{where} [expect]"))
+
+
+def _checks(table: Any, where: str) -> tuple[Check, ...]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table with [expect.before] and/or [expect.after]")
+    loader.reject_unknown(table, ("before", "after"), where, "table")
+    checks = []
+    for side, items in table.items():
+        here = f"{where[:-1]}.{side}]"
+        if not isinstance(items, dict):
+            raise ConfigError(f"{here} must be a table (gpus_used = 1, layers_on_gpu = \">= 49\")")
+        loader.reject_unknown(items, METRICS, here)
+        for metric, raw in items.items():
+            checks.append(Check(side, metric, *_expectation(METRICS[metric], raw, f"{here} key {metric!r}")))
+    return tuple(checks)
+
+
+def _expectation(kind: type, raw: Any, what: str) -> tuple[str, int | bool]:
+    wanted = {bool: "true or false", int: "an integer or a comparison such as \">= 49\"",
+              Size: "a size or a comparison such as \"<= 11 GiB\""}[kind]
+    if kind is bool:
+        if type(raw) is not bool:
+            raise ConfigError(f"{what} must be {wanted}, got {loader.tname(raw)}")
+        return "==", raw
+    if type(raw) is int:
+        return "==", raw
+    if not isinstance(raw, str):
+        raise ConfigError(f"{what} must be {wanted}, got {loader.tname(raw)}")
+    m = _CHECK.match(raw)
+    try:
+        if not m:
+            raise ValueError(raw)
+        op, operand = m[1] or "==", m[2]
+        value = parse_size(operand, what) if kind is Size else int(operand)
+    except (ValueError, ConfigError):
+        raise ConfigError(f"{what} must be {wanted} (operators {' '.join(OPS)}), got {raw!r}") from None
+    return op, value
+
+
+def parse_size(value: Any, what: str) -> int:
+    """Bytes from an integer or a string with a unit ("11.2 GiB", "457 MiB", "32 GB")."""
+    if type(value) is int and value >= 0:
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m and (m[2] or "B").upper() in _UNITS:
+            return int(float(m[1]) * _UNITS[(m[2] or "B").upper()])
+    raise ConfigError(f"{what} must be a size: bytes or a string such as \"11.2 GiB\" or \"457 MiB\" "
+                      f"(units {', '.join(u.replace('I', 'i') for u in _UNITS)}), got {value!r}")
+
+
+parse_size.describes = "a size such as \"11.2 GiB\" or a number of bytes"
+CONVERTERS = {Size: parse_size}
+
+
+def compute_numbers(library: str, compute: str) -> tuple[int, int]:
+    """(major, minor) as Ollama stores them: CUDA "3.7" is (3, 7); ROCm "gfx906" is (9, 6) and
+    "gfx1103" (0x11, 0x03), the inverse of the gfx%x%02x Ollama logs."""
+    if library == "ROCm":
+        m = re.fullmatch(r"gfx([0-9a-f]{1,2})([0-9a-f]{2})", compute)
+        if not m:
+            raise ValueError(f"key 'compute' of a ROCm GPU must be a gfx name such as 'gfx906', got {compute!r}")
+        return int(m[1], 16), int(m[2], 16)
+    m = re.fullmatch(r"(\d+)\.(\d+)", compute)
+    if not m:
+        raise ValueError(f"key 'compute' of a CUDA GPU must be a compute capability such as '3.7', "
+                         f"got {compute!r}")
+    return int(m[1]), int(m[2])
+
+
+# ------------------------------------------------------------------------------------ the Go driver
+
+def tensors(model: Model) -> list[dict]:
+    """Tensor descriptions of the synthetic GGUF: llama-style blocks, the output norm and embeddings."""
+    quant = QUANTIZATIONS[model.quantization]
+    main, down, embd_type = quant["default"], quant.get("ffn_down", quant["default"]), \
+        quant.get("embeddings", quant["default"])
+    e, ff, q, kv = (model.embedding_length, model.feed_forward_length, model.head_count * model.head_size,
+                    model.head_count_kv * model.head_size)
+    block = [TensorSpec(name=n, type=t, shape=s) for n, t, s in (
+        ("attn_norm.weight", "F32", (e,)), ("attn_q.weight", main, (e, q)), ("attn_k.weight", main, (e, kv)),
+        ("attn_v.weight", main, (e, kv)), ("attn_output.weight", main, (q, e)),
+        ("ffn_norm.weight", "F32", (e,)), ("ffn_gate.weight", main, (e, ff)), ("ffn_up.weight", main, (e, ff)),
+        ("ffn_down.weight", down, (ff, e)))]
+    rest = [TensorSpec(name="output_norm.weight", type="F32", shape=(e,)),
+            TensorSpec(name="token_embd.weight", type=embd_type, shape=(e, model.vocab_size))]
+    if not model.tied_embeddings:
+        rest.append(TensorSpec(name="output.weight", type=embd_type, shape=(e, model.vocab_size)))
+    block = list(model.block_tensors) or block
+    rest = list(model.tensors) or rest
+    out = [{"name": f"blk.{i}.{t.name}", "type": t.type, "shape": list(t.shape)}
+           for i in range(model.block_count) for t in block]
+    return out + [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in rest]
+
+
+def driver_input(s: Scenario) -> dict:
+    """What the Go driver reads for one scenario."""
+    m, arch = s.model, s.model.architecture
+    kv = [("general.architecture", "string", arch), (f"{arch}.context_length", "uint32", m.context_length),
+          (f"{arch}.embedding_length", "uint32", m.embedding_length),
+          (f"{arch}.feed_forward_length", "uint32", m.feed_forward_length),
+          (f"{arch}.block_count", "uint32", m.block_count),
+          (f"{arch}.attention.head_count", "uint32", m.head_count),
+          (f"{arch}.attention.head_count_kv", "uint32", m.head_count_kv),
+          (f"{arch}.attention.key_length", "uint32", m.head_size),
+          (f"{arch}.attention.value_length", "uint32", m.head_size)]
+    gpus = []
+    for i, g in enumerate(s.gpu_list):
+        major, minor = compute_numbers(g.library, g.compute)
+        dmajor, _, dminor = g.driver.partition(".")
+        gpus.append({"id": f"GPU-{i}", "library": g.library, "name": g.name, "total": g.total, "free": g.free,
+                     "minimum": g.minimum or 0, "compute_major": major, "compute_minor": minor,
+                     "driver_major": int(dmajor or 0), "driver_minor": int(dminor or 0),
+                     "integrated": g.integrated})
+    o = s.options
+    return {"name": s.name, "kv": [{"key": k, "type": t, "value": v} for k, t, v in kv],
+            "vocab_size": m.vocab_size, "tensors": tensors(m), "gpus": gpus, "num_ctx": o.num_ctx,
+            "num_batch": o.num_batch, "num_parallel": o.num_parallel, "num_gpu": o.num_gpu,
+            "env": dict(s.env)}
+
+
+def gpu_api(memory_go: str) -> tuple[str, str]:
+    """(package, type) of the GPU list estimateGPULayers takes in this tree."""
+    m = re.search(r"func estimateGPULayers\(gpus \[\](\w+)\.(\w+),", memory_go)
+    if not m or m[1] not in ("discover", "ml"):
+        raise SourceError("llm/memory.go has no estimateGPULayers(gpus []discover.GpuInfo | []ml.DeviceInfo, "
+                          "...) here; memtest knows v0.12.0 to v0.12.10")
+    return m[1], f"{m[1]}.{m[2]}"
+
+
+def render_driver(memory_go: str) -> str:
+    package, gpu_type = gpu_api(memory_go)
+    return templates.render(TEMPLATES, DRIVER_TEMPLATE, gpu_package=package, gpu_type=gpu_type)
+
+
+# ------------------------------------------------------------------------------------------ running
+
+def check_ref(ref: str) -> None:
+    from pipeline.config.series import upstream_version
+
+    if not SUPPORTED.contains(upstream_version(ref), prereleases=True):
+        raise ConfigError(f"memtest needs an upstream ref with llm/memory.go's estimateGPULayers, v0.12.0 to "
+                          f"v0.12.10 ({SUPPORTED}); {ref} lays models out elsewhere (llm/memory.go was removed "
+                          "in v0.12.11)")
+
+
+def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *, host_go: bool = False,
+        targets: Sequence[str] = ()) -> dict:
+    """Both trees of `ref` through the driver; returns the report (see `report`)."""
+
+    check_ref(ref)
+    if host_go and not shutil.which("go"):
+        raise ConfigError("--host-go: no `go` on PATH")
+    matrix = targets_mod.load(settings.targets_file)
+    if targets:
+        targets = [t.name for t in matrix.select(list(targets))]  # names or globs; typos get a close match
+    settings.cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-memtest-", dir=settings.cache) as tmp:
+        upstream, patched = Path(tmp) / "upstream", Path(tmp) / "patched"
+        gitdir = patchtool.repository(matrix, settings, [ref], log)
+        commit = git.commit_of(gitdir, ref, log)
+        git.export(gitdir, commit, upstream, log)
+        applied = patchtool.apply(matrix, settings, ref, patched, log, targets)
+        log.line(f"patched tree: {ref} + {', '.join(applied) or 'no patch in range'}")
+        inputs = [driver_input(s) for s in scenarios]
+        results = {}
+        for side, tree in (("before", upstream), ("after", patched)):
+            log.stage_name = side
+            results[side] = {r["name"]: r for r in _go_run(tree, inputs, settings, log, matrix, host_go)}
+    return report(scenarios, results, ref=ref, commit=commit, patches=applied)
+
+
+def _go_run(tree: Path, inputs: list[dict], settings: Settings, log: Log, matrix, host_go: bool) -> list[dict]:
+    memory_go = tree / "llm" / "memory.go"
+    if not memory_go.is_file():
+        raise SourceError(f"{memory_go.relative_to(tree.parent)} is missing; memtest needs v0.12.0 to v0.12.10")
+    driver = tree / "llm" / DRIVER_NAME
+    io = tree / IO_DIR
+    io.mkdir()
+    (io / "input.json").write_text(json.dumps(inputs))
+    driver.write_text(render_driver(memory_go.read_text()))
+    argv = ["go", "test", "-count=1", "-vet=off", "-run", "^TestPipelineMemtest$", "./llm"]
+    try:
+        if host_go:
+            from pipeline.infra import runner
+
+            # Both trees run from the same folder: the cgo flags of ./llama name ${SRCDIR}, so the build
+            # cache only serves llama.cpp's objects to the second tree at the same path.
+            same_place = tree.parent / "src"
+            tree.rename(same_place)
+            try:
+                runner.run(log, argv, cwd=same_place,
+                           env={"PIPELINE_MEMTEST_INPUT": str(same_place / IO_DIR / "input.json"),
+                                "PIPELINE_MEMTEST_OUTPUT": str(same_place / IO_DIR / "results.json")})
+            finally:
+                same_place.rename(tree)
+        else:
+            _in_builder(tree, argv, settings, log, matrix)
+        return json.loads((io / "results.json").read_text())
+    finally:
+        driver.unlink(missing_ok=True)
+        shutil.rmtree(io, ignore_errors=True)
+
+
+def _in_builder(tree: Path, argv: list[str], settings: Settings, log: Log, matrix, go_target: str = "cpu"):
+    """`go test` in the Go builder as `patches test` runs it: tree at /src, Go caches in the volumes."""
+
+    with gobox.go_container(matrix, settings, log, tree, go_target) as box:
+        box.exec(argv, env={"PIPELINE_MEMTEST_INPUT": f"/src/{IO_DIR}/input.json",
+                            "PIPELINE_MEMTEST_OUTPUT": f"/src/{IO_DIR}/results.json"})
+
+
+# ------------------------------------------------------------------------------------------ report
+
+def summarize(result: Mapping[str, Any]) -> dict:
+    """One side of one scenario in the report's terms, from the driver's result."""
+    def gpus(est: Mapping[str, Any]) -> list[dict]:
+        graphs = est.get("graph_per_gpu") or [None] * len(est["gpus"])
+        return [{"gpu": gid, "layers": n, "memory": size, "graph": graph}
+                for gid, n, size, graph in zip(est["gpus"], est["tensor_split"], est["gpu_sizes"], graphs)]
+
+    layout, sched = result["layout"], result["scheduler"]
+    return {
+        "layers_model": result["layers_model"],
+        "layers_on_gpu": layout["layers"],
+        "gpus_used": sum(1 for n in layout["tensor_split"] if n > 0),
+        "fits": result["fits"],
+        "vram": layout["vram"],
+        "total": layout["total"],
+        "per_gpu": gpus(layout),
+        "scheduler_gpus": sum(1 for n in sched["tensor_split"] if n > 0),
+        "scheduler": {"full_fit": result["full_fit"], "layers_on_gpu": sched["layers"], "vram": sched["vram"],
+                      "per_gpu": gpus(sched)},
+        "model": {"weights": result["weights"], "kv": result["kv"], "graph_partial": result["graph_partial"],
+                  "graph_full": result["graph_full"]},
+    }
+
+
+def evaluate(checks: Sequence[Check], sides: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+    out = []
+    for c in checks:
+        actual = sides[c.side][c.metric]
+        ok = {"==": actual == c.value, "!=": actual != c.value, ">=": actual >= c.value,
+              "<=": actual <= c.value, ">": actual > c.value, "<": actual < c.value}[c.op]
+        out.append({"side": c.side, "metric": c.metric, "op": c.op, "value": c.value, "actual": actual, "ok": ok})
+    return out
+
+
+def report(scenarios: Sequence[Scenario], results: Mapping[str, Mapping[str, Any]], *, ref: str, commit: str,
+           patches: Sequence[str]) -> dict:
+    rows = []
+    for s in scenarios:
+        sides = {side: summarize(results[side][s.name]) for side in ("before", "after")}
+        rows.append({"name": s.name, "file": str(s.path), "description": s.description,
+                     "gpus": [_gpu_label(g) for g in s.gpus],
+                     "options": dataclasses.asdict(s.options), **sides,
+                     "checks": evaluate(s.checks, sides)})
+    return {"ref": ref, "commit": commit, "patches": list(patches), "scenarios": rows}
+
+
+def failed(rep: Mapping[str, Any]) -> list[str]:
+    return [f"{s['name']}: {c['side']} {c['metric']} {c['op']} {_value(c['metric'], c['value'])} "
+            f"(got {_value(c['metric'], c['actual'])})"
+            for s in rep["scenarios"] for c in s["checks"] if not c["ok"]]
+
+
+def _gpu_label(g: Gpu) -> str:
+    return (f"{g.count}x {g.name or g.library} ({g.library} {g.compute}, {gib(g.free)} of {gib(g.total)} free"
+            f"{', integrated' if g.integrated else ''})")
+
+
+def gib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def _value(metric: str, v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return gib(v) if metric == "vram" else str(v)
+
+
+def render(rep: Mapping[str, Any]) -> str:
+    """The report as text: per scenario and side, the layout over every GPU, then the checks."""
+    lines = [f"upstream {rep['ref']} ({rep['commit'][:12]}); after = + {', '.join(rep['patches']) or 'no patch'}"]
+    for s in rep["scenarios"]:
+        o = s["options"]
+        lines += ["", f"{s['name']}: {s['description']}".rstrip(": "),
+                  f"  GPUs: {'; '.join(s['gpus'])}",
+                  f"  num_ctx {o['num_ctx']}, num_batch {o['num_batch']}, num_parallel {o['num_parallel']}, "
+                  f"num_gpu {o['num_gpu']}"]
+        table = [("", "GPU", "layers", "memory", "graph")]
+        for side in ("before", "after"):
+            for i, g in enumerate(s[side]["per_gpu"]):
+                table.append((side if i == 0 else "", g["gpu"], str(g["layers"]), gib(g["memory"]), gib(g["graph"])))
+        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+        lines += ["  " + "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in
+                                   enumerate(zip(row, widths))).rstrip() for row in table]
+        for side in ("before", "after"):
+            r = s[side]
+            sched = r["scheduler"]
+            picked = [g["gpu"] for g in sched["per_gpu"] if g["layers"] > 0]
+            lines.append(f"  {side:6}  layers {r['layers_on_gpu']}/{r['layers_model']} on GPU, "
+                         f"{gib(r['vram'])} VRAM, fits: {'yes' if r['fits'] else 'no'}, GPUs used: "
+                         f"{r['gpus_used']}; scheduler (fewest GPUs that fit): {len(picked)} "
+                         f"({', '.join(picked) or 'none'}), {sched['layers_on_gpu']} layers, {gib(sched['vram'])}")
+        for c in s["checks"]:
+            lines.append(f"  expect  {c['side']} {c['metric']} {c['op']} {_value(c['metric'], c['value'])}: "
+                         f"{'ok' if c['ok'] else 'FAILED'} (got {_value(c['metric'], c['actual'])})")
+    return "\n".join(lines)

@@ -1,0 +1,234 @@
+"""Maintainer tooling for the patch series: check, apply, refresh, test.
+
+* check:   for each patch x upstream ref: applies / conflicts (file, hunk) / already upstream /
+           out of range, per the targets that carry the patch;
+* apply:   a git work tree with one commit per patch, to edit with ordinary git;
+* refresh: that work tree back into patches/, headers kept, commit ids zeroed, unchanged files
+           left byte-identical;
+* test:    apply, then `go vet` and `go test` on the Go packages the patches touch, in the Go builder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.config import series
+from pipeline.config.settings import Settings
+from pipeline.config.targets import Matrix
+from pipeline.errors import CommandError, ConfigError, PatchError, SourceError
+from pipeline.infra import fsutil, git, runner
+from pipeline.infra.git import conflict_location
+from pipeline.infra.log import Log
+from pipeline.tools import gobox
+
+# Fixed identity and dates keep the work tree's commits, and so the refreshed files, reproducible.
+IDENTITY = {"GIT_AUTHOR_NAME": "ollama-pipeline", "GIT_AUTHOR_EMAIL": "maintainers@ollama-pipeline.invalid",
+            "GIT_COMMITTER_NAME": "ollama-pipeline",
+            "GIT_COMMITTER_EMAIL": "maintainers@ollama-pipeline.invalid",
+            "GIT_AUTHOR_DATE": "2000-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z"}
+FORMAT_PATCH = ("format-patch", "--zero-commit", "--no-signature", "--full-index", "--no-stat", "-N",
+                "--no-numbered")
+STATE_FILE = "pipeline-series.json"
+_DIFF_FILE = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verdict:
+    patch: str
+    ref: str
+    verdict: str  # applies | conflicts | already upstream | out of range | not carried
+    detail: str = ""
+    targets: tuple[str, ...] = ()
+
+
+def repository(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log) -> Path:
+    url = settings.source or next(iter(matrix.targets.values())).source.url
+    gitdir = git.repository(url, list(refs), settings.cache, log)
+    for ref in refs:
+        if not git.commit_of(gitdir, ref, log):
+            raise SourceError(f"tag {ref} not found in {url}")
+    return gitdir
+
+
+def default_refs(matrix: Matrix) -> list[str]:
+    return list(dict.fromkeys(t.source.tag for t in matrix.targets.values()))
+
+
+def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log) -> list[Verdict]:
+    """Every patch against every ref, applied per target in series order as a build would."""
+    patch_series = series.load(settings.patches_dir, matrix.targets)
+    refs = list(refs) or default_refs(matrix)
+    gitdir = repository(matrix, settings, refs, log)
+    verdicts: list[Verdict] = []
+    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-check-") as tmp:
+        for ref in refs:
+            version = series.upstream_version(ref)
+            pristine = Path(tmp) / ref / "upstream"
+            git.export(gitdir, git.commit_of(gitdir, ref, log), pristine, log)
+            per_patch: dict[str, dict[str, tuple[str, str]]] = {p.name: {} for p in patch_series}
+            for target in matrix.targets:
+                carried = series.for_target(patch_series, target, version)
+                if not carried:
+                    continue
+                tree = Path(tmp) / ref / target
+                shutil.copytree(pristine, tree, symlinks=True)
+                for patch in carried:
+                    per_patch[patch.name][target] = _try(patch, tree, log)
+            for patch in patch_series:
+                verdicts.append(_collapse(patch, ref, version, per_patch[patch.name]))
+    return verdicts
+
+
+def _try(patch: series.Patch, tree: Path, log: Log) -> tuple[str, str]:
+    env = {"GIT_CEILING_DIRECTORIES": str(tree.parent)}
+    forward = runner.run(log, ["git", "apply", "--check", "-v", patch.path.resolve()], cwd=tree, env=env,
+                         capture=True, quiet=True, check=False)
+    if forward.returncode == 0:
+        runner.run(log, ["git", "apply", patch.path.resolve()], cwd=tree, env=env, quiet=True, capture=True)
+        return "applies", ""
+    reverse = runner.run(log, ["git", "apply", "--check", "--reverse", patch.path.resolve()], cwd=tree,
+                         env=env, capture=True, quiet=True, check=False)
+    if reverse.returncode == 0:
+        return "already upstream", ""
+    return "conflicts", conflict_location(forward.stderr.decode(errors="replace"))
+
+
+def _collapse(patch: series.Patch, ref: str, version, by_target: dict[str, tuple[str, str]]) -> Verdict:
+    if not patch.admits(version):
+        return Verdict(patch.name, ref, "out of range", f"Applies-To {patch.applies_to}")
+    if not by_target:
+        return Verdict(patch.name, ref, "not carried", "no target carries it")
+    worst = max(by_target.values(), key=lambda v: ["applies", "already upstream", "conflicts"].index(v[0]))
+    targets = tuple(t for t, v in by_target.items() if v == worst)
+    return Verdict(patch.name, ref, worst[0], worst[1], targets)
+
+
+def failed(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """Conflicts inside a patch's own range are errors; the rest is information."""
+    return [v for v in verdicts if v.verdict == "conflicts"]
+
+
+def table(verdicts: Sequence[Verdict]) -> str:
+    refs = list(dict.fromkeys(v.ref for v in verdicts))
+    names = list(dict.fromkeys(v.patch for v in verdicts))
+    cell = {(v.patch, v.ref): v.verdict + (f" ({v.detail})" if v.verdict == "conflicts" else "")
+            for v in verdicts}
+    rows = [("patch", *refs)] + [(n, *(cell[(n, r)] for r in refs)) for n in names]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def apply(matrix: Matrix, settings: Settings, ref: str, into: Path, log: Log,
+          targets: Sequence[str] = ()) -> list[str]:
+    """Export `ref` into a new git work tree and commit each patch in range on top (git am)."""
+    if into.exists() and any(into.iterdir()):
+        raise ConfigError(f"{into} exists and is not empty; pick a new folder for the work tree")
+    patch_series = series.load(settings.patches_dir, matrix.targets)
+    version = series.upstream_version(ref)
+    wanted = set(targets) or set(matrix.targets)
+    chosen = [p for p in patch_series if p.admits(version) and wanted & set(p.targets)]
+    gitdir = repository(matrix, settings, [ref], log)
+    commit = git.commit_of(gitdir, ref, log)
+    git.export(gitdir, commit, into, log)
+    env = {**IDENTITY, "GIT_CEILING_DIRECTORIES": str(into.resolve().parent)}
+    gitc = ["git", "-C", into, "-c", "core.autocrlf=false", "-c", "commit.gpgsign=false"]
+    runner.run(log, [*gitc, "init", "--quiet", "--initial-branch=patched"], env=env)
+    runner.run(log, [*gitc, "add", "--all", "--force"], env=env, quiet=True)
+    runner.run(log, [*gitc, "commit", "--quiet", "--no-verify", "-m", f"upstream {ref} ({commit})"], env=env)
+    base = runner.run(log, [*gitc, "rev-parse", "HEAD"], capture=True, quiet=True).stdout.decode().strip()
+    applied = []
+    for patch in chosen:
+        upstream = runner.run(log, [*gitc, "apply", "--check", "--reverse", patch.path.resolve()], env=env,
+                              capture=True, quiet=True, check=False)
+        if upstream.returncode == 0:
+            log.line(f"skipping {patch.name}: already upstream in {ref}")
+            continue
+        applied.append(patch)
+        try:
+            runner.run(log, [*gitc, "am", "--quiet", "--keep-cr", "--committer-date-is-author-date",
+                             patch.path.resolve()], env=env)
+        except CommandError:
+            raise PatchError(f"patch {patch.name} does not apply to {ref}; run `patches check --ref {ref}` "
+                             f"for the file and hunk (work tree left at {into}, `git am --abort` there)") \
+                from None
+    # Refresh rewrites only these: patches skipped or out of range stay as they are.
+    state = {"ref": ref, "base": base, "patches": [{"name": p.name, "subject": p.subject} for p in applied]}
+    fsutil.write_text(into / ".git" / STATE_FILE, json.dumps(state, indent=2) + "\n")
+    return [p.name for p in applied]
+
+
+def refresh(matrix: Matrix, settings: Settings, work: Path, log: Log) -> dict[str, list[str]]:
+    """Write the work tree's commits back into patches/; files whose bytes do not change are untouched."""
+    state_path = work / ".git" / STATE_FILE
+    if not state_path.is_file():
+        raise ConfigError(f"{work} is not a work tree made by `patches apply` (no .git/{STATE_FILE})")
+    state = json.loads(state_path.read_text())
+    by_subject = {p["subject"]: p["name"] for p in state["patches"]}
+    used_numbers = {int(p.name[:4]) for p in series.load(settings.patches_dir)}
+    changes: dict[str, list[str]] = {"unchanged": [], "updated": [], "added": [], "removed": []}
+    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-refresh-") as tmp:
+        runner.run(log, ["git", "-C", work, *FORMAT_PATCH, "-o", tmp, f"{state['base']}..HEAD"],
+                   capture=True, quiet=True)
+        produced = sorted(Path(tmp).glob("*.patch"))
+        kept: set[str] = set()
+        new_files: dict[str, bytes] = {}
+        for path in produced:
+            subject = series.parse_subject(path)
+            name = by_subject.get(subject)
+            if name is None or name in kept:
+                number = max(used_numbers | {0}) + 1
+                used_numbers.add(number)
+                name = f"{number:04d}-{path.name[5:]}"
+            kept.add(name)
+            new_files[name] = path.read_bytes()
+        # Validate before writing anything: a refresh that would break the series writes nothing.
+        for name, data in new_files.items():
+            probe = Path(tmp) / "probe" / name
+            probe.parent.mkdir(exist_ok=True)
+            probe.write_bytes(data)
+            series.parse(probe, matrix.targets)
+        for name, data in new_files.items():
+            dest = settings.patches_dir / name
+            if dest.exists() and dest.read_bytes() == data:
+                changes["unchanged"].append(name)
+                continue
+            changes["added" if not dest.exists() else "updated"].append(name)
+            with fsutil.atomic_file(dest) as f:
+                f.write(data)
+        for p in state["patches"]:
+            if p["name"] not in kept:
+                (settings.patches_dir / p["name"]).unlink(missing_ok=True)
+                changes["removed"].append(p["name"])
+    return changes
+
+
+def touched_go_packages(patches: Sequence[series.Patch]) -> list[str]:
+    dirs = set()
+    for p in patches:
+        for _a, b in _DIFF_FILE.findall(p.path.read_text(errors="replace")):
+            if b.endswith(".go"):
+                dirs.add("./" + (os.path.dirname(b) or "."))
+    return sorted(dirs)
+
+
+def test(matrix: Matrix, settings: Settings, ref: str, log: Log, go_target: str = "cpu") -> list[str]:
+    """Apply the series for `ref`, then go vet and go test the touched packages in the Go builder."""
+    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-test-", dir=settings.cache) as tmp:
+        work = Path(tmp) / "tree"
+        applied = apply(matrix, settings, ref, work, log)
+        patch_series = [p for p in series.load(settings.patches_dir, matrix.targets) if p.name in applied]
+        packages = touched_go_packages(patch_series)
+        if not packages:
+            log.line("no patch in range touches Go code; nothing to test")
+            return []
+        with gobox.go_container(matrix, settings, log, work, go_target) as box:
+            box.exec(["go", "vet", *packages])
+            box.exec(["go", "test", "-count=1", *packages])
+        return packages

@@ -1,0 +1,253 @@
+"""Assemble a release from built targets into dist/release/: the stage after package, before publishing.
+
+    dist/<target>/ollama-<version>-<target>.tar.gz + manifest.json   (what `nox -s build` wrote)
+        ─▶ dist/release/ollama-<version>-<target>.tar.gz               (or .part-000, .part-001, ...)
+           dist/release/ollama-<version>-<target>.tar.gz.manifest.json
+           dist/release/SHA256SUMS, RELEASE_NOTES.md, JOIN.md (only when an archive was split)
+
+Every archive is checked against the sha256 its manifest records before it is copied, and the copied
+bytes are hashed again on the way. Everything is written to a staging folder beside dist/release that
+replaces it only when complete, so a failure keeps the previous release. Publishing is not done here:
+the release workflow runs `gh release create` with the files of dist/release.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pipeline.config.paths import TEMPLATES
+from pipeline.errors import PackageError
+from pipeline.infra import archive as archives
+from pipeline.infra import fsutil, templates
+from pipeline.infra.hashing import file_sha256
+from pipeline.stages.manifest import Manifest
+
+# GitHub refuses release assets of 2 GiB and more; larger archives are published in parts.
+ASSET_LIMIT = 2**31 - 1
+NOTES_TEMPLATE = "release-notes.md.j2"
+SUMS = "SHA256SUMS"
+NOTES = "RELEASE_NOTES.md"
+JOIN = "JOIN.md"
+BLOCK = 1 << 20
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Asset:
+    """One file of the release folder."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One target of the release: its archive as published (whole or in parts) and its manifest."""
+
+    target: str
+    source: Path
+    manifest: Manifest
+    archive: Asset
+    parts: tuple[Asset, ...]
+    manifest_asset: Asset
+
+    @property
+    def split(self) -> bool:
+        return bool(self.parts)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Release:
+    folder: Path
+    entries: tuple[Entry, ...]
+    # Every file of the folder is uploaded (`gh release create TAG dist/release/*`); the notes are also
+    # the release's body.
+    assets: tuple[Path, ...]
+    limit: int
+
+
+def build_command(target: str) -> str:
+    return f"nox -s build -- {target}"
+
+
+def built(dist: Path, names: Iterable[str]) -> list[str]:
+    """Those of `names` (targets of the matrix, in its order) with an archive in dist/<target>/."""
+    found = [n for n in names if _archives(dist / n, n)]
+    if not found:
+        raise PackageError(f"no target has a built archive in {dist}/<target>/; build one first: "
+                           f"{build_command('TARGET')} (or --all)")
+    return found
+
+
+def _archives(folder: Path, target: str) -> list[Path]:
+    return archives.find(folder, target)
+
+
+def locate(dist: Path, target: str) -> tuple[Path, Manifest]:
+    """The archive of a built target and its manifest, refused unless the two agree."""
+    folder = dist / target
+    manifest_file = folder / "manifest.json"
+    if not _archives(folder, target):
+        raise PackageError(f"target {target!r} has no built archive in {folder}/ "
+                           f"(ollama-<version>-{target}.tar.gz); build it with: {build_command(target)}")
+    if not manifest_file.is_file():
+        raise PackageError(f"target {target!r}: {manifest_file} is missing, so its archive cannot be "
+                           f"verified; rebuild with: {build_command(target)}")
+    manifest = Manifest.load(manifest_file)
+    if manifest.target != target:
+        raise PackageError(f"{manifest_file}: the manifest is for target {manifest.target!r}, not {target!r}")
+    if manifest.archive is None or not archives.is_archive_name(manifest.archive.name):
+        raise PackageError(f"{manifest_file}: no archive name, or not an archive file name "
+                           f"({archives.name('VERSION', target, 'tar.zst')}); rebuild with: {build_command(target)}")
+    archive = folder / manifest.archive.name
+    if not archive.is_file():
+        raise PackageError(f"target {target!r}: {manifest_file} names {archive.name}, which is not in "
+                           f"{folder}/; build it with: {build_command(target)}")
+    return archive, manifest
+
+
+def verify(archive: Path, manifest: Manifest, target: str) -> None:
+    """The archive is what its manifest says: size and sha256."""
+    recorded = manifest.archive
+    size = archive.stat().st_size
+    if size != recorded.size:
+        raise PackageError(f"{archive}: {size} bytes, but its manifest records {recorded.size}; "
+                           f"the archive changed after the build. Rebuild with: {build_command(target)}")
+    actual = file_sha256(archive)
+    if actual != recorded.sha256:
+        raise PackageError(f"{archive}: sha256 {actual} does not match its manifest's {recorded.sha256}; "
+                           f"the archive changed after the build. Rebuild with: {build_command(target)}")
+
+
+def assemble(targets: Sequence[str], dist: Path, *, out: Path | None = None,
+             limit: int | None = None) -> Release:
+    """Verify, copy (splitting what exceeds `limit`), write SHA256SUMS and notes; then swap into `out`."""
+    if not targets:
+        raise PackageError(f"no target to release; build one first: {build_command('TARGET')}")
+    limit = ASSET_LIMIT if limit is None else limit
+    out = dist / "release" if out is None else out
+    # Everything is checked before anything is copied: a bad last target costs no copying.
+    located = [(t, *locate(dist, t)) for t in targets]
+    names = [m.archive.name for _, _, m in located]
+    if len(set(names)) != len(names):
+        raise PackageError(f"two targets have the same archive name: {', '.join(sorted(names))}")
+    for target, archive, manifest in located:
+        verify(archive, manifest, target)
+
+    with fsutil.staging_dir(out) as stage:
+        entries = tuple(_copy(target, archive, manifest, stage, limit) for target, archive, manifest in located)
+        if any(e.split for e in entries):
+            _write(stage / JOIN, render_join(entries))
+        _write(stage / NOTES, render_notes(entries, limit))
+        _write(stage / SUMS, sha256sums(entries, stage))
+    return Release(folder=out, entries=entries, assets=tuple(sorted(out.iterdir())), limit=limit)
+
+
+def _copy(target: str, archive: Path, manifest: Manifest, stage: Path, limit: int) -> Entry:
+    """Copy the archive in one pass, whole or in parts of at most `limit` bytes, hashing what is written."""
+    size = manifest.archive.size
+    count = max(1, -(-size // limit))
+    names = [archive.name] if count == 1 else [f"{archive.name}.part-{i:03d}" for i in range(count)]
+    whole = hashlib.sha256()
+    written: list[Asset] = []
+    with open(archive, "rb") as src:
+        for i, name in enumerate(names):
+            want = min(limit, size - i * limit) if count > 1 else size
+            part = hashlib.sha256()
+            with open(stage / name, "wb") as dst:
+                left = want
+                while left:
+                    block = src.read(min(BLOCK, left))
+                    if not block:
+                        break
+                    dst.write(block)
+                    part.update(block)
+                    whole.update(block)
+                    left -= len(block)
+            if left or (i == count - 1 and src.read(1)):
+                raise PackageError(f"{archive} changed while it was copied; rebuild with: "
+                                   f"{build_command(target)}")
+            written.append(Asset(name=name, size=want, sha256=part.hexdigest()))
+    if whole.hexdigest() != manifest.archive.sha256:
+        raise PackageError(f"{archive} changed while it was copied (sha256 {whole.hexdigest()}, manifest "
+                           f"{manifest.archive.sha256}); rebuild with: {build_command(target)}")
+    manifest_name = f"{archive.name}.manifest.json"
+    shutil.copyfile(archive.parent / "manifest.json", stage / manifest_name)
+    manifest_asset = Asset(name=manifest_name, size=(stage / manifest_name).stat().st_size,
+                           sha256=file_sha256(stage / manifest_name))
+    whole_asset = Asset(name=archive.name, size=size, sha256=manifest.archive.sha256)
+    return Entry(target=target, source=archive, manifest=manifest, archive=whole_asset,
+                 parts=tuple(written) if count > 1 else (), manifest_asset=manifest_asset)
+
+
+def sha256sums(entries: Sequence[Entry], stage: Path) -> str:
+    """`sha256sum` format, sorted by name: every file of the folder, and each split archive as joined."""
+    sums = {e.archive.name: e.archive.sha256 for e in entries}
+    for e in entries:
+        for asset in (*e.parts, e.manifest_asset):
+            sums[asset.name] = asset.sha256
+    for path in stage.iterdir():
+        if path.name not in sums and path.name != SUMS:
+            sums[path.name] = file_sha256(path)
+    return "".join(f"{sums[name]}  {name}\n" for name in sorted(sums))
+
+
+def render_notes(entries: Sequence[Entry], limit: int = ASSET_LIMIT) -> str:
+    return templates.render(TEMPLATES, NOTES_TEMPLATE, filters={"size": human_size}, entries=entries,
+                            sums=SUMS, join=JOIN, limit=limit, any_split=any(e.split for e in entries))
+
+
+def render_join(entries: Sequence[Entry]) -> str:
+    lines = ["# Joining split archives", "",
+             "GitHub refuses release assets of 2 GiB or more, so these archives are published in parts.",
+             f"Download every part and {SUMS}, then:", "", "```sh"]
+    lines += [join_command(e) for e in entries if e.split]
+    lines += ["```", "", f"(`sha256sum -c --ignore-missing {SUMS}` when you downloaded only some assets.)", ""]
+    return "\n".join(lines)
+
+
+def join_command(entry: Entry) -> str:
+    name = entry.archive.name
+    return f"cat {name}.part-* > {name} && sha256sum -c {SUMS}"
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({size} bytes)"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def summary(release: Release, *, dry_run: bool, tag: str | None = None) -> str:
+    """What is in dist/release and, for --dry-run, the publish command the workflow would run."""
+    lines = [f"{release.folder}: {len(release.entries)} target(s), {len(release.assets)} asset(s)"]
+    for e in release.entries:
+        how = f"{len(e.parts)} parts" if e.split else "whole"
+        lines.append(f"  {e.target:10} {e.archive.name} ({e.archive.size} bytes, {how}) "
+                     f"sha256 {e.archive.sha256}")
+    if dry_run:
+        tag = tag or os.environ.get("GITHUB_REF_NAME") or "TAG"
+        lines.append("dry run: nothing is published; the release workflow would run:")
+        files = " ".join(_relative(p) for p in release.assets)
+        lines.append(f"  gh release create {tag} --verify-tag --title {tag} "
+                     f"--notes-file {_relative(release.folder / NOTES)} {files}")
+        for p in release.assets:
+            lines.append(f"    {p.name:60} {human_size(p.stat().st_size)}")
+    return "\n".join(lines)
+
+
+def _relative(path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)

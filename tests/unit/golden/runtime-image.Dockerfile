@@ -1,0 +1,34 @@
+# Ollama 0.12.5+gfx1103 for AMD Radeon 780M: the runtime image of a verified package.
+# Rendered from docker/runtime-image.Dockerfile.j2 by the pipeline's image stage.
+FROM ollama-pipeline/debian:trixie
+
+# The mirror is a build argument so that moving to another mirror does not change the image's hash.
+ARG DEBIAN_MIRROR
+# ca-certificates: `ollama pull` talks TLS to the model registry; nothing else is added to the floor.
+RUN test -n "$DEBIAN_MIRROR" \
+ && echo "deb $DEBIAN_MIRROR trixie main" > /etc/apt/sources.list \
+ && rm -f /etc/apt/sources.list.d/* \
+ && apt-get -o Acquire::Retries=5 update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+
+# The package as upstream's image lays it out: /usr/bin/ollama, /usr/lib/ollama/..., /usr/share/ollama.
+ADD package.tar /usr/
+
+ENV OLLAMA_HOST=0.0.0.0:11434 \
+    HSA_OVERRIDE_GFX_VERSION=11.0.0 \
+    OLLAMA_MODELS=/root/.ollama/models
+VOLUME /root/.ollama
+EXPOSE 11434
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["/usr/bin/ollama", "list"]
+
+LABEL org.opencontainers.image.title="ollama-gfx1103" \
+      org.opencontainers.image.description="Ollama 0.12.5+gfx1103 for AMD Radeon 780M" \
+      org.opencontainers.image.version="0.12.5+gfx1103" \
+      org.opencontainers.image.revision="3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b" \
+      org.opencontainers.image.source="https://github.com/ollama/ollama.git" \
+      org.ollama-pipeline.archive="ollama-0.12.5-gfx1103.tar.zst" \
+      org.ollama-pipeline.archive.sha256="abababababababababababababababababababababababababababababababab"
+
+ENTRYPOINT ["/usr/bin/ollama"]
+CMD ["serve"]

@@ -1,0 +1,74 @@
+"""The stage table: one list of stages for planning, running, benchmarks and CI cache keys."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+from pipeline import orchestrate, stages
+from pipeline.stages.plan import Context, Plan
+
+from .conftest import git, make_repo
+
+STAGES_DIR = Path(stages.__file__).parent
+
+
+def test_every_stage_has_a_module_with_key_and_run():
+    for stage in stages.STAGES:
+        assert callable(stage.key) and callable(stage.run), stage.name
+        assert all(n in stages.names() for n in stage.needs), f"{stage.name} needs an unknown stage"
+    assert stages.names().index("build") > stages.names().index("builder")
+
+
+def test_optional_and_left_out_stages_are_selected_with_what_needs_them():
+    table = stages.STAGES
+    assert "image" not in stages.names(stages.select(table))
+    assert "image" in stages.names(stages.select(table, add=["image"]))
+    chosen = stages.names(stages.select(table, skip=["verify"], add=["image"]))
+    assert "verify" not in chosen and "image" not in chosen
+
+
+def test_stage_modules_import_only_config_infra_plan_and_results():
+    allowed = ("pipeline.config", "pipeline.infra", "pipeline.errors", "pipeline.stages.plan",
+               "pipeline.stages.results", "pipeline.stages.manifest")
+    for path in sorted(STAGES_DIR.rglob("*.py")):
+        if path.name == "__init__.py" and path.parent == STAGES_DIR:
+            continue  # the table itself imports every stage
+        own_package = ".".join(("pipeline", *path.relative_to(STAGES_DIR.parent).with_suffix("").parts))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
+                names = [f"{node.module}.{a.name}" for a in node.names]
+                for name in names:
+                    inside_own = name.startswith(own_package.rsplit(".__init__", 1)[0] + ".")
+                    assert name.startswith(allowed) or inside_own, f"{path.name} imports {name}"
+
+
+def test_a_new_stage_needs_one_table_entry_and_nothing_else(tmp_path, matrix, settings):
+    """A no-op stage after source: added to a copy of the table, it gets a hash, runs with the source
+    stage's result, and its result comes back; no other module changes."""
+    repo = make_repo(tmp_path / "upstream", {"main.go": "package main\n"})
+    git(repo, "tag", "v1.2.3")
+    commit = git(repo, "rev-parse", "HEAD")
+    cpu = matrix.targets["cpu"]
+    cpu = dataclasses.replace(cpu, source=dataclasses.replace(cpu.source, url=str(repo), tag="v1.2.3",
+                                                              commit=commit))
+    matrix = dataclasses.replace(matrix, targets={"cpu": cpu})
+    seen = []
+
+    def noop_run(ctx: Context, *, source):
+        seen.append((ctx.name, ctx.hash, source.commit))
+        return source.path
+
+    def noop_key(plan: Plan, settings):
+        return "nothing"
+
+    source_stage = next(s for s in stages.STAGES if s.name == "source")
+    table = (source_stage, stages.Stage(name="noop", version=1, needs=("source",), key=noop_key, run=noop_run))
+    plan = stages.plan_for(matrix, matrix.targets["cpu"], settings, table=table)
+    assert list(plan.hashes) == ["source", "noop"]
+    outcome = orchestrate.build_target(plan, settings, table=table)
+    assert seen == [("noop", plan.hashes["noop"], commit)]
+    assert outcome.results["noop"] == outcome.results["source"].path
+    assert (outcome.results["noop"] / "main.go").read_text() == "package main\n"
+    assert [name for name, _, _ in outcome.stages] == ["source", "noop"]
