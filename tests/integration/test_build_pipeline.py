@@ -183,8 +183,10 @@ def test_patch_that_does_not_apply_stops_before_any_build(engine, mini_project, 
         orchestrate.build_target(plan, settings)
 
     trees = settings.cache / "trees"
-    assert [p.name for p in trees.iterdir()] == [f"source-{plan.hashes['source'][:24]}"], \
-        "only the source tree is cached: no patched tree, no staging folder"
+    patched = f"patched-{plan.hashes['patches'][:24]}"
+    assert not any(p.name.startswith((patched, f".{patched}")) for p in trees.iterdir()), \
+        "no patched tree and no staging folder of it is left"
+    assert (trees / f"source-{plan.hashes['source'][:24]}").is_dir()
     assert not (settings.dist / "cpu" / "ollama-1.2.3-cpu.tar.gz").exists()
 
 

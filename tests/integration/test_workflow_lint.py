@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 from docker.types import Mount
 
-from pipeline.infra import toolchain
-from pipeline.stages import builder as builder_stage
-from pipeline import stages
-from pipeline.stages import builder
+from pipeline import orchestrate, stages
 from pipeline.config import targets
-from pipeline.infra.log import Log, StageResult
+from pipeline.infra import toolchain
+from pipeline.infra.log import Log
 
 from .conftest import PROJECT
 
@@ -23,12 +21,12 @@ def test_actionlint_passes(engine, settings_for, tmp_path, workflow):
     matrix = targets.load(settings.targets_file)
     plan = stages.plan_for(matrix, matrix.targets["cpu"], settings)
     with Log("lint", tmp_path / "lint.log") as log:
-        builder.ensure(plan, settings, log, StageResult())
+        image = orchestrate.results_of(plan, settings, log, ["builder"])["builder"]
     mounts, env = toolchain.mounts(settings)
     mounts.append(Mount("/repo", str(PROJECT), type="bind", read_only=True))
     env["GOFLAGS"] = "-mod=mod"
     container = engine.containers.run(
-        builder_stage.image_tag(plan), ["go", "run", ACTIONLINT, "-no-color", f".github/workflows/{workflow}"],
+        image.tag, ["go", "run", ACTIONLINT, "-no-color", f".github/workflows/{workflow}"],
         detach=True, working_dir="/repo", environment=env, mounts=mounts,
         user=toolchain.user())
     try:

@@ -1,7 +1,7 @@
 # NVIDIA CUDA 11.4 devel image (Ubuntu 20.04) with gcc 10
-# Rendered from docker/vendor-cuda11.Dockerfile.j2 by the pipeline; the image is tagged by this file's hash.
-# Vendor flavor: NVIDIA's CUDA 11.4 devel image (the K80's last driver, R470, supports up to 11.4)
-# with gcc 10, the newest host compiler nvcc 11.4 accepts.
+# Rendered from docker/vendor.Dockerfile.j2 by the pipeline; the image is tagged by this file's hash.
+# Vendor flavor: a toolchain vendor's development image (AMD's ROCm, NVIDIA's CUDA), with CMake and Go
+# fetched at fixed checksums.
 FROM nvidia/cuda:11.4.3-devel-ubuntu20.04
 
 ARG CMAKE_URL=https://github.com/Kitware/CMake/releases/download/v3.31.2/cmake-3.31.2-linux-x86_64.tar.gz

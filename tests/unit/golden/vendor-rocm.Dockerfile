@@ -1,6 +1,7 @@
 # AMD ROCm 6.3.3 development image (Ubuntu 22.04), the release known to work on the 780M
-# Rendered from docker/vendor-rocm.Dockerfile.j2 by the pipeline; the image is tagged by this file's hash.
-# Vendor flavor: AMD's ROCm development image, the toolchain the Radeon 780M is known to work with.
+# Rendered from docker/vendor.Dockerfile.j2 by the pipeline; the image is tagged by this file's hash.
+# Vendor flavor: a toolchain vendor's development image (AMD's ROCm, NVIDIA's CUDA), with CMake and Go
+# fetched at fixed checksums.
 FROM rocm/dev-ubuntu-22.04:6.3.3-complete
 
 ARG CMAKE_URL=https://github.com/Kitware/CMake/releases/download/v3.31.2/cmake-3.31.2-linux-x86_64.tar.gz
