@@ -134,6 +134,8 @@ class Package:
     format: str = "tar.gz"
     # 0: the format's own default (gzip 9, zstd 12).
     compression_level: int = 0
+    # Remove the GPU code of archs outside runtime.archs from bundled ROCm libraries (librocblas).
+    strip_gpu_code: bool = True
 
     def __post_init__(self) -> None:
         if self.format not in archive.FORMATS:

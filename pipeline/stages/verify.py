@@ -21,7 +21,7 @@ from docker.types import Mount
 from pipeline.config.policy import load_policy
 from pipeline.config.settings import Settings
 from pipeline.errors import VerifyError
-from pipeline.infra import archive, baseimage, fsutil, rocm
+from pipeline.infra import archive, baseimage, fsutil, offload, rocm
 from pipeline.infra.container import Container
 from pipeline.infra.log import Log
 from pipeline.stages import manifest as schema
@@ -77,6 +77,8 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
         inner = schema.Manifest.from_dict(inside, f"{path.name}:{schema.INSIDE}")
         problems = archive.check_files(root, inner.files, path.name)
         problems += coverage_problems(inner)
+        for rel, record in inner.stripped.items():
+            problems += [f"{rel}: {p}" for p in offload.stray_code(root / rel, record.get("keep_archs", []))]
         policy = load_policy(inner.floor.policy) if inner.floor else None
         suite = policy.suite if policy else inner.builder.suite
         # Driver libraries (libcuda.so.1) come with the GPU driver, which a clean system lacks.

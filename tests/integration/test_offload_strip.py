@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from docker.types import Mount
 
-from pipeline import builder, offload, targets
-from pipeline import plan as planning
-from pipeline.log import Log, StageResult
+from pipeline import orchestrate, stages
+from pipeline.config import targets
+from pipeline.infra import offload
+from pipeline.infra.log import Log
 
 from . import miniollama
 from .conftest import write_matrix
@@ -24,10 +25,9 @@ def rocm_image(mini_project, settings_for, tmp_path) -> str:
     repo, commit = mini_project
     settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit, name="gfx1103"))
     matrix = targets.load(settings.targets_file)
-    plan = planning.make(matrix, matrix.targets["gfx1103"], settings)
+    plan = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
     with Log("offload", tmp_path / "builder.log") as log:
-        builder.ensure(plan, settings, log, StageResult())
-    return plan.image_tag
+        return orchestrate.results_of(plan, settings, log, ["builder"])["builder"].tag
 
 
 def run(engine, image, work, script: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import types
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from pipeline.infra import archive, fsutil, sysroot, templates
 from pipeline.infra.closure import Closure
 from pipeline.infra.hashing import file_sha256
 from pipeline.stages import manifest as schema
-from pipeline.stages.package import tensile
+from pipeline.stages.package import gpucode, tensile
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import BuildResult, Packaged
 
@@ -56,20 +57,24 @@ def run(ctx: Context, *, build: BuildResult) -> Packaged:
     root = build.root
     found = _closure(ctx, build)
     entries = _collect(root) + [(b.dest, b.source) for b in (found.bundles if found else ())]
-    entries, pruned = tensile.prune(sorted(entries), plan.target.runtime.archs)
+    serves = plan.target.runtime.archs
+    entries, pruned = tensile.prune(sorted(entries), serves)
     if pruned:
         log.line(f"pruned {len(pruned)} Tensile files of archs the runtime never asks for "
-                 f"({sum(p.stat().st_size for _, p in pruned) / 1e6:.0f} MB); serving "
-                 f"{', '.join(plan.target.runtime.archs)}")
+                 f"({sum(p.stat().st_size for _, p in pruned) / 1e6:.0f} MB); serving {', '.join(serves)}")
     if "bin/ollama" not in {e[0] for e in entries}:
         raise PackageError(f"the build produced no bin/ollama under {root}; see {log.path}")
-    manifest = _manifest(ctx, build, entries, found, pruned)
-    generated = {**runtime_files(plan), schema.INSIDE: manifest.inside()}
-
-    log.line(f"writing {path} ({len(entries)} entries, mtime {build.source_date_epoch})")
-    with fsutil.atomic_file(path) as f:
-        archive.write(f, entries, generated, epoch=build.source_date_epoch, fmt=plan.target.package.format,
-                      level=plan.target.package.level)
+    settings.cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-strip-", dir=settings.cache) as scratch:
+        stripped: dict[str, dict] = {}
+        if serves and plan.target.package.strip_gpu_code and found:
+            entries, stripped = gpucode.strip(entries, [b.dest for b in found.bundles], serves, Path(scratch), log)
+        manifest = _manifest(ctx, build, entries, found, pruned, stripped)
+        generated = {**runtime_files(plan), schema.INSIDE: manifest.inside()}
+        log.line(f"writing {path} ({len(entries)} entries, mtime {build.source_date_epoch})")
+        with fsutil.atomic_file(path) as f:
+            archive.write(f, entries, generated, epoch=build.source_date_epoch,
+                          fmt=plan.target.package.format, level=plan.target.package.level)
     record = schema.ArchiveRecord(name=path.name, size=path.stat().st_size, sha256=file_sha256(path))
     manifest = _with_archive(manifest, record)
     fsutil.write_text(beside, manifest.to_json())
@@ -129,7 +134,7 @@ def _collect(root: Path) -> list[tuple[str, Path]]:
 
 
 def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]], found: Closure | None,
-              pruned: list[tuple[str, Path]]) -> schema.Manifest:
+              pruned: list[tuple[str, Path]], stripped: dict[str, dict]) -> schema.Manifest:
     plan = ctx.plan
     files = []
     for rel, path in entries:
@@ -170,6 +175,7 @@ def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]],
         gpu_code_objects=build.code_objects,
         tensile=schema.Tensile(serves=t.runtime.archs, pruned_files=len(pruned),
                                pruned_bytes=sum(p.stat().st_size for _, p in pruned)),
+        stripped=stripped,
     )
 
 

@@ -620,3 +620,16 @@ def compare(original: str | os.PathLike, stripped: str | os.PathLike,
                         problems.append(f"bundle {b0.offset}: bytes [{pos}, {lo}) not zeroed")
                     pos = max(pos, hi)
     return problems
+
+
+def stray_code(path: str | os.PathLike, keep_archs: Sequence[str]) -> list[str]:
+    """Problems of a stripped file: no code objects left at all, or code objects of archs outside
+    `keep_archs` (what verification checks in an unpacked package)."""
+    objects = list_code_objects(path)
+    if not objects:
+        return [f"{Path(path).name}: stripped, but holds no GPU code objects at all"]
+    extra = sorted({o.id for o in objects if not wanted(o.id, keep_archs)})
+    if extra:
+        return [f"{Path(path).name}: holds code objects for {', '.join(extra)}, though only "
+                f"{', '.join(keep_archs)} were kept"]
+    return []

@@ -1,0 +1,40 @@
+"""GPU code of archs the runtime never asks for, removed from the bundled ROCm libraries.
+
+Debian's librocblas.so.4.4 carries code objects for ten archs (about 1 GB); a package serves the archs
+of runtime.archs. Each bundled library with clang offload bundles is rewritten by
+pipeline.infra.offload: its bundles keep the host entry, the served archs' code objects (byte for
+byte), their generic targets and SPIR-V, and everything else becomes zeros, which the zstd archive
+stores almost for free. Offsets do not move, so the HIP runtime finds every bundle where its wrapper
+points. Only libraries copied from the builder image are touched: the build's own GPU backend holds
+exactly the target's gpu_archs already. `package.strip_gpu_code = false` in targets.toml turns it off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pipeline.infra import offload
+from pipeline.infra.log import Log
+
+
+def strip(entries: list[tuple[str, Path]], bundled: Iterable[str], keep: Sequence[str], scratch: Path,
+          log: Log) -> tuple[list[tuple[str, Path]], dict[str, dict]]:
+    """Entries with every bundled library that holds offload bundles replaced by a stripped copy in
+    `scratch`; returns (entries, {package path: what was stripped})."""
+    bundled = set(bundled)
+    out, reports = [], {}
+    for rel, path in entries:
+        if rel in bundled and path.is_file() and not path.is_symlink() and offload.has_offload_code(path):
+            dest = scratch / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            report = offload.strip_file(path, dest, keep)
+            if report.changed:
+                reports[rel] = report.to_dict()
+                log.line(f"{rel}: kept the code objects of {', '.join(keep)} "
+                         f"({report.code_bytes_after / 1e6:.0f} of {report.code_bytes_before / 1e6:.0f} MB of "
+                         f"GPU code; {len(report.entries('dropped'))} other entries zeroed)")
+                out.append((rel, dest))
+                continue
+        out.append((rel, path))
+    return out, reports
