@@ -20,12 +20,9 @@ from pipeline.settings import Settings
 from .conftest import PROJECT, write_matrix
 from .test_build_pipeline import build, unpack
 
-upstream_only = [
-    pytest.mark.upstream,
-    pytest.mark.skipif(not os.environ.get("OLLAMA_SOURCE"),
-                       reason="OLLAMA_SOURCE is unset: point it at a clone or mirror of Ollama to build "
-                              "the real upstream source"),
-]
+needs_upstream = pytest.mark.skipif(
+    not os.environ.get("OLLAMA_SOURCE"),
+    reason="OLLAMA_SOURCE is unset: point it at a clone or mirror of Ollama to build the real upstream source")
 
 
 def model_run(settings, root: Path, tmp_path: Path, *, model: Path | None = None, suite: str = "trixie"):
@@ -77,8 +74,9 @@ def test_model_run_failure_shows_the_server_log(engine, mini_project, settings_f
     assert "server log (last 40 lines)" in str(failure.value)
 
 
-@pytest.mark.parametrize("_", [pytest.param(None, marks=upstream_only)])
-def test_real_cpu_package_serves_imports_and_generates(engine, tmp_path, _):
+@pytest.mark.upstream
+@needs_upstream
+def test_real_cpu_package_serves_imports_and_generates(engine, tmp_path):
     # The user's cache (or PIPELINE_CACHE) is used on purpose: a cold build of Ollama takes minutes.
     settings = Settings.from_env(targets_file=PROJECT / "targets.toml", dist=tmp_path / "dist")
     matrix = targets.load(settings.targets_file)
