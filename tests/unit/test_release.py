@@ -122,7 +122,7 @@ def test_target_without_patches_or_runtime_env_says_so(matrix, settings, dist, l
 
 
 def test_archive_over_the_limit_is_split_and_the_parts_join_back(matrix, settings, dist, log, monkeypatch):
-    payload = os.urandom(5000)  # incompressible: the archive is bigger than the lowered limit
+    payload = os.urandom(20000)  # incompressible: the archive is bigger than the lowered limit
     archive = build(matrix, settings, dist, log, "cpu", payload=payload)
     small = build(matrix, settings, dist, log, "gfx906")
     size = archive.stat().st_size
@@ -292,3 +292,12 @@ def test_cli_release_all_refuses_a_partial_release(matrix, settings, dist, log, 
 def test_cli_release_of_an_unknown_target_exits_with_the_selection_code(dist, capsys):
     assert main(["release", "nosuch", "--dist", str(dist)]) == SelectionError.exit_code
     assert "unknown target 'nosuch'" in capsys.readouterr().err
+
+
+def test_unpack_command_of_the_notes_matches_a_tar_zst_archive(matrix, settings, dist, log):
+    archive = build(matrix, settings, dist, log, "gfx906")
+    release.assemble(["gfx906"], dist)
+    notes = (dist / "release" / "RELEASE_NOTES.md").read_text()
+    assert archive.name.endswith(".tar.zst")
+    assert "tar -C /usr/local --zstd -xf ollama-….tar.zst" in notes
+    assert "-xzf" not in notes
