@@ -91,6 +91,25 @@ class VerifyError(PackageError):
     exit_code = 12
 
 
+class ModelRunError(VerifyError):
+    """A package could not serve, import the tiny model or generate; the message ends with the server
+    log's tail."""
+
+    exit_code = 15
+
+    def __init__(self, step: str, message: str, server_log: str = "", output: str = "", tail: int = 40):
+        self.step, self.server_log, self.output = step, server_log, output
+
+        def last(text: str) -> str:
+            return "\n".join("    " + line for line in text.rstrip().splitlines()[-tail:])
+
+        text = f"model run failed at {step}: {message}"
+        if output.strip():
+            text += "\n  output:\n" + last(output)
+        text += f"\n  server log (last {tail} lines):\n" + (last(server_log) if server_log.strip() else "    (empty)")
+        super().__init__(text)
+
+
 class ExpectationFailed(PipelineError):
     """A memory scenario's expectation does not hold."""
 

@@ -26,7 +26,7 @@ LOG_LABEL = "org.ollama-pipeline.log"
 class Container:
     def __init__(self, image: str, log: Log, *, mounts: Sequence[Mount] = (), user: str | None = None,
                  env: Mapping[str, str] | None = None, workdir: str = "/", keep: bool = False,
-                 name: str | None = None):
+                 name: str | None = None, command: Sequence[str] | None = ("sleep", "infinity")):
         self.image = image
         self.log = log
         self.mounts = list(mounts)
@@ -35,12 +35,14 @@ class Container:
         self.workdir = workdir
         self.keep = keep
         self.name = name
+        # What the container runs while commands are exec'd in it; None: the image's own entrypoint.
+        self.command = list(command) if command is not None else None
         self._container = None
 
     def __enter__(self) -> Container:
         try:
             self._container = engine.client().containers.run(
-                self.image, ["sleep", "infinity"], detach=True, init=True, name=self.name,
+                self.image, self.command, detach=True, init=True, name=self.name,
                 mounts=self.mounts, user=self.user, environment=self.env, working_dir=self.workdir,
                 labels={LABEL: self.log.target, LOG_LABEL: str(self.log.path or "")},
             )

@@ -18,7 +18,10 @@ from pipeline.infra.log import Log
 
 def echo(log: Log, cmd: Sequence[str], where: str = "") -> str:
     text = shlex.join(cmd)
-    log.line(f"+ {text}" + (f"  ({where})" if where else ""))
+    # A script argument (sh -c '...') is shown by its first line: the log keeps one line per command.
+    shown = shlex.join(a if "\n" not in a else f"{a.strip().splitlines()[0]} ... ({a.count(chr(10))} lines)"
+                       for a in cmd)
+    log.line(f"+ {shown}" + (f"  ({where})" if where else ""))
     return text
 
 

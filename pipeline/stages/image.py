@@ -8,6 +8,10 @@ package unpacked into /usr as upstream's image lays it out, the target's runtime
 `ollama serve` on 0.0.0.0:11434 as entrypoint, a models volume, a health check and OCI labels naming
 the version, the upstream revision and source, and the archive's sha256. It is made only from the
 verified archive, and only when its hash changed: a second run with nothing changed is a no-op.
+
+Before it is saved, the image is run as a user runs it: its own entrypoint serves, the client in the
+image must reach that server (`ollama --version` names the version, no "could not connect"), and the
+model run of verify (tiny GGUF: serve, create, generate) runs inside it.
 """
 
 from __future__ import annotations
@@ -15,16 +19,22 @@ from __future__ import annotations
 import gzip
 import json
 import tempfile
+import time
 from pathlib import Path
 
 from pipeline.config.settings import Settings
-from pipeline.errors import DockerError
-from pipeline.infra import archive, baseimage, engine, fsutil, images, templates
+from docker.types import Mount
+
+from pipeline.errors import CommandError, DockerError, ModelRunError
+from pipeline.infra import archive, baseimage, engine, fsutil, images, modelrun, templates, tinymodel
+from pipeline.infra.container import Container
 from pipeline.infra.hashing import file_sha256
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import RuntimeImage, Verified
 
 TEMPLATE = "runtime-image.Dockerfile.j2"
+MODEL_DIR = "/opt/model"
+READY_TRIES = 60
 RECORD = "image.json"
 
 
@@ -66,12 +76,36 @@ def run(ctx: Context, *, verify: Verified) -> RuntimeImage:
                                 labels={"org.ollama-pipeline.hash": ctx.hash,
                                         "org.ollama-pipeline.target": plan.name},
                                 files={"package.tar": plain}, what="runtime image")
+        _check(name, manifest.version, Path(tmp), settings, log)
     _save(name, saved, log)
     fsutil.write_text(record, json.dumps({"tag": name, "id": image_id, "hash": ctx.hash,
                                           "tarball": saved.name, "sha256": file_sha256(saved)}, indent=2) + "\n")
     log.line(f"{name}: saved as {saved.name} ({saved.stat().st_size / 1e6:.1f} MB); "
              f"load with: docker load -i {saved.name}")
     return RuntimeImage(tag=name, id=image_id, tarball=saved)
+
+
+def _check(name: str, version: str, scratch: Path, settings: Settings, log) -> None:
+    """Run the image with its own entrypoint, wait until it serves, and run the model in it."""
+    model = tinymodel.write(scratch / "model" / "tiny.gguf")
+    mounts = [Mount(MODEL_DIR, str(model.parent), type="bind", read_only=True)]
+    with Container(name, log, mounts=mounts, command=None, keep=settings.keep_containers) as box:
+        for attempt in range(READY_TRIES):
+            try:
+                box.exec(["/usr/bin/ollama", "list"], capture=True)
+                break
+            except CommandError:
+                if attempt == READY_TRIES - 1:
+                    raise ModelRunError("ready", f"the image's `ollama serve` did not answer within "
+                                                 f"{READY_TRIES} seconds") from None
+                time.sleep(1)
+        answer = box.exec(["/usr/bin/ollama", "--version"], capture=True)
+        if version not in answer or "could not connect" in answer:
+            raise ModelRunError("version", f"the image's server did not answer /api/version with {version}: "
+                                           f"{answer.strip()!r}")
+        ran = modelrun.run(lambda argv: box.exec(argv, capture=True), prefix="/usr",
+                           model_path=f"{MODEL_DIR}/{model.name}")
+        log.line(f"image {name}: serves {version}; model run: {ran.summary()}")
 
 
 def _save(name: str, dest: Path, log) -> None:

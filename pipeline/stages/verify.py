@@ -7,7 +7,11 @@ manifest inside it; then, in a clean container of the runtime floor (the library
 toolchain in it): every ELF must resolve with the library path Ollama gives its runners (driver
 libraries such as libcuda.so.1 excepted: they come with the driver), the served GPU archs must have
 code objects and rocBLAS Tensile files, and the package's own install script must install a
-bin/ollama that starts and reports its version.
+bin/ollama that starts and reports its version. Then the package does what a user does with it: it
+serves, imports a tiny random-weight llama GGUF the pipeline makes itself (pipeline.infra.tinymodel)
+and generates at least 8 tokens through the HTTP API, on CPU (pipeline.infra.modelrun); the log shows
+tokens/s and the backend the runner loaded, and a failure shows the server log's tail. The systemd
+unit is checked with `systemd-analyze verify` where the floor has it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from docker.types import Mount
 from pipeline.config.policy import load_policy
 from pipeline.config.settings import Settings
 from pipeline.errors import VerifyError
-from pipeline.infra import archive, baseimage, fsutil, offload, rocm
+from pipeline.infra import archive, baseimage, fsutil, modelrun, offload, rocm, tinymodel
 from pipeline.infra.container import Container
 from pipeline.infra.log import Log
 from pipeline.stages import manifest as schema
@@ -30,9 +34,10 @@ from pipeline.stages.results import Packaged, Verified
 
 RECORD = "verified.json"
 # Bumped when verification checks more: a package verified by fewer checks is verified again.
-CHECKS = 2
+CHECKS = 3
 PKG = "/opt/ollama"
 PREFIX = "/opt/prefix"
+MODEL_DIR = "/opt/model"
 # For every shared object of lib/ollama: ldd with lib/ollama/<runner>:lib/ollama, as the runners get.
 _LDD = r"""
 cd "$0"
@@ -59,12 +64,13 @@ def run(ctx: Context, *, package: Packaged) -> Verified:
         if seen.get("hash") == ctx.hash and package.manifest.archive is not None \
                 and seen.get("sha256") == package.manifest.archive.sha256:
             ctx.stage.cached(f"{package.archive.name} verified earlier")
-            return Verified(package=package, suite=seen["suite"], version_output=seen["version"])
+            return Verified(package=package, suite=seen["suite"], version_output=seen["version"],
+                            details=seen.get("details", {}))
     result = verify_archive(package.archive, ctx.settings, ctx.log, manifest=package.manifest)
     fsutil.write_text(record, json.dumps({"archive": package.archive.name, "hash": ctx.hash,
                                           "sha256": package.manifest.archive.sha256 if package.manifest.archive
-                                          else None, "suite": result.suite, "version": result.version_output},
-                                         indent=2) + "\n")
+                                          else None, "suite": result.suite, "version": result.version_output,
+                                          "details": dict(result.details)}, indent=2) + "\n")
     return result
 
 
@@ -85,8 +91,10 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
         driver = set(policy.never_bundle) if policy else set()
         image = baseimage.name(settings.image_prefix, suite)
         baseimage.ensure(image, suite, settings, log)
-        with Container(image, log, mounts=[Mount(PKG, str(root), type="bind", read_only=True)],
-                       keep=settings.keep_containers) as box:
+        model = tinymodel.write(Path(tmp) / "model" / "tiny.gguf")
+        mounts = [Mount(PKG, str(root), type="bind", read_only=True),
+                  Mount(MODEL_DIR, str(model.parent), type="bind", read_only=True)]
+        with Container(image, log, mounts=mounts, keep=settings.keep_containers) as box:
             unresolved = [line.strip() for line in box.exec(["sh", "-c", _LDD, PKG], capture=True).splitlines()
                           if line.strip()]
             problems += [f"{line}: not found on a clean {suite}" for line in unresolved
@@ -96,13 +104,24 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
             # The package's own install script, into a prefix of the clean system; then run from there.
             box.exec(["sh", f"{PKG}/share/ollama/install.sh", PREFIX])
             version = box.exec([f"{PREFIX}/bin/ollama", "--version"], capture=True)
-        if inner.version not in version:
-            problems.append(f"bin/ollama --version does not name {inner.version}: {version.strip()!r}")
+            if inner.version not in version:
+                problems.append(f"bin/ollama --version does not name {inner.version}: {version.strip()!r}")
+            if problems:  # a package that does not resolve is not run
+                raise VerifyError(f"{path.name} failed verification:\n  " + "\n  ".join(problems))
+            unit = modelrun.check_unit(lambda argv: box.exec(argv, capture=True), PKG, PREFIX)
+            log.line(f"systemd unit: {'checked, ' + ('; '.join(unit.problems) or 'no problems') if unit.checked else 'not checked (no systemd-analyze on the floor)'}")
+            problems += [f"share/ollama/ollama.service: {p}" for p in unit.problems]
+            ran = modelrun.run(lambda argv: box.exec(argv, capture=True), prefix=PREFIX,
+                               model_path=f"{MODEL_DIR}/{model.name}")
+            log.line(f"model run: {ran.summary()}")
     if problems:
         raise VerifyError(f"{path.name} failed verification:\n  " + "\n  ".join(problems))
-    log.line(f"verified on a clean {suite}: every library resolves, {version.strip().splitlines()[-1]}")
+    log.line(f"verified on a clean {suite}: every library resolves, {version.strip().splitlines()[-1]}, "
+             f"{ran.tokens} tokens generated at {ran.tokens_per_s:.1f} tokens/s on {ran.backend}")
     return Verified(package=Packaged(archive=path, manifest=manifest or inner), suite=suite,
-                    version_output=version.strip())
+                    version_output=version.strip(),
+                    details={"model_run": {"tokens": ran.tokens, "tokens_per_s": ran.tokens_per_s,
+                                           "backend": ran.backend}, "unit_checked": unit.checked})
 
 
 def coverage_problems(manifest: schema.Manifest) -> list[str]:

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from docker.types import Mount
 
-from pipeline import modelrun, targets
-from pipeline import plan as planning
-from pipeline.container import Container
-from pipeline.log import Log
-from pipeline.settings import Settings
+from pipeline import stages
+from pipeline.config import targets
+from pipeline.config.settings import Settings
+from pipeline.infra import modelrun
+from pipeline.infra.container import Container
+from pipeline.infra.log import Log
 
 from ..unit.test_install_script import unpack_fake
 from .conftest import PROJECT
@@ -29,13 +30,13 @@ def packages(tmp_path, cache_dir) -> tuple[Path, Path, Settings]:
     settings = Settings(targets_file=PROJECT / "targets.toml", patches_dir=tmp_path / "patches",
                         templates_dir=PROJECT / "docker", dist=tmp_path / "dist", cache=cache_dir)
     matrix = targets.load(settings.targets_file)
-    the_plan = planning.make(matrix, matrix.targets["gfx1103"], settings)
+    the_plan = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
     return (unpack_fake(tmp_path / "v1", the_plan, env_text="A=1\n", marker="one"),
             unpack_fake(tmp_path / "v2", the_plan, env_text="A=2\n", marker="two"), settings)
 
 
 def clean_box(engine, settings, v1: Path, v2: Path, log: Log) -> Container:
-    from pipeline import baseimage
+    from pipeline.infra import baseimage
     image = f"{settings.image_prefix}/debian:trixie"
     baseimage.ensure(image, "trixie", settings, log)
     return Container(image, log, mounts=[Mount("/pkg/v1", str(v1), type="bind", read_only=True),

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from docker.types import Mount
 
-from pipeline import modelrun, orchestrate, package, targets, tinymodel
-from pipeline import plan as planning
-from pipeline.container import Container
-from pipeline.log import Log
-from pipeline.plan import base_image_name
-from pipeline.settings import Settings
+from pipeline import orchestrate, stages
+from pipeline.config import targets
+from pipeline.config.settings import Settings
+from pipeline.infra import archive as archives
+from pipeline.infra import baseimage, modelrun, tinymodel
+from pipeline.infra.container import Container
+from pipeline.infra.log import Log
 
 from .conftest import PROJECT, write_matrix
 from .test_build_pipeline import build, unpack
@@ -32,7 +33,7 @@ def model_run(settings, root: Path, tmp_path: Path, *, model: Path | None = None
     mounts = [Mount("/opt/ollama", str(root), type="bind", read_only=True),
               Mount("/opt/model", str(model.parent), type="bind", read_only=True)]
     with Log("modelrun", tmp_path / "modelrun.log") as log, \
-            Container(base_image_name(settings, suite), log, mounts=mounts) as box:
+            Container(baseimage.name(settings.image_prefix, suite), log, mounts=mounts) as box:
         box.exec(["sh", "/opt/ollama/share/ollama/install.sh", "/opt/prefix"])
         run = lambda argv: box.exec(argv, capture=True)  # noqa: E731
         return (modelrun.run(run, prefix="/opt/prefix", model_path=f"/opt/model/{model.name}"),
@@ -80,9 +81,9 @@ def test_real_cpu_package_serves_imports_and_generates(engine, tmp_path):
     # The user's cache (or PIPELINE_CACHE) is used on purpose: a cold build of Ollama takes minutes.
     settings = Settings.from_env(targets_file=PROJECT / "targets.toml", dist=tmp_path / "dist")
     matrix = targets.load(settings.targets_file)
-    outcome = orchestrate.build_target(planning.make(matrix, matrix.targets["cpu"], settings), settings)
+    outcome = orchestrate.build_target(stages.plan_for(matrix, matrix.targets["cpu"], settings), settings)
     root = tmp_path / "unpacked"
-    with package.open_archive(outcome.archive, tmp_path) as tar:
+    with archives.open_archive(outcome.archive, tmp_path) as tar:
         tar.extractall(root, filter="data")
 
     result, _unit = model_run(settings, root, tmp_path)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import package, plan
+from pipeline import stages
+from pipeline.stages import package, plan
 
 FAKE_ID = '#!/bin/sh\n[ "$1" = -u ] && { echo 1000; exit 0; }\nexit 1\n'
 FAKE_GETENT = ('#!/bin/sh\n[ "$1" = group ] || exit 2\n'
@@ -40,7 +41,7 @@ def unpack_fake(root: Path, the_plan, *, env_text: str | None = None, marker: st
 
 @pytest.fixture
 def the_plan(matrix, settings) -> plan.Plan:
-    return plan.make(matrix, matrix.targets["gfx1103"], settings)
+    return stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
 
 
 @pytest.fixture

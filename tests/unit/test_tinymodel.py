@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 from gguf import GGUFReader
 
-from pipeline import tinymodel
+from pipeline.infra import tinymodel
 
 
 def test_same_seed_gives_the_same_bytes(tmp_path):

@@ -9,7 +9,7 @@ in a temporary folder, waits until `ollama list` answers, imports the model with
 eval count and eval rate on stderr. The script always exits 0 and reports in marked sections (status,
 failing step, each command's output, the server log), so a failure still brings its server log back.
 
-    from pipeline import modelrun
+    from pipeline.infra import modelrun
     result = modelrun.run(lambda argv: box.exec(argv, capture=True), prefix="/opt/prefix",
                           model_path="/opt/model/tiny.gguf")
     print(result.tokens, result.tokens_per_s, result.backend)
@@ -25,7 +25,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import PackageError
+from pipeline.errors import ModelRunError, PackageError
 
 ExecFn = Callable[[Sequence[str]], str]
 
@@ -134,19 +134,6 @@ class ModelRun:
     def summary(self) -> str:
         where = f", {self.offloaded[0]}/{self.offloaded[1]} layers on the GPU" if self.offloaded else ""
         return f"{self.tokens} tokens at {self.tokens_per_s:.1f} tokens/s on {self.backend}{where}"
-
-
-class ModelRunError(PackageError):
-    """The package could not serve, import or generate; the message ends with the server log's tail."""
-
-    def __init__(self, step: str, message: str, server_log: str = "", output: str = ""):
-        self.step, self.server_log, self.output = step, server_log, output
-        text = f"model run failed at {step}: {message}"
-        if output.strip():
-            text += "\n  output:\n" + _indent(_tail(output, LOG_TAIL))
-        text += f"\n  server log (last {LOG_TAIL} lines):\n" + (_indent(_tail(server_log, LOG_TAIL))
-                                                               if server_log.strip() else "    (empty)")
-        super().__init__(text)
 
 
 def script_argv(prefix: str, model_path: str, *, port: int = PORT, limit_s: int = 300,

@@ -9,7 +9,7 @@ Deterministic: the weights come from SHAKE-256 of a seed and the tensor name (no
 generators, whose streams may change between numpy releases), and the GGUF writer adds no time stamps,
 so the same seed gives the same bytes on every run and every machine.
 
-    python -m pipeline.tinymodel tiny.gguf
+    python -m pipeline.infra.tinymodel tiny.gguf
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def write(path: Path, *, shape: Shape = Shape(), seed: int = SEED) -> Path:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m pipeline.tinymodel OUT.gguf", file=sys.stderr)
+        print("usage: python -m pipeline.infra.tinymodel OUT.gguf", file=sys.stderr)
         return 2
     path = write(Path(argv[0]))
     print(f"{path} ({path.stat().st_size} bytes, sha256 {hashlib.sha256(path.read_bytes()).hexdigest()})")
