@@ -43,6 +43,9 @@ IO_DIR = ".pipeline-memtest"
 SUPPORTED = SpecifierSet(">=0.12.0,<0.12.11")
 # Architectures whose synthesized shapes Ollama estimates with estimateGPULayers (the llama engine).
 ARCHITECTURES = ("llama", "qwen2")
+# Ollama-engine architectures the workbench synthesizes: ollamaServer.Load places them with createLayout
+# in llm/server.go from the memory the runner reports, which the driver synthesizes from the shapes.
+CREATE_LAYOUT = ("gemma3",)
 # These always run on the Ollama engine in v0.12.x, which lays models out on its own.
 OLLAMA_ENGINE = ("gemma3", "gemma3n", "mistral3", "qwen3moe", "llama4", "mllama", "qwen25vl", "gptoss",
                  "gpt-oss")
@@ -131,14 +134,15 @@ class Model:
     tensors: tuple[TensorSpec, ...] = ()
 
     def __post_init__(self):
-        if self.architecture in OLLAMA_ENGINE:
+        if self.architecture in OLLAMA_ENGINE and self.architecture not in CREATE_LAYOUT:
             raise ValueError(
                 f"key 'architecture' {self.architecture!r} runs on the Ollama engine in v0.12.x, which "
-                "does not use estimateGPULayers; describe the model's shape with a llama-engine "
-                f"architecture ({', '.join(ARCHITECTURES)})")
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"key 'architecture' must be one of {', '.join(ARCHITECTURES)}, got "
-                             f"{self.architecture!r}")
+                "does not use estimateGPULayers; memtest synthesizes the runner's memory report for "
+                f"{', '.join(CREATE_LAYOUT)} only; describe the model's shape with one of those or a "
+                f"llama-engine architecture ({', '.join(ARCHITECTURES)})")
+        if self.architecture not in ARCHITECTURES + CREATE_LAYOUT:
+            raise ValueError(f"key 'architecture' must be one of {', '.join(ARCHITECTURES + CREATE_LAYOUT)}, "
+                             f"got {self.architecture!r}")
         if self.quantization not in QUANTIZATIONS:
             raise ValueError(f"key 'quantization' must be one of {', '.join(QUANTIZATIONS)}, got "
                              f"{self.quantization!r}{loader.hint(self.quantization, QUANTIZATIONS)}")
@@ -149,6 +153,11 @@ class Model:
         if self.head_count % self.head_count_kv:
             raise ValueError(f"key 'head_count' ({self.head_count}) must be a multiple of 'head_count_kv' "
                              f"({self.head_count_kv})")
+
+    @property
+    def placement(self) -> str:
+        """The placement path Ollama v0.12.x takes for this architecture."""
+        return "createLayout" if self.architecture in CREATE_LAYOUT else "estimateGPULayers"
 
     @property
     def head_size(self) -> int:
@@ -372,6 +381,8 @@ def driver_input(s: Scenario) -> dict:
           (f"{arch}.attention.head_count_kv", "uint32", m.head_count_kv),
           (f"{arch}.attention.key_length", "uint32", m.head_size),
           (f"{arch}.attention.value_length", "uint32", m.head_size)]
+    if arch == "gemma3":
+        kv.append((f"{arch}.attention.sliding_window", "uint32", 1024))  # gemma3's local attention window
     gpus = []
     for i, g in enumerate(s.gpu_list):
         major, minor = compute_numbers(g.library, g.compute)
@@ -381,7 +392,7 @@ def driver_input(s: Scenario) -> dict:
                      "driver_major": int(dmajor or 0), "driver_minor": int(dminor or 0),
                      "integrated": g.integrated})
     o = s.options
-    return {"name": s.name, "kv": [{"key": k, "type": t, "value": v} for k, t, v in kv],
+    return {"name": s.name, "placement": m.placement, "kv": [{"key": k, "type": t, "value": v} for k, t, v in kv],
             "vocab_size": m.vocab_size, "tensors": tensors(m), "gpus": gpus, "num_ctx": o.num_ctx,
             "num_batch": o.num_batch, "num_parallel": o.num_parallel, "num_gpu": o.num_gpu,
             "env": dict(s.env)}
@@ -452,9 +463,11 @@ def _go_run(tree: Path, inputs: list[dict], settings: Settings, log: Log, matrix
         if host_go:
             from pipeline.infra import runner
 
-            # Both trees run from the same folder: the cgo flags of ./llama name ${SRCDIR}, so the build
-            # cache only serves llama.cpp's objects to the second tree at the same path.
-            same_place = tree.parent / "src"
+            # Both trees, and every later run, go test from the same folder: the cgo flags of ./llama
+            # name ${SRCDIR}, so Go's build cache only serves llama.cpp's objects (minutes to compile)
+            # to a tree at the same path. A folder in the pipeline cache, not the run's temporary one.
+            same_place = settings.cache / "memtest-src"
+            shutil.rmtree(same_place, ignore_errors=True)
             tree.rename(same_place)
             try:
                 runner.run(log, argv, cwd=same_place,
@@ -489,6 +502,8 @@ def summarize(result: Mapping[str, Any]) -> dict:
 
     layout, sched = result["layout"], result["scheduler"]
     return {
+        "placement": result.get("placement", "estimateGPULayers"),
+        "warnings": list(result.get("warnings") or []),
         "layers_model": result["layers_model"],
         "layers_on_gpu": layout["layers"],
         "gpus_used": sum(1 for n in layout["tensor_split"] if n > 0),
@@ -537,6 +552,14 @@ def _gpu_label(g: Gpu) -> str:
             f"{', integrated' if g.integrated else ''})")
 
 
+def _path_label(placement: str) -> str:
+    if placement == "createLayout":
+        return ("createLayout (llm/server.go, Ollama engine) from a synthesized runner memory report: per GPU "
+                "the weights and cache of its layers, the whole graph on the GPU with the output layer, the "
+                "per-layer graph on the others")
+    return "estimateGPULayers (llm/memory.go, llama engine)"
+
+
 def gib(n: int | None) -> str:
     return "?" if n is None else f"{n / 2**30:.2f} GiB"
 
@@ -553,6 +576,7 @@ def render(rep: Mapping[str, Any]) -> str:
     for s in rep["scenarios"]:
         o = s["options"]
         lines += ["", f"{s['name']}: {s['description']}".rstrip(": "),
+                  f"  placement path: {_path_label(s['after']['placement'])}",
                   f"  GPUs: {'; '.join(s['gpus'])}",
                   f"  num_ctx {o['num_ctx']}, num_batch {o['num_batch']}, num_parallel {o['num_parallel']}, "
                   f"num_gpu {o['num_gpu']}"]
@@ -571,6 +595,9 @@ def render(rep: Mapping[str, Any]) -> str:
                          f"{gib(r['vram'])} VRAM, fits: {'yes' if r['fits'] else 'no'}, GPUs used: "
                          f"{r['gpus_used']}; scheduler (fewest GPUs that fit): {len(picked)} "
                          f"({', '.join(picked) or 'none'}), {sched['layers_on_gpu']} layers, {gib(sched['vram'])}")
+        for side in ("before", "after"):
+            for w in s[side]["warnings"]:
+                lines.append(f"  {side:6}  Go warning: {w}")
         for c in s["checks"]:
             lines.append(f"  expect  {c['side']} {c['metric']} {c['op']} {_value(c['metric'], c['value'])}: "
                          f"{'ok' if c['ok'] else 'FAILED'} (got {_value(c['metric'], c['actual'])})")

@@ -112,9 +112,19 @@ def test_missing_key_is_named(tmp_path):
 
 
 def test_ollama_engine_architecture_is_refused_with_the_reason(tmp_path):
-    path = write(tmp_path, edit(K80_PAIR, "[model]\n", '[model]\narchitecture = "gemma3"\n'))
-    with pytest.raises(ConfigError, match="runs on the Ollama engine.*estimateGPULayers.*llama"):
+    path = write(tmp_path, edit(K80_PAIR, "[model]\n", '[model]\narchitecture = "gemma3n"\n'))
+    with pytest.raises(ConfigError, match="runs on the Ollama engine.*estimateGPULayers.*gemma3.*llama"):
         memtest.load(path)
+
+
+def test_gemma3_takes_the_create_layout_path(tmp_path):
+    s = memtest.load(write(tmp_path, edit(K80_PAIR, "[model]\n", '[model]\narchitecture = "gemma3"\n')))
+    assert s.model.placement == "createLayout"
+    data = memtest.driver_input(s)
+    assert data["placement"] == "createLayout"
+    kv = {e["key"]: e["value"] for e in data["kv"]}
+    assert kv["general.architecture"] == "gemma3" and kv["gemma3.attention.sliding_window"] == 1024
+    assert memtest.driver_input(memtest.load(write(tmp_path, K80_PAIR)))["placement"] == "estimateGPULayers"
 
 
 def test_gpu_values_are_checked(tmp_path):
@@ -308,3 +318,18 @@ def test_host_go_without_go_on_path_is_refused(settings, log, monkeypatch):
     monkeypatch.setattr(memtest.shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match="--host-go: no `go` on PATH"):
         memtest.run(settings, log, [], "v0.12.5", host_go=True)
+
+
+def test_report_names_the_placement_path_and_the_go_warnings(tmp_path):
+    scenario = memtest.load(write(tmp_path, K80_PAIR))
+    results = {side: {"k80x2-12b": dict(r["k80x2-12b"])} for side, r in RESULTS.items()}
+    results["after"]["k80x2-12b"]["warnings"] = ["invalid OLLAMA_GRAPH_SECONDARY_RATIO value=abc"]
+    rep = memtest.report([scenario], results, ref="v0.12.5", commit="3db2e6b" + "0" * 33, patches=[])
+    assert rep["scenarios"][0]["before"]["placement"] == "estimateGPULayers"
+    assert rep["scenarios"][0]["after"]["warnings"] == ["invalid OLLAMA_GRAPH_SECONDARY_RATIO value=abc"]
+    text = memtest.render(rep)
+    assert "placement path: estimateGPULayers (llm/memory.go, llama engine)" in text
+    assert "after   Go warning: invalid OLLAMA_GRAPH_SECONDARY_RATIO value=abc" in text
+    results["before"]["k80x2-12b"]["placement"] = results["after"]["k80x2-12b"]["placement"] = "createLayout"
+    text = memtest.render(memtest.report([scenario], results, ref="v0.12.5", commit="0" * 40, patches=[]))
+    assert "placement path: createLayout (llm/server.go, Ollama engine) from a synthesized runner memory report" in text
