@@ -15,15 +15,19 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
+# Every package a session installs is held to the versions of constraints.txt (Dependabot updates it).
+CONSTRAINTS = ("--constraint", str(Path(__file__).resolve().parent / "constraints.txt"))
+
 
 def _install(session: nox.Session, *extras: str) -> None:
     """Editable install of the package, once per pyproject.toml: the source is followed live, so only a
     change of dependencies needs pip again (keeps a no-op build to the cache checks)."""
     spec = f".[{','.join(extras)}]" if extras else "."
-    key = hashlib.sha256(Path("pyproject.toml").read_bytes() + spec.encode()).hexdigest()[:16]
+    key = hashlib.sha256(Path("pyproject.toml").read_bytes() + Path("constraints.txt").read_bytes()
+                         + spec.encode()).hexdigest()[:16]
     marker = Path(session.virtualenv.location) / f".pipeline-installed-{key}"
     if not marker.exists():
-        session.install("--quiet", "--editable", spec)
+        session.install("--quiet", *CONSTRAINTS, "--editable", spec)
         marker.write_text(spec + "\n")
 
 
@@ -94,10 +98,23 @@ def release(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def publish(session: nox.Session) -> None:
+    """Publish dist/release/ as the GitHub release of a tag with gh: a draft (made or reused), uploads
+    that overwrite, a check of every asset, then publish; run again after any failure:
+    `nox -s publish -- TAG [FOLDER] [--draft-only]`."""
+    _install(session)
+    session.run("python", "-m", "pipeline.tools.publish", *session.posargs)
+
+
+@nox.session(default=False)
 def lint(session: nox.Session) -> None:
-    """Lint with ruff (rules in pyproject.toml [tool.ruff.lint]); `-- --fix` to apply safe fixes."""
-    session.install("--quiet", "ruff==0.17.6")  # pinned: a new release must not change what passes
+    """Lint with ruff (rules in pyproject.toml [tool.ruff.lint]; `-- --fix` to apply safe fixes) and the
+    GitHub workflows with zizmor (offline: its audits that ask the GitHub API are skipped); any zizmor
+    finding fails."""
+    # Pinned, in constraints.txt: a new release must not change what passes.
+    session.install("--quiet", *CONSTRAINTS, "ruff", "zizmor")
     session.run("ruff", "check", "pipeline", "tests", "noxfile.py", *session.posargs)
+    session.run("zizmor", "--offline", "--no-progress", ".github")
 
 
 @nox.session(default=False)

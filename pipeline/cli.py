@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--targets-file", help="the target matrix (default: targets.toml of the project)")
     common.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
+    common.add_argument("--quiet", action="store_true",
+                        help="on a terminal, show only stage lines and progress (and the log's last 50 "
+                             "lines on failure); the full log stays on disk (or PIPELINE_QUIET=1)")
 
     p = argparse.ArgumentParser(prog="pipeline", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -112,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        os.environ["PIPELINE_QUIET"] = "1"  # read by console.Console.from_env for every Log
     # nox and CI stop children with SIGTERM: unwind like Ctrl-C so containers and partial files go.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

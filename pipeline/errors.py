@@ -110,6 +110,12 @@ class ModelRunError(VerifyError):
         super().__init__(text)
 
 
+class PublishError(PipelineError):
+    """Publishing a release with `gh` failed; re-running the publish step continues where it stopped."""
+
+    exit_code = 16
+
+
 class ExpectationFailed(PipelineError):
     """A memory scenario's expectation does not hold."""
 

@@ -23,6 +23,12 @@ class Settings:
     source: str | None = None
     # Debian mirror for base images and apt inside builders; None: the machine's apt sources.
     debian_mirror: str | None = None
+    # A snapshot of the Debian archive (PIPELINE_DEBIAN_SNAPSHOT=20261101T000000Z): apt in builders and
+    # debootstrap read <debian_snapshot_url>/<timestamp>, every package as it was at that instant. The
+    # timestamp is part of the builder's hash; the URL (PIPELINE_DEBIAN_SNAPSHOT_URL, the snapshot
+    # archive's root, e.g. .../archive/debian) is not, like the mirror.
+    debian_snapshot: str | None = None
+    debian_snapshot_url: str | None = None
     go_proxy: str | None = None
     # CA bundle handed to build containers, so downloads (Go modules) trust what this machine trusts:
     # behind a TLS-inspecting proxy the image's own bundle is not enough.
@@ -51,6 +57,14 @@ class Settings:
             values["source"] = env["OLLAMA_SOURCE"]
         if env.get("PIPELINE_DEBIAN_MIRROR"):
             values["debian_mirror"] = env["PIPELINE_DEBIAN_MIRROR"]
+        if env.get("PIPELINE_DEBIAN_SNAPSHOT"):
+            values["debian_snapshot"] = snapshot_timestamp(env["PIPELINE_DEBIAN_SNAPSHOT"])
+            if not env.get("PIPELINE_DEBIAN_SNAPSHOT_URL"):
+                raise ConfigError("PIPELINE_DEBIAN_SNAPSHOT is set but PIPELINE_DEBIAN_SNAPSHOT_URL is not: "
+                                  "set it to the root of a Debian snapshot archive (the URL that the "
+                                  "timestamp follows)")
+        if env.get("PIPELINE_DEBIAN_SNAPSHOT_URL"):
+            values["debian_snapshot_url"] = env["PIPELINE_DEBIAN_SNAPSHOT_URL"].rstrip("/")
         if env.get("GOPROXY"):
             values["go_proxy"] = env["GOPROXY"]
         ca = env.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
@@ -69,6 +83,14 @@ class Settings:
         values["keep_containers"] = env.get("PIPELINE_KEEP_CONTAINERS", "") not in ("", "0")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def snapshot_timestamp(value: str) -> str:
+    """A snapshot archive's timestamp: YYYYMMDDTHHMMSSZ (UTC)."""
+    if not re.fullmatch(r"\d{8}T\d{6}Z", value):
+        raise ConfigError(f"PIPELINE_DEBIAN_SNAPSHOT must be a UTC timestamp like 20261101T000000Z, "
+                          f"got {value!r}")
+    return value
 
 
 def _apt_entries(text: str):

@@ -4,6 +4,7 @@ pullable is made with debootstrap from a Debian mirror and `docker import`."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,11 +23,38 @@ def name(image_prefix: str, suite: str) -> str:
 
 
 def mirror(settings: Settings) -> str:
-    found = settings.debian_mirror or machine_debian_mirror()
+    if settings.debian_snapshot:
+        # Settings.from_env refuses a snapshot without its URL; a Settings made by hand may lack it.
+        if not settings.debian_snapshot_url:
+            raise DockerError("a Debian snapshot is set without PIPELINE_DEBIAN_SNAPSHOT_URL")
+        return f"{settings.debian_snapshot_url}/{settings.debian_snapshot}"
+    found = settings.debian_mirror or machine_debian_mirror() or debootstrap_mirror()
     if not found:
-        raise DockerError("no Debian mirror: this machine's apt sources name none; set "
-                          "PIPELINE_DEBIAN_MIRROR or pass --debian-mirror URL")
+        raise DockerError("no Debian mirror: this machine's apt sources name none and debootstrap (which "
+                          "knows Debian's default) is not installed; set PIPELINE_DEBIAN_MIRROR or pass "
+                          "--debian-mirror URL")
     return found
+
+
+_DEFAULT_MIRROR = re.compile(r"""^\s*(?:default_mirror\s+|DEF_MIRROR=["']?)(https?://\S+?/debian)/?["']?\s*$""",
+                             re.MULTILINE)
+
+
+def debootstrap_mirror(suite: str = "sid", scripts: Path = Path("/usr/share/debootstrap/scripts")) -> str | None:
+    """The Debian archive debootstrap uses when given no mirror: the suite script's `default_mirror`, else
+    the DEF_MIRROR of the debootstrap program. Only a Debian archive (a .../debian URL) counts: on
+    distributions whose debootstrap defaults to their own archive this finds nothing."""
+    candidates = [scripts / suite]
+    if program := shutil.which("debootstrap"):
+        candidates.append(Path(program))
+    for path in candidates:
+        try:
+            m = _DEFAULT_MIRROR.search(path.read_text(errors="replace"))
+        except OSError:
+            continue
+        if m:
+            return m[1]
+    return None
 
 
 def ensure(name: str, suite: str, settings: Settings, log: Log) -> str:

@@ -2,7 +2,8 @@
 
 Every line a stage prints, and every line a command writes, goes to the target's log file; the console
 sees the same lines prefixed with the target, the stage and the time elapsed since the run began, so a
-long compile always says where it is.
+long compile always says where it is. What the console shows is the policy of console.py: every line,
+folded per stage under GitHub Actions, or quiet on a terminal.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from pipeline.infra.console import Console
+
 
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
@@ -26,10 +29,17 @@ def duration(seconds: float) -> str:
 
 
 class Log:
-    def __init__(self, target: str, path: Path | None = None, console: TextIO | None = None):
+    def __init__(self, target: str, path: Path | None = None, console: TextIO | None = None,
+                 policy: Console | None = None):
         self.target = target
         self.path = path
         self.console = console if console is not None else sys.stderr
+        # What the console shows (console.py): from the environment (GitHub Actions groups and step
+        # summary, quiet mode) only for the process's own stderr; every line for a given stream.
+        if policy is None:
+            policy = Console.from_env(self.console) if console is None else Console(self.console)
+        self.policy = policy
+        policy.attach(target, path)
         self.started = time.monotonic()
         self.stage_name = "-"
         self._file = None
@@ -48,19 +58,22 @@ class Log:
     def __enter__(self) -> Log:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            self.policy.finish(self.stages, self.elapsed, failed=exc_type is not None, log_path=self.path)
+        finally:
+            self.close()
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, *, stage_line: bool = False) -> None:
         text = text.rstrip("\n")
         prefix = f"[{self.target} {self.stage_name} {_clock(self.elapsed)}]"
         with self._lock:
             self._last_line = time.monotonic()
-            print(f"{prefix} {text}", file=self.console, flush=True)
+            self.policy.line(f"{prefix} {text}", stage_line=stage_line)
             if self._file:
                 self._file.write(f"{prefix} {text}\n")
                 self._file.flush()
@@ -90,20 +103,22 @@ class Log:
         previous, self.stage_name = self.stage_name, name
         result = StageResult()
         start = time.monotonic()
-        self.line(f"==> {name}")
+        self.policy.stage_started(name)
+        self.line(f"==> {name}", stage_line=True)
         try:
             yield result
         except BaseException:
-            self.line(f"<== {name}: failed after {duration(time.monotonic() - start)}")
+            self.line(f"<== {name}: failed after {duration(time.monotonic() - start)}", stage_line=True)
             self.stages.append((name, "failed", time.monotonic() - start))
             raise
         else:
             took = time.monotonic() - start
             outcome = f"cached ({result.reason})" if result.reason else "done"
-            self.line(f"<== {name}: {outcome} in {duration(took)}")
+            self.line(f"<== {name}: {outcome} in {duration(took)}", stage_line=True)
             self.stages.append((name, "cached" if result.reason else "done", took))
         finally:
             self.stage_name = previous
+            self.policy.stage_ended(name)
 
 
 class StageResult:

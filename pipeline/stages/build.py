@@ -20,7 +20,7 @@ from pathlib import Path
 from docker.types import Mount
 
 from pipeline.config.settings import Settings
-from pipeline.infra import archs, fsutil, toolchain
+from pipeline.infra import archs, builderpkgs, fsutil, toolchain
 from pipeline.infra.container import Container
 from pipeline.infra.toolchain import SRC
 from pipeline.stages.plan import Context, Plan
@@ -68,9 +68,12 @@ def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildRe
                 box.exec(step.argv, env=dict(step.env))
                 timings.append(StepTime(step=step.label, seconds=round(time.monotonic() - step_start, 2)))
             code_objects = _check_gpu_code(plan, box, log)
+            packages = builderpkgs.in_container(box)
+            log.line(f"builder: {len(packages)} packages installed (versions in the manifest)")
         result = BuildResult(root=out / "dist", image=builder, version=plan.version, source_date_epoch=epoch,
                              seconds=round(time.monotonic() - started, 1), steps=tuple(timings),
-                             code_objects=types.MappingProxyType(code_objects))
+                             code_objects=types.MappingProxyType(code_objects),
+                             builder_packages=types.MappingProxyType(packages))
         with fsutil.staging_dir(out) as staging:
             os.rename(scratch / "dist", staging / "dist")
             (staging / RECORD).write_text(result.to_json())

@@ -19,13 +19,15 @@ from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import BuilderImage
 
 
-def render(templates_dir: Path, builder: Builder, base_image: str) -> str:
-    """The builder's Dockerfile: docker/<template> rendered with the builder's table."""
-    return templates.render(templates_dir, builder.template, builder=builder, base_image=base_image)
+def render(templates_dir: Path, builder: Builder, base_image: str, debian_snapshot: str | None = None) -> str:
+    """The builder's Dockerfile: docker/<template> rendered with the builder's table (and the Debian
+    snapshot timestamp, when one pins the apt universe)."""
+    return templates.render(templates_dir, builder.template, builder=builder, base_image=base_image,
+                            debian_snapshot=debian_snapshot)
 
 
 def key(plan: Plan, settings: Settings) -> object:
-    return render(settings.templates_dir, plan.builder, plan.base_image)
+    return render(settings.templates_dir, plan.builder, plan.base_image, settings.debian_snapshot)
 
 
 def image_tag(plan: Plan) -> str:
@@ -50,7 +52,7 @@ def run(ctx: Context) -> BuilderImage:
             log.line(f"{download.name}: fetched from {override} (checksum still {download.sha256[:12]}...)")
             buildargs[download.build_arg] = override
     log.line(f"building {tag} from docker/{plan.builder.template}")
-    image_id = images.build(render(settings.templates_dir, plan.builder, plan.base_image), tag, log, buildargs=buildargs,
+    image_id = images.build(render(settings.templates_dir, plan.builder, plan.base_image, settings.debian_snapshot), tag, log, buildargs=buildargs,
                            labels={"org.ollama-pipeline.builder": plan.builder_name,
                                    "org.ollama-pipeline.hash": plan.hashes["builder"]},
                            what=f"builder image (docker/{plan.builder.template})")

@@ -47,6 +47,8 @@ class BuilderRecord:
     template: str
     suite: str
     packages: tuple[str, ...]
+    # Every package installed in the builder with its version (dpkg-query in the build container).
+    package_versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

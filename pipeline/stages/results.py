@@ -65,6 +65,8 @@ class BuildResult:
     steps: tuple[StepTime, ...]
     # GPU library -> the code objects read back out of it (gfx906, sass:sm_37, ...).
     code_objects: Mapping[str, tuple[str, ...]]
+    # Every package installed in the builder, with its version (dpkg-query in the build container).
+    builder_packages: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -72,6 +74,7 @@ class BuildResult:
             "source_date_epoch": self.source_date_epoch, "seconds": self.seconds,
             "steps": [{"step": s.step, "seconds": s.seconds} for s in self.steps],
             "code_objects": {k: list(v) for k, v in self.code_objects.items()},
+            "builder_packages": dict(self.builder_packages),
         }, indent=2) + "\n"
 
     @classmethod
@@ -80,7 +83,8 @@ class BuildResult:
         return cls(root=root, image=BuilderImage(**d["image"]), version=d["version"],
                    source_date_epoch=d["source_date_epoch"], seconds=d["seconds"],
                    steps=tuple(StepTime(**s) for s in d["steps"]),
-                   code_objects=types.MappingProxyType({k: tuple(v) for k, v in d["code_objects"].items()}))
+                   code_objects=types.MappingProxyType({k: tuple(v) for k, v in d["code_objects"].items()}),
+                   builder_packages=types.MappingProxyType(d.get("builder_packages", {})))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,7 +8,7 @@
 Every archive is checked against the sha256 its manifest records before it is copied, and the copied
 bytes are hashed again on the way. Everything is written to a staging folder beside dist/release that
 replaces it only when complete, so a failure keeps the previous release. Publishing is not done here:
-the release workflow runs `gh release create` with the files of dist/release.
+the release workflow runs `nox -s publish` (publish.py) with the files of dist/release.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Entry:
 class Release:
     folder: Path
     entries: tuple[Entry, ...]
-    # Every file of the folder is uploaded (`gh release create TAG dist/release/*`); the notes are also
+    # Every file of the folder is uploaded (`nox -s publish -- TAG`); the notes are also
     # the release's body.
     assets: tuple[Path, ...]
     limit: int
@@ -235,9 +235,11 @@ def summary(release: Release, *, dry_run: bool, tag: str | None = None) -> str:
     if dry_run:
         tag = tag or os.environ.get("GITHUB_REF_NAME") or "TAG"
         lines.append("dry run: nothing is published; the release workflow would run:")
-        files = " ".join(_relative(p) for p in release.assets)
-        lines.append(f"  gh release create {tag} --verify-tag --title {tag} "
-                     f"--notes-file {_relative(release.folder / NOTES)} {files}")
+        lines.append(f"  nox -s publish -- {tag} {_relative(release.folder)}")
+        lines.append(f"  (gh release create --draft --verify-tag --title {tag} "
+                     f"--notes-file {_relative(release.folder / NOTES)} -- {tag}; "
+                     f"gh release upload --clobber -- {tag} FILE for each file; "
+                     f"gh release edit --draft=false -- {tag})")
         for p in release.assets:
             lines.append(f"    {p.name:60} {human_size(p.stat().st_size)}")
     return "\n".join(lines)

@@ -266,7 +266,8 @@ def test_cli_release_defaults_to_built_targets_and_dry_run_prints_the_publish_co
     monkeypatch.setenv("GITHUB_REF_NAME", "v1.2.3")
     assert main(["release", "--dry-run", "--dist", str(dist), "--targets-file", str(TARGETS_FILE)]) == 0
     out = capsys.readouterr().out
-    assert "gh release create v1.2.3" in out
+    assert "nox -s publish -- v1.2.3" in out
+    assert "gh release create --draft --verify-tag" in out
     assert "ollama-0.12.5-sm_37.tar.zst" in out
     assert "nothing is published" in out
     assert sorted(p.name for p in (dist / "release").glob("*.tar.zst")) == [

@@ -21,8 +21,10 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is in the test extra: pip inst
 WORKFLOWS = PROJECT / ".github" / "workflows"
 RELEASE = WORKFLOWS / "release.yml"
 CI = WORKFLOWS / "ci.yml"
-ALLOWED_ACTIONS = {"actions/checkout", "actions/setup-python", "actions/cache", "actions/upload-artifact",
-                   "actions/download-artifact"}
+ALLOWED_ACTIONS = {"actions/checkout", "actions/setup-python", "actions/cache/restore", "actions/cache/save",
+                   "actions/upload-artifact", "actions/download-artifact", "actions/attest-build-provenance"}
+DEPENDABOT = PROJECT / ".github" / "dependabot.yml"
+CONSTRAINTS = PROJECT / "constraints.txt"
 
 
 def load(path: Path) -> dict:
@@ -62,13 +64,53 @@ def test_release_matrix_comes_from_nox_targets_json():
     assert 'nox -s build -- "$TARGET"' in runs(build)
 
 
-def test_release_caches_are_keyed_by_plan_stage_hashes():
+def cache_steps(job: dict, kind: str) -> list[dict]:
+    return [st for st in job["steps"] if st.get("uses", "").startswith(f"actions/cache/{kind}@")]
+
+
+def test_release_caches_are_keyed_by_plan_stage_hashes_and_restored_and_saved_alike():
     build = load(RELEASE)["jobs"]["build"]
     assert 'nox -s plan -- "$TARGET" --json > plan.json' in runs(build)
-    keys = [s["with"]["key"] for s in build["steps"] if s.get("uses", "").startswith("actions/cache@")]
+    restores, saves = cache_steps(build, "restore"), cache_steps(build, "save")
+    assert [(r["with"]["path"], r["with"]["key"]) for r in restores] == \
+        [(v["with"]["path"], v["with"]["key"]) for v in saves]
+    keys = [r["with"]["key"] for r in restores]
     assert len(keys) == 3
-    assert any("steps.plan.outputs.builder" in k for k in keys)
     assert sum("steps.plan.outputs.build }}" in k for k in keys) == 2
+    # The Go module cache depends on the upstream commit only: one entry for every target.
+    assert "go-mod-${{ matrix.target.commit }}" in keys
+    # Saved after a failed build too, so that a re-run starts where the failed one stopped.
+    assert all(v["if"].startswith("always() && ") for v in saves)
+
+
+def test_release_ccache_is_bounded_to_keep_the_caches_within_the_repository_budget():
+    build = load(RELEASE)["jobs"]["build"]
+    conf = next(r for r in runs(build) if "ccache.conf" in r)
+    size = re.search(r"max_size = (\d+)M", conf)
+    targets = json.loads(subprocess.run([sys.executable, "-m", "pipeline", "targets", "--json"], cwd=PROJECT,
+                                        capture_output=True, text=True, check=True).stdout)
+    # ccache per target, with (an estimate, not measured) 600 MB for each target's Go build cache and
+    # 500 MB for the one Go module cache.
+    assert size and len(targets) * (int(size[1]) + 600) + 500 <= 10_000
+
+
+def test_release_builds_on_tags_use_no_cache_and_no_builder_image_tarball():
+    """Published, attested archives are built from nothing (zizmor: cache-poisoning); the multi-GB
+    `docker save` of the builder image into the cache is gone (disk and the cache budget)."""
+    build = load(RELEASE)["jobs"]["build"]
+    assert "github.ref_type != 'tag'" in build["env"]["USE_ACTIONS_CACHE"]
+    for step in cache_steps(build, "restore") + cache_steps(build, "save"):
+        assert "env.USE_ACTIONS_CACHE == 'true'" in step["if"]
+    assert not any("docker image save" in r or "docker image load" in r for r in runs(build))
+
+
+def test_release_frees_the_hosted_runners_disk_before_building():
+    build = load(RELEASE)["jobs"]["build"]
+    free = next(st for st in build["steps"] if "/usr/share/dotnet" in st.get("run", ""))
+    assert free["if"] == "env.HOSTED == 'true'"
+    assert build["env"]["HOSTED"] == "${{ vars.DOCKER_HOST == '' && vars.RELEASE_RUNS_ON == '' }}"
+    order = [st.get("run", "") for st in build["steps"]]
+    assert order.index(free["run"]) < order.index('nox -s build -- "$TARGET"')
 
 
 def test_plan_json_has_what_the_cache_steps_read(capsys):
@@ -79,7 +121,7 @@ def test_plan_json_has_what_the_cache_steps_read(capsys):
     assert row["image"].endswith(":" + row["hashes"]["builder"][:16])
 
 
-def test_release_uploads_archive_manifest_and_log_and_publishes_with_gh():
+def test_release_uploads_archive_manifest_and_log_and_assembles_the_release():
     jobs = load(RELEASE)["jobs"]
     upload = next(s for s in jobs["build"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
     paths = upload["with"]["path"].splitlines()
@@ -87,20 +129,117 @@ def test_release_uploads_archive_manifest_and_log_and_publishes_with_gh():
                      "dist/${{ matrix.target.name }}/build.log"]
     release = jobs["release"]
     assert release["needs"] == "build"
-    assert release["permissions"] == {"contents": "write"}
+    assert release["permissions"] == {"contents": "read"}
     assert "nox -s release -- --all --dry-run" in runs(release)
-    publish = next(s for s in release["steps"] if "gh release create" in s.get("run", ""))
-    assert publish["if"] == "github.ref_type == 'tag'"
-    assert "--notes-file dist/release/RELEASE_NOTES.md dist/release/*" in publish["run"]
+    assembled = next(s for s in release["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert assembled["with"]["name"] == "release"
+    assert "if" not in assembled  # the publish job takes the release from this artifact
 
 
 @pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
-def test_only_allowed_actions_pinned_by_major_version(workflow):
-    for job, step in steps(load(workflow)):
+def test_every_artifact_upload_overwrites_so_a_rerun_job_does_not_fail_on_its_name(workflow):
+    uploads = [s for _, s in steps(load(workflow)) if s.get("uses", "").startswith("actions/upload-artifact@")]
+    for step in uploads:
+        assert step["with"]["overwrite"] is True
+
+
+def test_publish_runs_on_tags_in_the_protected_release_environment_with_least_privilege():
+    jobs = load(RELEASE)["jobs"]
+    publish = jobs["publish"]
+    assert publish["needs"] == "release"
+    assert publish["if"] == "github.ref_type == 'tag'"
+    assert publish["environment"] == "release"
+    assert publish["permissions"] == {"contents": "write", "id-token": "write", "attestations": "write"}
+    # No other job may write anything.
+    for name, job in jobs.items():
+        if name != "publish":
+            assert job["permissions"] == {"contents": "read"}, name
+    download = next(s for s in publish["steps"] if s.get("uses", "").startswith("actions/download-artifact@"))
+    assert download["with"] == {"name": "release", "path": "dist/release"}
+
+
+def test_publish_attests_every_asset_then_publishes_through_the_nox_session():
+    publish = load(RELEASE)["jobs"]["publish"]
+    uses = [s.get("uses", "").partition("@")[0] for s in publish["steps"]]
+    attest = publish["steps"][uses.index("actions/attest-build-provenance")]
+    # SHA256SUMS lists every asset and every split archive as joined: all of them are attested.
+    assert attest["with"] == {"subject-checksums": "dist/release/SHA256SUMS"}
+    step = publish["steps"][-1]
+    assert step["run"] == 'nox -s publish -- "$GITHUB_REF_NAME" dist/release'
+    assert step["env"] == {"GH_TOKEN": "${{ github.token }}", "GH_REPO": "${{ github.repository }}"}
+    assert uses.index("actions/attest-build-provenance") < len(publish["steps"]) - 1
+    assert not any("gh release" in r for r in runs(publish))
+
+
+@pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
+def test_workflows_grant_nothing_by_default(workflow):
+    assert load(workflow)["permissions"] == {}
+
+
+@pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
+def test_checkouts_keep_no_credentials(workflow):
+    checkouts = [(j, s) for j, s in steps(load(workflow)) if s.get("uses", "").startswith("actions/checkout@")]
+    assert checkouts
+    for job, step in checkouts:
+        assert step.get("with", {}).get("persist-credentials") is False, f"{workflow.name} job {job}"
+
+
+@pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
+def test_debian_mirror_comes_from_the_variable_and_names_no_host(workflow):
+    """Unset, the variable is empty and the pipeline falls back to the Debian archive debootstrap
+    defaults to (test_baseimage: debootstrap_mirror), so forks without variables still build."""
+    wf = load(workflow)
+    envs = [wf.get("env", {})] + [job.get("env", {}) for job in wf["jobs"].values()]
+    mirrors = [e["PIPELINE_DEBIAN_MIRROR"] for e in envs if "PIPELINE_DEBIAN_MIRROR" in e]
+    assert mirrors == ["${{ vars.PIPELINE_DEBIAN_MIRROR }}"]
+
+
+@pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
+def test_python_tools_are_installed_under_the_constraints_file(workflow):
+    installs = [r for r in runs_of(load(workflow)) if "pip install" in r]
+    assert installs
+    for r in installs:
+        assert r == "python -m pip install -c constraints.txt nox"
+
+
+def runs_of(workflow: dict) -> list[str]:
+    return [s["run"] for _, s in steps(workflow) if "run" in s]
+
+
+def test_constraints_pin_every_tool_ci_installs_and_the_lint_session_uses_them():
+    pins = dict(line.split("==") for line in CONSTRAINTS.read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert {"nox", "ruff", "zizmor", "pytest", "PyYAML", "docker", "Jinja2"} <= set(pins)
+    assert all(re.fullmatch(r"\d+(\.\w+)*", v) for v in pins.values()), pins
+    noxfile = (PROJECT / "noxfile.py").read_text()
+    assert '"zizmor", "--offline"' in noxfile
+    assert "constraints.txt" in noxfile
+
+
+def test_dependabot_keeps_actions_and_python_pins_fresh():
+    config = yaml.safe_load(DEPENDABOT.read_text())
+    ecosystems = {u["package-ecosystem"]: u for u in config["updates"]}
+    assert set(ecosystems) == {"github-actions", "pip"}
+    assert all(u["directory"] == "/" for u in ecosystems.values())
+
+
+@pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
+def test_only_allowed_actions_pinned_by_commit_sha_with_the_version_in_a_comment(workflow):
+    pinned = re.compile(r"^\s*(?:- )?uses: (?P<action>[\w./-]+)@(?P<sha>[0-9a-f]{40}) # v\d+\.\d+\.\d+$")
+    text = workflow.read_text()
+    lines = [line for line in text.splitlines() if re.match(r"^\s*(?:- )?uses:", line)]
+    assert lines
+    for line in lines:
+        m = pinned.match(line)
+        assert m, f"{workflow.name}: {line.strip()!r} is not `uses: ACTION@<40-hex SHA> # vX.Y.Z`"
+        assert m["action"] in ALLOWED_ACTIONS, f"{workflow.name}: {m['action']} is not allowed"
+    # The same action at the same SHA everywhere: one Dependabot update moves them all.
+    shas: dict[str, set[str]] = {}
+    for _, step in steps(load(workflow)):
         if "uses" in step:
-            action, _, ref = step["uses"].partition("@")
-            assert action in ALLOWED_ACTIONS, f"{workflow.name} job {job}: {step['uses']} is not allowed"
-            assert re.fullmatch(r"v\d+", ref), f"{workflow.name} job {job}: pin {action} by major version"
+            action, _, sha = step["uses"].partition("@")
+            shas.setdefault(action.split("/")[0] + "/" + action.split("/")[1], set()).add(sha)
+    assert all(len(v) == 1 for v in shas.values()), shas
 
 
 @pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
@@ -115,6 +254,15 @@ def test_ci_lints_and_runs_the_tests_as_the_readme_does():
     assert "pull_request" in ci["on"]
     assert runs(ci["jobs"]["lint"])[-1] == "nox -s lint"
     assert runs(ci["jobs"]["tests"]) == ["sudo ./bootstrap && nox -s tests"]
+
+
+def test_fork_pull_requests_run_lint_and_the_unit_tier_and_stop_there():
+    jobs = load(CI)["jobs"]
+    assert "if" not in jobs["lint"] and "if" not in jobs["unit"]
+    assert runs(jobs["unit"])[-1] == "nox -s tests -- tests/unit"
+    assert jobs["tests"]["if"] == \
+        "github.event_name != 'pull_request' || !github.event.pull_request.head.repo.fork"
+    assert jobs["tests"]["needs"] == ["lint", "unit"]
 
 
 def test_targets_json_is_exactly_the_matrix_of_targets_toml():

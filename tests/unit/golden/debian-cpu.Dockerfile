@@ -9,7 +9,8 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 RUN test -n "$DEBIAN_MIRROR" \
  && rm -f /etc/apt/sources.list.d/* \
  && echo "deb $DEBIAN_MIRROR trixie main" > /etc/apt/sources.list \
- && echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90no-recommends
+ && echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90no-recommends \
+ && echo 'Acquire::Retries "5";' > /etc/apt/apt.conf.d/80retries
 
 # One transaction, so apt resolves every package against the same pins.
 RUN apt-get update \

@@ -12,7 +12,8 @@ RUN test -n "$DEBIAN_MIRROR" \
  && echo "deb $DEBIAN_MIRROR trixie main" >> /etc/apt/sources.list \
  && printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' > /etc/apt/preferences.d/trixie \
  && printf '\nPackage: golang-1.24-go golang-1.24-src\nPin: release n=trixie\nPin-Priority: 500\n' >> /etc/apt/preferences.d/trixie \
- && echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90no-recommends
+ && echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90no-recommends \
+ && echo 'Acquire::Retries "5";' > /etc/apt/apt.conf.d/80retries
 
 # One transaction, so apt resolves every package against the same pins.
 RUN apt-get update \

@@ -12,7 +12,8 @@ RUN test -n "$DEBIAN_MIRROR" \
  && echo "deb [check-valid-until=no] $DEBIAN_MIRROR sid main" >> /etc/apt/sources.list \
  && printf 'Package: *\nPin: release n=sid\nPin-Priority: 100\n' > /etc/apt/preferences.d/sid \
  && printf '\nPackage: hipcc rocminfo rocm-device-libs-21 libamd-comgr* libamdhip64* libhiprtc* libhsa-runtime* libhipblas* librocblas* libroctx64* clang-21 clang-tools-21 libclang-common-21-dev libclang-cpp21 libclang-rt-21-dev libclang1-21 libllvm21 lld-21 llvm-21 llvm-21-linker-tools llvm-21-runtime gcc-16-base libstdc++-16-dev libgcc-16-dev libobjc-16-dev libobjc4 libstdc++6 libgcc-s1 libgomp1 libitm1 libatomic1 libasan8 liblsan0 libtsan2 libubsan1 libhwasan0 libquadmath0 libcc1-0\nPin: release n=sid\nPin-Priority: 500\n' >> /etc/apt/preferences.d/sid \
- && echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90no-recommends
+ && echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90no-recommends \
+ && echo 'Acquire::Retries "5";' > /etc/apt/apt.conf.d/80retries
 
 # One transaction, so apt resolves every package against the same pins.
 RUN apt-get update \

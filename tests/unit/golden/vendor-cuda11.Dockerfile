@@ -8,16 +8,17 @@ ARG CMAKE_URL=https://github.com/Kitware/CMake/releases/download/v3.31.2/cmake-3
 ARG GO_URL=https://go.dev/dl/go1.24.4.linux-amd64.tar.gz
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 
-RUN apt-get update \
+RUN echo 'Acquire::Retries "5";' > /etc/apt/apt.conf.d/80retries \
+ && apt-get update \
  && apt-get install -y --no-install-recommends curl ca-certificates gcc-10 g++-10 make ninja-build ccache git \
  && rm -rf /var/lib/apt/lists/*
 
-RUN curl -fsSL "${CMAKE_URL}" -o /tmp/cmake.tar.gz \
+RUN curl -fsSL --retry 5 --retry-connrefused "${CMAKE_URL}" -o /tmp/cmake.tar.gz \
  && echo "fd76a2201de23a5cb392f2d2abe3a0aa40d4870c39fd92ed52c896daf55e4aa1  /tmp/cmake.tar.gz" | sha256sum -c - \
  && mkdir -p /usr/local \
  && tar -xzf /tmp/cmake.tar.gz -C /usr/local --strip-components=1 \
  && rm /tmp/cmake.tar.gz
-RUN curl -fsSL "${GO_URL}" -o /tmp/go.tar.gz \
+RUN curl -fsSL --retry 5 --retry-connrefused "${GO_URL}" -o /tmp/go.tar.gz \
  && echo "77e5da33bb72aeaef1ba4418b6fe511bc4d041873cbf82e5aa6318740df98717  /tmp/go.tar.gz" | sha256sum -c - \
  && mkdir -p /usr/local/go \
  && tar -xzf /tmp/go.tar.gz -C /usr/local/go --strip-components=1 \

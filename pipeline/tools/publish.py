@@ -1,0 +1,197 @@
+"""Publish dist/release/ as the GitHub release of a tag, so that any step may fail and a re-run finishes.
+
+    python -m pipeline.tools.publish TAG [FOLDER]        (nox -s publish -- TAG; FOLDER: dist/release)
+
+1. draft    the release of TAG, as a draft: created when there is none, reused (title and notes
+            refreshed) when an earlier attempt made it. A release already published is left alone when
+            it holds exactly the folder's files, and refused otherwise.
+2. upload   every file of the folder with `gh release upload --clobber`, which replaces an asset of
+            the same name; assets of an earlier attempt that the folder no longer has are deleted.
+3. check    the draft's assets are exactly the folder's files, by name and size, each fully uploaded.
+4. publish  `gh release edit --draft=false`; then the release is read back.
+
+Nothing is published until every asset is in place, and a failure leaves a draft, which only
+maintainers see. Every gh call goes through the command runner; tag and file names are passed after
+`--`, never where gh could read them as options. gh finds the repository from GH_REPO (the release
+workflow sets it) or the checkout's remote, and authenticates with GH_TOKEN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.infra import runner
+from pipeline.errors import CommandError, PipelineError, PublishError
+from pipeline.infra.log import Log
+
+NOTES = "RELEASE_NOTES.md"
+FIELDS = "tagName,isDraft,assets,url"
+
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Remote:
+    """A release as gh reports it."""
+
+    tag: str
+    draft: bool
+    assets: dict[str, dict[str, Any]]  # name -> {"size": ..., "state": ...}
+    url: str = ""
+
+
+class GitHub:
+    """The gh commands publishing needs; `gh` is the executable (a fake one in the tests)."""
+
+    def __init__(self, log: Log, gh: str = "gh", env: dict[str, str] | None = None):
+        self.log = log
+        self.gh = gh
+        self.env = env
+
+    def _run(self, *args: str, capture: bool = False, check: bool = True):
+        return runner.run(self.log, [self.gh, *args], capture=capture, check=check, env=self.env)
+
+    def view(self, tag: str) -> Remote | None:
+        proc = self._run("release", "view", "--json", FIELDS, "--", tag, capture=True, check=False)
+        if proc.returncode != 0:
+            if b"release not found" in proc.stderr.lower():
+                return None
+            raise PublishError(f"`gh release view {tag}` failed (exit {proc.returncode}): "
+                               f"{proc.stderr.decode(errors='replace').strip()}")
+        try:
+            data = json.loads(proc.stdout)
+            assets = {a["name"]: {"size": int(a["size"]), "state": a.get("state", "uploaded")}
+                      for a in data.get("assets") or []}
+            return Remote(tag=data["tagName"], draft=bool(data["isDraft"]), assets=assets,
+                          url=data.get("url", ""))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PublishError(f"`gh release view {tag}` printed what is not a release ({exc})") from None
+
+    def create_draft(self, tag: str, notes: Path) -> None:
+        self._run("release", "create", "--draft", "--verify-tag", "--title", tag, "--notes-file",
+                  str(notes), "--", tag)
+
+    def edit_draft(self, tag: str, notes: Path) -> None:
+        self._run("release", "edit", "--verify-tag", "--title", tag, "--notes-file", str(notes), "--", tag)
+
+    def upload(self, tag: str, path: Path) -> None:
+        self._run("release", "upload", "--clobber", "--", tag, str(path))
+
+    def delete_asset(self, tag: str, name: str) -> None:
+        self._run("release", "delete-asset", "--yes", "--", tag, name)
+
+    def publish(self, tag: str) -> None:
+        self._run("release", "edit", "--draft=false", "--", tag)
+
+
+def local_assets(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise PublishError(f"{folder} is not a folder; assemble the release first: nox -s release")
+    files = {p.name: p for p in sorted(folder.iterdir()) if p.is_file()}
+    if NOTES not in files:
+        raise PublishError(f"{folder} has no {NOTES}; assemble the release first: nox -s release")
+    return files
+
+
+def differences(remote: Remote, files: dict[str, Path]) -> list[str]:
+    """What keeps the release from being exactly the folder: missing, extra, short or half-uploaded."""
+    problems = []
+    for name, path in files.items():
+        asset = remote.assets.get(name)
+        size = path.stat().st_size
+        if asset is None:
+            problems.append(f"{name}: missing")
+        elif asset["size"] != size:
+            problems.append(f"{name}: {asset['size']} bytes on GitHub, {size} here")
+        elif asset["state"] != "uploaded":
+            problems.append(f"{name}: upload not complete (state {asset['state']})")
+    problems += [f"{name}: not in {next(iter(files.values())).parent}" for name in remote.assets
+                 if name not in files]
+    return problems
+
+
+def publish(tag: str, folder: Path, github: GitHub, *, draft_only: bool = False) -> Remote:
+    """Make the release of `tag` exactly `folder` and publish it; safe to run again after any failure."""
+    log = github.log
+    files = local_assets(folder)
+    notes = files[NOTES]
+
+    with log.stage("draft") as stage:
+        remote = github.view(tag)
+        if remote is not None and not remote.draft:
+            problems = differences(remote, files)
+            if problems:
+                raise PublishError(f"release {tag} is already published and differs from {folder}: "
+                                   + "; ".join(problems) + ". A published release is not changed "
+                                   "here: delete it or make it a draft first (gh release edit "
+                                   f"{tag} --draft=true)")
+            stage.cached(f"release {tag} is published with these {len(files)} assets")
+            log.line(f"nothing to do: {remote.url or tag}")
+            return remote
+        if remote is None:
+            github.create_draft(tag, notes)
+        else:
+            stage.cached(f"draft of {tag} from an earlier attempt, {len(remote.assets)} asset(s)")
+            github.edit_draft(tag, notes)
+            for name in sorted(set(remote.assets) - set(files)):
+                log.line(f"{name}: left by an earlier attempt, not in {folder}; deleting it")
+                github.delete_asset(tag, name)
+
+    with log.stage("upload"):
+        for i, path in enumerate(files.values(), 1):
+            log.line(f"[{i}/{len(files)}] {path.name} ({path.stat().st_size} bytes)")
+            github.upload(tag, path)
+
+    with log.stage("check"):
+        remote = github.view(tag)
+        if remote is None:
+            raise PublishError(f"the draft of {tag} disappeared while its assets were uploaded")
+        if problems := differences(remote, files):
+            raise PublishError(f"the draft of {tag} does not hold {folder} after the upload: "
+                               + "; ".join(problems) + "; run again to upload again")
+        log.line(f"{len(files)} asset(s) on the draft, every size as here")
+
+    if draft_only:
+        log.line(f"--draft-only: {tag} stays a draft")
+        return remote
+
+    with log.stage("publish"):
+        github.publish(tag)
+        remote = github.view(tag)
+        if remote is None or remote.draft:
+            raise PublishError(f"release {tag} is still a draft after `gh release edit --draft=false`")
+        log.line(f"published: {remote.url or tag}")
+    return remote
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.publish", description=__doc__.split("\n")[0])
+    parser.add_argument("tag", help="the release's tag (it must exist on GitHub: --verify-tag)")
+    parser.add_argument("folder", nargs="?", default="dist/release", help="default: dist/release")
+    parser.add_argument("--draft-only", action="store_true", help="stop before publishing the draft")
+    parser.add_argument("--gh", default=os.environ.get("PIPELINE_GH", "gh"), help="the gh executable")
+    parser.add_argument("--log", help="log file (default: FOLDER/../publish.log)")
+    args = parser.parse_args(argv)
+    folder = Path(args.folder)
+    log_path = Path(args.log) if args.log else folder.resolve().parent / "publish.log"
+    try:
+        with Log("publish", log_path) as log:
+            try:
+                publish(args.tag, folder, GitHub(log, args.gh), draft_only=args.draft_only)
+            except (PipelineError, CommandError) as exc:
+                log.line(f"error: {exc}")
+                raise
+    except (PipelineError, CommandError) as exc:
+        print(f"error: {exc}\nfull log: {log_path}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""publish.py against a fake `gh` on PATH: draft, uploads that overwrite, check, publish, and a re-run
+after a failure injected at every step that finishes the release with no clean-up in between."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.tools import publish
+
+FAKE = Path(__file__).with_name("fake_gh.py")
+TAG = "v1.2.3"
+
+
+@pytest.fixture
+def gh(tmp_path, monkeypatch):
+    """A `gh` on PATH backed by fake_gh.py; returns helpers to read its state and calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "gh"
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    state = tmp_path / "gh-state.json"
+    state.write_text(json.dumps({"tags": [TAG, "--evil"], "releases": {}}))
+    calls = tmp_path / "gh-calls.jsonl"
+    calls.touch()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_GH_STATE", str(state))
+    monkeypatch.setenv("FAKE_GH_CALLS", str(calls))
+    monkeypatch.delenv("FAKE_GH_FAIL", raising=False)
+
+    class Fake:
+        def state(self) -> dict:
+            return json.loads(state.read_text())
+
+        def calls(self) -> list[list[str]]:
+            return [json.loads(line) for line in calls.read_text().splitlines()]
+
+        def reset_calls(self) -> None:
+            calls.write_text("")
+
+        def fail(self, spec: str | None) -> None:
+            if spec:
+                monkeypatch.setenv("FAKE_GH_FAIL", spec)
+            else:
+                monkeypatch.delenv("FAKE_GH_FAIL", raising=False)
+            data = self.state()
+            data["counts"] = {}
+            state.write_text(json.dumps(data))
+
+    return Fake()
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    out = tmp_path / "dist" / "release"
+    out.mkdir(parents=True)
+    (out / "RELEASE_NOTES.md").write_text("# notes\n")
+    (out / "ollama-0.12.5-cpu.tar.zst").write_bytes(b"cpu archive" * 100)
+    (out / "ollama-0.12.5-cpu.tar.zst.manifest.json").write_text('{"target": "cpu"}\n')
+    (out / "ollama-0.12.5-gfx906.tar.zst.part-000").write_bytes(b"a" * 700)
+    (out / "ollama-0.12.5-gfx906.tar.zst.part-001").write_bytes(b"b" * 300)
+    (out / "SHA256SUMS").write_text("".join(
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(out.iterdir())))
+    return out
+
+
+def expected_assets(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in folder.iterdir()}
+
+
+def published_exactly(state: dict, folder: Path, tag: str = TAG) -> bool:
+    release = state["releases"][tag]
+    assets = {n: a["size"] for n, a in release["assets"].items() if a["state"] == "uploaded"}
+    return (release["draft"] is False and assets == expected_assets(folder)
+            and all(a["state"] == "uploaded" for a in release["assets"].values())
+            and all(a["sha256"] == hashlib.sha256((folder / n).read_bytes()).hexdigest()
+                    for n, a in release["assets"].items())
+            and not state.get("duplicates"))
+
+
+def run(folder: Path, tag: str = TAG, *extra: str) -> int:
+    return publish.main([*extra, "--", tag, str(folder)])
+
+
+def test_a_first_run_drafts_uploads_checks_and_publishes(gh, folder):
+    assert run(folder) == 0
+    state = gh.state()
+    assert published_exactly(state, folder)
+    assert state["releases"][TAG]["notes"] == "# notes\n"
+    subcommands = [c[1] for c in gh.calls()]
+    n = len(expected_assets(folder))
+    assert subcommands == ["view", "create", *["upload"] * n, "view", "edit", "view"]
+    create = gh.calls()[1]
+    assert {"--draft", "--verify-tag"} <= set(create)
+    assert all("--clobber" in c for c in gh.calls() if c[1] == "upload")
+    assert gh.calls()[-2] == ["release", "edit", "--draft=false", "--", TAG]
+
+
+def test_every_gh_call_is_echoed_by_the_command_runner_into_the_log(gh, folder):
+    assert run(folder) == 0
+    log = (folder.parent / "publish.log").read_text()
+    assert log.count("+ gh release ") == len(gh.calls())
+    assert "<== publish: done" in log
+
+
+def test_tags_and_files_are_never_where_gh_reads_options(gh, folder):
+    (folder / "--help").write_text("an asset named like an option\n")
+    assert run(folder, "--evil") == 0
+    for call in gh.calls():
+        cut = call.index("--")
+        assert call[cut + 1] == "--evil"
+        assert "--help" not in call[:cut]
+    assert published_exactly(gh.state(), folder, "--evil")
+
+
+FAILURES = [
+    "view:1:before",       # the first look at the release
+    "create:1:before",     # creating the draft
+    "create:1:after",      # the draft was made, then gh failed (half-way create)
+    "upload:1:before",     # the first upload
+    "upload:3:partial",    # an upload cut off half-way, the asset left incomplete
+    "upload:6:after",      # the last upload arrived, gh still failed
+    "view:2:before",       # the check after the uploads
+    "publish:1:before",    # publishing the draft
+    "publish:1:after",     # the draft was published, then gh failed
+    "view:3:before",       # reading back the published release
+]
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_a_rerun_after_a_failure_at_any_step_finishes_with_no_clean_up(gh, folder, failure):
+    assert len(expected_assets(folder)) == 6  # the upload:6 case is the last upload
+    gh.fail(failure)
+    assert run(folder) == 1
+    assert gh.state()["releases"].get(TAG, {}).get("draft", True) or failure.startswith(("publish", "view:3"))
+    gh.fail(None)
+    assert run(folder) == 0
+    assert published_exactly(gh.state(), folder)
+
+
+def test_a_failed_rerun_can_be_rerun_again(gh, folder):
+    for failure in ("create:1:after", "upload:2:partial", "publish:1:before"):
+        gh.fail(failure)
+        assert run(folder) == 1
+    gh.fail(None)
+    assert run(folder) == 0
+    assert published_exactly(gh.state(), folder)
+
+
+def test_a_rerun_replaces_assets_and_notes_of_an_earlier_attempt_and_deletes_stale_ones(gh, folder):
+    gh.fail("publish:1:before")
+    assert run(folder) == 1
+    # The next attempt has a rebuilt archive, new notes, and one split archive is now whole.
+    (folder / "ollama-0.12.5-cpu.tar.zst").write_bytes(b"rebuilt" * 10)
+    (folder / "RELEASE_NOTES.md").write_text("# new notes\n")
+    (folder / "ollama-0.12.5-gfx906.tar.zst.part-000").unlink()
+    (folder / "ollama-0.12.5-gfx906.tar.zst.part-001").unlink()
+    (folder / "ollama-0.12.5-gfx906.tar.zst").write_bytes(b"whole" * 10)
+    gh.fail(None)
+    gh.reset_calls()
+    assert run(folder) == 0
+    state = gh.state()
+    assert published_exactly(state, folder)
+    assert state["releases"][TAG]["notes"] == "# new notes\n"
+    deleted = sorted(c[-1] for c in gh.calls() if c[1] == "delete-asset")
+    assert deleted == ["ollama-0.12.5-gfx906.tar.zst.part-000", "ollama-0.12.5-gfx906.tar.zst.part-001"]
+    assert not any(c[1] == "create" for c in gh.calls())
+
+
+def test_a_rerun_after_success_changes_nothing(gh, folder):
+    assert run(folder) == 0
+    gh.reset_calls()
+    assert run(folder) == 0
+    assert [c[1] for c in gh.calls()] == ["view"]
+
+
+def test_a_published_release_that_differs_is_refused_and_left_alone(gh, folder, capsys):
+    assert run(folder) == 0
+    before = gh.state()["releases"]
+    (folder / "ollama-0.12.5-cpu.tar.zst").write_bytes(b"different")
+    gh.reset_calls()
+    assert run(folder) == 1
+    assert "already published and differs" in capsys.readouterr().err
+    assert [c[1] for c in gh.calls()] == ["view"]
+    assert gh.state()["releases"] == before
+
+
+def test_a_missing_tag_fails_at_the_draft_and_publishes_nothing(gh, folder, capsys):
+    assert run(folder, "v9.9.9") == 1
+    assert "v9.9.9" not in gh.state()["releases"]
+    assert "--verify-tag" in capsys.readouterr().err
+
+
+def test_draft_only_stops_before_publishing(gh, folder):
+    assert run(folder, TAG, "--draft-only") == 0
+    assert gh.state()["releases"][TAG]["draft"] is True
+    assert run(folder) == 0
+    assert published_exactly(gh.state(), folder)
+
+
+def test_a_folder_without_notes_is_refused_before_any_gh_call(gh, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(empty) == 1
+    assert "nox -s release" in capsys.readouterr().err
+    assert gh.calls() == []
