@@ -13,21 +13,40 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import orchestrate, stages
-from pipeline.config import series, targets
+from pipeline.config import names, series, targets
 from pipeline.config.settings import Settings
-from pipeline.errors import INTERRUPTED, PipelineError, UsageError
+from pipeline.errors import INTERRUPTED, PipelineError, UsageError, from_exception, one_line
 from pipeline.infra import fsutil
 from pipeline.infra.log import Log, duration
 from pipeline.stages import builder, image, verify
 from pipeline.tools import bench, memtest, patchtool, release
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are UsageErrors: one `error:` line and the class's exit code."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _positive(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
+def _ref(value: str) -> str:
+    if problem := names.ref_problem(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid git tag ({problem}); use a tag such as v0.12.5")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--targets-file", help="the target matrix (default: targets.toml of the project)")
     common.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
 
-    p = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    p = _Parser(prog="pipeline", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", parents=[common], help="build and package targets")
@@ -37,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--debian-mirror", help="Debian mirror for base and builder images "
                                            "(default: PIPELINE_DEBIAN_MIRROR, then this machine's apt sources)")
     b.add_argument("--dist", help="output folder (default: dist/ of the project)")
-    b.add_argument("--jobs", type=int, help="parallel compile jobs (default: CPU count)")
+    b.add_argument("--jobs", type=_positive, help="parallel compile jobs (default: CPU count)")
     b.add_argument("--no-verify", action="store_true", help="skip verifying the package in a clean container")
     b.add_argument("--image", action="store_true", help="also make the runtime Docker image of the verified package")
 
@@ -47,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("--source", help="git URL or local repository replacing source.url (or OLLAMA_SOURCE)")
     im.add_argument("--debian-mirror")
     im.add_argument("--dist", help="output folder (default: dist/ of the project)")
-    im.add_argument("--jobs", type=int, help="parallel compile jobs (default: CPU count)")
+    im.add_argument("--jobs", type=_positive, help="parallel compile jobs (default: CPU count)")
 
     v = sub.add_parser("verify", parents=[common], help="verify packages in a clean runtime-floor container")
     v.add_argument("archives", nargs="+", metavar="ARCHIVE")
@@ -65,19 +84,19 @@ def _parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("patches", help="maintain the patch series: check, apply, refresh, test")
     psub = pt.add_subparsers(dest="action", required=True)
     c = psub.add_parser("check", parents=[common], help="does each patch apply to each upstream ref?")
-    c.add_argument("--ref", action="append", default=[], help="upstream tag (repeatable; default: the "
+    c.add_argument("--ref", action="append", default=[], type=_ref, help="upstream tag (repeatable; default: the "
                                                                "tags of targets.toml)")
     c.add_argument("--json", help="also write the verdicts as JSON to this file")
     c.add_argument("--source")
     a = psub.add_parser("apply", parents=[common], help="a git work tree with one commit per patch")
-    a.add_argument("--ref", required=True)
+    a.add_argument("--ref", required=True, type=_ref)
     a.add_argument("--into", required=True, help="new folder for the work tree")
     a.add_argument("--target", action="append", default=[], help="only patches carried by this target")
     a.add_argument("--source")
     r = psub.add_parser("refresh", parents=[common], help="turn a work tree back into patches/")
     r.add_argument("--from", dest="work", required=True)
     ts = psub.add_parser("test", parents=[common], help="apply, then go vet and go test what changed")
-    ts.add_argument("--ref", required=True)
+    ts.add_argument("--ref", required=True, type=_ref)
     ts.add_argument("--source")
 
     rl = sub.add_parser("release", parents=[common], help="assemble built targets into dist/release/")
@@ -92,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
                                                           "upstream against patched")
     mt.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                     help="scenario .toml files or folders of them (default: scenarios/ of the project)")
-    mt.add_argument("--ref", help="upstream tag, v0.12.0 to v0.12.10 (default: the tag of targets.toml)")
+    mt.add_argument("--ref", type=_ref, help="upstream tag, v0.12.0 to v0.12.10 (default: the tag of targets.toml)")
     mt.add_argument("--source")
     mt.add_argument("--target", action="append", default=[],
                     help="only patches carried by this target (default: every patch in range)")
@@ -111,19 +130,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     # nox and CI stop children with SIGTERM: unwind like Ctrl-C so containers and partial files go.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except PipelineError as exc:
-        if args.traceback or os.environ.get("PIPELINE_TRACEBACK"):
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: containers removed, previous artifacts kept", file=sys.stderr)
         return INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
+        error = from_exception(exc)
+        if "--traceback" in argv or os.environ.get("PIPELINE_TRACEBACK", "") not in ("", "0"):
+            traceback.print_exc()
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return error.exit_code
 
 
 def _raise_interrupt(signum, frame):
