@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline import orchestrate, stages
 from pipeline.config import names, series, targets
 from pipeline.config.settings import Settings
-from pipeline.errors import INTERRUPTED, PipelineError, UsageError, from_exception, one_line
+from pipeline.errors import INTERRUPTED, UsageError, from_exception, one_line
 from pipeline.infra import fsutil
 from pipeline.infra.log import Log, duration
 from pipeline.stages import builder, image, verify
@@ -313,9 +313,10 @@ def cmd_verify(args) -> int:
     for archive in args.archives:
         path = Path(archive).resolve()
         if not path.is_file():
-            raise PipelineError(f"{archive}: no such archive")
+            raise UsageError(f"{archive}: no such archive file; give the path of an ollama-*.tar.zst or .tar.gz")
+        beside = verify.manifest_beside(path)
         with Log("verify", settings.dist / "verify.log") as log:
-            verify.verify_archive(path, settings, log)
+            verify.verify_archive(path, settings, log, manifest=beside)
         print(f"{path.name}: verified")
     return 0
 
