@@ -105,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument("--all", action="store_true", help="every target of the matrix; one not built is an error")
     rl.add_argument("--dist", help="folder of the builds; the release goes to its release/ (default: dist/)")
     rl.add_argument("--dry-run", action="store_true",
-                    help="assemble, then print what the release workflow would publish")
+                    help="assemble into dist/release.dry-run/ (dist/release/ is left as it is), then "
+                         "print what the release workflow would publish")
 
     mt = sub.add_parser("memtest", parents=[common], help="how Ollama's estimator places scenarios on GPUs, "
                                                           "upstream against patched")
@@ -287,7 +288,9 @@ def cmd_release(args) -> int:
         names = [t.name for t in _selection(args, matrix)]
     else:
         names = release.built(settings.dist, matrix.targets)
-    result = release.assemble(names, settings.dist)
+    # A dry run assembles beside the last real release and never touches it.
+    out = settings.dist / (release.DRY_RUN_FOLDER if args.dry_run else release.FOLDER)
+    result = release.assemble(names, settings.dist, out=out)
     print(release.summary(result, dry_run=args.dry_run))
     return 0
 

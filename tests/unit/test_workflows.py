@@ -88,7 +88,7 @@ def test_release_uploads_archive_manifest_and_log_and_publishes_with_gh():
     release = jobs["release"]
     assert release["needs"] == "build"
     assert release["permissions"] == {"contents": "write"}
-    assert "nox -s release -- --all --dry-run" in runs(release)
+    assert "nox -s release -- --all" in runs(release)
     publish = next(s for s in release["steps"] if "gh release create" in s.get("run", ""))
     assert publish["if"] == "github.ref_type == 'tag'"
     assert "--notes-file dist/release/RELEASE_NOTES.md dist/release/*" in publish["run"]
