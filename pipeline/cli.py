@@ -15,11 +15,11 @@ from pathlib import Path
 from pipeline import orchestrate, stages
 from pipeline.config import names, series, targets
 from pipeline.config.settings import Settings
-from pipeline.errors import INTERRUPTED, UsageError, from_exception, one_line
+from pipeline.errors import INTERRUPTED, PipelineError, UsageError, from_exception, one_line
 from pipeline.infra import fsutil
 from pipeline.infra.log import Log, duration
 from pipeline.stages import builder, image, verify
-from pipeline.tools import bench, memtest, patchtool, release
+from pipeline.tools import bench, clean, memtest, patchtool, release
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,6 +118,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="only patches carried by this target (default: every patch in range)")
     mt.add_argument("--host-go", action="store_true", help="run go on this machine instead of the Go builder")
     mt.add_argument("--json", default="dist/memtest.json", help="where the report goes as JSON")
+
+    cl = sub.add_parser("clean", parents=[common], help="remove the pipeline's caches, containers, images and "
+                                                         "volumes; say how much space that freed")
+    cl.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    cl.add_argument("--cache-only", action="store_true", help="only the cache folder; leave Docker alone")
 
     bn = sub.add_parser("bench", parents=[common], help="measure the pipeline; numbers go to a file")
     bn.add_argument("targets", nargs="*", metavar="TARGET", default=["cpu"])
@@ -324,6 +329,19 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_clean(args) -> int:
+    settings = _settings(args)
+    items = clean.find(settings, docker_too=not args.cache_only)
+    if not args.dry_run:
+        failed = clean.remove(settings, items)
+        if failed:
+            print(clean.report([i for i in items if not any(f.startswith(f"{i.kind} {i.name}:") for f in failed)],
+                               dry_run=False))
+            raise PipelineError(f"could not remove {len(failed)} item(s): {'; '.join(failed)}")
+    print(clean.report(items, dry_run=args.dry_run))
+    return 0
+
+
 COMMANDS = {"build": cmd_build, "image": cmd_image, "verify": cmd_verify, "targets": cmd_targets,
             "plan": cmd_plan, "patches": cmd_patches, "release": cmd_release, "memtest": cmd_memtest,
-            "bench": cmd_bench}
+            "bench": cmd_bench, "clean": cmd_clean}
