@@ -171,6 +171,30 @@ def _path(value):
     return Path(value).resolve() if value else None
 
 
+def _output(value: str, flag: str) -> Path:
+    """An output file named on the command line, checked before any work: not a folder, and its folder
+    can be made and written."""
+    if not value or "\0" in value:
+        raise UsageError(f"{flag} {value!r}: give a file path")
+    path = Path(value).resolve()
+    if path.is_dir():
+        raise UsageError(f"{flag} {value}: is a folder; give a file path such as {Path(value) / 'out.json'}")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{flag} {value}: {ancestor} is a file, not a folder; give another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {value}: {ancestor} is not writable; give another path")
+    return path
+
+
+def names_hint(name: str, matrix: targets.Matrix) -> str:
+    from pipeline.config import loader
+
+    return loader.hint(name, matrix.targets)
+
+
 def _selection(args, matrix: targets.Matrix) -> list[targets.Target]:
     return matrix.select(["--all"] if args.all else args.targets)
 
@@ -248,7 +272,7 @@ def cmd_plan(args) -> int:
 
 def cmd_bench(args) -> int:
     settings = _settings(args)
-    output = Path(args.output).resolve()
+    output = _output(args.output, "--output")
     report = bench.run(args.targets, settings, output, cold=args.cold, gpu=args.gpu)
     print(json.dumps(report, indent=2))
     print(f"written to {output}", file=sys.stderr)
@@ -257,14 +281,19 @@ def cmd_bench(args) -> int:
 
 def cmd_patches(args) -> int:
     settings = _settings(args)
+    json_out = _output(args.json, "--json") if getattr(args, "json", None) else None
     matrix = targets.load(settings.targets_file)
+    for name in getattr(args, "target", []):
+        if name not in matrix.targets:
+            raise UsageError(f"--target {name!r} is not a target{names_hint(name, matrix)}; known: "
+                             f"{', '.join(matrix.targets)}")
     with Log("patches", settings.dist / "patches" / f"{args.action}.log") as log:
         if args.action == "check":
             verdicts = patchtool.check(matrix, settings, args.ref, log)
             print(patchtool.table(verdicts))
             if args.json:
                 rows = [dataclasses.asdict(v) for v in verdicts]
-                fsutil.write_text(Path(args.json), json.dumps(rows, indent=2) + "\n")
+                fsutil.write_text(json_out, json.dumps(rows, indent=2) + "\n")
             bad = patchtool.failed(verdicts)
             for v in bad:
                 print(f"error: {v.patch} conflicts with {v.ref} ({v.detail}; targets {' '.join(v.targets)})",
@@ -302,12 +331,12 @@ def cmd_release(args) -> int:
 
 def cmd_memtest(args) -> int:
     settings = _settings(args)
+    output = _output(args.json, "--json")
     scenarios = memtest.load_all(args.scenarios)
     ref = args.ref or patchtool.default_refs(targets.load(settings.targets_file))[0]
     memtest.check_ref(ref)
     with Log("memtest", settings.dist / "memtest" / "memtest.log") as log:
         report = memtest.run(settings, log, scenarios, ref, host_go=args.host_go, targets=args.target)
-    output = Path(args.json).resolve()
     fsutil.write_text(output, json.dumps(report, indent=2) + "\n")
     print(memtest.render(report))
     print(f"written to {output}", file=sys.stderr)
