@@ -196,7 +196,7 @@ def names_hint(name: str, matrix: targets.Matrix) -> str:
 
 
 def _selection(args, matrix: targets.Matrix) -> list[targets.Target]:
-    return matrix.select(["--all"] if args.all else args.targets)
+    return matrix.select(["--all", *args.targets] if args.all else args.targets)
 
 
 def cmd_build(args) -> int:

@@ -29,7 +29,6 @@ RESERVED = frozenset({"all", "none", "default", "defaults", "release", "patches"
 
 URL_SCHEMES = ("https", "http", "ssh", "git", "file")
 MIRROR_SCHEMES = ("https", "http", "file")
-_SCP = re.compile(r"^(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*):(?P<path>[^/].*|/.*)$")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 # GPU archs the builders' compilers know: clang's AMDGPU processors (ROCm 6.x), nvcc 11.x's SM numbers.
@@ -100,10 +99,12 @@ def url_problem(url: str, schemes: tuple[str, ...] = URL_SCHEMES, *, local: bool
         return None
     if not local:
         return f"not a URL ({', '.join(s + '://' for s in schemes)})"
-    m = _SCP.match(url)
-    if m and "/" not in url.split(":", 1)[0] and not url.startswith((".", "/", "~")) \
-            and (m["host"].startswith("-") or m["path"].startswith("-")):
-        return "a host or path starting with '-'"
+    # scp-style user@host:path (git reads it so when no '/' comes before the first ':').
+    if ":" in url and "/" not in url.split(":", 1)[0] and not url.startswith((".", "/", "~")):
+        where, path = url.split(":", 1)
+        host = where.rsplit("@", 1)[-1]
+        if not host or host.startswith("-") or path.startswith("-"):
+            return "a host or path starting with '-'"
     return None
 
 
