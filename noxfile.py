@@ -118,6 +118,14 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def clean(session: nox.Session) -> None:
+    """Remove the pipeline's cache folder, containers, images and volumes and say how much space that freed:
+    `nox -s clean`, `-- --dry-run` to list only, `-- --cache-only` to leave Docker alone."""
+    _install(session)
+    session.run("python", "-m", "pipeline", "clean", *session.posargs)
+
+
+@nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Measure no-op rebuild time and, with --cold, a cold build's time outside the toolchain.
 

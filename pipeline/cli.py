@@ -13,24 +13,43 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import orchestrate, stages
-from pipeline.config import series, targets
+from pipeline.config import names, series, targets
 from pipeline.config.settings import Settings
-from pipeline.errors import INTERRUPTED, PipelineError, UsageError
+from pipeline.errors import INTERRUPTED, PipelineError, UsageError, from_exception, one_line
 from pipeline.infra import fsutil
 from pipeline.infra.log import Log, duration
 from pipeline.stages import builder, image, verify
-from pipeline.tools import bench, memtest, patchtool, release
+from pipeline.tools import bench, clean, memtest, patchtool, release
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are UsageErrors: one `error:` line and the class's exit code."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _positive(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
+def _ref(value: str) -> str:
+    if problem := names.ref_problem(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid git tag ({problem}); use a tag such as v0.12.5")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--targets-file", help="the target matrix (default: targets.toml of the project)")
     common.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
     common.add_argument("--quiet", action="store_true",
                         help="on a terminal, show only stage lines and progress (and the log's last 50 "
                              "lines on failure); the full log stays on disk (or PIPELINE_QUIET=1)")
 
-    p = argparse.ArgumentParser(prog="pipeline", description=__doc__)
+    p = _Parser(prog="pipeline", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", parents=[common], help="build and package targets")
@@ -40,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--debian-mirror", help="Debian mirror for base and builder images "
                                            "(default: PIPELINE_DEBIAN_MIRROR, then this machine's apt sources)")
     b.add_argument("--dist", help="output folder (default: dist/ of the project)")
-    b.add_argument("--jobs", type=int, help="parallel compile jobs (default: CPU count)")
+    b.add_argument("--jobs", type=_positive, help="parallel compile jobs (default: CPU count)")
     b.add_argument("--no-verify", action="store_true", help="skip verifying the package in a clean container")
     b.add_argument("--image", action="store_true", help="also make the runtime Docker image of the verified package")
 
@@ -50,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("--source", help="git URL or local repository replacing source.url (or OLLAMA_SOURCE)")
     im.add_argument("--debian-mirror")
     im.add_argument("--dist", help="output folder (default: dist/ of the project)")
-    im.add_argument("--jobs", type=int, help="parallel compile jobs (default: CPU count)")
+    im.add_argument("--jobs", type=_positive, help="parallel compile jobs (default: CPU count)")
 
     v = sub.add_parser("verify", parents=[common], help="verify packages in a clean runtime-floor container")
     v.add_argument("archives", nargs="+", metavar="ARCHIVE")
@@ -68,19 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("patches", help="maintain the patch series: check, apply, refresh, test")
     psub = pt.add_subparsers(dest="action", required=True)
     c = psub.add_parser("check", parents=[common], help="does each patch apply to each upstream ref?")
-    c.add_argument("--ref", action="append", default=[], help="upstream tag (repeatable; default: the "
+    c.add_argument("--ref", action="append", default=[], type=_ref, help="upstream tag (repeatable; default: the "
                                                                "tags of targets.toml)")
     c.add_argument("--json", help="also write the verdicts as JSON to this file")
     c.add_argument("--source")
     a = psub.add_parser("apply", parents=[common], help="a git work tree with one commit per patch")
-    a.add_argument("--ref", required=True)
+    a.add_argument("--ref", required=True, type=_ref)
     a.add_argument("--into", required=True, help="new folder for the work tree")
     a.add_argument("--target", action="append", default=[], help="only patches carried by this target")
     a.add_argument("--source")
     r = psub.add_parser("refresh", parents=[common], help="turn a work tree back into patches/")
     r.add_argument("--from", dest="work", required=True)
     ts = psub.add_parser("test", parents=[common], help="apply, then go vet and go test what changed")
-    ts.add_argument("--ref", required=True)
+    ts.add_argument("--ref", required=True, type=_ref)
     ts.add_argument("--source")
 
     rl = sub.add_parser("release", parents=[common], help="assemble built targets into dist/release/")
@@ -89,18 +108,24 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument("--all", action="store_true", help="every target of the matrix; one not built is an error")
     rl.add_argument("--dist", help="folder of the builds; the release goes to its release/ (default: dist/)")
     rl.add_argument("--dry-run", action="store_true",
-                    help="assemble, then print what the release workflow would publish")
+                    help="assemble into dist/release.dry-run/ (dist/release/ is left as it is), then "
+                         "print what the release workflow would publish")
 
     mt = sub.add_parser("memtest", parents=[common], help="how Ollama's estimator places scenarios on GPUs, "
                                                           "upstream against patched")
     mt.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                     help="scenario .toml files or folders of them (default: scenarios/ of the project)")
-    mt.add_argument("--ref", help="upstream tag, v0.12.0 to v0.12.10 (default: the tag of targets.toml)")
+    mt.add_argument("--ref", type=_ref, help="upstream tag, v0.12.0 to v0.12.10 (default: the tag of targets.toml)")
     mt.add_argument("--source")
     mt.add_argument("--target", action="append", default=[],
                     help="only patches carried by this target (default: every patch in range)")
     mt.add_argument("--host-go", action="store_true", help="run go on this machine instead of the Go builder")
     mt.add_argument("--json", default="dist/memtest.json", help="where the report goes as JSON")
+
+    cl = sub.add_parser("clean", parents=[common], help="remove the pipeline's caches, containers, images and "
+                                                         "volumes; say how much space that freed")
+    cl.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    cl.add_argument("--cache-only", action="store_true", help="only the cache folder; leave Docker alone")
 
     bn = sub.add_parser("bench", parents=[common], help="measure the pipeline; numbers go to a file")
     bn.add_argument("targets", nargs="*", metavar="TARGET", default=["cpu"])
@@ -114,21 +139,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if getattr(args, "quiet", False):
-        os.environ["PIPELINE_QUIET"] = "1"  # read by console.Console.from_env for every Log
+    argv = list(sys.argv[1:] if argv is None else argv)
     # nox and CI stop children with SIGTERM: unwind like Ctrl-C so containers and partial files go.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        args = _parser().parse_args(argv)
+        if getattr(args, "quiet", False):
+            os.environ["PIPELINE_QUIET"] = "1"  # read by console.Console.from_env for every Log
         return COMMANDS[args.command](args)
-    except PipelineError as exc:
-        if args.traceback or os.environ.get("PIPELINE_TRACEBACK"):
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: containers removed, previous artifacts kept", file=sys.stderr)
         return INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
+        error = from_exception(exc)
+        if "--traceback" in argv or os.environ.get("PIPELINE_TRACEBACK", "") not in ("", "0"):
+            traceback.print_exc()
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return error.exit_code
 
 
 def _raise_interrupt(signum, frame):
@@ -149,8 +176,32 @@ def _path(value):
     return Path(value).resolve() if value else None
 
 
+def _output(value: str, flag: str) -> Path:
+    """An output file named on the command line, checked before any work: not a folder, and its folder
+    can be made and written."""
+    if not value or "\0" in value:
+        raise UsageError(f"{flag} {value!r}: give a file path")
+    path = Path(value).resolve()
+    if path.is_dir():
+        raise UsageError(f"{flag} {value}: is a folder; give a file path such as {Path(value) / 'out.json'}")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{flag} {value}: {ancestor} is a file, not a folder; give another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {value}: {ancestor} is not writable; give another path")
+    return path
+
+
+def names_hint(name: str, matrix: targets.Matrix) -> str:
+    from pipeline.config import loader
+
+    return loader.hint(name, matrix.targets)
+
+
 def _selection(args, matrix: targets.Matrix) -> list[targets.Target]:
-    return matrix.select(["--all"] if args.all else args.targets)
+    return matrix.select(["--all", *args.targets] if args.all else args.targets)
 
 
 def cmd_build(args) -> int:
@@ -226,7 +277,7 @@ def cmd_plan(args) -> int:
 
 def cmd_bench(args) -> int:
     settings = _settings(args)
-    output = Path(args.output).resolve()
+    output = _output(args.output, "--output")
     report = bench.run(args.targets, settings, output, cold=args.cold, gpu=args.gpu)
     print(json.dumps(report, indent=2))
     print(f"written to {output}", file=sys.stderr)
@@ -235,14 +286,19 @@ def cmd_bench(args) -> int:
 
 def cmd_patches(args) -> int:
     settings = _settings(args)
+    json_out = _output(args.json, "--json") if getattr(args, "json", None) else None
     matrix = targets.load(settings.targets_file)
+    for name in getattr(args, "target", []):
+        if name not in matrix.targets:
+            raise UsageError(f"--target {name!r} is not a target{names_hint(name, matrix)}; known: "
+                             f"{', '.join(matrix.targets)}")
     with Log("patches", settings.dist / "patches" / f"{args.action}.log") as log:
         if args.action == "check":
             verdicts = patchtool.check(matrix, settings, args.ref, log)
             print(patchtool.table(verdicts))
             if args.json:
                 rows = [dataclasses.asdict(v) for v in verdicts]
-                fsutil.write_text(Path(args.json), json.dumps(rows, indent=2) + "\n")
+                fsutil.write_text(json_out, json.dumps(rows, indent=2) + "\n")
             bad = patchtool.failed(verdicts)
             for v in bad:
                 print(f"error: {v.patch} conflicts with {v.ref} ({v.detail}; targets {' '.join(v.targets)})",
@@ -271,19 +327,21 @@ def cmd_release(args) -> int:
         names = [t.name for t in _selection(args, matrix)]
     else:
         names = release.built(settings.dist, matrix.targets)
-    result = release.assemble(names, settings.dist)
+    # A dry run assembles beside the last real release and never touches it.
+    out = settings.dist / (release.DRY_RUN_FOLDER if args.dry_run else release.FOLDER)
+    result = release.assemble(names, settings.dist, out=out)
     print(release.summary(result, dry_run=args.dry_run))
     return 0
 
 
 def cmd_memtest(args) -> int:
     settings = _settings(args)
+    output = _output(args.json, "--json")
     scenarios = memtest.load_all(args.scenarios)
     ref = args.ref or patchtool.default_refs(targets.load(settings.targets_file))[0]
     memtest.check_ref(ref)
     with Log("memtest", settings.dist / "memtest" / "memtest.log") as log:
         report = memtest.run(settings, log, scenarios, ref, host_go=args.host_go, targets=args.target)
-    output = Path(args.json).resolve()
     fsutil.write_text(output, json.dumps(report, indent=2) + "\n")
     print(memtest.render(report))
     print(f"written to {output}", file=sys.stderr)
@@ -297,13 +355,27 @@ def cmd_verify(args) -> int:
     for archive in args.archives:
         path = Path(archive).resolve()
         if not path.is_file():
-            raise PipelineError(f"{archive}: no such archive")
+            raise UsageError(f"{archive}: no such archive file; give the path of an ollama-*.tar.zst or .tar.gz")
+        beside = verify.manifest_beside(path)
         with Log("verify", settings.dist / "verify.log") as log:
-            verify.verify_archive(path, settings, log)
+            verify.verify_archive(path, settings, log, manifest=beside)
         print(f"{path.name}: verified")
+    return 0
+
+
+def cmd_clean(args) -> int:
+    settings = _settings(args)
+    items = clean.find(settings, docker_too=not args.cache_only)
+    if not args.dry_run:
+        failed = clean.remove(settings, items)
+        if failed:
+            print(clean.report([i for i in items if not any(f.startswith(f"{i.kind} {i.name}:") for f in failed)],
+                               dry_run=False))
+            raise PipelineError(f"could not remove {len(failed)} item(s): {'; '.join(failed)}")
+    print(clean.report(items, dry_run=args.dry_run))
     return 0
 
 
 COMMANDS = {"build": cmd_build, "image": cmd_image, "verify": cmd_verify, "targets": cmd_targets,
             "plan": cmd_plan, "patches": cmd_patches, "release": cmd_release, "memtest": cmd_memtest,
-            "bench": cmd_bench}
+            "bench": cmd_bench, "clean": cmd_clean}

@@ -92,10 +92,9 @@ class VerifyError(PackageError):
 
 
 class ModelRunError(VerifyError):
-    """A package could not serve, import the tiny model or generate; the message ends with the server
-    log's tail."""
+    """A package could not serve, import the tiny model or generate (the log has the server's tail)."""
 
-    exit_code = 15
+    exit_code = 17
 
     def __init__(self, step: str, message: str, server_log: str = "", output: str = "", tail: int = 40):
         self.step, self.server_log, self.output = step, server_log, output
@@ -128,8 +127,60 @@ class FileProblem(PipelineError):
     exit_code = 14
 
 
+class InternalError(PipelineError):
+    """An unexpected failure inside the pipeline (a bug): run again with --traceback and report it."""
+
+    exit_code = 15
+
+
 # Ended by Ctrl-C or SIGTERM: what a shell reports for SIGINT.
 INTERRUPTED = 130
+
+
+def one_line(text: str) -> str:
+    """A message as one line: continuation lines joined with '; '."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def from_exception(exc: BaseException) -> PipelineError:
+    """A PipelineError for an exception that escaped the code that should have turned it into one:
+    files (permissions, a full disk, encodings), JSON, the Docker engine. Names the file where known."""
+    import errno
+    import json
+
+    if isinstance(exc, PipelineError):
+        return exc
+    if isinstance(exc, UnicodeDecodeError):
+        return FileProblem(f"not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8")
+    if isinstance(exc, json.JSONDecodeError):
+        return FileProblem(f"not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}); "
+                           "rebuild or restore the file")
+    if isinstance(exc, OSError):
+        where = exc.filename if exc.filename is not None else ""
+        if exc.filename2 is not None:
+            where = f"{where} -> {exc.filename2}"
+        why = exc.strerror or str(exc)
+        fix = {errno.ENOSPC: "free some space (nox -s clean removes the pipeline's caches)",
+               errno.EDQUOT: "free some space (nox -s clean removes the pipeline's caches)",
+               errno.EACCES: "check its permissions and owner",
+               errno.EPERM: "check its permissions and owner",
+               errno.EROFS: "point the output somewhere writable (--dist, PIPELINE_CACHE)",
+               errno.ENOENT: "check the path",
+               errno.ENOTDIR: "check the path: a part of it is a file",
+               errno.EISDIR: "give a file, not a folder",
+               errno.ENAMETOOLONG: "use a shorter path"}.get(exc.errno, "check the path and the disk")
+        return FileProblem(f"{where + ': ' if where else ''}{why}; {fix}")
+    try:
+        import docker.errors
+        import requests.exceptions
+    except ImportError:  # pragma: no cover - both are dependencies
+        pass
+    else:
+        if isinstance(exc, (docker.errors.DockerException, requests.exceptions.RequestException)):
+            return DockerError(f"Docker engine: {one_line(exc) or type(exc).__name__}; is the engine running "
+                               "and reachable (DOCKER_HOST)?")
+    return InternalError(f"unexpected {type(exc).__name__}: {one_line(exc) or 'no message'} (a bug in the "
+                         "pipeline; run again with --traceback and report it)")
 
 
 def exit_codes() -> dict[int, str]:

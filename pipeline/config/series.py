@@ -86,7 +86,10 @@ def load(directory: Path, known_targets: Iterable[str] | None = None) -> list[Pa
 
 
 def parse(path: Path, known_targets: Iterable[str] | None = None) -> Patch:
-    text = path.read_text(errors="replace")
+    try:
+        text = path.read_bytes().decode("utf-8", "replace")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the patch ({exc.strerror or exc})") from None
     head, sep, _diff = text.partition("\ndiff --git ")
     if not sep or not text.startswith("From "):
         raise ConfigError(f"{path}: not a `git format-patch` file (no 'From ' line or no diff)")
@@ -111,10 +114,15 @@ def parse(path: Path, known_targets: Iterable[str] | None = None) -> Patch:
         raise ConfigError(f"{path}: Upstream-Status {kind} needs a detail (url, commit or reason)")
     try:
         spec = SpecifierSet(fields["Applies-To"])
+        if not str(spec):
+            raise InvalidSpecifier(fields["Applies-To"])
     except InvalidSpecifier:
         raise ConfigError(f"{path}: Applies-To {fields['Applies-To']!r} is not a version specifier "
                           "(e.g. >=0.12.4,<0.12.11)") from None
     targets = tuple(fields["Targets"].replace(",", " ").split())
+    if not targets:
+        raise ConfigError(f"{path}: Targets names no target; list the targets that carry the patch "
+                          "(such as 'Targets: gfx906 sm_37')")
     if known_targets is not None:
         known = list(known_targets)
         for t in targets:

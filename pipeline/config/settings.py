@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 
 from pipeline.config.paths import DOCKER_TEMPLATES, PATCHES, PROJECT_ROOT, TARGETS_FILE
-from pipeline.errors import ConfigError
+from pipeline.config import names
+from pipeline.errors import ConfigError, UsageError
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,16 +73,17 @@ class Settings:
             values["ca_bundle"] = Path(ca)
         if env.get("SOURCE_DATE_EPOCH"):
             raw = env["SOURCE_DATE_EPOCH"]
-            if not raw.isdigit() or int(raw) > 2**33:
-                raise ConfigError(f"SOURCE_DATE_EPOCH must be a whole number of seconds since 1970 (such as "
+            if not (raw.isascii() and raw.isdigit()) or int(raw) > 2**33:
+                raise UsageError(f"SOURCE_DATE_EPOCH must be a whole number of seconds since 1970 (such as "
                                   f"1700000000), got {raw!r}; unset it to use the upstream commit's time")
             values["source_date_epoch"] = int(raw)
         if env.get("PIPELINE_JOBS"):
-            if not env["PIPELINE_JOBS"].isdigit() or int(env["PIPELINE_JOBS"]) < 1:
-                raise ConfigError(f"PIPELINE_JOBS must be a positive whole number, got {env['PIPELINE_JOBS']!r}")
+            if not (env["PIPELINE_JOBS"].isascii() and env["PIPELINE_JOBS"].isdigit()) or int(env["PIPELINE_JOBS"]) < 1:
+                raise UsageError(f"PIPELINE_JOBS must be a positive whole number, got {env['PIPELINE_JOBS']!r}")
             values["jobs"] = int(env["PIPELINE_JOBS"])
         values["keep_containers"] = env.get("PIPELINE_KEEP_CONTAINERS", "") not in ("", "0")
         values.update({k: v for k, v in overrides.items() if v is not None})
+        _check_values(values, env)
         return cls(**values)
 
 
@@ -91,6 +93,32 @@ def snapshot_timestamp(value: str) -> str:
         raise ConfigError(f"PIPELINE_DEBIAN_SNAPSHOT must be a UTC timestamp like 20261101T000000Z, "
                           f"got {value!r}")
     return value
+
+
+def _check_values(values: dict, env: dict[str, str]) -> None:
+    """Values that reach git, apt or paths are checked here, once, before any stage runs."""
+    try:
+        if values.get("source") is not None:
+            where = "--source / OLLAMA_SOURCE" if env.get("OLLAMA_SOURCE") else "--source"
+            names.check_url(values["source"], where)
+        if values.get("debian_mirror") is not None:
+            names.check_url(values["debian_mirror"], "--debian-mirror / PIPELINE_DEBIAN_MIRROR",
+                            names.MIRROR_SCHEMES, local=False)
+        if values.get("go_proxy") is not None and any(c in values["go_proxy"] for c in " \t\n\r\0"):
+            raise ConfigError(f"GOPROXY {values['go_proxy']!r} holds whitespace; use a comma-separated list "
+                              "of URLs, direct or off")
+    except UsageError:
+        raise
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    for field, var in (("targets_file", "PIPELINE_TARGETS"), ("dist", "PIPELINE_DIST"),
+                       ("cache", "PIPELINE_CACHE"), ("patches_dir", "PIPELINE_PATCHES")):
+        value = values.get(field)
+        if value is not None and ("\0" in str(value) or not str(value).strip()):
+            raise UsageError(f"{var} {str(value)!r} is not a usable path")
+    jobs = values.get("jobs")
+    if jobs is not None and (type(jobs) is not int or jobs < 1):
+        raise UsageError(f"--jobs must be a whole number of at least 1, got {jobs!r}")
 
 
 def _apt_entries(text: str):

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
+import string
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import loader
+from pipeline.config import loader, names
 from pipeline.errors import ConfigError, SelectionError
 from pipeline.infra import archive
 
@@ -158,6 +160,8 @@ class Runtime:
     # The GPU archs the runtime will ask the backend and rocBLAS for (a 780M under
     # HSA_OVERRIDE_GFX_VERSION=11.0.0 asks for gfx1100). Tensile files of other archs are pruned.
     archs: tuple[str, ...] = ()
+    # runtime.archs must be among gpu_archs, unless this says the runtime asks for code built elsewhere.
+    archs_beyond_gpu_archs: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +189,9 @@ class Matrix:
     def select(self, selectors: Iterable[str]) -> list[Target]:
         """Targets matching names or globs ('gfx*'), in file order; 'all' or '--all' picks every one."""
         selectors = list(selectors)
+        if any(sel in ("all", "--all") for sel in selectors) and len(selectors) > 1:
+            others = [sel for sel in selectors if sel not in ("all", "--all")]
+            raise SelectionError(f"--all picks every target: drop it or the names ({', '.join(others)})")
         if not selectors:
             raise SelectionError(f"no target given; known targets: {', '.join(self.targets)} (or --all)")
         chosen: dict[str, Target] = {}
@@ -225,6 +232,9 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
 
     # Checked on its own first, so that a mistake in [defaults] is reported where it was made.
     loader.build(Target, defaults, f"{path}: [defaults]", partial=True, exclude=("name",))
+    for kind in ("builders", "backends", "targets"):
+        for name in doc.get(kind, {}):
+            names.check_name(name, kind[:-1], f"{path}: [{kind}.{name}]")
     builders = {
         name: loader.build(Builder, table, f"{path}: [builders.{name}]")
         for name, table in doc.get("builders", {}).items()
@@ -266,11 +276,51 @@ def _check_target(t: Target, builders: Mapping[str, Builder], backends: Mapping[
     commit = t.source.commit.lower()
     if len(commit) != 40 or not set(commit) <= SHA1_HEX:
         raise ConfigError(f"{where} source.commit must be a full 40-digit commit id, got {t.source.commit!r}")
+    names.check_ref(t.source.tag, f"{where} source.tag")
+    names.check_url(t.source.url, f"{where} source.url")
+    _check_version_format(t.source.version_format, where)
+    if not VERSION_VARIABLE.match(t.source.version_variable):
+        raise ConfigError(f"{where} source.version_variable {t.source.version_variable!r} is not a Go "
+                          "package path and variable (such as github.com/ollama/ollama/version.Version)")
+    codes = {backends[b].gpu_code for b in t.backends if backends[b].gpu_code}
+    for arch in t.gpu_archs:
+        for code in sorted(codes):
+            if problem := names.arch_problem(code, arch):
+                raise ConfigError(f"{where} gpu_archs {arch!r}: {problem}")
+    if len(set(t.gpu_archs)) != len(t.gpu_archs):
+        raise ConfigError(f"{where} gpu_archs lists an arch twice: {', '.join(t.gpu_archs)}")
+    if t.runtime.archs and not t.runtime.archs_beyond_gpu_archs:
+        built = set(t.gpu_archs) | {names.cuda_number(a) for a in t.gpu_archs}
+        for arch in t.runtime.archs:
+            if arch not in built and names.cuda_number(arch) not in built:
+                raise ConfigError(f"{where} runtime.archs {arch!r} is not among gpu_archs "
+                                  f"({', '.join(t.gpu_archs) or 'none'}); add it there, or set "
+                                  "runtime.archs_beyond_gpu_archs = true if the runtime gets it elsewhere")
+
+
+VERSION_VARIABLE = re.compile(r"^[A-Za-z0-9_.~/-]+\.[A-Za-z_][A-Za-z0-9_]*$")
+# What a stamped version may hold: it goes into -ldflags -X and into file names.
+_VERSION_CHARS = frozenset(string.ascii_letters + string.digits + ".+-_~")
+
+
+def _check_version_format(fmt: str, where: str) -> None:
+    """Only {version} and {target}: no attribute or index access, conversions or format specs."""
+    what = f"{where} source.version_format {fmt!r}"
     try:
-        t.source.version_format.format(version="0", target="t")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(f"{where} source.version_format: only {{version}} and {{target}} "
-                          f"may be used ({exc})") from None
+        parts = list(string.Formatter().parse(fmt))
+    except ValueError as exc:
+        raise ConfigError(f"{what} is not a format string ({exc}); use e.g. \"{{version}}+{{target}}\"") from None
+    for _literal, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if field not in ("version", "target") or spec or conversion:
+            raise ConfigError(f"{what}: only {{version}} and {{target}} may be used, got "
+                              f"{{{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}")
+    if "{version}" not in fmt:
+        raise ConfigError(f"{what} must contain {{version}}")
+    sample = fmt.format(version="0.0.0", target="t")
+    if not set(sample) <= _VERSION_CHARS:
+        raise ConfigError(f"{what}: letters, digits and . + - _ ~ only outside the fields")
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import io
 import os
 import stat
 import tarfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -102,37 +103,74 @@ def write(f: BinaryIO, files: Iterable[tuple[str, Path]], generated: Mapping[str
                     tar.addfile(info, src)
 
 
-def plain_tar(path: Path, scratch: Path) -> Path:
-    """An uncompressed copy of a package archive in `scratch`, decompressed with a bound (see `bound`).
-    A file that is not an archive of a known format, or is truncated, is one PackageError naming it."""
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def plain_tar(path: Path, scratch: Path, limit: int | None = None) -> Path:
+    """An uncompressed copy of a package archive in `scratch`, decompressed with a bound: `limit` (from
+    the manifest's sizes, see `bound_for`) or, without one, `bound`. A file that is not an archive of a
+    known format, or is truncated, is one PackageError naming it."""
     if not path.name.endswith(SUFFIXES):
         raise PackageError(f"{path.name}: not a package archive (expected {' or '.join(SUFFIXES)})")
     plain = scratch / (path.name.rsplit(".", 1)[0])
-    limit = bound(path)
+    limit = bound(path) if limit is None else limit
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise PackageError(f"{path}: cannot read the archive ({exc.strerror or exc})") from None
+    if not magic:
+        raise PackageError(f"{path.name}: the file is empty; rebuild or download it again")
+    want = ZSTD_MAGIC if path.name.endswith(".tar.zst") else GZIP_MAGIC
+    if not magic.startswith(want):
+        raise PackageError(f"{path.name}: not a {path.name.split('.', 1)[-1].rsplit('.', 2)[-1]} file (its "
+                           "first bytes say otherwise); the archive is damaged or of another format")
     try:
         with open(path, "rb") as src, open(plain, "wb") as dst:
-            if path.name.endswith(".tar.zst"):
-                reader = zstandard.ZstdDecompressor().stream_reader(src)
-            else:
-                reader = gzip.GzipFile(fileobj=src, mode="rb")
             written = 0
-            while block := reader.read(1 << 20):
+            for block in (_zstd_blocks(src, path) if path.name.endswith(".tar.zst") else _gzip_blocks(src)):
                 written += len(block)
                 if written > limit:
-                    raise PackageError(f"{path.name}: decompresses to more than {limit} bytes, far more than "
-                                       "a package of this size holds; refusing it (a broken or hostile archive)")
+                    raise PackageError(f"{path.name}: decompresses to more than {limit} bytes, more than its "
+                                       "manifest's files add up to; refusing it (a broken or hostile archive)")
                 dst.write(block)
     except zstandard.ZstdError as exc:
         raise PackageError(f"{path.name}: not a valid zstd stream ({exc}); the archive is damaged") from None
-    except (gzip.BadGzipFile, EOFError, OSError) as exc:
-        raise PackageError(f"{path.name}: cannot decompress ({exc}); the archive is damaged or of another "
-                           "format") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise PackageError(f"{path.name}: cannot decompress ({exc or 'truncated'}); the archive is damaged or "
+                           "of another format") from None
+    except OSError as exc:
+        raise PackageError(f"{path.name}: cannot decompress into {scratch} ({exc.strerror or exc})") from None
     return plain
 
 
-def open_archive(path: Path, scratch: Path) -> tarfile.TarFile:
+def _gzip_blocks(src: BinaryIO) -> Iterator[bytes]:
+    reader = gzip.GzipFile(fileobj=src, mode="rb")
+    while block := reader.read(1 << 20):
+        yield block
+
+
+def _zstd_blocks(src: BinaryIO, path: Path) -> Iterator[bytes]:
+    """Decompressed blocks of a one-frame zstd file. Input goes in small pieces, so one piece's output
+    stays small even for a bomb (a zstd block of a few bytes can stand for 128 KiB); a stream that
+    stops before its frame ends (truncated) or goes on after it is refused."""
+    obj = zstandard.ZstdDecompressor().decompressobj(write_size=1 << 20)
+    while piece := src.read(4096):
+        if obj.eof:
+            raise PackageError(f"{path.name}: data after the end of the zstd stream; the archive is damaged")
+        if out := obj.decompress(piece):
+            yield out
+    if not obj.eof:
+        raise PackageError(f"{path.name}: truncated (the zstd stream stops before its end); rebuild or "
+                           "download it again")
+    if obj.unused_data:
+        raise PackageError(f"{path.name}: data after the end of the zstd stream; the archive is damaged")
+
+
+def open_archive(path: Path, scratch: Path, limit: int | None = None) -> tarfile.TarFile:
     """A package archive opened for reading, through an uncompressed copy in `scratch`."""
-    plain = plain_tar(path, scratch)
+    plain = plain_tar(path, scratch, limit)
     try:
         return tarfile.open(plain)
     except (tarfile.TarError, OSError) as exc:
@@ -144,23 +182,44 @@ def bound(path: Path) -> int:
     return 40 * path.stat().st_size + (256 << 20)
 
 
+# Per tar entry: its header, a PAX header with its own header, and padding to 512 bytes.
+_ENTRY_OVERHEAD = 4 * 512
+# What packaging generates besides the listed files (share/ollama, the manifest inside) and tar's end.
+_GENERATED_ALLOWANCE = 16 << 20
+
+
+def bound_for(files) -> int:
+    """The most bytes an archive holding `files` (a manifest's FileRecords) can decompress to."""
+    files = list(files)
+    return sum(f.size or 0 for f in files) + _ENTRY_OVERHEAD * (len(files) + 64) + _GENERATED_ALLOWANCE
+
+
 # Files packaging generates into every archive besides those the manifest lists.
 GENERATED_PREFIXES = ("share/ollama/",)
 
 
-def unpack(path: Path, dest: Path, scratch: Path, manifest_member: str = "lib/ollama/manifest.json") -> dict:
+def unpack(path: Path, dest: Path, scratch: Path, manifest_member: str = "lib/ollama/manifest.json", *,
+           limit: int | None = None) -> dict:
     """Unpack a package archive into `dest`, refusing unsafe members by name (absolute paths, `..`,
     links that leave the tree, devices, hard links), and return the manifest inside it (parsed JSON).
-    Every problem is one PackageError naming the archive and the member."""
+    `limit` bounds the decompressed size (see `bound_for`). Every problem is one PackageError naming
+    the archive and the member."""
     import json
 
-    with open_archive(path, scratch) as tar:
+    with open_archive(path, scratch, limit) as tar:
         try:
             members = tar.getmembers()
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise PackageError(f"{path.name}: truncated or damaged archive ({exc})") from None
+        if not members:
+            raise PackageError(f"{path.name}: the archive holds nothing; rebuild or download it again")
+        seen: set[str] = set()
         for m in members:
             _check_member(path.name, m)
+            key = os.path.normpath(m.name)
+            if key in seen and not m.isdir():
+                raise PackageError(f"{path.name}: member {m.name!r} appears twice; refusing the archive")
+            seen.add(key)
         try:
             tar.extractall(dest, members=members, filter="data")
         except tarfile.FilterError as exc:
@@ -179,6 +238,9 @@ def unpack(path: Path, dest: Path, scratch: Path, manifest_member: str = "lib/ol
 
 def _check_member(archive_name: str, m: tarfile.TarInfo) -> None:
     parts = Path(m.name).parts
+    if not m.name or "\0" in m.name or any(ord(c) < 0x20 for c in m.name):
+        raise PackageError(f"{archive_name}: member {m.name!r} has an empty name or control characters; "
+                           "refusing the archive")
     if m.name.startswith("/") or ".." in parts:
         raise PackageError(f"{archive_name}: member {m.name!r} would be written outside the folder it is "
                            "unpacked into; refusing the archive")
@@ -202,6 +264,9 @@ def check_files(root: Path, files, archive_name: str) -> list[str]:
     listed = set()
     for f in files:
         listed.add(f.path)
+        if f.path.startswith("/") or ".." in Path(f.path).parts or "\0" in f.path:
+            problems.append(f"{f.path}: the manifest lists a path outside the package")
+            continue
         here = root / f.path
         if f.link is not None:
             if not here.is_symlink() or os.readlink(here) != f.link:

@@ -15,7 +15,7 @@ import docker.errors
 from docker.types import Mount
 
 from pipeline.errors import CommandError, DockerError
-from pipeline.infra import engine, runner
+from pipeline.infra import engine, owner, runner
 from pipeline.infra.log import Log
 
 LABEL = "org.ollama-pipeline.build"
@@ -40,11 +40,12 @@ class Container:
         self._container = None
 
     def __enter__(self) -> Container:
+        sweep_dead(self.log)
         try:
             self._container = engine.client().containers.run(
                 self.image, self.command, detach=True, init=True, name=self.name,
                 mounts=self.mounts, user=self.user, environment=self.env, working_dir=self.workdir,
-                labels={LABEL: self.log.target, LOG_LABEL: str(self.log.path or "")},
+                labels={LABEL: self.log.target, LOG_LABEL: str(self.log.path or ""), **owner.labels()},
             )
         except docker.errors.APIError as exc:
             raise DockerError(f"cannot start a container of {self.image}: {exc.explanation or exc}") from None
@@ -87,6 +88,33 @@ class Container:
             raise CommandError(text, code, where="container",
                                log=str(self.log.path) if self.log.path else None)
         return b"".join(chunks).decode("utf-8", "replace")
+
+
+_swept = False
+
+
+def sweep_dead(log: Log | None = None, *, force: bool = False) -> list[str]:
+    """Remove the pipeline's containers whose owner process (same host) no longer runs: what a killed
+    run left. Once per process, before its first container (`force` to run it again)."""
+    global _swept
+    if _swept and not force:
+        return []
+    _swept = True
+    removed = []
+    try:
+        found = engine.client().containers.list(all=True, filters={"label": LABEL})
+    except docker.errors.APIError:
+        return removed
+    for c in found:
+        if owner.dead_labels(c.labels):
+            try:
+                c.remove(force=True)
+            except docker.errors.APIError:
+                continue
+            removed.append(c.short_id)
+            if log is not None:
+                log.line(f"removed container {c.short_id} left by a killed run (pid {c.labels.get(owner.PID_LABEL)})")
+    return removed
 
 
 @contextlib.contextmanager

@@ -1,4 +1,7 @@
-"""Atomic file and folder replacement: a reader sees the old thing or the new one, never half."""
+"""Atomic file and folder replacement: a reader sees the old thing or the new one, never half.
+
+Staging names carry their owner (pipeline.infra.owner): a run removes what killed runs left beside
+the file or folder it replaces."""
 
 from __future__ import annotations
 
@@ -10,12 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from pipeline.infra import owner
+
 
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """Write to a temporary file beside `path`; it replaces `path` only if the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    owner.sweep(path.parent)  # what a killed run left here
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{owner.mark()}", suffix=".partial", dir=path.parent)
     try:
         # mkstemp makes 0600 files; outputs get the mode any new file of this user would have.
         os.fchmod(fd, 0o666 & ~_umask())
@@ -49,7 +55,8 @@ def staging_dir(final: Path) -> Iterator[Path]:
     only once the new one is in place, so `final` is never half-written and never lost on failure.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    owner.sweep(final.parent)  # what a killed run left here
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{owner.mark()}", suffix=".partial", dir=final.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
@@ -60,7 +67,7 @@ def staging_dir(final: Path) -> Iterator[Path]:
 
 
 def _swap(new: Path, final: Path) -> None:
-    aside_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+    aside_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}{owner.mark()}", suffix=".old", dir=final.parent))
     aside = aside_dir / final.name
     try:
         if final.exists():

@@ -10,6 +10,7 @@ import hashlib
 import re
 from pathlib import Path
 
+from pipeline.config import names
 from pipeline.config.series import Patch
 from pipeline.errors import CommandError, PatchError, SourceError
 from pipeline.infra import runner
@@ -20,8 +21,22 @@ def is_local(url: str) -> bool:
     return "://" not in url and not url.startswith("git@") and Path(url).expanduser().exists()
 
 
+# Transports git may use for a fetch: never ext:: or fd:: (they run commands), whatever the user's config.
+SAFE_PROTOCOLS = {"GIT_ALLOW_PROTOCOL": "https:http:ssh:git:file", "GIT_TERMINAL_PROMPT": "0"}
+
+
+def _checked(url: str, tags: list[str]) -> None:
+    """A last check where values meet git: config and settings check them where they are read."""
+    if problem := names.url_problem(url):
+        raise SourceError(f"source {url!r} is not allowed: {problem}")
+    for tag in tags:
+        if problem := names.ref_problem(tag):
+            raise SourceError(f"tag {tag!r} is not a valid git tag ({problem})")
+
+
 def repository(url: str, tags: list[str], cache: Path, log: Log) -> Path:
     """A git directory holding `tags`: a local repository itself, or the cache's mirror of a URL."""
+    _checked(url, tags)
     if is_local(url):
         return _local_gitdir(Path(url).expanduser(), log)
     gitdir = cache / "git" / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".git")
@@ -31,14 +46,17 @@ def repository(url: str, tags: list[str], cache: Path, log: Log) -> Path:
 
 
 def commit_of(gitdir: Path, tag: str, log: Log) -> str | None:
-    out = runner.run(log, ["git", "--git-dir", gitdir, "rev-parse", "--verify", "--quiet",
+    if names.ref_problem(tag):
+        return None
+    out = runner.run(log, ["git", "--git-dir", gitdir, "rev-parse", "--verify", "--quiet", "--end-of-options",
                            f"refs/tags/{tag}^{{commit}}"], capture=True, quiet=True, check=False)
     return out.stdout.decode().strip() or None
 
 
 def _local_gitdir(path: Path, log: Log) -> Path:
     try:
-        out = runner.run(log, ["git", "-C", path, "rev-parse", "--absolute-git-dir"], capture=True, quiet=True)
+        out = runner.run(log, ["git", "-C", path.resolve(), "rev-parse", "--absolute-git-dir"], capture=True,
+                         quiet=True)
     except CommandError:
         raise SourceError(f"{path} is not a git repository; point --source / OLLAMA_SOURCE at a clone "
                           "or mirror of Ollama") from None
@@ -50,8 +68,8 @@ def _fetch_tag(url: str, tag: str, gitdir: Path, log: Log) -> None:
         gitdir.parent.mkdir(parents=True, exist_ok=True)
         runner.run(log, ["git", "init", "--quiet", "--bare", gitdir])
     try:
-        runner.run(log, ["git", "--git-dir", gitdir, "fetch", "--force", "--no-tags", "--depth", "1", url,
-                         f"+refs/tags/{tag}:refs/tags/{tag}"])
+        runner.run(log, ["git", "--git-dir", gitdir, "fetch", "--force", "--no-tags", "--depth", "1", "--",
+                         url, f"+refs/tags/{tag}:refs/tags/{tag}"], env=SAFE_PROTOCOLS)
     except CommandError as exc:
         raise SourceError(f"could not fetch tag {tag} from {url} (exit code {exc.returncode}); without "
                           "network, point --source / OLLAMA_SOURCE at a local mirror") from None

@@ -107,7 +107,11 @@ class Log:
         self.line(f"==> {name}", stage_line=True)
         try:
             yield result
-        except BaseException:
+        except BaseException as exc:
+            # The whole message (every problem of a verification, a server log's tail) goes to the log;
+            # the command line ends with it as one line.
+            for text in str(exc).splitlines() if isinstance(exc, Exception) else ():
+                self.line(f"error: {text}" if text == str(exc).splitlines()[0] else f"  {text.strip()}")
             self.line(f"<== {name}: failed after {duration(time.monotonic() - start)}", stage_line=True)
             self.stages.append((name, "failed", time.monotonic() - start))
             raise

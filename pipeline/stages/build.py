@@ -20,7 +20,7 @@ from pathlib import Path
 from docker.types import Mount
 
 from pipeline.config.settings import Settings
-from pipeline.infra import archs, builderpkgs, fsutil, toolchain
+from pipeline.infra import archs, builderpkgs, fsutil, owner, toolchain
 from pipeline.infra.container import Container
 from pipeline.infra.toolchain import SRC
 from pipeline.stages.plan import Context, Plan
@@ -46,7 +46,8 @@ def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildRe
         return BuildResult.from_json((out / RECORD).read_text(), out / "dist")
 
     epoch = plan.source_date_epoch if plan.source_date_epoch is not None else patches.source.commit_time
-    scratch = settings.cache / "scratch" / f"{plan.name}-{os.getpid()}"
+    owner.sweep(settings.cache / "scratch")  # scratch of killed runs
+    scratch = settings.cache / "scratch" / f"{plan.name}{owner.mark()}build"
     shutil.rmtree(scratch, ignore_errors=True)
     for sub in ("build", "dist"):
         (scratch / sub).mkdir(parents=True)

@@ -27,6 +27,7 @@ from pipeline.config.settings import Settings
 from pipeline.errors import VerifyError
 from pipeline.infra import archive, baseimage, fsutil, modelrun, offload, rocm, tinymodel
 from pipeline.infra.container import Container
+from pipeline.infra.hashing import file_sha256
 from pipeline.infra.log import Log
 from pipeline.stages import manifest as schema
 from pipeline.stages.plan import Context, Plan
@@ -77,14 +78,30 @@ def run(ctx: Context, *, package: Packaged) -> Verified:
 def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema.Manifest | None = None) -> Verified:
     """Raise VerifyError listing every problem; return what was checked. `manifest` is the one beside
     the archive when the caller has it (the archive's own checksum is then checked too)."""
+    if manifest is not None and manifest.archive is not None:
+        if manifest.archive.name != path.name:
+            raise VerifyError(f"{path.name}: its manifest describes {manifest.archive.name}; verify the archive "
+                              "the manifest names, or rebuild")
+        size = path.stat().st_size
+        if size != manifest.archive.size or file_sha256(path) != manifest.archive.sha256:
+            raise VerifyError(f"{path.name}: differs from the sha256 its manifest records (changed after the "
+                              "build); rebuild it")
+    # Decompression is bounded by what the manifest beside says the files add up to, where there is one.
+    limit = archive.bound_for(manifest.files) if manifest is not None else None
     with tempfile.TemporaryDirectory(prefix="ollama-pipeline-verify-") as tmp:
         root = Path(tmp) / "pkg"
-        inside = archive.unpack(path, root, Path(tmp))
+        inside = archive.unpack(path, root, Path(tmp), limit=limit)
         inner = schema.Manifest.from_dict(inside, f"{path.name}:{schema.INSIDE}")
+        if manifest is not None and inner.files != manifest.files:
+            raise VerifyError(f"{path.name}: the manifest inside lists other files than the one beside it; "
+                              "rebuild the package")
         problems = archive.check_files(root, inner.files, path.name)
         problems += coverage_problems(inner)
         for rel, record in inner.stripped.items():
             problems += [f"{rel}: {p}" for p in offload.stray_code(root / rel, record.get("keep_archs", []))]
+        if problems:
+            # Found without running anything: no container is started for a package already refused.
+            raise VerifyError(f"{path.name} failed verification:\n  " + "\n  ".join(problems))
         policy = load_policy(inner.floor.policy) if inner.floor else None
         suite = policy.suite if policy else inner.builder.suite
         # Driver libraries (libcuda.so.1) come with the GPU driver, which a clean system lacks.
@@ -122,6 +139,18 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
                     version_output=version.strip(),
                     details={"model_run": {"tokens": ran.tokens, "tokens_per_s": ran.tokens_per_s,
                                            "backend": ran.backend}, "unit_checked": unit.checked})
+
+
+def manifest_beside(path: Path) -> schema.Manifest | None:
+    """The manifest.json beside an archive when it describes that archive (as `nox -s build` leaves
+    them in dist/<target>/), else None: the archive is then checked against the manifest inside only."""
+    beside = path.parent / "manifest.json"
+    if not beside.is_file():
+        return None
+    found = schema.Manifest.load(beside)
+    if found.archive is None or found.archive.name != path.name:
+        return None
+    return found
 
 
 def coverage_problems(manifest: schema.Manifest) -> list[str]:

@@ -72,6 +72,11 @@ _CHECK = re.compile(r"^\s*(==|!=|>=|<=|>|<)?\s*(.+?)\s*$")
 
 
 Size = typing.NewType("Size", int)
+# Checked before anything is compiled: sizes beyond these overflow the Go driver's arithmetic or make
+# files no estimator run needs.
+MAX_SIZE = 2**50  # 1 PiB
+MAX_GPUS = 64
+MAX_DIMENSION = 2**24
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -92,8 +97,8 @@ class Gpu:
         if self.library not in LIBRARIES:
             raise ValueError(f"key 'library' must be one of {', '.join(LIBRARIES)}, got {self.library!r} "
                              "(v0.12.x discovery reports 'CUDA' and 'ROCm')")
-        if self.count < 1:
-            raise ValueError(f"key 'count' must be at least 1, got {self.count}")
+        if not 1 <= self.count <= MAX_GPUS:
+            raise ValueError(f"key 'count' must be 1 to {MAX_GPUS}, got {self.count}")
         if self.free > self.total:
             raise ValueError(f"key 'free' ({self.free} bytes) is more than 'total' ({self.total} bytes)")
         compute_numbers(self.library, self.compute)
@@ -113,6 +118,9 @@ class TensorSpec:
                              f"{loader.hint(self.type, TENSOR_TYPES)}")
         if not self.shape or any(d < 1 for d in self.shape):
             raise ValueError(f"key 'shape' of tensor {self.name!r} must list positive dimensions")
+        if len(self.shape) > 4 or any(d > MAX_DIMENSION for d in self.shape):
+            raise ValueError(f"key 'shape' of tensor {self.name!r}: at most 4 dimensions of at most "
+                             f"{MAX_DIMENSION} each")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +158,8 @@ class Model:
                     "vocab_size", "context_length"):
             if getattr(self, key) < 1:
                 raise ValueError(f"key {key!r} must be at least 1, got {getattr(self, key)}")
+            if getattr(self, key) > MAX_DIMENSION:
+                raise ValueError(f"key {key!r} must be at most {MAX_DIMENSION}, got {getattr(self, key)}")
         if self.head_count % self.head_count_kv:
             raise ValueError(f"key 'head_count' ({self.head_count}) must be a multiple of 'head_count_kv' "
                              f"({self.head_count_kv})")
@@ -175,6 +185,8 @@ class Options:
         for key in ("num_ctx", "num_batch", "num_parallel"):
             if getattr(self, key) < 1:
                 raise ValueError(f"key {key!r} must be at least 1, got {getattr(self, key)}")
+            if getattr(self, key) > MAX_DIMENSION:
+                raise ValueError(f"key {key!r} must be at most {MAX_DIMENSION}, got {getattr(self, key)}")
         if self.num_gpu < -1:
             raise ValueError(f"key 'num_gpu' must be -1 (automatic) or a layer count, got {self.num_gpu}")
 
@@ -316,13 +328,15 @@ def _expectation(kind: type, raw: Any, what: str) -> tuple[str, int | bool]:
 
 def parse_size(value: Any, what: str) -> int:
     """Bytes from an integer or a string with a unit ("11.2 GiB", "457 MiB", "32 GB")."""
-    if type(value) is int and value >= 0:
+    if type(value) is int and 0 <= value <= MAX_SIZE:
         return value
     if isinstance(value, str):
         m = _SIZE.match(value)
-        if m and (m[2] or "B").upper() in _UNITS:
-            return int(float(m[1]) * _UNITS[(m[2] or "B").upper()])
-    raise ConfigError(f"{what} must be a size: bytes or a string such as \"11.2 GiB\" or \"457 MiB\" "
+        if m and (m[2] or "B").upper() in _UNITS and len(m[1]) <= 20:
+            size = int(float(m[1]) * _UNITS[(m[2] or "B").upper()])
+            if size <= MAX_SIZE:
+                return size
+    raise ConfigError(f"{what} must be a size up to 1 PiB: bytes or a string such as \"11.2 GiB\" or \"457 MiB\" "
                       f"(units {', '.join(u.replace('I', 'i') for u in _UNITS)}), got {value!r}")
 
 

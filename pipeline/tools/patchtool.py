@@ -3,7 +3,8 @@
 * check:   for each patch x upstream ref: applies / conflicts (file, hunk) / already upstream /
            out of range, per the targets that carry the patch;
 * apply:   a git work tree with one commit per patch, to edit with ordinary git;
-* refresh: that work tree back into patches/, headers kept, commit ids zeroed, unchanged files
+* refresh: that work tree back into patches/ (commits matched to files by the identity trailer
+           `apply` writes), headers kept, commit ids zeroed, unchanged files
            left byte-identical;
 * test:    apply, then `go vet` and `go test` on the Go packages the patches touch, in the Go builder.
 """
@@ -36,6 +37,12 @@ IDENTITY = {"GIT_AUTHOR_NAME": "ollama-pipeline", "GIT_AUTHOR_EMAIL": "maintaine
 FORMAT_PATCH = ("format-patch", "--zero-commit", "--no-signature", "--full-index", "--no-stat", "-N",
                 "--no-numbered")
 STATE_FILE = "pipeline-series.json"
+# The stable identity of a work-tree commit: `apply` writes this trailer into each patch's commit, and
+# `refresh` maps commits back to files by it (never by subject), then leaves it out of the file. A
+# reworded, edited or reordered commit keeps its file name and number.
+TRAILER = "Pipeline-Patch"
+_TRAILER_LINE = re.compile(rf"^{TRAILER}:[ \t]*(?P<name>\S*)[ \t]*$", re.MULTILINE)
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _DIFF_FILE = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 
 
@@ -158,36 +165,94 @@ def apply(matrix: Matrix, settings: Settings, ref: str, into: Path, log: Log,
             raise PatchError(f"patch {patch.name} does not apply to {ref}; run `patches check --ref {ref}` "
                              f"for the file and hunk (work tree left at {into}, `git am --abort` there)") \
                 from None
+        runner.run(log, [*gitc, "commit", "--quiet", "--amend", "--no-edit", "--no-verify",
+                         "--trailer", f"{TRAILER}: {patch.name}"], env=env, quiet=True)
     # Refresh rewrites only these: patches skipped or out of range stay as they are.
     state = {"ref": ref, "base": base, "patches": [{"name": p.name, "subject": p.subject} for p in applied]}
     fsutil.write_text(into / ".git" / STATE_FILE, json.dumps(state, indent=2) + "\n")
     return [p.name for p in applied]
 
 
-def refresh(matrix: Matrix, settings: Settings, work: Path, log: Log) -> dict[str, list[str]]:
-    """Write the work tree's commits back into patches/; files whose bytes do not change are untouched."""
+def _state(work: Path, patches_dir: Path) -> dict:
+    """The work tree's record of `apply`, checked: a hand-edited or hostile one writes nothing."""
     state_path = work / ".git" / STATE_FILE
     if not state_path.is_file():
         raise ConfigError(f"{work} is not a work tree made by `patches apply` (no .git/{STATE_FILE})")
-    state = json.loads(state_path.read_text())
-    by_subject = {p["subject"]: p["name"] for p in state["patches"]}
-    used_numbers = {int(p.name[:4]) for p in series.load(settings.patches_dir)}
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        base, recorded = state["base"], [p["name"] for p in state["patches"]]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise ConfigError(f"{state_path}: damaged; make the work tree again with `patches apply`") from None
+    if not isinstance(base, str) or not _HEX40.match(base):
+        raise ConfigError(f"{state_path}: base {base!r} is not a commit id; make the work tree again")
+    for name in recorded:
+        if not isinstance(name, str) or not series.NAME.match(name):
+            raise ConfigError(f"{state_path}: {name!r} is not a patch name of {patches_dir}; make the work tree "
+                              "again with `patches apply`")
+    return {"base": base, "names": recorded}
+
+
+def _split_message(text: str) -> tuple[str, str]:
+    """(mail header and message, the rest from the diffstat's `---` or the first diff on)."""
+    ends = [i for i in (text.find("\n---\n"), text.find("\ndiff --git ")) if i >= 0]
+    cut = min(ends) if ends else len(text)
+    return text[:cut], text[cut:]
+
+
+def identity(text: str) -> str | None:
+    """The patch file name a work-tree commit carries in its trailer (None for a new commit)."""
+    head = _split_message(text)[0]
+    found = _TRAILER_LINE.findall(head)
+    return found[-1] if found else None
+
+
+def without_trailer(data: bytes) -> bytes:
+    """The format-patch text less the identity trailer, as the file had it before `apply`."""
+    text = data.decode("utf-8", "surrogateescape")
+    head, rest = _split_message(text)
+    if not _TRAILER_LINE.search(head):
+        return data
+    kept = "\n".join(line for line in head.split("\n") if not _TRAILER_LINE.match(line))
+    # format-patch puts one blank line between the message and the first diff (none before `---`).
+    head = kept.rstrip("\n") + ("\n" if rest.startswith("\ndiff") else "")
+    return (head + rest).encode("utf-8", "surrogateescape")
+
+
+def _slug(format_patch_name: str) -> str:
+    slug = re.sub(r"[^a-z0-9.-]+", "-", format_patch_name[5:].removesuffix(".patch").lower()).strip("-.")
+    return f"{slug[:52].strip('-.') or 'patch'}.patch"
+
+
+def refresh(matrix: Matrix, settings: Settings, work: Path, log: Log) -> dict[str, list[str]]:
+    """Write the work tree's commits back into patches/; files whose bytes do not change are untouched.
+
+    Commits are matched to files by the identity trailer `apply` wrote, so rewording, editing or
+    reordering a commit keeps its file; a commit without one (new) gets the next free number. Only
+    files of patches/ named like patches are written or removed."""
+    state = _state(work, settings.patches_dir)
+    existing = {p.name for p in series.load(settings.patches_dir)}
+    used_numbers = {int(name[:4]) for name in existing | set(state["names"])}
     changes: dict[str, list[str]] = {"unchanged": [], "updated": [], "added": [], "removed": []}
     with tempfile.TemporaryDirectory(prefix="ollama-pipeline-refresh-") as tmp:
-        runner.run(log, ["git", "-C", work, *FORMAT_PATCH, "-o", tmp, f"{state['base']}..HEAD"],
+        runner.run(log, ["git", "-C", work.resolve(), *FORMAT_PATCH, "-o", tmp, f"{state['base']}..HEAD", "--"],
                    capture=True, quiet=True)
         produced = sorted(Path(tmp).glob("*.patch"))
         kept: set[str] = set()
         new_files: dict[str, bytes] = {}
         for path in produced:
-            subject = series.parse_subject(path)
-            name = by_subject.get(subject)
+            raw = path.read_bytes()
+            name = identity(raw.decode("utf-8", "replace"))
+            if name is not None and (not series.NAME.match(name) or name not in state["names"]):
+                raise ConfigError(f"{path.name[5:]}: its {TRAILER} trailer names {name!r}, which this work tree "
+                                  f"did not apply; remove the trailer line from the commit message")
             if name is None or name in kept:
                 number = max(used_numbers | {0}) + 1
+                if number > 9999:
+                    raise ConfigError(f"{settings.patches_dir}: no free patch number left")
                 used_numbers.add(number)
-                name = f"{number:04d}-{path.name[5:]}"
+                name = f"{number:04d}-{_slug(path.name)}"
             kept.add(name)
-            new_files[name] = path.read_bytes()
+            new_files[name] = without_trailer(raw)
         # Validate before writing anything: a refresh that would break the series writes nothing.
         for name, data in new_files.items():
             probe = Path(tmp) / "probe" / name
@@ -202,10 +267,10 @@ def refresh(matrix: Matrix, settings: Settings, work: Path, log: Log) -> dict[st
             changes["added" if not dest.exists() else "updated"].append(name)
             with fsutil.atomic_file(dest) as f:
                 f.write(data)
-        for p in state["patches"]:
-            if p["name"] not in kept:
-                (settings.patches_dir / p["name"]).unlink(missing_ok=True)
-                changes["removed"].append(p["name"])
+        for name in state["names"]:
+            if name not in kept:
+                (settings.patches_dir / name).unlink(missing_ok=True)
+                changes["removed"].append(name)
     return changes
 
 

@@ -35,6 +35,9 @@ SUMS = "SHA256SUMS"
 NOTES = "RELEASE_NOTES.md"
 JOIN = "JOIN.md"
 BLOCK = 1 << 20
+# Folders of dist/: the release, and what a dry run assembles instead (the release is never touched).
+FOLDER = "release"
+DRY_RUN_FOLDER = "release.dry-run"
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Asset:
@@ -130,7 +133,7 @@ def assemble(targets: Sequence[str], dist: Path, *, out: Path | None = None,
     if not targets:
         raise PackageError(f"no target to release; build one first: {build_command('TARGET')}")
     limit = ASSET_LIMIT if limit is None else limit
-    out = dist / "release" if out is None else out
+    out = dist / FOLDER if out is None else out
     # Everything is checked before anything is copied: a bad last target costs no copying.
     located = [(t, *locate(dist, t)) for t in targets]
     names = [m.archive.name for _, _, m in located]

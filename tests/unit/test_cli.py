@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from pipeline.cli import main
-from pipeline.errors import SelectionError
+from pipeline.errors import SelectionError, UsageError
 
 from .conftest import TARGETS_FILE
 
@@ -79,7 +78,7 @@ def test_plan_prints_hashes_and_steps_without_docker(capsys, tmp_path):
 
 
 def test_unknown_command_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["frobnicate"])
-    assert info.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+    assert main(["frobnicate"]) == UsageError.exit_code
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "invalid choice" in err

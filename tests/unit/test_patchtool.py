@@ -209,3 +209,57 @@ def test_touched_go_packages_come_from_the_diffs(tmp_path):
     path.write_text(patch_text("x", diff))
     assert patchtool.touched_go_packages([series.parse(path)]) == ["./.", "./llm"]
 
+
+
+def test_refresh_keeps_names_and_numbers_of_a_reworded_commit(env, tmp_path, log):
+    matrix, settings = env
+    work = tmp_path / "work"
+    patchtool.apply(matrix, settings, "v1.0.0", work, log)
+    # Reword the first commit (0001) with a rebase: its subject and description change.
+    message = git(work, "log", "--format=%B", "-n1", "HEAD~3").replace("fix a five", "fix line five of a")
+    env_editor = {"GIT_SEQUENCE_EDITOR": "sed -i '1s/^pick/edit/'"}
+    import os
+    import subprocess
+    subprocess.run(["git", "rebase", "--quiet", "-i", "HEAD~4"], cwd=work, env={**os.environ, **env_editor},
+                   check=True, capture_output=True)
+    git(work, "commit", "--quiet", "--amend", "-m", message)
+    git(work, "rebase", "--continue")
+
+    changes = patchtool.refresh(matrix, settings, work, log)
+
+    assert changes["updated"] == ["0001-fix-a-five.patch"] and not changes["added"] and not changes["removed"]
+    text = (settings.patches_dir / "0001-fix-a-five.patch").read_text()
+    assert "Subject: [PATCH] fix line five of a" in text
+    assert patchtool.TRAILER not in text
+
+
+def test_refresh_of_reordered_commits_keeps_every_file_name(env, tmp_path, log):
+    matrix, settings = env
+    work = tmp_path / "work"
+    patchtool.apply(matrix, settings, "v1.0.0", work, log)
+    names_before = sorted(p.name for p in settings.patches_dir.iterdir())
+    import os
+    import subprocess
+    # Swap the last two commits.
+    subprocess.run(["git", "rebase", "--quiet", "-i", "HEAD~2"], cwd=work, check=True, capture_output=True,
+                   env={**os.environ, "GIT_SEQUENCE_EDITOR": "sed -i -n '2p;1h;${x;p}'"})
+
+    changes = patchtool.refresh(matrix, settings, work, log)
+
+    assert sorted(p.name for p in settings.patches_dir.iterdir()) == names_before
+    assert not changes["added"] and not changes["removed"]
+    assert all(patchtool.TRAILER not in p.read_text() for p in settings.patches_dir.iterdir())
+
+
+def test_refresh_refuses_a_state_file_naming_paths_outside_patches(env, tmp_path, log):
+    matrix, settings = env
+    work = tmp_path / "work"
+    patchtool.apply(matrix, settings, "v1.0.0", work, log)
+    victim = tmp_path / "victim.patch"
+    victim.write_text("keep me")
+    state = json.loads((work / ".git" / patchtool.STATE_FILE).read_text())
+    state["patches"].append({"name": "../victim.patch", "subject": "x"})
+    (work / ".git" / patchtool.STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(ConfigError, match="is not a patch name"):
+        patchtool.refresh(matrix, settings, work, log)
+    assert victim.read_text() == "keep me"

@@ -270,8 +270,9 @@ def test_cli_release_defaults_to_built_targets_and_dry_run_prints_the_publish_co
     assert "gh release create --draft --verify-tag" in out
     assert "ollama-0.12.5-sm_37.tar.zst" in out
     assert "nothing is published" in out
-    assert sorted(p.name for p in (dist / "release").glob("*.tar.zst")) == [
+    assert sorted(p.name for p in (dist / "release.dry-run").glob("*.tar.zst")) == [
         "ollama-0.12.5-cpu.tar.zst", "ollama-0.12.5-sm_37.tar.zst"]
+    assert not (dist / "release").exists()
 
 
 def test_cli_release_of_an_unbuilt_target_exits_7_naming_the_build_command(

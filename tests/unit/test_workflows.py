@@ -130,7 +130,7 @@ def test_release_uploads_archive_manifest_and_log_and_assembles_the_release():
     release = jobs["release"]
     assert release["needs"] == "build"
     assert release["permissions"] == {"contents": "read"}
-    assert "nox -s release -- --all --dry-run" in runs(release)
+    assert "nox -s release -- --all" in runs(release)
     assembled = next(s for s in release["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert assembled["with"]["name"] == "release"
     assert "if" not in assembled  # the publish job takes the release from this artifact

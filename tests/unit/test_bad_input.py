@@ -1,0 +1,464 @@
+"""Bad input, table-driven: every case is refused with its error class's exit code and one `error:` line
+naming the culprit, with no traceback, and without changing a file outside its temporary folder.
+
+The inputs: targets.toml, the command line, the environment, the patch series, memory scenarios,
+package archives and releases. Each case runs `python -m pipeline` in-process (pipeline.cli.main)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from pipeline import errors, stages
+from pipeline.cli import main
+
+from .conftest import PROJECT, SIMPLE_DIFF, TARGETS_FILE, package_stage, patch_text
+
+CFG, SEL, USE = errors.ConfigError.exit_code, errors.SelectionError.exit_code, errors.UsageError.exit_code
+PKG, VFY = errors.PackageError.exit_code, errors.VerifyError.exit_code
+SKIP_DIRS = {".git", ".nox", "__pycache__", ".pytest_cache", ".ruff_cache"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    id: str
+    argv: tuple[str, ...]
+    code: int
+    culprit: str
+    env: tuple[tuple[str, str], ...] = ()
+    setup: Callable[[Path], None] | None = None
+
+
+def project_snapshot() -> dict[str, tuple[int, int]]:
+    out = {}
+    for dirpath, dirs, files in os.walk(PROJECT):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")]
+        for name in files:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            out[p] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+# --- targets.toml ---------------------------------------------------------------------------------
+
+BASE = TARGETS_FILE.read_text()
+
+
+def matrix_with(old: str, new: str, *, count: int = 1) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        assert old in BASE, old
+        (tmp / "targets.toml").write_bytes(BASE.replace(old, new, count).encode("utf-8", "surrogateescape"))
+    return setup
+
+
+def matrix_text(text: str | bytes) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        data = text if isinstance(text, bytes) else text.encode()
+        (tmp / "targets.toml").write_bytes(data)
+    return setup
+
+
+TARGETS = ("targets", "--targets-file", "{tmp}/targets.toml")
+CPU = "[targets.cpu]"
+URL = 'url = "https://github.com/ollama/ollama.git"'
+TAG = 'tag = "v0.12.5"'
+FMT = 'version_format = "{version}+{target}"'
+GFX906 = 'gpu_archs = ["gfx906"]'
+MATRIX_CASES = [
+    Case("target-name-escapes", TARGETS, CFG, "'../evil'", setup=matrix_with(CPU, '[targets."../evil"]')),
+    Case("target-name-absolute", TARGETS, CFG, "'/tmp/x'", setup=matrix_with(CPU, '[targets."/tmp/x"]')),
+    Case("target-name-release", TARGETS, CFG, "'release' is reserved", setup=matrix_with(CPU, "[targets.release]")),
+    Case("target-name-all", TARGETS, CFG, "'all' is reserved", setup=matrix_with(CPU, "[targets.all]")),
+    Case("target-name-patches", TARGETS, CFG, "'patches' is reserved", setup=matrix_with(CPU, "[targets.patches]")),
+    Case("target-name-upper", TARGETS, CFG, "'CPU'", setup=matrix_with(CPU, "[targets.CPU]")),
+    Case("target-name-space", TARGETS, CFG, "'a b'", setup=matrix_with(CPU, '[targets."a b"]')),
+    Case("target-name-empty", TARGETS, CFG, "''", setup=matrix_with(CPU, '[targets.""]')),
+    Case("target-name-dash", TARGETS, CFG, "'-x'", setup=matrix_with(CPU, '[targets."-x"]')),
+    Case("target-name-glob", TARGETS, CFG, "'c*'", setup=matrix_with(CPU, '[targets."c*"]')),
+    Case("target-name-dot", TARGETS, CFG, "'..'", setup=matrix_with(CPU, '[targets.".."]')),
+    Case("builder-name-slash", TARGETS, CFG, "'a/b'", setup=matrix_with("[builders.debian-cpu]",
+                                                                       '[builders."a/b"]')),
+    Case("backend-name-reserved", TARGETS, CFG, "'all' is reserved", setup=matrix_with("[backends.cpu]",
+                                                                                       "[backends.all]")),
+    Case("arch-unknown-hip", TARGETS, CFG, "'gfx9999'", setup=matrix_with(GFX906, 'gpu_archs = ["gfx9999"]')),
+    Case("arch-injection", TARGETS, CFG, "'gfx906;touch x'",
+         setup=matrix_with(GFX906, 'gpu_archs = ["gfx906;touch x"]')),
+    Case("arch-unknown-cuda", TARGETS, CFG, "'38-real'",
+         setup=matrix_with('gpu_archs = ["37-real"]', 'gpu_archs = ["38-real"]')),
+    Case("arch-duplicate", TARGETS, CFG, "twice", setup=matrix_with(GFX906, 'gpu_archs = ["gfx906", "gfx906"]')),
+    Case("runtime-arch-outside", TARGETS, CFG, "runtime.archs 'gfx1030'",
+         setup=matrix_with('runtime.archs = ["gfx906"]', 'runtime.archs = ["gfx1030"]')),
+    Case("version-format-attr", TARGETS, CFG, "{version.__class__}",
+         setup=matrix_with(FMT, 'version_format = "{version.__class__}"')),
+    Case("version-format-conversion", TARGETS, CFG, "{version!r}",
+         setup=matrix_with(FMT, 'version_format = "{version!r}"')),
+    Case("version-format-spec", TARGETS, CFG, "{version:>99999999}",
+         setup=matrix_with(FMT, 'version_format = "{version:>99999999}"')),
+    Case("version-format-index", TARGETS, CFG, "{0}", setup=matrix_with(FMT, 'version_format = "{0}"')),
+    Case("version-format-no-version", TARGETS, CFG, "must contain {version}",
+         setup=matrix_with(FMT, 'version_format = "{target}"')),
+    Case("version-format-space", TARGETS, CFG, "version_format", setup=matrix_with(FMT, 'version_format = "{version} -X x"')),
+    Case("version-format-broken", TARGETS, CFG, "version_format", setup=matrix_with(FMT, 'version_format = "{version"')),
+    Case("version-variable-option", TARGETS, CFG, "version_variable",
+         setup=matrix_with('version_variable = "github.com/ollama/ollama/version.Version"',
+                           'version_variable = "x -X y.z"')),
+    Case("url-option", TARGETS, CFG, "'--upload-pack=touch x'", setup=matrix_with(URL, 'url = "--upload-pack=touch x"')),
+    Case("url-dash", TARGETS, CFG, "'-oProxyCommand=x'", setup=matrix_with(URL, 'url = "-oProxyCommand=x"')),
+    Case("url-ext-transport", TARGETS, CFG, "ext::", setup=matrix_with(URL, 'url = "ext::sh -c touch% x"')),
+    Case("url-fd-transport", TARGETS, CFG, "fd::", setup=matrix_with(URL, 'url = "fd::3"')),
+    Case("url-scheme", TARGETS, CFG, "'ftp'", setup=matrix_with(URL, 'url = "ftp://example.com/x.git"')),
+    Case("url-host-dash", TARGETS, CFG, "ssh://-oProxyCommand", setup=matrix_with(URL, 'url = "ssh://-oProxyCommand=x/y"')),
+    Case("url-newline", TARGETS, CFG, "source.url", setup=matrix_with(URL, 'url = "https://a/b\\n--c"')),
+    Case("tag-option", TARGETS, CFG, "'--help'", setup=matrix_with(TAG, 'tag = "--help"')),
+    Case("tag-dotdot", TARGETS, CFG, "'v1..2'", setup=matrix_with(TAG, 'tag = "v1..2"')),
+    Case("tag-space", TARGETS, CFG, "'v1 2'", setup=matrix_with(TAG, 'tag = "v1 2"')),
+    Case("tag-lock", TARGETS, CFG, "'v1.lock'", setup=matrix_with(TAG, 'tag = "v1.lock"')),
+    Case("tag-reflog", TARGETS, CFG, "'v1@{0}'", setup=matrix_with(TAG, 'tag = "v1@{0}"')),
+    Case("commit-short", TARGETS, CFG, "source.commit", setup=matrix_with(
+        'commit = "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b"', 'commit = "3d32249c"')),
+    Case("not-utf8", TARGETS, CFG, "not UTF-8", setup=matrix_text(b"[defaults]\nbuilder = \"\xff\"\n")),
+    Case("not-toml", TARGETS, CFG, "not valid TOML", setup=matrix_text("[defaults\n")),
+    Case("targets-file-folder", ("targets", "--targets-file", "{tmp}"), CFG, "is a folder"),
+    Case("targets-file-missing", ("targets", "--targets-file", "{tmp}/none.toml"), CFG, "none.toml"),
+    Case("unknown-key", TARGETS, CFG, "'gpu_arches'", setup=matrix_with(GFX906, 'gpu_arches = ["gfx906"]')),
+    Case("wrong-type", TARGETS, CFG, "'backends'", setup=matrix_with('backends = ["cpu"]', 'backends = "cpu"')),
+    Case("bool-for-int", TARGETS, CFG, "compression_level", setup=matrix_with(
+        'format = "tar.zst"', 'format = "tar.zst"\ncompression_level = true')),
+    Case("format-unknown", TARGETS, CFG, "'zip'", setup=matrix_with('format = "tar.zst"', 'format = "zip"')),
+    Case("level-range", TARGETS, CFG, "99", setup=matrix_with('format = "tar.zst"', 'format = "tar.zst"\ncompression_level = 99')),
+    Case("builder-undefined", TARGETS, CFG, "'nosuch'", setup=matrix_with(
+        'builder = "debian-rocm"', 'builder = "nosuch"')),
+    Case("name-key", TARGETS, CFG, "'name'", setup=matrix_with(
+        'description = "CPU only (all x86-64 variants)"', 'description = "x"\nname = "y"')),
+    Case("empty-matrix", TARGETS, CFG, "matrix is empty", setup=matrix_text(BASE.split("[targets.cpu]")[0])),
+]
+
+# --- command line ---------------------------------------------------------------------------------
+
+CLI_CASES = [
+    Case("jobs-zero", ("build", "cpu", "--jobs", "0"), USE, "'0'"),
+    Case("jobs-negative", ("build", "cpu", "--jobs=-3"), USE, "'-3'"),
+    Case("jobs-word", ("build", "cpu", "--jobs", "many"), USE, "'many'"),
+    Case("all-with-names", ("build", "--all", "cpu"), SEL, "cpu"),
+    Case("all-with-glob", ("plan", "--all", "gfx*"), SEL, "gfx*"),
+    Case("unknown-target", ("build", "nosuch"), SEL, "'nosuch'"),
+    Case("no-target", ("build",), SEL, "no target given"),
+    Case("source-dash", ("plan", "cpu", "--source=-oProxyCommand=touch x"), USE, "-oProxyCommand"),
+    Case("source-upload-pack", ("plan", "cpu", "--source=--upload-pack=touch x"), USE, "--upload-pack"),
+    Case("source-ext", ("plan", "cpu", "--source", "ext::sh -c touch% x"), USE, "ext::"),
+    Case("source-host-dash", ("plan", "cpu", "--source", "ssh://-oProxyCommand=x/y"), USE, "ssh://-oProxyCommand"),
+    Case("source-scp-dash", ("plan", "cpu", "--source", "x@-host:path"), USE, "x@-host:path"),
+    Case("mirror-scheme", ("build", "cpu", "--debian-mirror", "ftp://deb.debian.org/debian"), USE, "ftp"),
+    Case("mirror-dash", ("build", "cpu", "--debian-mirror=-x"), USE, "'-x'"),
+    Case("mirror-path", ("build", "cpu", "--debian-mirror", "deb.debian.org"), USE, "deb.debian.org"),
+    Case("ref-option", ("patches", "check", "--ref=--upload-pack=x"), USE, "--upload-pack=x"),
+    Case("ref-dotdot", ("patches", "apply", "--ref", "v1..2", "--into", "{tmp}/w"), USE, "v1..2"),
+    Case("ref-space", ("memtest", "--ref", "v 1", "--json", "{tmp}/m.json"), USE, "v 1"),
+    Case("unknown-command", ("frobnicate",), USE, "frobnicate"),
+    Case("unknown-option", ("build", "cpu", "--frobnicate"), USE, "--frobnicate"),
+    Case("patches-no-action", ("patches",), USE, "action"),
+    Case("verify-nothing", ("verify",), USE, "ARCHIVE"),
+    Case("verify-missing", ("verify", "{tmp}/ollama-0.12.5-cpu.tar.zst"), USE, "ollama-0.12.5-cpu.tar.zst"),
+    Case("release-all-with-names", ("release", "--all", "cpu", "--dist", "{tmp}/dist"), SEL, "cpu"),
+    Case("json-is-folder", ("patches", "check", "--json", "{tmp}"), USE, "is a folder"),
+    Case("json-under-file", ("memtest", "--json", "{tmp}/file/m.json"), USE, "is a file",
+         setup=lambda tmp: (tmp / "file").write_text("x")),
+    Case("bench-output-folder", ("bench", "cpu", "--output", "{tmp}"), USE, "is a folder"),
+    Case("patches-unknown-target", ("patches", "apply", "--ref", "v0.12.5", "--into", "{tmp}/w", "--target", "nosuch"),
+         USE, "'nosuch'"),
+]
+
+# --- environment ----------------------------------------------------------------------------------
+
+ENV_CASES = [
+    Case("epoch-word", ("plan", "cpu"), USE, "'soon'", env=(("SOURCE_DATE_EPOCH", "soon"),)),
+    Case("epoch-negative", ("plan", "cpu"), USE, "'-1'", env=(("SOURCE_DATE_EPOCH", "-1"),)),
+    Case("epoch-huge", ("plan", "cpu"), USE, "'99999999999999'", env=(("SOURCE_DATE_EPOCH", "99999999999999"),)),
+    Case("epoch-arabic-digits", ("plan", "cpu"), USE, "SOURCE_DATE_EPOCH", env=(("SOURCE_DATE_EPOCH", "\u0661\u0662"),)),
+    Case("epoch-float", ("plan", "cpu"), USE, "'1.5'", env=(("SOURCE_DATE_EPOCH", "1.5"),)),
+    Case("jobs-env-zero", ("plan", "cpu"), USE, "PIPELINE_JOBS", env=(("PIPELINE_JOBS", "0"),)),
+    Case("jobs-env-word", ("plan", "cpu"), USE, "PIPELINE_JOBS", env=(("PIPELINE_JOBS", "all"),)),
+    Case("source-env-dash", ("plan", "cpu"), USE, "OLLAMA_SOURCE", env=(("OLLAMA_SOURCE", "--upload-pack=x"),)),
+    Case("source-env-ext", ("plan", "cpu"), USE, "ext::", env=(("OLLAMA_SOURCE", "ext::sh -c x"),)),
+    Case("mirror-env", ("build", "cpu"), USE, "PIPELINE_DEBIAN_MIRROR", env=(("PIPELINE_DEBIAN_MIRROR", "-x"),)),
+    Case("goproxy-newline", ("plan", "cpu"), USE, "GOPROXY", env=(("GOPROXY", "https://a\nb"),)),
+    Case("targets-env-missing", ("targets",), CFG, "none.toml", env=(("PIPELINE_TARGETS", "{tmp}/none.toml"),)),
+]
+
+# --- the patch series (PIPELINE_PATCHES) ------------------------------------------------------------
+
+
+def patches(files: dict[str, str | bytes]) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        (tmp / "patches").mkdir()
+        for name, text in files.items():
+            (tmp / "patches" / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    return setup
+
+
+GOOD = patch_text("fix", SIMPLE_DIFF)
+SERIES_ENV = (("PIPELINE_PATCHES", "{tmp}/patches"),)
+PATCH_CASES = [
+    Case("patch-name-short", ("plan", "cpu"), CFG, "1-fix.patch", SERIES_ENV, patches({"1-fix.patch": GOOD})),
+    Case("patch-name-upper", ("plan", "cpu"), CFG, "0001-Fix.patch", SERIES_ENV, patches({"0001-Fix.patch": GOOD})),
+    Case("patch-number-twice", ("plan", "cpu"), CFG, "0001", SERIES_ENV,
+         patches({"0001-a.patch": GOOD, "0001-b.patch": GOOD})),
+    Case("patch-targets-empty", ("plan", "cpu"), CFG, "Targets", SERIES_ENV,
+         patches({"0001-a.patch": patch_text("fix", SIMPLE_DIFF, targets=",")})),
+    Case("patch-applies-to-empty", ("plan", "cpu"), CFG, "Applies-To", SERIES_ENV,
+         patches({"0001-a.patch": patch_text("fix", SIMPLE_DIFF, applies_to=",")})),
+    Case("patch-applies-to-garbage", ("plan", "cpu"), CFG, "'soon'", SERIES_ENV,
+         patches({"0001-a.patch": patch_text("fix", SIMPLE_DIFF, applies_to="soon")})),
+    Case("patch-targets-unknown", ("plan", "cpu"), CFG, "'nosuch'", SERIES_ENV,
+         patches({"0001-a.patch": patch_text("fix", SIMPLE_DIFF, targets="nosuch")})),
+    Case("patch-status-bad", ("plan", "cpu"), CFG, "'Maybe'", SERIES_ENV,
+         patches({"0001-a.patch": patch_text("fix", SIMPLE_DIFF, status="Maybe")})),
+    Case("patch-status-no-detail", ("plan", "cpu"), CFG, "Submitted", SERIES_ENV,
+         patches({"0001-a.patch": patch_text("fix", SIMPLE_DIFF, status="Submitted")})),
+    Case("patch-no-description", ("plan", "cpu"), CFG, "'Description'", SERIES_ENV,
+         patches({"0001-a.patch": GOOD.replace("Description: fix\n", "")})),
+    Case("patch-field-twice", ("plan", "cpu"), CFG, "Author appears twice", SERIES_ENV,
+         patches({"0001-a.patch": GOOD.replace("Author: Test\n", "Author: Test\nAuthor: Other\n")})),
+    Case("patch-not-format-patch", ("plan", "cpu"), CFG, "format-patch", SERIES_ENV,
+         patches({"0001-a.patch": "just text\n"})),
+    Case("patch-binary", ("plan", "cpu"), CFG, "0001-a.patch", SERIES_ENV,
+         patches({"0001-a.patch": b"\xff\xfe\x00binary"})),
+]
+
+# --- memory scenarios -------------------------------------------------------------------------------
+
+SCENARIO = (PROJECT / "scenarios" / "780m-8b.toml").read_text()
+
+
+def scenario(old: str, new: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        assert old in SCENARIO
+        (tmp / "s.toml").write_text(SCENARIO.replace(old, new))
+    return setup
+
+
+MEMTEST = ("memtest", "{tmp}/s.toml", "--json", "{tmp}/m.json")
+SCENARIO_CASES = [
+    Case("scenario-size-word", MEMTEST, CFG, "'lots'", setup=scenario('total = "16 GiB"', 'total = "lots"')),
+    Case("scenario-size-negative", MEMTEST, CFG, "'-16 GiB'", setup=scenario('total = "16 GiB"', 'total = "-16 GiB"')),
+    Case("scenario-size-huge", MEMTEST, CFG, "'99999999999 TiB'",
+         setup=scenario('total = "16 GiB"', 'total = "99999999999 TiB"')),
+    Case("scenario-count-huge", MEMTEST, CFG, "'count'", setup=scenario('integrated = true', 'integrated = true\ncount = 100000')),
+    Case("scenario-blocks-huge", MEMTEST, CFG, "'block_count'", setup=scenario('block_count = 32', 'block_count = 999999999999')),
+    Case("scenario-missing", ("memtest", "{tmp}/none.toml", "--json", "{tmp}/m.json"), CFG, "none.toml"),
+    Case("scenario-not-toml", MEMTEST, CFG, "not valid TOML", setup=lambda tmp: (tmp / "s.toml").write_text("[gpus\n")),
+    Case("scenario-not-utf8", MEMTEST, CFG, "not UTF-8", setup=lambda tmp: (tmp / "s.toml").write_bytes(b"x = \"\xff\"")),
+]
+
+# --- archives (verify) ------------------------------------------------------------------------------
+
+NAME = "ollama-0.12.5-cpu.tar.zst"
+
+
+def zst(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor(write_checksum=True).compress(data)
+
+
+def tar_of(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", data: bytes | None = b"x") -> tuple:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    return info, (data if kind == tarfile.REGTYPE else None)
+
+
+def archive_file(data: bytes, name: str = NAME) -> Callable[[Path], None]:
+    return lambda tmp: (tmp / name).write_bytes(data)
+
+
+VERIFY = ("verify", "{tmp}/" + NAME)
+VALID_TAR = tar_of(member("bin/ollama"))
+ARCHIVE_CASES = [
+    Case("archive-empty", VERIFY, PKG, "empty", setup=archive_file(b"")),
+    Case("archive-truncated", VERIFY, PKG, "truncated", setup=archive_file(zst(VALID_TAR * 50)[:-40])),
+    Case("archive-wrong-format", VERIFY, PKG, NAME, setup=archive_file(b"\x1f\x8b\x08\x00" + b"\0" * 50)),
+    Case("archive-random-gz", ("verify", "{tmp}/ollama-0.12.5-cpu.tar.gz"), PKG, "ollama-0.12.5-cpu.tar.gz",
+         setup=archive_file(b"\x1f\x8b\x08\x00garbage" * 10, "ollama-0.12.5-cpu.tar.gz")),
+    Case("archive-truncated-gz", ("verify", "{tmp}/ollama-0.12.5-cpu.tar.gz"), PKG, "ollama-0.12.5-cpu.tar.gz",
+         setup=lambda tmp: (tmp / "ollama-0.12.5-cpu.tar.gz").write_bytes(
+             __import__("gzip").compress(VALID_TAR * 20)[:-30])),
+    Case("archive-not-archive-name", ("verify", "{tmp}/x.zip"), PKG, "x.zip", setup=archive_file(b"PK", "x.zip")),
+    Case("archive-not-tar-inside", VERIFY, PKG, NAME, setup=archive_file(zst(b"not a tar" * 100))),
+    Case("archive-trailing-data", VERIFY, PKG, "after the end", setup=archive_file(zst(VALID_TAR) + b"junk")),
+    Case("archive-absolute-member", VERIFY, PKG, "'/etc/evil'", setup=archive_file(zst(tar_of(member("/etc/evil"))))),
+    Case("archive-dotdot-member", VERIFY, PKG, "'../evil'", setup=archive_file(zst(tar_of(member("../evil"))))),
+    Case("archive-inner-dotdot", VERIFY, PKG, "'lib/../../evil'", setup=archive_file(zst(tar_of(member("lib/../../evil"))))),
+    Case("archive-escaping-link", VERIFY, PKG, "'lib/x'", setup=archive_file(zst(tar_of(
+        member("lib/x", tarfile.SYMTYPE, "../../etc/passwd"))))),
+    Case("archive-absolute-link", VERIFY, PKG, "'lib/y'", setup=archive_file(zst(tar_of(
+        member("lib/y", tarfile.SYMTYPE, "/etc/passwd"))))),
+    Case("archive-device", VERIFY, PKG, "'dev/sda'", setup=archive_file(zst(tar_of(member("dev/sda", tarfile.BLKTYPE))))),
+    Case("archive-fifo", VERIFY, PKG, "'fifo'", setup=archive_file(zst(tar_of(member("fifo", tarfile.FIFOTYPE))))),
+    Case("archive-hard-link", VERIFY, PKG, "'lib/h'", setup=archive_file(zst(tar_of(
+        member("bin/ollama"), member("lib/h", tarfile.LNKTYPE, "/etc/shadow"))))),
+    Case("archive-duplicate", VERIFY, PKG, "appears twice", setup=archive_file(zst(tar_of(
+        member("bin/ollama"), member("bin/ollama"))))),
+    Case("archive-no-members", VERIFY, PKG, "holds nothing", setup=archive_file(zst(tar_of()))),
+    Case("archive-no-manifest", VERIFY, PKG, "manifest.json", setup=archive_file(zst(VALID_TAR))),
+    Case("archive-manifest-not-json", VERIFY, PKG, "not valid JSON", setup=archive_file(zst(tar_of(
+        member("lib/ollama/manifest.json", data=b"{nope"))))),
+    Case("archive-manifest-not-object", VERIFY, PKG, "not a manifest", setup=archive_file(zst(tar_of(
+        member("lib/ollama/manifest.json", data=b"[1, 2]"))))),
+]
+
+CASES = MATRIX_CASES + CLI_CASES + ENV_CASES + PATCH_CASES + SCENARIO_CASES + ARCHIVE_CASES
+
+
+def run_case(case: Case, tmp: Path, capsys, monkeypatch) -> str:
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp / "cache"))
+    monkeypatch.setenv("PIPELINE_DIST", str(tmp / "dist"))
+    for var, value in case.env:
+        monkeypatch.setenv(var, value.replace("{tmp}", str(tmp)))
+    if case.setup:
+        case.setup(tmp)
+    argv = [a.replace("{tmp}", str(tmp)) for a in case.argv]
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == case.code, f"exit code {code}, wanted {case.code}: {err}"
+    return err
+
+
+def test_the_suite_has_at_least_80_cases():
+    assert len(CASES) >= 80
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_refused_in_one_line(case, tmp_path, capsys, monkeypatch):
+    before = project_snapshot()
+    tmp = tmp_path / "case"
+    tmp.mkdir()
+
+    err = run_case(case, tmp, capsys, monkeypatch)
+
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert case.culprit in lines[0], f"{case.culprit!r} not named in: {lines[0]}"
+    assert "Traceback" not in err
+    assert project_snapshot() == before, "a file outside the case's temporary folder changed"
+    assert not (tmp / "x").exists()  # no injected command ran ('touch x')
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in ("target-name-escapes", "archive-dotdot-member",
+                                                               "source-dash", "epoch-word")],
+                         ids=lambda c: c.id)
+def test_traceback_flag_shows_the_traceback(case, tmp_path, capsys, monkeypatch):
+    case = dataclasses.replace(case, argv=(*case.argv, "--traceback") if case.argv[0] != "patches" else case.argv)
+    tmp = tmp_path / "case"
+    tmp.mkdir()
+    err = run_case(case, tmp, capsys, monkeypatch)
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: ")
+
+
+# --- packages made by the pipeline, then changed ----------------------------------------------------
+
+
+@pytest.fixture
+def built(matrix, settings, tmp_path, log):
+    """A real package of the cpu target (fake build) in dist/cpu/, with its manifest beside."""
+    root = tmp_path / "build"
+    (root / "bin").mkdir(parents=True)
+    (root / "lib" / "ollama").mkdir(parents=True)
+    (root / "bin" / "ollama").write_bytes(b"\x7fELF ollama\n")
+    (root / "bin" / "ollama").chmod(0o755)
+    (root / "lib" / "ollama" / "libx.so").write_bytes(b"\x7fELF library\n" * 100)
+    the_plan = stages.plan_for(matrix, matrix.targets["cpu"], settings)
+    packaged, _ = package_stage(the_plan, root, tmp_path / "dist", log)
+    return packaged.archive
+
+
+def rewrite(archive: Path, change: Callable[[str, bytes], bytes | None]) -> None:
+    """Re-pack `archive` with each regular member's bytes passed through `change`."""
+    members = []
+    with tarfile.open(fileobj=io.BytesIO(zstandard.ZstdDecompressor().decompressobj().decompress(
+            archive.read_bytes()))) as tar:
+        for m in tar.getmembers():
+            data = tar.extractfile(m).read() if m.isfile() else None
+            if data is not None:
+                data = change(m.name, data)
+            members.append((m, data))
+    archive.write_bytes(zst(tar_of(*members)))
+
+
+def test_verify_names_a_file_changed_after_packaging(built, tmp_path, capsys):
+    rewrite(built, lambda name, data: data.replace(b"library", b"LIBRARY") if name.endswith("libx.so") else data)
+    (built.parent / "manifest.json").unlink()  # the manifest inside is all that is left to check against
+    assert main(["verify", str(built)]) == VFY
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lib/ollama/libx.so: differs from the manifest's sha256" in err
+
+
+def test_verify_refuses_an_archive_that_differs_from_the_manifest_beside(built, capsys):
+    rewrite(built, lambda name, data: data)  # same files, other bytes
+    assert main(["verify", str(built)]) == VFY
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {built.name}: differs from the sha256 its manifest records")
+
+
+def test_verify_bounds_decompression_by_the_manifest_sizes(built, capsys):
+    manifest = json.loads((built.parent / "manifest.json").read_text())
+    bomb = tar_of(member("lib/ollama/zeros", data=b"\0" * (40 << 20)))
+    built.write_bytes(zst(bomb))
+    manifest["archive"]["size"] = built.stat().st_size
+    manifest["archive"]["sha256"] = __import__("hashlib").sha256(built.read_bytes()).hexdigest()
+    (built.parent / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["verify", str(built)]) == PKG
+    assert "decompresses to more than" in capsys.readouterr().err
+
+
+def test_release_of_a_damaged_manifest_is_one_line(built, capsys):
+    (built.parent / "manifest.json").write_text("{nope")
+    assert main(["release", "cpu", "--dist", str(built.parent.parent)]) == PKG
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "manifest.json" in err
+
+
+def test_release_dry_run_leaves_the_last_release_alone(built, capsys):
+    dist = built.parent.parent
+    assert main(["release", "cpu", "--dist", str(dist)]) == 0
+    before = {p.name: p.read_bytes() for p in (dist / "release").iterdir()}
+    (dist / "release" / "marker").write_text("published")
+    assert main(["release", "cpu", "--dist", str(dist), "--dry-run"]) == 0
+    after = {p.name: p.read_bytes() for p in (dist / "release").iterdir()}
+    assert after == {**before, "marker": b"published"}
+    assert (dist / "release.dry-run" / built.name).is_file()
+
+
+def test_every_exit_code_is_listed_in_the_readme():
+    readme = (PROJECT / "README.md").read_text()
+    table = readme.split("<!-- exit-codes -->")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2:3].isdigit()]
+    assert rows == [f"| {code} | {text} |" for code, text in errors.exit_codes().items()]
+
+
+def test_exit_codes_are_unique_per_error_class():
+    seen: dict[int, type] = {}
+    todo = [errors.PipelineError]
+    while todo:
+        cls = todo.pop()
+        assert cls.exit_code not in seen, f"{cls.__name__} and {seen[cls.exit_code].__name__} share a code"
+        seen[cls.exit_code] = cls
+        todo.extend(cls.__subclasses__())
