@@ -225,6 +225,12 @@ def test_verify_names_a_library_missing_from_the_package(engine, mini_project, s
     _, outcome = build(settings.targets_file, settings)
     root = unpack(outcome.archive, tmp_path / "unpacked")
     (root / "lib/ollama/libggml-base.so").unlink()
+    # The manifest inside agrees (a package built without it): the file check passes, the library
+    # resolution in the clean container must name what is missing.
+    inner = root / "lib/ollama/manifest.json"
+    doc = json.loads(inner.read_text())
+    doc["files"] = [f for f in doc["files"] if f["path"] != "lib/ollama/libggml-base.so"]
+    inner.write_text(json.dumps(doc))
     broken = tmp_path / "broken" / outcome.archive.name
     broken.parent.mkdir()
     with tarfile.open(broken, "w:gz") as tar:
