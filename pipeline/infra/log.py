@@ -24,6 +24,18 @@ def _clock(seconds: float) -> str:
     return f"{minutes:02d}:{secs:02d}"
 
 
+def size(n: int, *, exact: bool = False) -> str:
+    """A byte count for people: '1.5 GiB' (with exact, '1.5 GiB (1610612736 bytes)')."""
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            if unit == "bytes":
+                return f"{n} bytes"
+            return f"{value:.1f} {unit}" + (f" ({n} bytes)" if exact else "")
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
 def duration(seconds: float) -> str:
     return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
 

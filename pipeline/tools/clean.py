@@ -19,6 +19,7 @@ from pathlib import Path
 import docker.errors
 
 from pipeline.config.settings import Settings
+from pipeline.infra.log import size as log_size
 from pipeline.errors import DockerError
 from pipeline.infra import engine, images
 from pipeline.infra.container import LABEL as CONTAINER_LABEL
@@ -92,20 +93,13 @@ def remove(settings: Settings, items: list[Item]) -> list[str]:
     return failed
 
 
-def human(size: int) -> str:
-    value = float(size)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def report(items: list[Item], *, dry_run: bool) -> str:
     verb = "would remove" if dry_run else "removed"
-    lines = [f"{verb} {i.kind:9} {i.name}" + (f" ({human(i.size)})" if i.size else "") for i in items]
+    lines = [f"{verb} {i.kind:9} {i.name}" + (f" ({log_size(i.size)})" if i.size else "") for i in items]
     total = sum(i.size or 0 for i in items)
-    lines.append(f"{'would free' if dry_run else 'freed'} {human(total)} "
+    lines.append(f"{'would free' if dry_run else 'freed'} {log_size(total)} "
                  f"({len(items)} item(s); container and volume sizes not counted)" if items else
                  "nothing to clean")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from pipeline.errors import PackageError
 from pipeline.infra import archive as archives
 from pipeline.infra import fsutil, templates
 from pipeline.infra.hashing import file_sha256
+from pipeline.infra.log import size as log_size
 from pipeline.stages.manifest import Manifest
 
 # GitHub refuses release assets of 2 GiB and more; larger archives are published in parts.
@@ -219,13 +220,8 @@ def join_command(entry: Entry) -> str:
     return f"cat {name}.part-* > {name} && sha256sum -c {SUMS}"
 
 
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({size} bytes)"
-        value /= 1024
-    raise AssertionError("unreachable")
+def human_size(n: int) -> str:
+    return log_size(n, exact=True)
 
 
 def summary(release: Release, *, dry_run: bool, tag: str | None = None) -> str:
