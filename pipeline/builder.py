@@ -39,7 +39,7 @@ def ensure(plan: Plan, settings: Settings, log: Log, result: StageResult) -> str
             log.line(f"{download.name}: fetched from {override} (checksum still {download.sha256[:12]}...)")
             buildargs[download.build_arg] = override
     log.line(f"building {plan.image_tag} from docker/{plan.builder.template}")
-    context = _context(plan.dockerfile)
+    context = _context(plan.dockerfile, settings)
     stream = client.api.build(
         fileobj=context, custom_context=True, tag=plan.image_tag, rm=True, forcerm=True, pull=False,
         decode=True, buildargs=buildargs,
@@ -60,14 +60,16 @@ def ensure(plan: Plan, settings: Settings, log: Log, result: StageResult) -> str
     return client.images.get(plan.image_tag).id
 
 
-def _context(dockerfile: str) -> io.BytesIO:
-    """A build context holding just the Dockerfile: nothing from the project leaks into the image."""
+def _context(dockerfile: str, settings: Settings | None = None) -> io.BytesIO:
+    """A build context holding the Dockerfile and host-ca.crt, the host's CA bundle (empty without one),
+    which a download stage may use to pass a TLS-inspecting proxy: nothing from the project leaks in."""
     buf = io.BytesIO()
-    data = dockerfile.encode()
+    ca = settings.ca_bundle.read_bytes() if settings and settings.ca_bundle else b""
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        info.mode = 0o644
-        tar.addfile(info, io.BytesIO(data))
+        for name, data in (("Dockerfile", dockerfile.encode()), ("host-ca.crt", ca)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
     return buf

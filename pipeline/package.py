@@ -63,6 +63,11 @@ def run(plan: Plan, build_dir: Path, build_info: dict, dist: Path, log: Log, res
     epoch = int(build_info["source_date_epoch"])
     manifest = _manifest(plan, build_info, root, entries)
     manifest["libraries"] = found.to_dict() if found else None
+    # The floor the package states: the oldest system it starts on, and what it needs from it.
+    manifest["floor"] = {"policy": found.policy.name, "suite": found.policy.suite,
+                         "description": found.policy.description,
+                         "max_versions": dict(found.policy.max_versions),
+                         "needs": {k: v.version for k, v in sorted(found.max_versions.items())}} if found else None
     if found and owners:
         came_from = owners()
         manifest["library_packages"] = {b.soname: came_from.get(b.found_at, "?") for b in found.bundles}
