@@ -17,7 +17,7 @@ from .settings import Settings
 from .targets import Backend, Builder, Matrix, Target
 
 # Bumped when the pipeline changes how a stage turns its inputs into outputs.
-STAGE_VERSIONS = {"source": 1, "patches": 1, "builder": 1, "build": 1, "package": 1}
+STAGE_VERSIONS = {"source": 1, "patches": 1, "builder": 1, "build": 1, "package": 2}
 
 # Templates of the files a package carries in share/ollama (env file, systemd unit, ...).
 RUNTIME_TEMPLATES = Path(__file__).resolve().parent / "templates" / "runtime"

@@ -196,3 +196,18 @@ def test_edited_description_reaches_the_manifest(matrix, settings, build_dir, tm
     assert outer["description"] == "Radeon 780M, renamed"
     with package.open_archive(archive, tmp_path) as tar:
         assert json.load(tar.extractfile("lib/ollama/manifest.json"))["description"] == "Radeon 780M, renamed"
+
+
+def test_manifest_states_the_floor_of_the_policy(the_plan, build_dir, tmp_path, log):
+    from pipeline import closure
+
+    policy = closure.load_policy("debian-bullseye")
+    found = closure.Closure(policy=policy, objects=("bin/ollama",), bundles=(), in_package={}, system={},
+                            driver={}, missing={}, too_new=(), problems=(),
+                            max_versions={"GLIBC": closure.VersionUse("GLIBC_2.29", "bin/ollama", "libm.so.6")})
+    result = StageResult()
+    package.run(the_plan, build_dir, BUILD_INFO, tmp_path / "dist", log, result, libraries=lambda root: found)
+    floor = json.loads((tmp_path / "dist" / "gfx1103" / "manifest.json").read_text())["floor"]
+    assert floor == {"policy": "debian-bullseye", "suite": "bullseye", "description": policy.description,
+                     "max_versions": {"GLIBC": "2.31", "GLIBCXX": "3.4.28", "CXXABI": "1.3.12", "GCC": "7.0.0"},
+                     "needs": {"GLIBC": "GLIBC_2.29"}}
