@@ -28,9 +28,10 @@ def find(tag: str):
 
 
 def build(dockerfile: str, tag: str, log: Log, *, buildargs: Mapping[str, str] | None = None,
-          labels: Mapping[str, str] | None = None, files: Mapping[str, Path] | None = None,
+          labels: Mapping[str, str] | None = None, files: Mapping[str, Path | bytes] | None = None,
           what: str = "image") -> str:
-    """Build `dockerfile` as `tag`; `files` (name in the context -> file here) join the context.
+    """Build `dockerfile` as `tag`; `files` (name in the context -> a file here, or its bytes) join the
+    context.
     Returns the image id; a failed build is a DockerError naming the tag and the log."""
     context = _context(dockerfile, files or {})
     stream = engine.client().api.build(
@@ -50,17 +51,22 @@ def build(dockerfile: str, tag: str, log: Log, *, buildargs: Mapping[str, str] |
     return engine.client().images.get(tag).id
 
 
-def _context(dockerfile: str, files: Mapping[str, Path]) -> io.BytesIO:
+def _context(dockerfile: str, files: Mapping[str, Path | bytes]) -> io.BytesIO:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         data = dockerfile.encode()
         info = tarfile.TarInfo("Dockerfile")
         info.size, info.mode = len(data), 0o644
         tar.addfile(info, io.BytesIO(data))
-        for name, path in sorted(files.items()):
+        for name, source in sorted(files.items()):
             info = tarfile.TarInfo(name)
-            info.size, info.mode = path.stat().st_size, 0o644
-            with open(path, "rb") as f:
+            info.mode = 0o644
+            if isinstance(source, bytes):
+                info.size = len(source)
+                tar.addfile(info, io.BytesIO(source))
+                continue
+            info.size = source.stat().st_size
+            with open(source, "rb") as f:
                 tar.addfile(info, f)
     buf.seek(0)
     return buf

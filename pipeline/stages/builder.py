@@ -55,5 +55,8 @@ def run(ctx: Context) -> BuilderImage:
     image_id = images.build(render(settings.templates_dir, plan.builder, plan.base_image, settings.debian_snapshot), tag, log, buildargs=buildargs,
                            labels={"org.ollama-pipeline.builder": plan.builder_name,
                                    "org.ollama-pipeline.hash": plan.hashes["builder"]},
+                           # The host's CA bundle (empty without one) for a download stage behind a
+                           # TLS-inspecting proxy; it changes no hash and reaches no final image.
+                           files={"host-ca.crt": settings.ca_bundle.read_bytes() if settings.ca_bundle else b""},
                            what=f"builder image (docker/{plan.builder.template})")
     return BuilderImage(tag=tag, id=image_id)

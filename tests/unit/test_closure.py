@@ -404,6 +404,30 @@ def test_shipped_policies_load_and_keep_the_driver_out():
         assert {"GLIBC", "GLIBCXX", "CXXABI", "GCC"} == set(p.max_versions)
 
 
+def test_every_shipped_policy_states_a_full_floor_and_a_debian_suite_to_verify_on():
+    suites = {"bullseye": "2.31", "bookworm": "2.36", "trixie": "2.41"}  # glibc of each suite
+    for name in policy_mod.available_policies():
+        p = policy_mod.load_policy(name)
+        assert {"GLIBC", "GLIBCXX", "CXXABI", "GCC"} == set(p.max_versions), name
+        assert "libcuda.so.1" in p.never_bundle and "libstdc++.so.6" in p.provided, name
+        # The verify container's glibc covers the floor.
+        assert p.suite in suites and p.allows(f"GLIBC_{p.glibc}") and not p.allows(f"GLIBC_{suites[p.suite]}.1")
+        assert policy_mod.vkey(p.glibc) <= policy_mod.vkey(suites[p.suite]), name
+
+
+def test_lowered_floors():
+    """bullseye for the cpu and K80 packages, what the Debian ROCm libraries need for the ROCm ones, and
+    Ubuntu 22.04 for the vendor ROCm flavor."""
+    floors = {n: (policy_mod.load_policy(n).suite, dict(closure.load_policy(n).max_versions))
+              for n in ("debian-bullseye", "debian-rocm", "ubuntu-22.04")}
+    assert floors["debian-bullseye"] == ("bullseye", {"GLIBC": "2.31", "GLIBCXX": "3.4.28", "CXXABI": "1.3.12",
+                                                      "GCC": "7.0.0"})
+    assert floors["debian-rocm"][1]["GLIBC"] == "2.38" and floors["debian-rocm"][1]["GLIBCXX"] == "3.4.32"
+    assert floors["ubuntu-22.04"][1]["GLIBC"] == "2.35" and floors["ubuntu-22.04"][1]["GLIBCXX"] == "3.4.30"
+    bullseye = policy_mod.load_policy("debian-bullseye")
+    assert not bullseye.allows("GLIBC_2.34") and not bullseye.allows("GLIBCXX_3.4.29")
+
+
 def test_unknown_policy_name_is_refused_with_suggestion():
     with pytest.raises(ConfigError, match="unknown library policy 'debian-bookwrm' .did you mean "
                                           "'debian-bookworm'"):

@@ -41,9 +41,13 @@ def builder(request):
 
 
 def test_starts_from_a_pinned_image(builder):
-    kind, image = rendered(builder)[0]
-    assert kind == "FROM"
-    assert re.search(r"(:[\w.-]+|@sha256:[0-9a-f]{64})$", image) and not image.endswith(":latest")
+    instructions_ = rendered(builder)
+    assert instructions_[0][0] == "FROM"
+    # Every stage (a download stage too) starts from a pinned image.
+    for kind, args in instructions_:
+        if kind == "FROM":
+            image = re.sub(r"\s+AS\s+\S+$", "", args, flags=re.IGNORECASE)
+            assert re.search(r"(:[\w.-]+|@sha256:[0-9a-f]{64})$", image) and not image.endswith(":latest")
 
 
 def test_every_download_is_checked_against_a_fixed_sha256(builder):

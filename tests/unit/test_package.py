@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import stages
 from pipeline.infra import archive as archives
-from pipeline.stages import plan
+from pipeline.stages import package, plan
 from pipeline.errors import PackageError
 from pipeline.infra.log import StageResult
 
@@ -201,3 +201,22 @@ def test_edited_description_reaches_the_manifest(matrix, settings, build_dir, tm
     assert outer["description"] == "Radeon 780M, renamed"
     with archives.open_archive(archive, tmp_path) as tar:
         assert json.load(tar.extractfile("lib/ollama/manifest.json"))["description"] == "Radeon 780M, renamed"
+
+
+def test_manifest_states_the_floor_of_the_policy(the_plan, build_dir, tmp_path, log, monkeypatch):
+    """The floor is the closure's: the policy, its suite, what the floor allows and what the package needs."""
+    from pipeline.config.policy import load_policy
+    from pipeline.infra import closure
+
+    policy = load_policy("debian-bullseye")
+    found = closure.Closure(policy=policy, objects=("bin/ollama",), bundles=(), in_package={}, system={},
+                            driver={}, missing={}, too_new=(), problems=(),
+                            max_versions={"GLIBC": closure.VersionUse("GLIBC_2.29", "bin/ollama", "libm.so.6")})
+    monkeypatch.setattr(package, "_closure", lambda ctx, build: found)
+    packaged, _ = package_stage(the_plan, build_dir / "dist", tmp_path / "dist", log)
+    beside = json.loads((tmp_path / "dist" / "gfx1103" / "manifest.json").read_text())["floor"]
+    assert beside == {"policy": "debian-bullseye", "suite": "bullseye",
+                      "allows": {"GLIBC": "2.31", "GLIBCXX": "3.4.28", "CXXABI": "1.3.12", "GCC": "7.0.0"},
+                      "needs": {"GLIBC": "GLIBC_2.29"}}
+    assert packaged.manifest.floor.needs["GLIBC"] == "GLIBC_2.29"
+

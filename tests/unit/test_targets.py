@@ -154,7 +154,7 @@ def test_unknown_key_is_refused_with_suggestion(tmp_path):
 
 
 def test_unknown_key_in_a_builder_names_the_builder_table(tmp_path):
-    err = load_error(tmp_path, edited('suite = "bookworm"', 'suit = "bookworm"'))
+    err = load_error(tmp_path, edited('suite = "bullseye"\ncomponents', 'suit = "bullseye"\ncomponents'))
     assert "[builders.debian-cuda11]" in str(err)
     assert "did you mean 'suite'?" in str(err)
 
@@ -196,7 +196,9 @@ def test_string_where_a_boolean_is_expected_is_refused(tmp_path):
 
 
 def test_wrong_item_type_inside_a_list_names_the_item(tmp_path):
-    err = load_error(tmp_path, edited('packages = ["gcc-11",', 'packages = [11,'))
+    err = load_error(tmp_path, edited('packages = ["clang-13", "gcc", "g++", "make", "ninja-build", "ccache", "git", '
+                                      '"ca-certificates",\n            "nvidia-cuda-toolkit"]',
+                                      'packages = [11, "nvidia-cuda-toolkit"]'))
     assert "[builders.debian-cuda11] key 'packages' item 1 must be a string, got an integer" in str(err)
 
 
@@ -345,3 +347,14 @@ def test_gpu_backend_needs_code_format_and_library_with_its_arch_variable(tmp_pa
 def test_compression_level_outside_the_formats_range_is_refused(tmp_path):
     err = load_error(tmp_path, edited('format = "tar.zst"\n', 'format = "tar.gz"\ncompression_level = 12\n'))
     assert "compression_level for tar.gz must be 1 to 9 (or 0 for the default), got 12" in str(err)
+
+
+def test_cpu_and_k80_builders_have_the_bullseye_floor_and_rocm_states_its_own():
+    m = targets.load(TARGETS_FILE)
+    for target in ("cpu", "sm_37"):
+        b = m.builders[m.targets[target].builder]
+        assert (b.suite, b.policy) == ("bullseye", "debian-bullseye"), target
+        # gcc 10 lacks -mavxvnni (the alderlake CPU variant): C and C++ go through clang.
+        assert b.env["CC"].startswith("clang") and b.env["CXX"].startswith("clang++"), target
+    assert m.builders["debian-rocm"].policy == "debian-rocm"
+    assert m.builders["vendor-rocm"].policy == "ubuntu-22.04"

@@ -1,6 +1,34 @@
-# Debian trixie: gcc 14, CMake 3.31, Go 1.24
+# Debian 11 bullseye: clang 13 with gcc 10's libstdc++, CMake 3.31 (PyPI), Go 1.24.7
 # Rendered from docker/debian.Dockerfile.j2 by the pipeline; the image is tagged by this file's hash.
-FROM ollama-pipeline/debian:trixie
+# Tools the suite lacks or has too old (CMake, Go), as archives with a fixed checksum: tar.gz, zip or
+# wheel, all unpacked by bsdtar. They are fetched in a stage of their own, with the host's CA bundle
+# from the build context (host-ca.crt, empty when there is none) for a TLS-inspecting proxy; only the
+# unpacked folders reach the builder image. The locations are build arguments the pipeline overrides
+# (PIPELINE_URL_<NAME>) without changing the image's hash.
+FROM ollama-pipeline/debian:bullseye AS downloads
+ARG DEBIAN_MIRROR
+ARG CMAKE_URL=https://files.pythonhosted.org/packages/59/e8/096984b89133681533650b9078c5ed1c5c9b534e869b5487f22d4de1935c/cmake-3.31.6-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
+ARG GO_URL=https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go1.24.7.linux-amd64.zip
+COPY host-ca.crt /tmp/host-ca.crt
+RUN test -n "$DEBIAN_MIRROR" \
+ && echo "deb $DEBIAN_MIRROR bullseye main" > /etc/apt/sources.list \
+ && apt-get -o Acquire::Retries=5 update \
+ && apt-get -o Acquire::Retries=5 install -y --no-install-recommends curl ca-certificates libarchive-tools \
+ && rm -rf /var/lib/apt/lists/* \
+ && if [ -s /tmp/host-ca.crt ]; then export CURL_CA_BUNDLE=/tmp/host-ca.crt; fi \
+ && curl -fsSL --retry 5 --retry-connrefused "${CMAKE_URL}" -o /tmp/cmake.download \
+ && echo "1c8b05df0602365da91ee6a3336fe57525b137706c4ab5675498f662ae1dbcec  /tmp/cmake.download" | sha256sum -c - \
+ && mkdir -p /downloads/opt/cmake \
+ && bsdtar -xf /tmp/cmake.download --strip-components=2 -C /downloads/opt/cmake \
+ && rm /tmp/cmake.download \
+ && curl -fsSL --retry 5 --retry-connrefused "${GO_URL}" -o /tmp/go.download \
+ && echo "4c2a63c008dbb90112f22ff9e47eb6fb487b17da1c70ecc7b9fad77577b8031e  /tmp/go.download" | sha256sum -c - \
+ && mkdir -p /downloads/usr/local/go \
+ && bsdtar -xf /tmp/go.download --strip-components=2 -C /downloads/usr/local/go \
+ && rm /tmp/go.download \
+ && true
+
+FROM ollama-pipeline/debian:bullseye
 
 # The mirror is a build argument so that moving to another mirror does not change the image's hash.
 ARG DEBIAN_MIRROR
@@ -8,14 +36,17 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 
 RUN test -n "$DEBIAN_MIRROR" \
  && rm -f /etc/apt/sources.list.d/* \
- && echo "deb $DEBIAN_MIRROR trixie main" > /etc/apt/sources.list \
+ && echo "deb $DEBIAN_MIRROR bullseye main" > /etc/apt/sources.list \
  && echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90no-recommends \
  && echo 'Acquire::Retries "5";' > /etc/apt/apt.conf.d/80retries
 
 # One transaction, so apt resolves every package against the same pins.
 RUN apt-get update \
- && apt-get install -y gcc g++ make cmake ninja-build ccache git ca-certificates golang-1.24-go \
+ && apt-get install -y clang-13 gcc g++ make ninja-build ccache git ca-certificates \
  && rm -rf /var/lib/apt/lists/*
+
+COPY --from=downloads /downloads/opt/cmake /opt/cmake
+COPY --from=downloads /downloads/usr/local/go /usr/local/go
 
 # Builds run as the invoking user: caches live in world-writable folders, which a new named volume
 # mounted there inherits.
@@ -28,4 +59,6 @@ ENV HOME=/home/builder \
     GOMODCACHE=/cache/go-mod \
     GOTOOLCHAIN=local \
     GOFLAGS=-buildvcs=false \
-    PATH=/usr/lib/go-1.24/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    CC=clang-13 \
+    CXX=clang++-13 \
+    PATH=/usr/local/go/bin:/opt/cmake/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
