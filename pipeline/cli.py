@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline import orchestrate, stages
 from pipeline.config import names, series, targets
+from pipeline.config.policy import load_policy
 from pipeline.config.settings import Settings
 from pipeline.errors import INTERRUPTED, PipelineError, UsageError, from_exception, one_line
 from pipeline.infra import fsutil
@@ -232,23 +233,35 @@ def cmd_image(args) -> int:
 def cmd_targets(args) -> int:
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
-    rows = [_describe(t) for t in matrix.targets.values()]
+    rows = [_describe(t, matrix) for t in matrix.targets.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("target", "backends", "gpu archs", "builder", "upstream", "description")
+    header = ("target", "backends", "gpu archs", "builder", "upstream", "runs on (floor)", "description")
     table = [header] + [(r["name"], ",".join(r["backends"]), ",".join(r["gpu_archs"]) or "-", r["builder"],
-                         r["tag"], r["description"]) for r in rows]
+                         r["tag"], _floor_text(r["floor"]), r["description"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
     return 0
 
 
-def _describe(t: targets.Target) -> dict:
+def _describe(t: targets.Target, matrix: targets.Matrix) -> dict:
+    policy_name = matrix.builders[t.builder].policy
+    floor = None
+    if policy_name:
+        p = load_policy(policy_name)
+        floor = {"policy": p.name, "suite": p.suite, "description": p.description, **dict(p.max_versions)}
     return {"name": t.name, "description": t.description, "backends": list(t.backends),
             "gpu_archs": list(t.gpu_archs), "builder": t.builder, "tag": t.source.tag,
-            "commit": t.source.commit, "runtime_env": dict(t.runtime.env)}
+            "commit": t.source.commit, "runtime_env": dict(t.runtime.env), "floor": floor}
+
+
+def _floor_text(floor: dict | None) -> str:
+    """'glibc 2.31, GLIBCXX 3.4.28 (bullseye)': what a package of the target needs from its host."""
+    if not floor:
+        return "-"
+    return f"glibc {floor['GLIBC']}, GLIBCXX {floor.get('GLIBCXX', '?')} ({floor['suite']})"
 
 
 def cmd_plan(args) -> int:

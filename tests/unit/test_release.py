@@ -303,3 +303,30 @@ def test_unpack_command_of_the_notes_matches_a_tar_zst_archive(matrix, settings,
     assert archive.name.endswith(".tar.zst")
     assert "tar -C /usr/local --zstd -xf ollama-….tar.zst" in notes
     assert "-xzf" not in notes
+
+
+def test_notes_state_the_floor_each_package_runs_on(matrix, settings, dist, log, monkeypatch):
+    from pipeline.config.policy import load_policy
+    from pipeline.infra import closure
+    from pipeline.stages import package
+
+    policy = load_policy("debian-bullseye")
+    found = closure.Closure(policy=policy, objects=("bin/ollama",), bundles=(), in_package={}, system={},
+                            driver={}, missing={}, too_new=(), problems=(),
+                            max_versions={"GLIBC": closure.VersionUse("GLIBC_2.29", "bin/ollama", "libm.so.6"),
+                                          "GLIBCXX": closure.VersionUse("GLIBCXX_3.4.26", "bin/ollama",
+                                                                        "libstdc++.so.6")})
+    monkeypatch.setattr(package, "_closure", lambda ctx, build: found)
+    build(matrix, settings, dist, log, "cpu")
+    notes = (release.assemble(["cpu"], dist).folder / "RELEASE_NOTES.md").read_text()
+    assert ("Runs on: glibc 2.31 and libstdc++ with GLIBCXX_3.4.28 or newer (floor `debian-bullseye`, "
+            "verified on a clean Debian bullseye); its ELF files need at most GLIBC_2.29, GLIBCXX_3.4.26") in notes
+
+
+def test_targets_json_states_each_targets_floor(matrix, capsys):
+    assert main(["targets", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for name, target in matrix.targets.items():
+        policy = matrix.builders[target.builder].policy
+        if policy:
+            assert rows[name]["floor"]["policy"] == policy and rows[name]["floor"]["GLIBC"]
