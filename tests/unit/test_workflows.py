@@ -274,7 +274,7 @@ def test_targets_json_is_exactly_the_matrix_of_targets_toml():
     defaults = table["defaults"]
     for row in rows:
         assert set(row) == {"name", "description", "backends", "gpu_archs", "builder", "tag", "commit",
-                            "runtime_env"}
+                            "runtime_env", "floor"}
         t = table["targets"][row["name"]]
         assert row["description"] == t["description"]
         assert row["builder"] == t.get("builder", defaults["builder"])
