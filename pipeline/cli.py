@@ -41,6 +41,9 @@ def _ref(value: str) -> str:
     return value
 
 
+REF_HELP = ("upstream tag to build, one of [upstream.pins] in targets.toml (default: each target's own tag)")
+
+
 def _parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--targets-file", help="the target matrix (default: targets.toml of the project)")
@@ -62,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--jobs", type=_positive, help="parallel compile jobs (default: CPU count)")
     b.add_argument("--no-verify", action="store_true", help="skip verifying the package in a clean container")
     b.add_argument("--image", action="store_true", help="also make the runtime Docker image of the verified package")
+    b.add_argument("--ref", type=_ref, help=REF_HELP)
 
     im = sub.add_parser("image", parents=[common], help="build targets and make their runtime Docker images")
     im.add_argument("targets", nargs="*", metavar="TARGET", help="names or globs ('gfx*')")
@@ -70,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("--debian-mirror")
     im.add_argument("--dist", help="output folder (default: dist/ of the project)")
     im.add_argument("--jobs", type=_positive, help="parallel compile jobs (default: CPU count)")
+    im.add_argument("--ref", type=_ref, help=REF_HELP)
 
     v = sub.add_parser("verify", parents=[common], help="verify packages in a clean runtime-floor container")
     v.add_argument("archives", nargs="+", metavar="ARCHIVE")
@@ -77,11 +82,13 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("targets", parents=[common], help="show the matrix")
     t.add_argument("--json", action="store_true", help="machine-readable, for CI matrices")
+    t.add_argument("--ref", type=_ref, help="the matrix at this pinned upstream tag: the targets that build it")
 
     pl = sub.add_parser("plan", parents=[common], help="show what a build would do, with stage hashes")
     pl.add_argument("targets", nargs="*", metavar="TARGET")
     pl.add_argument("--all", action="store_true")
     pl.add_argument("--source")
+    pl.add_argument("--ref", type=_ref, help=REF_HELP)
     pl.add_argument("--json", action="store_true", help="machine-readable: stage hashes and image, for CI "
                                                         "cache keys")
     pt = sub.add_parser("patches", help="maintain the patch series: check, apply, refresh, test")
@@ -201,7 +208,7 @@ def names_hint(name: str, matrix: targets.Matrix) -> str:
 
 
 def _selection(args, matrix: targets.Matrix) -> list[targets.Target]:
-    return matrix.select(["--all", *args.targets] if args.all else args.targets)
+    return matrix.select_at(["--all", *args.targets] if args.all else args.targets, getattr(args, "ref", None))
 
 
 def cmd_build(args) -> int:
@@ -232,7 +239,8 @@ def cmd_image(args) -> int:
 def cmd_targets(args) -> int:
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
-    rows = [_describe(t) for t in matrix.targets.values()]
+    chosen = matrix.select_at(["--all"], args.ref) if args.ref else list(matrix.targets.values())
+    rows = [_describe(t) for t in chosen]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -248,7 +256,8 @@ def cmd_targets(args) -> int:
 def _describe(t: targets.Target) -> dict:
     return {"name": t.name, "description": t.description, "backends": list(t.backends),
             "gpu_archs": list(t.gpu_archs), "builder": t.builder, "tag": t.source.tag,
-            "commit": t.source.commit, "runtime_env": dict(t.runtime.env)}
+            "commit": t.source.commit, "upstream_version": t.source.tag.removeprefix("v"),
+            "versions": t.versions, "runtime_env": dict(t.runtime.env)}
 
 
 def cmd_plan(args) -> int:
@@ -257,14 +266,15 @@ def cmd_plan(args) -> int:
     patch_series = series.load(settings.patches_dir, matrix.targets)
     if args.json:
         plans = [stages.plan_for(matrix, t, settings, patch_series) for t in _selection(args, matrix)]
-        print(json.dumps([{"name": p.name, "version": p.version, "archive": p.archive_name,
+        print(json.dumps([{"name": p.name, "version": p.version, "tag": p.tag, "commit": p.target.source.commit,
+                           "upstream_version": p.upstream_version, "out": p.out, "archive": p.archive_name,
                            "image": builder.image_tag(p), "runtime_image": image.tag(p),
                            "hashes": dict(p.hashes),
                            "patches": [patch.name for patch in p.patches]} for p in plans], indent=2))
         return 0
     for t in _selection(args, matrix):
         p = stages.plan_for(matrix, t, settings, patch_series)
-        print(f"{p.name}: {p.version} from {p.source_url} @ {t.source.commit[:12]}")
+        print(f"{p.name}: {p.version} from {p.source_url} @ {t.source.commit[:12]} ({p.tag}) -> dist/{p.out}/")
         print(f"  image   {builder.image_tag(p)}")
         for patch in p.patches:
             print(f"  patch   {patch.name} ({patch.upstream_status})")

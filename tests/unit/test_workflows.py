@@ -274,12 +274,14 @@ def test_targets_json_is_exactly_the_matrix_of_targets_toml():
     defaults = table["defaults"]
     for row in rows:
         assert set(row) == {"name", "description", "backends", "gpu_archs", "builder", "tag", "commit",
-                            "runtime_env"}
+                            "upstream_version", "versions", "runtime_env"}
         t = table["targets"][row["name"]]
         assert row["description"] == t["description"]
         assert row["builder"] == t.get("builder", defaults["builder"])
         assert row["backends"] == t.get("backends", defaults["backends"])
         assert row["gpu_archs"] == t.get("gpu_archs", [])
-        assert row["tag"] == defaults["source"]["tag"]
-        assert row["commit"] == defaults["source"]["commit"]
+        source = {**defaults["source"], **t.get("source", {})}
+        assert row["tag"] == source["tag"] and row["upstream_version"] == source["tag"].removeprefix("v")
+        assert row["commit"] == source["commit"] == table["upstream"]["pins"][source["tag"]]
+        assert row["versions"] == t.get("versions", "")
         assert row["runtime_env"] == t.get("runtime", {}).get("env", {})
