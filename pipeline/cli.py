@@ -19,7 +19,7 @@ from pipeline.errors import INTERRUPTED, PipelineError, UsageError, from_excepti
 from pipeline.infra import fsutil
 from pipeline.infra.log import Log, duration
 from pipeline.stages import builder, image, verify
-from pipeline.tools import bench, clean, memtest, patchtool, release
+from pipeline.tools import bench, clean, memtest, patchtool, release, track
 
 
 class _Parser(argparse.ArgumentParser):
@@ -128,6 +128,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="only patches carried by this target (default: every patch in range)")
     mt.add_argument("--host-go", action="store_true", help="run go on this machine instead of the Go builder")
     mt.add_argument("--json", default="dist/memtest.json", help="where the report goes as JSON")
+
+    tr = sub.add_parser("track", parents=[common], help="every upstream tag from a version on: patch verdicts, "
+                                                         "build layout, and with --build whether a target builds")
+    tr.add_argument("--since", type=_ref, default="v0.12.5", help="first upstream tag (default: v0.12.5)")
+    tr.add_argument("--rc", action="store_true", help="include release candidates")
+    tr.add_argument("--build", metavar="TARGET", help="also build, package and verify TARGET at every pinned tag")
+    tr.add_argument("--source")
+    tr.add_argument("--json", default="dist/track.json", help="where the report goes as JSON")
+    tr.add_argument("--markdown", default="dist/track.md", help="where the report goes as markdown")
 
     cl = sub.add_parser("clean", parents=[common], help="remove the pipeline's caches, containers, images and "
                                                          "volumes; say how much space that freed")
@@ -360,6 +369,25 @@ def cmd_memtest(args) -> int:
     return 1 if memtest.failed(report) else 0
 
 
+def cmd_track(args) -> int:
+    settings = _settings(args)
+    json_out, md_out = _output(args.json, "--json"), _output(args.markdown, "--markdown")
+    matrix = targets.load(settings.targets_file)
+    build = None
+    if args.build:
+        build = track.builder(matrix, settings, args.build,
+                              lambda plan: orchestrate.build_target(plan, settings))
+    with Log("track", settings.dist / "track.log") as log:
+        rep = track.report(matrix, settings, log, since=args.since, rc=args.rc, build=build,
+                           build_target=args.build or "")
+    fsutil.write_text(json_out, json.dumps(rep, indent=2) + "\n")
+    text = track.render(rep)
+    fsutil.write_text(md_out, text)
+    print(text)
+    print(f"written to {md_out} and {json_out}", file=sys.stderr)
+    return 0
+
+
 def cmd_verify(args) -> int:
     settings = _settings(args)
     for archive in args.archives:
@@ -388,4 +416,4 @@ def cmd_clean(args) -> int:
 
 COMMANDS = {"build": cmd_build, "image": cmd_image, "verify": cmd_verify, "targets": cmd_targets,
             "plan": cmd_plan, "patches": cmd_patches, "release": cmd_release, "memtest": cmd_memtest,
-            "bench": cmd_bench, "clean": cmd_clean}
+            "bench": cmd_bench, "clean": cmd_clean, "track": cmd_track}

@@ -53,6 +53,9 @@ class Verdict:
     verdict: str  # applies | conflicts | already upstream | out of range | not carried
     detail: str = ""
     targets: tuple[str, ...] = ()
+    # With check(probe=True), for a patch out of range: what it would do on its own to the pristine tree
+    # ("applies", "already upstream" or "conflicts (FILE, hunk at line N)").
+    probe: str = ""
 
 
 def repository(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log) -> Path:
@@ -68,17 +71,31 @@ def default_refs(matrix: Matrix) -> list[str]:
     return list(dict.fromkeys(t.source.tag for t in matrix.targets.values()))
 
 
-def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log) -> list[Verdict]:
-    """Every patch against every ref, applied per target in series order as a build would."""
+def series_paths(patch_series: Sequence[series.Patch]) -> set[str]:
+    """Every file the series' diffs read or write: all `git apply` needs of a tree."""
+    paths: set[str] = set()
+    for p in patch_series:
+        for a, b in _DIFF_FILE.findall(p.path.read_text(errors="replace")):
+            paths.update((a, b))
+    return paths
+
+
+def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log, *, probe: bool = False,
+          gitdir: Path | None = None) -> list[Verdict]:
+    """Every patch against every ref, applied per target in series order as a build would.
+
+    Only the files the series touches are exported (all `git apply` reads). With `probe`, a patch out of
+    range is also tried on its own against the pristine tree (Verdict.probe)."""
     patch_series = series.load(settings.patches_dir, matrix.targets)
     refs = list(refs) or default_refs(matrix)
-    gitdir = repository(matrix, settings, refs, log)
+    gitdir = gitdir or repository(matrix, settings, refs, log)
+    paths = series_paths(patch_series)
     verdicts: list[Verdict] = []
     with tempfile.TemporaryDirectory(prefix="ollama-pipeline-check-") as tmp:
         for ref in refs:
             version = series.upstream_version(ref)
             pristine = Path(tmp) / ref / "upstream"
-            git.export(gitdir, git.commit_of(gitdir, ref, log), pristine, log)
+            git.export(gitdir, git.commit_of(gitdir, ref, log), pristine, log, paths=paths)
             per_patch: dict[str, dict[str, tuple[str, str]]] = {p.name: {} for p in patch_series}
             for target in matrix.targets:
                 carried = series.for_target(patch_series, target, version)
@@ -89,15 +106,22 @@ def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log) -> 
                 for patch in carried:
                     per_patch[patch.name][target] = _try(patch, tree, log)
             for patch in patch_series:
-                verdicts.append(_collapse(patch, ref, version, per_patch[patch.name]))
+                verdict = _collapse(patch, ref, version, per_patch[patch.name])
+                if probe and verdict.verdict == "out of range":
+                    alone = _try(patch, pristine, log, dry=True)
+                    verdict = dataclasses.replace(verdict, probe=alone[0] + (f" ({alone[1]})" if alone[1] else ""))
+                verdicts.append(verdict)
+            shutil.rmtree(Path(tmp) / ref)
     return verdicts
 
 
-def _try(patch: series.Patch, tree: Path, log: Log) -> tuple[str, str]:
+def _try(patch: series.Patch, tree: Path, log: Log, dry: bool = False) -> tuple[str, str]:
     env = {"GIT_CEILING_DIRECTORIES": str(tree.parent)}
     forward = runner.run(log, ["git", "apply", "--check", "-v", patch.path.resolve()], cwd=tree, env=env,
                          capture=True, quiet=True, check=False)
     if forward.returncode == 0:
+        if dry:
+            return "applies", ""
         runner.run(log, ["git", "apply", patch.path.resolve()], cwd=tree, env=env, quiet=True, capture=True)
         return "applies", ""
     reverse = runner.run(log, ["git", "apply", "--check", "--reverse", patch.path.resolve()], cwd=tree,
