@@ -251,6 +251,15 @@ def has_path(gitdir: Path, commit: str, path: str, log: Log) -> bool:
     return out.returncode == 0 and bool(out.stdout.strip())
 
 
+def contains(gitdir: Path, ancestor: str, commit: str, log: Log) -> bool:
+    """Whether `ancestor` (a commit id) is in the history of `commit`; False when it is unknown here."""
+    if not re.fullmatch(r"[0-9a-f]{7,40}", ancestor):
+        return False
+    out = runner.run(log, ["git", "--git-dir", gitdir, "merge-base", "--is-ancestor", ancestor, commit],
+                     capture=True, quiet=True, check=False, env={"GIT_NO_LAZY_FETCH": "1"})
+    return out.returncode == 0
+
+
 def commit_time(gitdir: Path, commit: str, log: Log) -> int:
     """The committer time of `commit` (seconds since the epoch): the default SOURCE_DATE_EPOCH."""
     out = runner.run(log, ["git", "--git-dir", gitdir, "show", "-s", "--format=%ct", commit],

@@ -105,14 +105,24 @@ def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log, *, 
                 shutil.copytree(pristine, tree, symlinks=True)
                 for patch in carried:
                     per_patch[patch.name][target] = _try(patch, tree, log)
+            commit = git.commit_of(gitdir, ref, log)
             for patch in patch_series:
                 verdict = _collapse(patch, ref, version, per_patch[patch.name])
+                if verdict.verdict == "out of range" and _backport_in(patch, gitdir, commit, log):
+                    verdict = dataclasses.replace(verdict, detail=f"{verdict.detail}; upstream has it: the "
+                                                  f"backported commit {patch.upstream_status.split()[1][:12]} is in {ref}")
                 if probe and verdict.verdict == "out of range":
                     alone = _try(patch, pristine, log, dry=True)
                     verdict = dataclasses.replace(verdict, probe=alone[0] + (f" ({alone[1]})" if alone[1] else ""))
                 verdicts.append(verdict)
             shutil.rmtree(Path(tmp) / ref)
     return verdicts
+
+
+def _backport_in(patch: series.Patch, gitdir: Path, commit: str, log: Log) -> bool:
+    """A Backport patch whose upstream commit is in the history of `commit`."""
+    parts = patch.upstream_status.split()
+    return parts[0] == "Backport" and len(parts) > 1 and git.contains(gitdir, parts[1].lower(), commit, log)
 
 
 def _try(patch: series.Patch, tree: Path, log: Log, dry: bool = False) -> tuple[str, str]:
@@ -150,7 +160,7 @@ def table(verdicts: Sequence[Verdict]) -> str:
     refs = list(dict.fromkeys(v.ref for v in verdicts))
     names = list(dict.fromkeys(v.patch for v in verdicts))
     cell = {(v.patch, v.ref): v.verdict + (f" ({v.detail})" if v.verdict == "conflicts" else "")
-            for v in verdicts}
+            + (" (upstream has it)" if "upstream has it" in v.detail else "") for v in verdicts}
     rows = [("patch", *refs)] + [(n, *(cell[(n, r)] for r in refs)) for n in names]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

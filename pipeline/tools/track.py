@@ -194,7 +194,8 @@ def render(rep: dict) -> str:
              + ", ".join(f"{k} {n}" for k, n in s["layouts"].items()) + ".", "",
              "Patches: " + ", ".join(f"P{i + 1} = `{n}`" for i, n in enumerate(rep["patches"])) + ". "
              "Cells: A applies, C conflicts, U already upstream, - out of range (a/c/u: what it would do "
-             "on its own), n not carried.", "",
+             "on its own), B out of range and upstream has it (the patch's Backport commit is in the tag), "
+             "n not carried.", "",
              "llm/memory.go (the estimator patches 0003/0004/0006/0007 and the memory workbench change) "
              "exists only up to v0.12.10: from v0.12.11 layers are placed from the memory the runner "
              "reports (createLayout), which reserves each GPU's own graph, so the graph-memory patches "
@@ -211,7 +212,9 @@ def render(rep: dict) -> str:
         for name in rep["patches"]:
             p = r["patches"].get(name, {"verdict": "not carried", "probe": ""})
             mark = SHORT.get(p["verdict"], "?")
-            if p["verdict"] == "out of range" and p["probe"]:
+            if "upstream has it" in p.get("detail", ""):
+                mark = "B"
+            elif p["verdict"] == "out of range" and p["probe"]:
                 mark = SHORT.get(p["probe"].split(" (")[0], "?").lower()
             cells.append(mark)
         if build:
@@ -219,6 +222,15 @@ def render(rep: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     details = [(r["tag"], name, _cell(p)) for r in rep["tags"] for name, p in r["patches"].items()
                if p["verdict"] in ("conflicts", "already upstream")]
+    since: dict[str, str] = {}
+    for r in rep["tags"]:
+        for name, p in r["patches"].items():
+            if "upstream has it" in p.get("detail", "") and name not in since:
+                since[name] = r["tag"]
+    if since:
+        lines += ["", "## Upstream has these", ""]
+        lines += [f"- `{name}`: from {tag} on (its Backport commit is in that tag's history)"
+                  for name, tag in since.items()]
     if details:
         lines += ["", "## Conflicts and patches already upstream", ""]
         lines += [f"- {tag} `{name}`: {text}" for tag, name, text in details]

@@ -59,6 +59,9 @@ def env(tmp_path, upstream):
            {"CMakeLists.txt": CMAKE.replace("# line 5\n", "# ours five\n")})
     commit(work, HEADER.format(subject="add notes", status="Pending", applies_to=">=1.0", targets="cpu"),
            {"NOTES": "n\n"})
+    v11 = git(upstream, "rev-parse", "v1.1.0")
+    commit(work, HEADER.format(subject="backport", status=f"Backport {v11}", applies_to="<1.1", targets="cpu"),
+           {"BACKPORT": "b\n"})
     patches = tmp_path / "patches"
     git(work, *patchtool.FORMAT_PATCH, "-o", str(patches), "v1.0.0..HEAD")
     v1 = git(upstream, "rev-parse", "v1.0.0")
@@ -85,8 +88,10 @@ def test_report_verdicts_match_git_and_layouts_come_from_the_tree(env, log):
     rows = {r["tag"]: r for r in rep["tags"]}
     assert list(rows) == ["v1.0.0", "v1.1.0", "v2.0.0"]
     verdict = {t: {n: p["verdict"] for n, p in r["patches"].items()} for t, r in rows.items()}
-    assert verdict["v1.0.0"] == {"0001-edit-five.patch": "applies", "0002-add-notes.patch": "applies"}
-    assert verdict["v1.1.0"] == {"0001-edit-five.patch": "out of range", "0002-add-notes.patch": "applies"}
+    assert verdict["v1.0.0"] == {"0001-edit-five.patch": "applies", "0002-add-notes.patch": "applies",
+                                 "0003-backport.patch": "applies"}
+    assert verdict["v1.1.0"] == {"0001-edit-five.patch": "out of range", "0002-add-notes.patch": "applies",
+                                 "0003-backport.patch": "out of range"}
     assert rows["v1.1.0"]["patches"]["0001-edit-five.patch"]["probe"] == \
         "conflicts (CMakeLists.txt, hunk at line 3)"
     assert (rows["v1.0.0"]["layout"], rows["v1.0.0"]["go"], rows["v1.0.0"]["memory_go"]) == ("in-tree", "1.24.0", True)
@@ -97,7 +102,11 @@ def test_report_verdicts_match_git_and_layouts_come_from_the_tree(env, log):
     assert rows["v2.0.0"]["presets"] == []
     assert [rows[t]["pinned"] for t in rows] == ["yes", "moved", "yes"]
     assert rep["summary"]["layouts"] == {"in-tree": 2, "fetched": 1}
-    assert rep["summary"]["verdicts"] == {"applies": 4, "out of range": 2}
+    assert rep["summary"]["verdicts"] == {"applies": 5, "out of range": 4}
+    assert "upstream has it" not in rows["v1.0.0"]["patches"]["0003-backport.patch"]["detail"]
+    assert "upstream has it" in rows["v1.1.0"]["patches"]["0003-backport.patch"]["detail"]
+    text = track.render(rep)
+    assert "- `0003-backport.patch`: from v1.1.0 on" in text
 
 
 def test_build_is_asked_only_for_pinned_tags(env, log):
@@ -121,7 +130,7 @@ def test_cli_track_writes_markdown_and_json(env, tmp_path, capsys, monkeypatch):
                      "v1.0.0", "--rc", "--markdown", str(md), "--json", str(js)]) == 0
     text = md.read_text()
     assert text.startswith("# Upstream tracking: 4 tags from v1.0.0")
-    assert "| v2.0.0 | fetched | b1234 | 1.26.0 | - | - | no | yes | c | A |" in text
+    assert "| v2.0.0 | fetched | b1234 | 1.26.0 | - | - | no | yes | c | A | B |" in text
     assert [r["tag"] for r in json.loads(js.read_text())["tags"]] == ["v1.0.0", "v1.1.0-rc0", "v1.1.0", "v2.0.0"]
     assert capsys.readouterr().out == text + "\n"
 
