@@ -121,12 +121,18 @@ class Backend:
     # GPU code format of `library` ("hip" or "cuda"), checked after the build against gpu_archs.
     gpu_code: str = ""
     library: str = ""
+    # File name patterns removed from the install output after `cmake --install` (a library the host
+    # provides that upstream's install copies, such as the Vulkan loader libvulkan.so*).
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.gpu_code not in ("", "hip", "cuda"):
             raise ValueError(f"gpu_code must be 'hip', 'cuda' or empty, got {self.gpu_code!r}")
         if bool(self.gpu_code) != bool(self.library) or bool(self.gpu_code) != bool(self.arch_variable):
             raise ValueError("arch_variable, gpu_code and library go together: set all three or none")
+        for pattern in self.exclude:
+            if not pattern or "/" in pattern or pattern.startswith("-"):
+                raise ValueError(f"exclude {pattern!r}: a file name pattern such as \"libvulkan.so*\"")
     cache_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 

@@ -143,6 +143,10 @@ def build_steps(target: Target, backends: tuple[Backend, ...], builder: Builder,
         steps.append(Step(f"compile {tag}", ("cmake", "--build", "--preset", backend.preset)))
         steps.append(Step(f"install {tag}", ("cmake", "--install", "build", "--component",
                                               backend.component, "--strip")))
+        if backend.exclude:
+            names = [arg for pattern in backend.exclude for arg in ("-o", "-name", pattern)][1:]
+            steps.append(Step(f"drop host libraries of {tag}", ("find", "dist", "(", *names, ")", "-print",
+                                                                 "-delete")))
     ldflags = [*target.go.ldflags, f"-X={target.source.version_variable}={version}"]
     go_env = tuple(sorted(target.go.env.items()))
     steps.append(Step("download Go modules", ("go", "mod", "download"), go_env))

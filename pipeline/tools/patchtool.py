@@ -319,6 +319,7 @@ def touched_go_packages(patches: Sequence[series.Patch]) -> list[str]:
 
 def test(matrix: Matrix, settings: Settings, ref: str, log: Log, go_target: str = "cpu") -> list[str]:
     """Apply the series for `ref`, then go vet and go test the touched packages in the Go builder."""
+    settings.cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ollama-pipeline-test-", dir=settings.cache) as tmp:
         work = Path(tmp) / "tree"
         applied = apply(matrix, settings, ref, work, log)

@@ -27,7 +27,7 @@ def test_build_without_targets_exits_2(capsys):
 def test_targets_json_lists_the_matrix(capsys):
     assert main(["targets", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in rows] == ["cpu", "gfx1103", "gfx906", "sm_37"]
+    assert [r["name"] for r in rows] == ["cpu", "gfx1103", "gfx906", "sm_37", "vulkan"]
     gfx1103 = rows[1]
     assert gfx1103["gpu_archs"] == ["gfx1100", "gfx1103"]
     assert gfx1103["runtime_env"]["HSA_OVERRIDE_GFX_VERSION"] == "11.0.0"
@@ -38,7 +38,7 @@ def test_targets_table_has_a_row_per_target(capsys):
     assert main(["targets"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["target", "backends"]
-    assert [line.split()[0] for line in lines[1:]] == ["cpu", "gfx1103", "gfx906", "sm_37"]
+    assert [line.split()[0] for line in lines[1:]] == ["cpu", "gfx1103", "gfx906", "sm_37", "vulkan"]
 
 
 def test_misspelt_key_in_targets_file_exits_2_with_suggestion(tmp_path, capsys):

@@ -66,8 +66,8 @@ def load_error(tmp_path: Path, text: str) -> ConfigError:
 
 # --- the project's own matrix ------------------------------------------------------------------------
 
-def test_project_matrix_loads_with_its_four_targets_in_file_order(matrix):
-    assert list(matrix.targets) == ["cpu", "gfx1103", "gfx906", "sm_37"]
+def test_project_matrix_loads_with_its_five_targets_in_file_order(matrix):
+    assert list(matrix.targets) == ["cpu", "gfx1103", "gfx906", "sm_37", "vulkan"]
     assert matrix.path == TARGETS_FILE
 
 
@@ -297,7 +297,7 @@ def test_select_by_glob(matrix):
 
 @pytest.mark.parametrize("word", ["all", "--all"])
 def test_all_selects_every_target(matrix, word):
-    assert names(matrix.select([word])) == ["cpu", "gfx1103", "gfx906", "sm_37"]
+    assert names(matrix.select([word])) == ["cpu", "gfx1103", "gfx906", "sm_37", "vulkan"]
 
 
 def test_selection_keeps_file_order(matrix):

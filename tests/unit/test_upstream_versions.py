@@ -103,3 +103,30 @@ def test_cli_unpinned_ref_is_one_line_with_the_selection_exit_code(capsys):
     assert cli.main(["build", "cpu", "--ref", "v0.99.0"]) == SelectionError.exit_code
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "[upstream.pins]" in err
+
+
+def test_vulkan_target_drops_the_loader_upstream_installs_and_its_policy_keeps_it_the_hosts(tmp_path):
+    from pipeline.config.policy import load_policy
+
+    matrix = targets.load(TARGETS_FILE)
+    settings = Settings(targets_file=matrix.path, dist=tmp_path / "dist", cache=tmp_path / "cache")
+    plan = stages.plan_for(matrix, matrix.targets["vulkan"], settings)
+    drop = [s.argv for s in plan.steps if s.label.startswith("drop host libraries")]
+    assert drop == [("find", "dist", "(", "-name", "libvulkan.so*", ")", "-print", "-delete")]
+    policy = load_policy(matrix.builders["debian-vulkan"].policy)
+    assert "libvulkan.so.1" in policy.never_bundle and policy.host_packages == ("libvulkan1",)
+    with pytest.raises(SelectionError, match="vulkan builds upstream >=0.12.6"):
+        matrix.select_at(["vulkan"], "v0.12.5")
+
+
+def test_host_libraries_must_be_never_bundled_and_come_with_packages(tmp_path):
+    from pipeline.config.policy import load_policy
+
+    base = 'suite = "trixie"\ndescription = "x"\nprovided = ["libc.so.6"]\n{extra}\n[max_versions]\nGLIBC = "2.41"\n'
+    bad = tmp_path / "bad.toml"
+    bad.write_text(base.format(extra='host_libraries = ["libvulkan.so.1"]\nhost_packages = ["libvulkan1"]'))
+    with pytest.raises(ConfigError, match="must also be in never_bundle"):
+        load_policy(bad)
+    bad.write_text(base.format(extra='never_bundle = ["libvulkan.so.1"]\nhost_libraries = ["libvulkan.so.1"]'))
+    with pytest.raises(ConfigError, match="go together"):
+        load_policy(bad)
