@@ -75,6 +75,15 @@ def patches(session: nox.Session) -> None:
     session.run("python", "-m", "pipeline", "patches", *session.posargs)
 
 
+@nox.session(default=False)
+def track(session: nox.Session) -> None:
+    """Follow upstream: every tag from v0.12.5 to the newest in the source, each patch's verdict, the build
+    layout (in-tree ggml / fetched llama.cpp), go.mod's Go and the presets; `-- --build TARGET` also builds
+    TARGET at every pinned tag. Markdown in dist/track.md, JSON in dist/track.json."""
+    _install(session)
+    session.run("python", "-m", "pipeline", "track", *session.posargs)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite: unit tests, then the Docker tier (and the upstream tier with OLLAMA_SOURCE)."""

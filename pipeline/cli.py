@@ -20,7 +20,7 @@ from pipeline.errors import INTERRUPTED, PipelineError, UsageError, from_excepti
 from pipeline.infra import fsutil
 from pipeline.infra.log import Log, duration
 from pipeline.stages import builder, image, verify
-from pipeline.tools import bench, clean, memtest, patchtool, release
+from pipeline.tools import bench, clean, memtest, patchtool, release, track
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,6 +40,9 @@ def _ref(value: str) -> str:
     if problem := names.ref_problem(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a valid git tag ({problem}); use a tag such as v0.12.5")
     return value
+
+
+REF_HELP = ("upstream tag to build, one of [upstream.pins] in targets.toml (default: each target's own tag)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--jobs", type=_positive, help="parallel compile jobs (default: CPU count)")
     b.add_argument("--no-verify", action="store_true", help="skip verifying the package in a clean container")
     b.add_argument("--image", action="store_true", help="also make the runtime Docker image of the verified package")
+    b.add_argument("--ref", type=_ref, help=REF_HELP)
 
     im = sub.add_parser("image", parents=[common], help="build targets and make their runtime Docker images")
     im.add_argument("targets", nargs="*", metavar="TARGET", help="names or globs ('gfx*')")
@@ -71,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("--debian-mirror")
     im.add_argument("--dist", help="output folder (default: dist/ of the project)")
     im.add_argument("--jobs", type=_positive, help="parallel compile jobs (default: CPU count)")
+    im.add_argument("--ref", type=_ref, help=REF_HELP)
 
     v = sub.add_parser("verify", parents=[common], help="verify packages in a clean runtime-floor container")
     v.add_argument("archives", nargs="+", metavar="ARCHIVE")
@@ -78,11 +83,13 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("targets", parents=[common], help="show the matrix")
     t.add_argument("--json", action="store_true", help="machine-readable, for CI matrices")
+    t.add_argument("--ref", type=_ref, help="the matrix at this pinned upstream tag: the targets that build it")
 
     pl = sub.add_parser("plan", parents=[common], help="show what a build would do, with stage hashes")
     pl.add_argument("targets", nargs="*", metavar="TARGET")
     pl.add_argument("--all", action="store_true")
     pl.add_argument("--source")
+    pl.add_argument("--ref", type=_ref, help=REF_HELP)
     pl.add_argument("--json", action="store_true", help="machine-readable: stage hashes and image, for CI "
                                                         "cache keys")
     pt = sub.add_parser("patches", help="maintain the patch series: check, apply, refresh, test")
@@ -122,6 +129,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="only patches carried by this target (default: every patch in range)")
     mt.add_argument("--host-go", action="store_true", help="run go on this machine instead of the Go builder")
     mt.add_argument("--json", default="dist/memtest.json", help="where the report goes as JSON")
+
+    tr = sub.add_parser("track", parents=[common], help="every upstream tag from a version on: patch verdicts, "
+                                                         "build layout, and with --build whether a target builds")
+    tr.add_argument("--since", type=_ref, default="v0.12.5", help="first upstream tag (default: v0.12.5)")
+    tr.add_argument("--rc", action="store_true", help="include release candidates")
+    tr.add_argument("--build", metavar="TARGET", help="also build, package and verify TARGET at every pinned tag")
+    tr.add_argument("--source")
+    tr.add_argument("--json", default="dist/track.json", help="where the report goes as JSON")
+    tr.add_argument("--markdown", default="dist/track.md", help="where the report goes as markdown")
 
     cl = sub.add_parser("clean", parents=[common], help="remove the pipeline's caches, containers, images and "
                                                          "volumes; say how much space that freed")
@@ -202,7 +218,7 @@ def names_hint(name: str, matrix: targets.Matrix) -> str:
 
 
 def _selection(args, matrix: targets.Matrix) -> list[targets.Target]:
-    return matrix.select(["--all", *args.targets] if args.all else args.targets)
+    return matrix.select_at(["--all", *args.targets] if args.all else args.targets, getattr(args, "ref", None))
 
 
 def cmd_build(args) -> int:
@@ -233,7 +249,8 @@ def cmd_image(args) -> int:
 def cmd_targets(args) -> int:
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
-    rows = [_describe(t, matrix) for t in matrix.targets.values()]
+    chosen = matrix.select_at(["--all"], args.ref) if args.ref else list(matrix.targets.values())
+    rows = [_describe(t, matrix) for t in chosen]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -254,7 +271,8 @@ def _describe(t: targets.Target, matrix: targets.Matrix) -> dict:
         floor = {"policy": p.name, "suite": p.suite, "description": p.description, **dict(p.max_versions)}
     return {"name": t.name, "description": t.description, "backends": list(t.backends),
             "gpu_archs": list(t.gpu_archs), "builder": t.builder, "tag": t.source.tag,
-            "commit": t.source.commit, "runtime_env": dict(t.runtime.env), "floor": floor}
+            "commit": t.source.commit, "upstream_version": t.source.tag.removeprefix("v"),
+            "versions": t.versions, "runtime_env": dict(t.runtime.env), "floor": floor}
 
 
 def _floor_text(floor: dict | None) -> str:
@@ -270,14 +288,15 @@ def cmd_plan(args) -> int:
     patch_series = series.load(settings.patches_dir, matrix.targets)
     if args.json:
         plans = [stages.plan_for(matrix, t, settings, patch_series) for t in _selection(args, matrix)]
-        print(json.dumps([{"name": p.name, "version": p.version, "archive": p.archive_name,
+        print(json.dumps([{"name": p.name, "version": p.version, "tag": p.tag, "commit": p.target.source.commit,
+                           "upstream_version": p.upstream_version, "out": p.out, "archive": p.archive_name,
                            "image": builder.image_tag(p), "runtime_image": image.tag(p),
                            "hashes": dict(p.hashes),
                            "patches": [patch.name for patch in p.patches]} for p in plans], indent=2))
         return 0
     for t in _selection(args, matrix):
         p = stages.plan_for(matrix, t, settings, patch_series)
-        print(f"{p.name}: {p.version} from {p.source_url} @ {t.source.commit[:12]}")
+        print(f"{p.name}: {p.version} from {p.source_url} @ {t.source.commit[:12]} ({p.tag}) -> dist/{p.out}/")
         print(f"  image   {builder.image_tag(p)}")
         for patch in p.patches:
             print(f"  patch   {patch.name} ({patch.upstream_status})")
@@ -363,6 +382,25 @@ def cmd_memtest(args) -> int:
     return 1 if memtest.failed(report) else 0
 
 
+def cmd_track(args) -> int:
+    settings = _settings(args)
+    json_out, md_out = _output(args.json, "--json"), _output(args.markdown, "--markdown")
+    matrix = targets.load(settings.targets_file)
+    build = None
+    if args.build:
+        build = track.builder(matrix, settings, args.build,
+                              lambda plan: orchestrate.build_target(plan, settings))
+    with Log("track", settings.dist / "track.log") as log:
+        rep = track.report(matrix, settings, log, since=args.since, rc=args.rc, build=build,
+                           build_target=args.build or "")
+    fsutil.write_text(json_out, json.dumps(rep, indent=2) + "\n")
+    text = track.render(rep)
+    fsutil.write_text(md_out, text)
+    print(text)
+    print(f"written to {md_out} and {json_out}", file=sys.stderr)
+    return 0
+
+
 def cmd_verify(args) -> int:
     settings = _settings(args)
     for archive in args.archives:
@@ -391,4 +429,4 @@ def cmd_clean(args) -> int:
 
 COMMANDS = {"build": cmd_build, "image": cmd_image, "verify": cmd_verify, "targets": cmd_targets,
             "plan": cmd_plan, "patches": cmd_patches, "release": cmd_release, "memtest": cmd_memtest,
-            "bench": cmd_bench, "clean": cmd_clean}
+            "bench": cmd_bench, "clean": cmd_clean, "track": cmd_track}

@@ -38,7 +38,7 @@ class Outcome:
 @contextlib.contextmanager
 def _exclusive(plan: Plan, settings: Settings):
     """One build per target and cache at a time: two would share scratch folders and outputs."""
-    path = settings.cache / "locks" / f"{plan.name}.lock"
+    path = settings.cache / "locks" / f"{plan.out}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         try:
@@ -58,7 +58,7 @@ def build_target(plan: Plan, settings: Settings, *, skip: Sequence[str] = (), ad
     """Run the default stages of the table (less `skip`, plus the optional ones in `add`) for one plan."""
     table = stage_table.STAGES if table is None else table
     chosen = stage_table.select(table, skip=skip, add=add)
-    log_path = settings.dist / plan.name / "build.log"
+    log_path = settings.dist / plan.out / "build.log"
     with _exclusive(plan, settings), Log(plan.name, log_path) as log:
         log.line(f"target {plan.name}: {plan.target.description}")
         log.line(f"version {plan.version} from {plan.source_url} ({plan.target.source.tag})")

@@ -39,6 +39,11 @@ class Policy:
     never_bundle: tuple[str, ...] = ()
     # The Debian suite of the floor system: packages are verified in a clean container of it.
     suite: str = ""
+    # Libraries the host must install for the package to load (the Vulkan loader, libvulkan.so.1): never
+    # bundled, like driver libraries, but verify installs `host_packages` on the floor first and then
+    # requires them to resolve.
+    host_libraries: tuple[str, ...] = ()
+    host_packages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
@@ -51,6 +56,15 @@ class Policy:
                     where = "twice" if seen[soname] == key else f"in both {seen[soname]!r} and {key!r}"
                     raise ValueError(f"key {key!r}: {soname!r} is listed {where}")
                 seen[soname] = key
+        for soname in self.host_libraries:
+            if soname not in self.never_bundle:
+                raise ValueError(f"key 'host_libraries': {soname!r} must also be in never_bundle (the host's "
+                                 "copy is used, never one from the package)")
+        if bool(self.host_libraries) != bool(self.host_packages):
+            raise ValueError("host_libraries and host_packages go together: the packages provide the libraries")
+        for pkg in self.host_packages:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", pkg):
+                raise ValueError(f"key 'host_packages': {pkg!r} is not a Debian package name")
         if "GLIBC" not in self.max_versions:
             raise ValueError("key 'max_versions' must set GLIBC (the glibc version of the floor)")
         for prefix, version in self.max_versions.items():

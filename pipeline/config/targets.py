@@ -7,6 +7,9 @@ The file has four kinds of table:
 * ``[builders.NAME]``: builder images (a template from docker/ and what it installs).
 * ``[backends.NAME]``: the cmake presets of Ollama's build (CPU, ROCm 6, CUDA 11, ...).
 * ``[targets.NAME]``: the matrix.
+* ``[upstream]``: the upstream versions the project has pinned (``[upstream.pins]``, tag -> commit).
+  Any target can be built at any pinned tag (``--ref TAG``); the tag must still point at its commit
+  when the source is fetched, so a re-pointed tag is refused there.
 
 The schema is the dataclasses below: one place knows the keys, their types and their defaults. Unknown
 keys are refused with a close match; every message names the file, the table and the key.
@@ -21,6 +24,9 @@ import string
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 from pipeline.config import loader, names
 from pipeline.errors import ConfigError, SelectionError
@@ -115,12 +121,18 @@ class Backend:
     # GPU code format of `library` ("hip" or "cuda"), checked after the build against gpu_archs.
     gpu_code: str = ""
     library: str = ""
+    # File name patterns removed from the install output after `cmake --install` (a library the host
+    # provides that upstream's install copies, such as the Vulkan loader libvulkan.so*).
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.gpu_code not in ("", "hip", "cuda"):
             raise ValueError(f"gpu_code must be 'hip', 'cuda' or empty, got {self.gpu_code!r}")
         if bool(self.gpu_code) != bool(self.library) or bool(self.gpu_code) != bool(self.arch_variable):
             raise ValueError("arch_variable, gpu_code and library go together: set all three or none")
+        for pattern in self.exclude:
+            if not pattern or "/" in pattern or pattern.startswith("-"):
+                raise ValueError(f"exclude {pattern!r}: a file name pattern such as \"libvulkan.so*\"")
     cache_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -177,6 +189,26 @@ class Target:
     go: GoBuild = dataclasses.field(default_factory=GoBuild)
     package: Package = dataclasses.field(default_factory=Package)
     runtime: Runtime = dataclasses.field(default_factory=Runtime)
+    # The upstream versions this target can be built at (a PEP 440 specifier such as ">=0.12.6": the
+    # Vulkan backend entered upstream in v0.12.6). Empty: every version.
+    versions: str = ""
+
+    def admits(self, tag: str) -> bool:
+        return not self.versions or SpecifierSet(self.versions).contains(tag_version(tag), prereleases=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Upstream:
+    # tag -> full commit id of every upstream version the project has pinned.
+    pins: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def tag_version(tag: str) -> Version:
+    """The version of an upstream tag (v0.24.0 -> 0.24.0; v0.30.0-rc1 -> 0.30.0rc1)."""
+    try:
+        return Version(tag.removeprefix("v"))
+    except InvalidVersion:
+        raise ConfigError(f"upstream tag {tag!r} is not a version (expected vX.Y.Z)") from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +217,43 @@ class Matrix:
     targets: Mapping[str, Target]
     builders: Mapping[str, Builder]
     backends: Mapping[str, Backend]
+    # tag -> commit: the upstream versions `--ref` may name.
+    pins: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def pin(self, tag: str) -> str:
+        """The pinned commit of an upstream tag; an unpinned tag is refused with how to pin it."""
+        if problem := names.ref_problem(tag):
+            raise SelectionError(f"{tag!r} is not a valid git tag ({problem}); use a tag such as v0.12.5")
+        if tag not in self.pins:
+            pinned = ", ".join(self.pins) or "none"
+            raise SelectionError(
+                f"upstream tag {tag} is not pinned (pinned: {pinned}); pin it by adding "
+                f"\"{tag}\" = \"<commit>\" under [upstream.pins] in {self.path.name}, with the commit "
+                f"from `git rev-parse {tag}^{{commit}}` in a clone you trust")
+        return self.pins[tag]
+
+    def at(self, target: Target, tag: str) -> Target:
+        """`target` built from the pinned upstream tag instead of its own."""
+        if tag == target.source.tag:
+            return target
+        commit = self.pin(tag)
+        if not target.admits(tag):
+            raise SelectionError(f"target {target.name} builds upstream {target.versions}; {tag} is outside "
+                                 "(pick another --ref, or leave the target out)")
+        return dataclasses.replace(target, source=dataclasses.replace(target.source, tag=tag, commit=commit))
+
+    def select_at(self, selectors: Iterable[str], ref: str | None) -> list[Target]:
+        """Like select, each target at upstream `ref` (None: its own tag). Targets picked by --all or a
+        glob that cannot be built at `ref` are left out; one named outright is an error."""
+        chosen = self.select(selectors)
+        if ref is None:
+            return chosen
+        self.pin(ref)
+        explicit = {sel for sel in selectors if sel in self.targets}
+        kept = [t for t in chosen if t.name in explicit or t.admits(ref) or ref == t.source.tag]
+        if not kept:
+            raise SelectionError(f"no selected target builds upstream {ref} (see `versions` in {self.path.name})")
+        return [self.at(t, ref) for t in kept]
 
     def select(self, selectors: Iterable[str]) -> list[Target]:
         """Targets matching names or globs ('gfx*'), in file order; 'all' or '--all' picks every one."""
@@ -209,7 +278,7 @@ class Matrix:
         return [t for name, t in self.targets.items() if name in chosen]
 
 
-TOP_LEVEL = ("defaults", "builders", "backends", "targets")
+TOP_LEVEL = ("defaults", "builders", "backends", "targets", "upstream")
 
 
 def load(path: Path) -> Matrix:
@@ -226,7 +295,7 @@ def load(path: Path) -> Matrix:
 def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
     loader.reject_unknown(doc, TOP_LEVEL, f"{path}", "top-level table")
     defaults = doc.get("defaults", {})
-    for name in ("builders", "backends", "targets", "defaults"):
+    for name in ("builders", "backends", "targets", "defaults", "upstream"):
         if not isinstance(doc.get(name, {}), dict):
             raise ConfigError(f"{path}: [{name}] must be a table")
 
@@ -235,6 +304,8 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
     for kind in ("builders", "backends", "targets"):
         for name in doc.get(kind, {}):
             names.check_name(name, kind[:-1], f"{path}: [{kind}.{name}]")
+    upstream = loader.build(Upstream, doc.get("upstream", {}), f"{path}: [upstream]")
+    pins = _check_pins(upstream.pins, f"{path}: [upstream.pins]")
     builders = {
         name: loader.build(Builder, table, f"{path}: [builders.{name}]")
         for name, table in doc.get("builders", {}).items()
@@ -254,10 +325,25 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
         merged["name"] = name
         target = loader.build(Target, merged, where)
         _check_target(target, builders, backends, where)
+        pinned = pins.get(target.source.tag)
+        if pinned is not None and pinned != target.source.commit.lower():
+            raise ConfigError(f"{where} source.commit {target.source.commit} differs from the pin of "
+                              f"{target.source.tag} in [upstream.pins] ({pinned}); one of them is wrong")
         targets[name] = target
     if not targets:
         raise ConfigError(f"{path}: no [targets.NAME] table; the matrix is empty")
-    return Matrix(path=path, targets=targets, builders=builders, backends=backends)
+    return Matrix(path=path, targets=targets, builders=builders, backends=backends, pins=pins)
+
+
+def _check_pins(pins: Mapping[str, str], where: str) -> dict[str, str]:
+    out = {}
+    for tag, commit in pins.items():
+        names.check_ref(tag, f"{where} tag")
+        tag_version(tag)
+        if len(commit) != 40 or not set(commit.lower()) <= SHA1_HEX:
+            raise ConfigError(f"{where} {tag} must be a full 40-digit commit id, got {commit!r}")
+        out[tag] = commit.lower()
+    return out
 
 
 def _check_target(t: Target, builders: Mapping[str, Builder], backends: Mapping[str, Backend], where: str):
@@ -277,6 +363,15 @@ def _check_target(t: Target, builders: Mapping[str, Builder], backends: Mapping[
     if len(commit) != 40 or not set(commit) <= SHA1_HEX:
         raise ConfigError(f"{where} source.commit must be a full 40-digit commit id, got {t.source.commit!r}")
     names.check_ref(t.source.tag, f"{where} source.tag")
+    if t.versions:
+        try:
+            SpecifierSet(t.versions)
+        except InvalidSpecifier:
+            raise ConfigError(f"{where} versions {t.versions!r} is not a version specifier (e.g. \">=0.12.6\")") \
+                from None
+        if not t.admits(t.source.tag):
+            raise ConfigError(f"{where} source.tag {t.source.tag} is outside the target's versions "
+                              f"({t.versions}); pin a tag it builds")
     names.check_url(t.source.url, f"{where} source.url")
     _check_version_format(t.source.version_format, where)
     if not VERSION_VARIABLE.match(t.source.version_variable):

@@ -115,13 +115,16 @@ def _is_partial(gitdir: Path) -> bool:
     return "partialclone" in text.lower() or "promisor" in text.lower()
 
 
-def export(gitdir: Path, commit: str, dest: Path, log: Log) -> list[str]:
+def export(gitdir: Path, commit: str, dest: Path, log: Log, paths: set[str] | None = None) -> list[str]:
     """Write the tree of `commit` into dest; returns the paths left out.
 
     Files a partial clone never fetched (Ollama's large test data, say) are left out and listed; in
     a full clone a missing file is corruption and stops the export. Nothing here touches the network.
+    With `paths`, only those files are written (what `git apply --check` of a series needs).
     """
     entries = _tree_entries(gitdir, commit, log)
+    if paths is not None:
+        entries = [e for e in entries if e[2] in paths]
     missing = _missing(gitdir, commit, log)
     skipped = sorted(path for _, sha, path in entries if sha in missing)
     if skipped and not _is_partial(gitdir):
@@ -201,6 +204,60 @@ def conflict_location(git_apply_output: str) -> str:
     if m := _NOT_APPLY.search(git_apply_output):
         return f"{m['file']} ({m['why']})"
     return ""
+
+
+def local_tags(gitdir: Path, log: Log) -> dict[str, str]:
+    """tag -> commit of every tag of a git directory (annotated tags peeled)."""
+    out = runner.run(log, ["git", "--git-dir", gitdir, "for-each-ref", "--format=%(refname:strip=2) "
+                           "%(objectname) %(*objectname)", "refs/tags"], capture=True, quiet=True)
+    tags = {}
+    for line in out.stdout.decode().splitlines():
+        name, obj, *peeled = line.split()
+        tags[name] = peeled[0] if peeled else obj
+    return tags
+
+
+def remote_tags(url: str, log: Log) -> dict[str, str]:
+    """tag -> commit of every tag a remote advertises (`git ls-remote`, no objects fetched)."""
+    _checked(url, [])
+    try:
+        out = runner.run(log, ["git", "ls-remote", "--tags", "--", url], capture=True, quiet=True,
+                         env=SAFE_PROTOCOLS)
+    except CommandError as exc:
+        raise SourceError(f"could not list the tags of {url} (exit code {exc.returncode}); without network, "
+                          "point --source / OLLAMA_SOURCE at a local mirror") from None
+    tags: dict[str, str] = {}
+    for line in out.stdout.decode().splitlines():
+        sha, ref = line.split("\t", 1)
+        name = ref.removeprefix("refs/tags/")
+        if name.endswith("^{}"):
+            tags[name[:-3]] = sha
+        else:
+            tags.setdefault(name, sha)
+    return tags
+
+
+def read_blob(gitdir: Path, commit: str, path: str, log: Log) -> bytes | None:
+    """The bytes of `path` at `commit`, or None when the commit has no such file."""
+    out = runner.run(log, ["git", "--git-dir", gitdir, "cat-file", "blob", f"{commit}:{path}"],
+                     capture=True, quiet=True, check=False, env={"GIT_NO_LAZY_FETCH": "1"})
+    return out.stdout if out.returncode == 0 else None
+
+
+def has_path(gitdir: Path, commit: str, path: str, log: Log) -> bool:
+    """Whether `path` (a file or folder) exists at `commit`; nothing is read or fetched."""
+    out = runner.run(log, ["git", "--git-dir", gitdir, "ls-tree", "--name-only", commit, "--", path],
+                     capture=True, quiet=True, check=False)
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+def contains(gitdir: Path, ancestor: str, commit: str, log: Log) -> bool:
+    """Whether `ancestor` (a commit id) is in the history of `commit`; False when it is unknown here."""
+    if not re.fullmatch(r"[0-9a-f]{7,40}", ancestor):
+        return False
+    out = runner.run(log, ["git", "--git-dir", gitdir, "merge-base", "--is-ancestor", ancestor, commit],
+                     capture=True, quiet=True, check=False, env={"GIT_NO_LAZY_FETCH": "1"})
+    return out.returncode == 0
 
 
 def commit_time(gitdir: Path, commit: str, log: Log) -> int:

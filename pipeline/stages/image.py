@@ -48,7 +48,7 @@ def tag(plan: Plan) -> str:
 
 
 def tarball_path(plan: Plan, settings: Settings) -> Path:
-    return settings.dist / plan.name / plan.archive_name.replace(f".{plan.target.package.format}",
+    return settings.dist / plan.out / plan.archive_name.replace(f".{plan.target.package.format}",
                                                                  ".image.tar.gz")
 
 

@@ -47,11 +47,25 @@ class Plan:
     # SOURCE_DATE_EPOCH when the user set one; else the upstream commit's time (known after source).
     source_date_epoch: int | None
     image_prefix: str
+    # The target's own upstream tag in targets.toml: a build at another pinned tag (--ref) goes to its
+    # own output folder, so versions never overwrite each other.
+    default_tag: str = ""
     hashes: Mapping[str, str] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
 
     @property
     def name(self) -> str:
         return self.target.name
+
+    @property
+    def tag(self) -> str:
+        return self.target.source.tag
+
+    @property
+    def out(self) -> str:
+        """The output folder's name under dist/: the target's, or TARGET@TAG at another upstream tag."""
+        if not self.default_tag or self.tag == self.default_tag:
+            return self.name
+        return f"{self.name}@{self.tag}"
 
     @property
     def archive_name(self) -> str:
@@ -99,6 +113,7 @@ def resolve(matrix: Matrix, target: Target, settings: Settings,
         steps=tuple(build_steps(target, backends, builder, version)),
         source_date_epoch=settings.source_date_epoch,
         image_prefix=settings.image_prefix,
+        default_tag=matrix.targets[target.name].source.tag if target.name in matrix.targets else "",
     )
 
 
@@ -128,6 +143,10 @@ def build_steps(target: Target, backends: tuple[Backend, ...], builder: Builder,
         steps.append(Step(f"compile {tag}", ("cmake", "--build", "--preset", backend.preset)))
         steps.append(Step(f"install {tag}", ("cmake", "--install", "build", "--component",
                                               backend.component, "--strip")))
+        if backend.exclude:
+            names = [arg for pattern in backend.exclude for arg in ("-o", "-name", pattern)][1:]
+            steps.append(Step(f"drop host libraries of {tag}", ("find", "dist", "(", *names, ")", "-print",
+                                                                 "-delete")))
     ldflags = [*target.go.ldflags, f"-X={target.source.version_variable}={version}"]
     go_env = tuple(sorted(target.go.env.items()))
     steps.append(Step("download Go modules", ("go", "mod", "download"), go_env))

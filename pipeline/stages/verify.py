@@ -105,13 +105,18 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
         policy = load_policy(inner.floor.policy) if inner.floor else None
         suite = policy.suite if policy else inner.builder.suite
         # Driver libraries (libcuda.so.1) come with the GPU driver, which a clean system lacks.
-        driver = set(policy.never_bundle) if policy else set()
+        driver = set(policy.never_bundle) - set(policy.host_libraries) if policy else set()
         image = baseimage.name(settings.image_prefix, suite)
         baseimage.ensure(image, suite, settings, log)
         model = tinymodel.write(Path(tmp) / "model" / "tiny.gguf")
         mounts = [Mount(PKG, str(root), type="bind", read_only=True),
                   Mount(MODEL_DIR, str(model.parent), type="bind", read_only=True)]
         with Container(image, log, mounts=mounts, keep=settings.keep_containers) as box:
+            if policy and policy.host_packages:
+                # What a host installs for the package (the Vulkan loader): from the floor's own suite.
+                log.line(f"installing on the floor, as a host would: {' '.join(policy.host_packages)}")
+                box.exec(["sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                          "--no-install-recommends " + " ".join(policy.host_packages)])
             unresolved = [line.strip() for line in box.exec(["sh", "-c", _LDD, PKG], capture=True).splitlines()
                           if line.strip()]
             problems += [f"{line}: not found on a clean {suite}" for line in unresolved

@@ -162,7 +162,7 @@ def ccache_stats(output: str) -> dict[str, int]:
 def measure(plan: Plan, settings: Settings) -> dict:
     """Cold and warm compile seconds of SOURCES for the target's archs and upstream's full list."""
     backend = gpu_backend(plan)
-    with Log(plan.name, settings.dist / plan.name / "gpubench.log") as log:
+    with Log(plan.name, settings.dist / plan.out / "gpubench.log") as log:
         ready = orchestrate.results_of(plan, settings, log, ["patches", "builder"])
         tree, image = ready["patches"].path, ready["builder"].tag
         presets = json.loads((tree / "CMakePresets.json").read_text())

@@ -53,6 +53,9 @@ class Verdict:
     verdict: str  # applies | conflicts | already upstream | out of range | not carried
     detail: str = ""
     targets: tuple[str, ...] = ()
+    # With check(probe=True), for a patch out of range: what it would do on its own to the pristine tree
+    # ("applies", "already upstream" or "conflicts (FILE, hunk at line N)").
+    probe: str = ""
 
 
 def repository(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log) -> Path:
@@ -68,17 +71,31 @@ def default_refs(matrix: Matrix) -> list[str]:
     return list(dict.fromkeys(t.source.tag for t in matrix.targets.values()))
 
 
-def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log) -> list[Verdict]:
-    """Every patch against every ref, applied per target in series order as a build would."""
+def series_paths(patch_series: Sequence[series.Patch]) -> set[str]:
+    """Every file the series' diffs read or write: all `git apply` needs of a tree."""
+    paths: set[str] = set()
+    for p in patch_series:
+        for a, b in _DIFF_FILE.findall(p.path.read_text(errors="replace")):
+            paths.update((a, b))
+    return paths
+
+
+def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log, *, probe: bool = False,
+          gitdir: Path | None = None) -> list[Verdict]:
+    """Every patch against every ref, applied per target in series order as a build would.
+
+    Only the files the series touches are exported (all `git apply` reads). With `probe`, a patch out of
+    range is also tried on its own against the pristine tree (Verdict.probe)."""
     patch_series = series.load(settings.patches_dir, matrix.targets)
     refs = list(refs) or default_refs(matrix)
-    gitdir = repository(matrix, settings, refs, log)
+    gitdir = gitdir or repository(matrix, settings, refs, log)
+    paths = series_paths(patch_series)
     verdicts: list[Verdict] = []
     with tempfile.TemporaryDirectory(prefix="ollama-pipeline-check-") as tmp:
         for ref in refs:
             version = series.upstream_version(ref)
             pristine = Path(tmp) / ref / "upstream"
-            git.export(gitdir, git.commit_of(gitdir, ref, log), pristine, log)
+            git.export(gitdir, git.commit_of(gitdir, ref, log), pristine, log, paths=paths)
             per_patch: dict[str, dict[str, tuple[str, str]]] = {p.name: {} for p in patch_series}
             for target in matrix.targets:
                 carried = series.for_target(patch_series, target, version)
@@ -88,16 +105,33 @@ def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log) -> 
                 shutil.copytree(pristine, tree, symlinks=True)
                 for patch in carried:
                     per_patch[patch.name][target] = _try(patch, tree, log)
+            commit = git.commit_of(gitdir, ref, log)
             for patch in patch_series:
-                verdicts.append(_collapse(patch, ref, version, per_patch[patch.name]))
+                verdict = _collapse(patch, ref, version, per_patch[patch.name])
+                if verdict.verdict == "out of range" and _backport_in(patch, gitdir, commit, log):
+                    verdict = dataclasses.replace(verdict, detail=f"{verdict.detail}; upstream has it: the "
+                                                  f"backported commit {patch.upstream_status.split()[1][:12]} is in {ref}")
+                if probe and verdict.verdict == "out of range":
+                    alone = _try(patch, pristine, log, dry=True)
+                    verdict = dataclasses.replace(verdict, probe=alone[0] + (f" ({alone[1]})" if alone[1] else ""))
+                verdicts.append(verdict)
+            shutil.rmtree(Path(tmp) / ref)
     return verdicts
 
 
-def _try(patch: series.Patch, tree: Path, log: Log) -> tuple[str, str]:
+def _backport_in(patch: series.Patch, gitdir: Path, commit: str, log: Log) -> bool:
+    """A Backport patch whose upstream commit is in the history of `commit`."""
+    parts = patch.upstream_status.split()
+    return parts[0] == "Backport" and len(parts) > 1 and git.contains(gitdir, parts[1].lower(), commit, log)
+
+
+def _try(patch: series.Patch, tree: Path, log: Log, dry: bool = False) -> tuple[str, str]:
     env = {"GIT_CEILING_DIRECTORIES": str(tree.parent)}
     forward = runner.run(log, ["git", "apply", "--check", "-v", patch.path.resolve()], cwd=tree, env=env,
                          capture=True, quiet=True, check=False)
     if forward.returncode == 0:
+        if dry:
+            return "applies", ""
         runner.run(log, ["git", "apply", patch.path.resolve()], cwd=tree, env=env, quiet=True, capture=True)
         return "applies", ""
     reverse = runner.run(log, ["git", "apply", "--check", "--reverse", patch.path.resolve()], cwd=tree,
@@ -126,7 +160,7 @@ def table(verdicts: Sequence[Verdict]) -> str:
     refs = list(dict.fromkeys(v.ref for v in verdicts))
     names = list(dict.fromkeys(v.patch for v in verdicts))
     cell = {(v.patch, v.ref): v.verdict + (f" ({v.detail})" if v.verdict == "conflicts" else "")
-            for v in verdicts}
+            + (" (upstream has it)" if "upstream has it" in v.detail else "") for v in verdicts}
     rows = [("patch", *refs)] + [(n, *(cell[(n, r)] for r in refs)) for n in names]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
@@ -285,6 +319,7 @@ def touched_go_packages(patches: Sequence[series.Patch]) -> list[str]:
 
 def test(matrix: Matrix, settings: Settings, ref: str, log: Log, go_target: str = "cpu") -> list[str]:
     """Apply the series for `ref`, then go vet and go test the touched packages in the Go builder."""
+    settings.cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ollama-pipeline-test-", dir=settings.cache) as tmp:
         work = Path(tmp) / "tree"
         applied = apply(matrix, settings, ref, work, log)

@@ -15,7 +15,7 @@ from .conftest import PROJECT
 ACTIONLINT = "github.com/rhysd/actionlint/cmd/actionlint@v1.7.7"
 
 
-@pytest.mark.parametrize("workflow", ["release.yml", "ci.yml"])
+@pytest.mark.parametrize("workflow", ["release.yml", "ci.yml", "track.yml"])
 def test_actionlint_passes(engine, settings_for, tmp_path, workflow):
     settings = settings_for(PROJECT / "targets.toml")
     matrix = targets.load(settings.targets_file)

@@ -21,6 +21,8 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is in the test extra: pip inst
 WORKFLOWS = PROJECT / ".github" / "workflows"
 RELEASE = WORKFLOWS / "release.yml"
 CI = WORKFLOWS / "ci.yml"
+TRACK = WORKFLOWS / "track.yml"
+ALL = sorted(WORKFLOWS.glob("*.yml"))
 ALLOWED_ACTIONS = {"actions/checkout", "actions/setup-python", "actions/cache/restore", "actions/cache/save",
                    "actions/upload-artifact", "actions/download-artifact", "actions/attest-build-provenance"}
 DEPENDABOT = PROJECT / ".github" / "dependabot.yml"
@@ -136,7 +138,7 @@ def test_release_uploads_archive_manifest_and_log_and_assembles_the_release():
     assert "if" not in assembled  # the publish job takes the release from this artifact
 
 
-@pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
+@pytest.mark.parametrize("workflow", ALL, ids=lambda p: p.name)
 def test_every_artifact_upload_overwrites_so_a_rerun_job_does_not_fail_on_its_name(workflow):
     uploads = [s for _, s in steps(load(workflow)) if s.get("uses", "").startswith("actions/upload-artifact@")]
     for step in uploads:
@@ -171,12 +173,12 @@ def test_publish_attests_every_asset_then_publishes_through_the_nox_session():
     assert not any("gh release" in r for r in runs(publish))
 
 
-@pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
+@pytest.mark.parametrize("workflow", ALL, ids=lambda p: p.name)
 def test_workflows_grant_nothing_by_default(workflow):
     assert load(workflow)["permissions"] == {}
 
 
-@pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
+@pytest.mark.parametrize("workflow", ALL, ids=lambda p: p.name)
 def test_checkouts_keep_no_credentials(workflow):
     checkouts = [(j, s) for j, s in steps(load(workflow)) if s.get("uses", "").startswith("actions/checkout@")]
     assert checkouts
@@ -184,7 +186,7 @@ def test_checkouts_keep_no_credentials(workflow):
         assert step.get("with", {}).get("persist-credentials") is False, f"{workflow.name} job {job}"
 
 
-@pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
+@pytest.mark.parametrize("workflow", ALL, ids=lambda p: p.name)
 def test_debian_mirror_comes_from_the_variable_and_names_no_host(workflow):
     """Unset, the variable is empty and the pipeline falls back to the Debian archive debootstrap
     defaults to (test_baseimage: debootstrap_mirror), so forks without variables still build."""
@@ -194,7 +196,7 @@ def test_debian_mirror_comes_from_the_variable_and_names_no_host(workflow):
     assert mirrors == ["${{ vars.PIPELINE_DEBIAN_MIRROR }}"]
 
 
-@pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
+@pytest.mark.parametrize("workflow", ALL, ids=lambda p: p.name)
 def test_python_tools_are_installed_under_the_constraints_file(workflow):
     installs = [r for r in runs_of(load(workflow)) if "pip install" in r]
     assert installs
@@ -223,7 +225,7 @@ def test_dependabot_keeps_actions_and_python_pins_fresh():
     assert all(u["directory"] == "/" for u in ecosystems.values())
 
 
-@pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
+@pytest.mark.parametrize("workflow", ALL, ids=lambda p: p.name)
 def test_only_allowed_actions_pinned_by_commit_sha_with_the_version_in_a_comment(workflow):
     pinned = re.compile(r"^\s*(?:- )?uses: (?P<action>[\w./-]+)@(?P<sha>[0-9a-f]{40}) # v\d+\.\d+\.\d+$")
     text = workflow.read_text()
@@ -242,7 +244,7 @@ def test_only_allowed_actions_pinned_by_commit_sha_with_the_version_in_a_comment
     assert all(len(v) == 1 for v in shas.values()), shas
 
 
-@pytest.mark.parametrize("workflow", [RELEASE, CI], ids=lambda p: p.name)
+@pytest.mark.parametrize("workflow", ALL, ids=lambda p: p.name)
 def test_no_build_logic_in_yaml_every_run_is_one_line(workflow):
     for job, step in steps(load(workflow)):
         if "run" in step:
@@ -274,12 +276,32 @@ def test_targets_json_is_exactly_the_matrix_of_targets_toml():
     defaults = table["defaults"]
     for row in rows:
         assert set(row) == {"name", "description", "backends", "gpu_archs", "builder", "tag", "commit",
-                            "runtime_env", "floor"}
+                            "upstream_version", "versions", "runtime_env", "floor"}
         t = table["targets"][row["name"]]
         assert row["description"] == t["description"]
         assert row["builder"] == t.get("builder", defaults["builder"])
         assert row["backends"] == t.get("backends", defaults["backends"])
         assert row["gpu_archs"] == t.get("gpu_archs", [])
-        assert row["tag"] == defaults["source"]["tag"]
-        assert row["commit"] == defaults["source"]["commit"]
+        source = {**defaults["source"], **t.get("source", {})}
+        assert row["tag"] == source["tag"] and row["upstream_version"] == source["tag"].removeprefix("v")
+        assert row["commit"] == source["commit"] == table["upstream"]["pins"][source["tag"]]
+        assert row["versions"] == t.get("versions", "")
         assert row["runtime_env"] == t.get("runtime", {}).get("env", {})
+
+
+def test_every_workflow_is_checked():
+    assert {p.name for p in ALL} == {"ci.yml", "release.yml", "track.yml"}
+
+
+def test_track_runs_weekly_and_by_hand_publishing_the_report_with_read_only_rights():
+    wf = load(TRACK)
+    assert set(wf["on"]) == {"schedule", "workflow_dispatch"} and wf["on"]["schedule"]
+    (job,) = wf["jobs"].values()
+    assert job["permissions"] == {"contents": "read"}
+    commands = runs(job)
+    assert any(r.startswith("nox -s track -- ") for r in commands)
+    assert 'cat dist/track.md >> "$GITHUB_STEP_SUMMARY"' in commands
+    # The input reaches the shell through the environment, never spliced into the script.
+    assert all("${{" not in r for r in commands)
+    upload = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload and "dist/track.json" in upload[0]["with"]["path"]

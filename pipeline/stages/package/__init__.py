@@ -41,7 +41,7 @@ def key(plan: Plan, settings: Settings) -> object:
 
 
 def outdir(plan: Plan, settings: Settings) -> Path:
-    return settings.dist / plan.name
+    return settings.dist / plan.out
 
 
 def run(ctx: Context, *, build: BuildResult) -> Packaged:
