@@ -31,7 +31,7 @@ def test_image_is_made_from_the_verified_archive_and_a_second_run_is_a_noop(
     assert [name for name, _, _ in outcome.stages][-2:] == ["verify", "image"]
     assert made.tag == "ollama-pipeline/ollama:1.2.3-cpu"
 
-    image = engine.images.get(made.tag)
+    image = engine.images.get(made.id)  # by id: another run may retag the same name meanwhile
     labels = image.labels
     manifest = outcome.results["package"].manifest
     assert labels["org.opencontainers.image.version"] == "1.2.3+cpu"
