@@ -68,6 +68,16 @@ def atomic_files(*paths: Path) -> Iterator[tuple[Path, ...]]:
         raise
 
 
+@contextlib.contextmanager
+def scratch_dir(parent: Path, name: str) -> Iterator[Path]:
+    """A temporary folder `<name>.p<pid>-<host>.XXXX` in `parent`, removed when the block ends; what
+    killed runs left in `parent` is removed first (their names carry their owner)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    owner.sweep(parent)
+    with tempfile.TemporaryDirectory(prefix=f"{name}{owner.mark()}", dir=parent) as tmp:
+        yield Path(tmp)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import types
 from pathlib import Path
 
@@ -64,8 +63,7 @@ def run(ctx: Context, *, build: BuildResult) -> Packaged:
                  f"({sum(p.stat().st_size for _, p in pruned) / 1e6:.0f} MB); serving {', '.join(serves)}")
     if "bin/ollama" not in {e[0] for e in entries}:
         raise PackageError(f"the build produced no bin/ollama under {root}; see {log.path}")
-    settings.cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-strip-", dir=settings.cache) as scratch:
+    with fsutil.scratch_dir(settings.cache / "scratch", f"{plan.name}-strip") as scratch:
         stripped: dict[str, dict] = {}
         if serves and plan.target.package.strip_gpu_code and found:
             entries, stripped = gpucode.strip(entries, [b.dest for b in found.bundles], serves, Path(scratch), log)
