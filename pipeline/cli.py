@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,6 +209,12 @@ def _output(value: str, flag: str) -> Path:
         raise UsageError(f"{flag} {value}: {ancestor} is a file, not a folder; give another path")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {value}: {ancestor} is not writable; give another path")
+    try:  # access() says yes to root everywhere: try it (an unnamed file, nothing is left behind)
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{flag} {value}: {ancestor} is not writable ({exc.strerror or exc}); "
+                         "give another path") from None
     return path
 
 

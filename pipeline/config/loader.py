@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
+import os
+import stat
 import tomllib
 import types
 import typing
@@ -25,9 +28,21 @@ from pipeline.errors import ConfigError
 Converters = Mapping[Any, Callable[[Any, str], Any]]
 
 
+def regular_file(path: Path, what: str = "file") -> None:
+    """Refuse what is not a regular file before it is opened: reading a FIFO or a device would block
+    or never end. A missing file or a folder raises the OSError that opening it would."""
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{path}: is not a regular file (a FIFO, socket or device), not a {what}; "
+                          "give a file")
+
+
 def read(path: Path, what: str = "file") -> dict[str, Any]:
     """A TOML file as a dict; a missing, unreadable or malformed file is one ConfigError line."""
     try:
+        regular_file(path, what)
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None

@@ -24,6 +24,7 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from pipeline.config import loader
 from pipeline.errors import ConfigError
 from pipeline.infra.hashing import file_sha256
 
@@ -87,6 +88,7 @@ def load(directory: Path, known_targets: Iterable[str] | None = None) -> list[Pa
 
 def parse(path: Path, known_targets: Iterable[str] | None = None) -> Patch:
     try:
+        loader.regular_file(path, "patch")
         text = path.read_bytes().decode("utf-8", "replace")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the patch ({exc.strerror or exc})") from None

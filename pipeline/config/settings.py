@@ -46,6 +46,13 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:
         env = dict(os.environ if env is None else env)
+        for var in READ:
+            if var in env and not _utf8(env[var]):
+                raise UsageError(f"{var} {env[var]!r} holds bytes that are not UTF-8; set it to UTF-8 text")
+        for field, value in overrides.items():
+            if isinstance(value, (str, Path)) and not _utf8(str(value)):
+                raise UsageError(f"{field.replace('_', '-')} {str(value)!r} holds bytes that are not UTF-8; "
+                                 "give UTF-8 text")
         values: dict = {}
         paths = {"targets_file": "PIPELINE_TARGETS", "dist": "PIPELINE_DIST", "cache": "PIPELINE_CACHE",
                  "patches_dir": "PIPELINE_PATCHES"}
@@ -61,7 +68,7 @@ class Settings:
         if env.get("PIPELINE_DEBIAN_SNAPSHOT"):
             values["debian_snapshot"] = snapshot_timestamp(env["PIPELINE_DEBIAN_SNAPSHOT"])
             if not env.get("PIPELINE_DEBIAN_SNAPSHOT_URL"):
-                raise ConfigError("PIPELINE_DEBIAN_SNAPSHOT is set but PIPELINE_DEBIAN_SNAPSHOT_URL is not: "
+                raise UsageError("PIPELINE_DEBIAN_SNAPSHOT is set but PIPELINE_DEBIAN_SNAPSHOT_URL is not: "
                                   "set it to the root of a Debian snapshot archive (the URL that the "
                                   "timestamp follows)")
         if env.get("PIPELINE_DEBIAN_SNAPSHOT_URL"):
@@ -87,10 +94,26 @@ class Settings:
         return cls(**values)
 
 
+# Every variable Settings reads.
+READ = ("PIPELINE_TARGETS", "PIPELINE_DIST", "PIPELINE_CACHE", "PIPELINE_PATCHES", "XDG_CACHE_HOME", "OLLAMA_SOURCE",
+        "PIPELINE_DEBIAN_MIRROR", "PIPELINE_DEBIAN_SNAPSHOT", "PIPELINE_DEBIAN_SNAPSHOT_URL", "GOPROXY",
+        "SSL_CERT_FILE", "PIPELINE_HOST_CA", "SOURCE_DATE_EPOCH", "PIPELINE_JOBS", "PIPELINE_KEEP_CONTAINERS")
+
+
+def _utf8(value: str) -> bool:
+    """Whether a value from the environment or the command line was UTF-8 (Python keeps other bytes as
+    lone surrogates, which no file, URL or Docker API call can carry)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def snapshot_timestamp(value: str) -> str:
     """A snapshot archive's timestamp: YYYYMMDDTHHMMSSZ (UTC)."""
-    if not re.fullmatch(r"\d{8}T\d{6}Z", value):
-        raise ConfigError(f"PIPELINE_DEBIAN_SNAPSHOT must be a UTC timestamp like 20261101T000000Z, "
+    if not re.fullmatch(r"[0-9]{8}T[0-9]{6}Z", value):
+        raise UsageError(f"PIPELINE_DEBIAN_SNAPSHOT must be a UTC timestamp like 20261101T000000Z, "
                           f"got {value!r}")
     return value
 
@@ -104,6 +127,9 @@ def _check_values(values: dict, env: dict[str, str]) -> None:
         if values.get("debian_mirror") is not None:
             names.check_url(values["debian_mirror"], "--debian-mirror / PIPELINE_DEBIAN_MIRROR",
                             names.MIRROR_SCHEMES, local=False)
+        if values.get("debian_snapshot_url") is not None:
+            names.check_url(values["debian_snapshot_url"], "PIPELINE_DEBIAN_SNAPSHOT_URL", names.MIRROR_SCHEMES,
+                            local=False)
         if values.get("go_proxy") is not None and any(c in values["go_proxy"] for c in " \t\n\r\0"):
             raise ConfigError(f"GOPROXY {values['go_proxy']!r} holds whitespace; use a comma-separated list "
                               "of URLs, direct or off")

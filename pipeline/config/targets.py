@@ -384,6 +384,15 @@ def _check_target(t: Target, builders: Mapping[str, Builder], backends: Mapping[
                 raise ConfigError(f"{where} gpu_archs {arch!r}: {problem}")
     if len(set(t.gpu_archs)) != len(t.gpu_archs):
         raise ConfigError(f"{where} gpu_archs lists an arch twice: {', '.join(t.gpu_archs)}")
+    for arch in t.runtime.archs:
+        # Beyond gpu_archs or not, a runtime arch is one the target's GPU compilers know.
+        if not codes:
+            raise ConfigError(f"{where} runtime.archs is set but no backend takes GPU archs")
+        for code in sorted(codes):
+            if problem := names.arch_problem(code, arch):
+                raise ConfigError(f"{where} runtime.archs {arch!r}: {problem}")
+    if len(set(t.runtime.archs)) != len(t.runtime.archs):
+        raise ConfigError(f"{where} runtime.archs lists an arch twice: {', '.join(t.runtime.archs)}")
     if t.runtime.archs and not t.runtime.archs_beyond_gpu_archs:
         built = set(t.gpu_archs) | {names.cuda_number(a) for a in t.gpu_archs}
         for arch in t.runtime.archs:

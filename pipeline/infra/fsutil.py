@@ -36,6 +36,48 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_files(*paths: Path) -> Iterator[tuple[Path, ...]]:
+    """Temporary files beside each of `paths` (same folder), for the block to write by path. Only when
+    the block succeeds are they made durable and then renamed over `paths`, in the order given, one
+    rename right after the other: files that belong together (an archive, its manifest, SHA256SUMS)
+    are never published one write at a time, so a kill leaves the old set unless it lands between
+    two renames. On failure every temporary file is removed."""
+    tmps: list[Path] = []
+    try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            owner.sweep(path.parent)  # what a killed run left here
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{owner.mark()}", suffix=".partial", dir=path.parent)
+            os.close(fd)
+            tmps.append(Path(tmp))
+        yield tuple(tmps)
+        for tmp in tmps:
+            os.chmod(tmp, 0o666 & ~_umask())
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: Path, name: str) -> Iterator[Path]:
+    """A temporary folder `<name>.p<pid>-<host>.XXXX` in `parent`, removed when the block ends; what
+    killed runs left in `parent` is removed first (their names carry their owner)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    owner.sweep(parent)
+    with tempfile.TemporaryDirectory(prefix=f"{name}{owner.mark()}", dir=parent) as tmp:
+        yield Path(tmp)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -69,7 +68,7 @@ def run(ctx: Context, *, verify: Verified) -> RuntimeImage:
     baseimage.ensure(base, suite, settings, log)
     dockerfile = templates.render(settings.templates_dir, TEMPLATE, manifest=manifest, base_image=base,
                                   suite=suite)
-    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-image-") as tmp:
+    with fsutil.scratch_dir(settings.cache / "scratch", f"{plan.name}-image") as tmp:
         plain = archive.plain_tar(verify.package.archive, Path(tmp))
         log.line(f"building {name} on {base} from {verify.package.archive.name}")
         image_id = images.build(dockerfile, name, log, buildargs={"DEBIAN_MIRROR": baseimage.mirror(settings)},

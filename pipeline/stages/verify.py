@@ -17,7 +17,6 @@ unit is checked with `systemd-analyze verify` where the floor has it.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from docker.types import Mount
@@ -88,7 +87,7 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
                               "build); rebuild it")
     # Decompression is bounded by what the manifest beside says the files add up to, where there is one.
     limit = archive.bound_for(manifest.files) if manifest is not None else None
-    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-verify-") as tmp:
+    with fsutil.scratch_dir(settings.cache / "scratch", "verify") as tmp:
         root = Path(tmp) / "pkg"
         inside = archive.unpack(path, root, Path(tmp), limit=limit)
         inner = schema.Manifest.from_dict(inside, f"{path.name}:{schema.INSIDE}")

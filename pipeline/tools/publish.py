@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.infra import runner
-from pipeline.errors import CommandError, PipelineError, PublishError
+from pipeline.config import names
+from pipeline.errors import (INTERRUPTED, CommandError, PipelineError, PublishError, UsageError, from_exception,
+                             one_line)
 from pipeline.infra.log import Log
 
 NOTES = "RELEASE_NOTES.md"
@@ -55,7 +57,10 @@ class GitHub:
         self.env = env
 
     def _run(self, *args: str, capture: bool = False, check: bool = True):
-        return runner.run(self.log, [self.gh, *args], capture=capture, check=check, env=self.env)
+        try:
+            return runner.run(self.log, [self.gh, *args], capture=capture, check=check, env=self.env)
+        except CommandError as exc:  # a failed gh call is a failed publish step: re-run to continue
+            raise PublishError(f"{exc}; re-run to continue where it stopped") from None
 
     def view(self, tag: str) -> Remote | None:
         proc = self._run("release", "view", "--json", FIELDS, "--", tag, capture=True, check=False)
@@ -170,26 +175,45 @@ def publish(tag: str, folder: Path, github: GitHub, *, draft_only: bool = False)
     return remote
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are UsageErrors: one `error:` line and the class's exit code."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.tools.publish", description=__doc__.split("\n")[0])
-    parser.add_argument("tag", help="the release's tag (it must exist on GitHub: --verify-tag)")
-    parser.add_argument("folder", nargs="?", default="dist/release", help="default: dist/release")
-    parser.add_argument("--draft-only", action="store_true", help="stop before publishing the draft")
-    parser.add_argument("--gh", default=os.environ.get("PIPELINE_GH", "gh"), help="the gh executable")
-    parser.add_argument("--log", help="log file (default: FOLDER/../publish.log)")
-    args = parser.parse_args(argv)
-    folder = Path(args.folder)
-    log_path = Path(args.log) if args.log else folder.resolve().parent / "publish.log"
+    """Every error ends as one `error:` line with its class's exit code (pipeline.errors)."""
+    log_path: Path | None = None
     try:
+        parser = _Parser(prog="python -m pipeline.tools.publish", description=__doc__.split("\n")[0])
+        parser.add_argument("tag", help="the release's tag (it must exist on GitHub: --verify-tag)")
+        parser.add_argument("folder", nargs="?", default="dist/release", help="default: dist/release")
+        parser.add_argument("--draft-only", action="store_true", help="stop before publishing the draft")
+        parser.add_argument("--gh", default=os.environ.get("PIPELINE_GH", "gh"), help="the gh executable")
+        parser.add_argument("--log", help="log file (default: FOLDER/../publish.log)")
+        args = parser.parse_args(argv)
+        if problem := names.ref_problem(args.tag):
+            raise UsageError(f"tag {args.tag!r} is not a valid git tag ({problem}); give a tag such as v0.12.5")
+        folder = Path(args.folder)
+        if not folder.is_dir():
+            raise UsageError(f"{folder} is not a folder; assemble the release first: nox -s release")
+        local_assets(folder)  # refused before a log is opened or gh is called
+        log_path = Path(args.log) if args.log else folder.resolve().parent / "publish.log"
         with Log("publish", log_path) as log:
             try:
                 publish(args.tag, folder, GitHub(log, args.gh), draft_only=args.draft_only)
-            except (PipelineError, CommandError) as exc:
+            except PipelineError as exc:
                 log.line(f"error: {exc}")
                 raise
-    except (PipelineError, CommandError) as exc:
-        print(f"error: {exc}\nfull log: {log_path}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print("interrupted: re-run to continue where it stopped", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
+        error = from_exception(exc)
+        where = f"; full log: {log_path}" if log_path is not None and log_path.is_file() else ""
+        print(f"error: {one_line(error)}{where}", file=sys.stderr)
+        return error.exit_code
     return 0
 
 

@@ -19,6 +19,7 @@ import zstandard
 
 from pipeline import errors, stages
 from pipeline.cli import main
+from pipeline.tools import publish
 
 from .conftest import PROJECT, SIMPLE_DIFF, TARGETS_FILE, package_stage, patch_text
 
@@ -35,6 +36,7 @@ class Case:
     culprit: str
     env: tuple[tuple[str, str], ...] = ()
     setup: Callable[[Path], None] | None = None
+    tool: str = "pipeline"  # or "publish": python -m pipeline.tools.publish
 
 
 def project_snapshot() -> dict[str, tuple[int, int]]:
@@ -323,7 +325,96 @@ ARCHIVE_CASES = [
         member("lib/ollama/manifest.json", data=b"[1, 2]"))))),
 ]
 
-CASES = MATRIX_CASES + CLI_CASES + ENV_CASES + PATCH_CASES + SCENARIO_CASES + ARCHIVE_CASES
+# --- a later sweep: image, clean, publish, snapshots, special files, non-UTF-8, hostile releases ---------
+
+
+def fifo(name: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(tmp / name)
+    return setup
+
+
+def not_utf8(text: str) -> str:
+    """What Python makes of an environment value or argument that is not UTF-8 (byte 0xff)."""
+    return text.replace("?", b"\xff".decode("utf-8", "surrogateescape"))
+
+
+def release_manifest(name: str) -> Callable[[Path], None]:
+    """dist/cpu/ with a manifest whose archive name is `name`, and an archive of that name where it can be."""
+    def setup(tmp: Path) -> None:
+        folder = tmp / "dist" / "cpu"
+        folder.mkdir(parents=True)
+        (folder / "ollama-0.12.5-cpu.tar.zst").write_bytes(b"x")
+        doc = {"schema": 1, "target": "cpu", "archive": {"name": name, "size": 1, "sha256": "0" * 64}}
+        (folder / "manifest.json").write_text(json.dumps(doc))
+    return setup
+
+
+SNAP = "PIPELINE_DEBIAN_SNAPSHOT"
+SNAP_URL = "PIPELINE_DEBIAN_SNAPSHOT_URL"
+GOOD_SNAP = (SNAP, "20261101T000000Z")
+RELEASE = ("release", "cpu", "--dist", "{tmp}/dist")
+PUBLISH_NOTES = lambda tmp: ((tmp / "rel").mkdir(), (tmp / "rel" / "RELEASE_NOTES.md").write_text("# notes\n"))  # noqa: E731
+SWEEP_CASES = [
+    Case("image-no-verify", ("image", "cpu", "--no-verify"), USE, "--no-verify"),
+    Case("build-image-no-verify", ("build", "cpu", "--image", "--no-verify"), USE, "--no-verify"),
+    Case("image-unknown-target", ("image", "nosuch"), SEL, "'nosuch'"),
+    Case("clean-unknown-flag", ("clean", "--force"), USE, "--force"),
+    Case("clean-dry-run-value", ("clean", "--dry-run=yes"), USE, "--dry-run"),
+    Case("quiet-value", ("build", "cpu", "--quiet=yes"), USE, "--quiet"),
+    Case("publish-no-tag", (), USE, "tag", tool="publish"),
+    Case("publish-dash-tag", ("-x", "{tmp}/rel"), USE, "-x", tool="publish"),
+    Case("publish-dash-tag-after-dashes", ("--", "--upload-pack=x", "{tmp}/rel"), USE, "'--upload-pack=x'",
+         setup=PUBLISH_NOTES, tool="publish"),
+    Case("publish-bad-tag", ("v1..2", "{tmp}/rel"), USE, "'v1..2'", setup=PUBLISH_NOTES, tool="publish"),
+    Case("publish-missing-folder", ("v1.0", "{tmp}/none/rel"), USE, "none/rel is not a folder", tool="publish"),
+    Case("publish-folder-is-file", ("v1.0", "{tmp}/f"), USE, "f is not a folder",
+         setup=lambda tmp: (tmp / "f").write_text("x"), tool="publish"),
+    Case("publish-no-notes", ("v1.0", "{tmp}/rel"), errors.PublishError.exit_code, "RELEASE_NOTES.md",
+         setup=lambda tmp: (tmp / "rel").mkdir(), tool="publish"),
+    Case("publish-log-unwritable", ("v1.0", "{tmp}/rel", "--log", "/proc/none/publish.log"),
+         errors.FileProblem.exit_code, "/proc/none", setup=PUBLISH_NOTES, tool="publish"),
+    Case("snapshot-word", ("plan", "cpu"), USE, "'yesterday'", env=((SNAP, "yesterday"),)),
+    Case("snapshot-arabic-digits", ("plan", "cpu"), USE, SNAP,
+         env=((SNAP, "\u0662" * 8 + "T" + "\u0660" * 6 + "Z"), (SNAP_URL, "https://snapshot.debian.org/archive/debian"))),
+    Case("snapshot-without-url", ("plan", "cpu"), USE, SNAP_URL, env=(GOOD_SNAP,)),
+    Case("snapshot-url-dash", ("plan", "cpu"), USE, SNAP_URL, env=(GOOD_SNAP, (SNAP_URL, "-oProxyCommand=x"))),
+    Case("snapshot-url-ftp", ("plan", "cpu"), USE, "'ftp'", env=(GOOD_SNAP, (SNAP_URL, "ftp://snapshot/x"))),
+    Case("snapshot-url-newline", ("plan", "cpu"), USE, SNAP_URL,
+         env=(GOOD_SNAP, (SNAP_URL, "https://a/b\ndeb http://evil/ x main"))),
+    Case("snapshot-url-command", ("plan", "cpu"), USE, SNAP_URL, env=((SNAP_URL, "$(touch x)"),)),
+    Case("strip-gpu-code-string", TARGETS, CFG, "'strip_gpu_code'",
+         setup=matrix_with('format = "tar.zst"', 'format = "tar.zst"\nstrip_gpu_code = "no"')),
+    Case("beyond-string", TARGETS, CFG, "'archs_beyond_gpu_archs'", setup=matrix_with(
+        'runtime.archs = ["gfx906"]', 'runtime.archs = ["gfx906"]\nruntime.archs_beyond_gpu_archs = "yes"')),
+    Case("beyond-unknown-arch", TARGETS, CFG, "runtime.archs 'gfx9999'", setup=matrix_with(
+        'runtime.archs = ["gfx906"]', 'runtime.archs = ["gfx9999"]\nruntime.archs_beyond_gpu_archs = true')),
+    Case("beyond-injection", TARGETS, CFG, "runtime.archs 'gfx906;touch x'", setup=matrix_with(
+        'runtime.archs = ["gfx906"]', 'runtime.archs = ["gfx906;touch x"]\nruntime.archs_beyond_gpu_archs = true')),
+    Case("runtime-arch-twice", TARGETS, CFG, "twice", setup=matrix_with(
+        'runtime.archs = ["gfx906"]', 'runtime.archs = ["gfx906", "gfx906"]')),
+    Case("memtest-json-in-proc", ("memtest", "--json", "/proc/none/m.json"), USE, "/proc"),
+    Case("refresh-not-a-work-tree", ("patches", "refresh", "--from", "{tmp}"), CFG, "not a work tree"),
+    Case("refresh-missing", ("patches", "refresh", "--from", "{tmp}/none"), CFG, "none"),
+    Case("targets-file-fifo", TARGETS, CFG, "not a regular file", setup=fifo("targets.toml")),
+    Case("targets-file-device", ("targets", "--targets-file", "/dev/zero"), CFG, "/dev/zero"),
+    Case("patch-fifo", ("plan", "cpu"), CFG, "0001-a.patch", SERIES_ENV, fifo("patches/0001-a.patch")),
+    Case("scenario-fifo", ("memtest", "{tmp}/s.toml", "--json", "{tmp}/m.json"), CFG, "s.toml", setup=fifo("s.toml")),
+    Case("env-mirror-not-utf8", ("build", "cpu"), USE, "PIPELINE_DEBIAN_MIRROR",
+         env=(("PIPELINE_DEBIAN_MIRROR", not_utf8("http://?/debian")),)),
+    Case("env-source-not-utf8", ("plan", "cpu"), USE, "OLLAMA_SOURCE", env=(("OLLAMA_SOURCE", not_utf8("{tmp}/?")),)),
+    Case("env-cache-not-utf8", ("plan", "cpu"), USE, "PIPELINE_CACHE", env=(("PIPELINE_CACHE", not_utf8("{tmp}/?")),)),
+    Case("env-goproxy-not-utf8", ("plan", "cpu"), USE, "GOPROXY", env=(("GOPROXY", not_utf8("https://?")),)),
+    Case("env-targets-not-utf8", ("targets",), USE, "PIPELINE_TARGETS", env=(("PIPELINE_TARGETS", not_utf8("{tmp}/?")),)),
+    Case("arg-dist-not-utf8", ("build", "cpu", "--dist", not_utf8("{tmp}/?")), USE, "dist"),
+    Case("release-manifest-dotdot", RELEASE, PKG, "manifest.json", setup=release_manifest("../ollama-0.12.5-cpu.tar.zst")),
+    Case("release-manifest-slash", RELEASE, PKG, "manifest.json", setup=release_manifest("sub/ollama-0.12.5-cpu.tar.zst")),
+    Case("release-manifest-absolute", RELEASE, PKG, "manifest.json", setup=release_manifest("/etc/passwd")),
+    Case("release-manifest-not-archive", RELEASE, PKG, "manifest.json", setup=release_manifest("manifest.json")),
+]
+
+CASES = MATRIX_CASES + CLI_CASES + ENV_CASES + PATCH_CASES + SCENARIO_CASES + ARCHIVE_CASES + SWEEP_CASES
 
 
 def run_case(case: Case, tmp: Path, capsys, monkeypatch) -> str:
@@ -335,7 +426,7 @@ def run_case(case: Case, tmp: Path, capsys, monkeypatch) -> str:
         case.setup(tmp)
     argv = [a.replace("{tmp}", str(tmp)) for a in case.argv]
     capsys.readouterr()
-    code = main(argv)
+    code = (publish.main if case.tool == "publish" else main)(argv)
     err = capsys.readouterr().err
     assert code == case.code, f"exit code {code}, wanted {case.code}: {err}"
     return err

@@ -61,3 +61,22 @@ def test_staging_dir_is_removed_on_exception_and_the_old_folder_kept(tmp_path, e
     assert not staging.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result"]
     assert sorted(p.name for p in final.iterdir()) == ["kept"]
+
+
+def test_atomic_files_publish_together_or_not_at_all(tmp_path):
+    a, b = tmp_path / "a.tar", tmp_path / "a.json"
+    a.write_bytes(b"old archive")
+    b.write_bytes(b"old manifest")
+    with pytest.raises(Boom):
+        with fsutil.atomic_files(a, b) as (new_a, new_b):
+            new_a.write_bytes(b"new archive")
+            raise Boom
+    assert (a.read_bytes(), b.read_bytes()) == (b"old archive", b"old manifest")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.tar"]
+
+    with fsutil.atomic_files(a, b) as (new_a, new_b):
+        new_a.write_bytes(b"new archive")
+        new_b.write_bytes(b"new manifest")
+        assert a.read_bytes() == b"old archive", "nothing is published before the block ends"
+    assert (a.read_bytes(), b.read_bytes()) == (b"new archive", b"new manifest")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.tar"]

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.errors import PublishError, UsageError
 from pipeline.tools import publish
 
+PUB = PublishError.exit_code
 FAKE = Path(__file__).with_name("fake_gh.py")
 TAG = "v1.2.3"
 
@@ -112,12 +114,19 @@ def test_every_gh_call_is_echoed_by_the_command_runner_into_the_log(gh, folder):
 
 def test_tags_and_files_are_never_where_gh_reads_options(gh, folder):
     (folder / "--help").write_text("an asset named like an option\n")
-    assert run(folder, "--evil") == 0
+    assert run(folder) == 0
     for call in gh.calls():
         cut = call.index("--")
-        assert call[cut + 1] == "--evil"
+        assert call[cut + 1] == TAG
         assert "--help" not in call[:cut]
-    assert published_exactly(gh.state(), folder, "--evil")
+    assert published_exactly(gh.state(), folder)
+
+
+def test_a_tag_that_is_not_a_tag_name_is_refused_before_any_gh_call(gh, folder, capsys):
+    gh.reset_calls()
+    assert run(folder, "--evil") == UsageError.exit_code
+    assert capsys.readouterr().err.startswith("error: tag '--evil' is not a valid git tag")
+    assert gh.calls() == []
 
 
 FAILURES = [
@@ -138,7 +147,7 @@ FAILURES = [
 def test_a_rerun_after_a_failure_at_any_step_finishes_with_no_clean_up(gh, folder, failure):
     assert len(expected_assets(folder)) == 6  # the upload:6 case is the last upload
     gh.fail(failure)
-    assert run(folder) == 1
+    assert run(folder) == PUB
     assert gh.state()["releases"].get(TAG, {}).get("draft", True) or failure.startswith(("publish", "view:3"))
     gh.fail(None)
     assert run(folder) == 0
@@ -148,7 +157,7 @@ def test_a_rerun_after_a_failure_at_any_step_finishes_with_no_clean_up(gh, folde
 def test_a_failed_rerun_can_be_rerun_again(gh, folder):
     for failure in ("create:1:after", "upload:2:partial", "publish:1:before"):
         gh.fail(failure)
-        assert run(folder) == 1
+        assert run(folder) == PUB
     gh.fail(None)
     assert run(folder) == 0
     assert published_exactly(gh.state(), folder)
@@ -156,7 +165,7 @@ def test_a_failed_rerun_can_be_rerun_again(gh, folder):
 
 def test_a_rerun_replaces_assets_and_notes_of_an_earlier_attempt_and_deletes_stale_ones(gh, folder):
     gh.fail("publish:1:before")
-    assert run(folder) == 1
+    assert run(folder) == PUB
     # The next attempt has a rebuilt archive, new notes, and one split archive is now whole.
     (folder / "ollama-0.12.5-cpu.tar.zst").write_bytes(b"rebuilt" * 10)
     (folder / "RELEASE_NOTES.md").write_text("# new notes\n")
@@ -186,14 +195,14 @@ def test_a_published_release_that_differs_is_refused_and_left_alone(gh, folder, 
     before = gh.state()["releases"]
     (folder / "ollama-0.12.5-cpu.tar.zst").write_bytes(b"different")
     gh.reset_calls()
-    assert run(folder) == 1
+    assert run(folder) == PUB
     assert "already published and differs" in capsys.readouterr().err
     assert [c[1] for c in gh.calls()] == ["view"]
     assert gh.state()["releases"] == before
 
 
 def test_a_missing_tag_fails_at_the_draft_and_publishes_nothing(gh, folder, capsys):
-    assert run(folder, "v9.9.9") == 1
+    assert run(folder, "v9.9.9") == PUB
     assert "v9.9.9" not in gh.state()["releases"]
     assert "--verify-tag" in capsys.readouterr().err
 
@@ -208,6 +217,6 @@ def test_draft_only_stops_before_publishing(gh, folder):
 def test_a_folder_without_notes_is_refused_before_any_gh_call(gh, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert run(empty) == 1
+    assert run(empty) == PUB
     assert "nox -s release" in capsys.readouterr().err
     assert gh.calls() == []

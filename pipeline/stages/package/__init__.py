@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import types
 from pathlib import Path
 
@@ -64,21 +63,23 @@ def run(ctx: Context, *, build: BuildResult) -> Packaged:
                  f"({sum(p.stat().st_size for _, p in pruned) / 1e6:.0f} MB); serving {', '.join(serves)}")
     if "bin/ollama" not in {e[0] for e in entries}:
         raise PackageError(f"the build produced no bin/ollama under {root}; see {log.path}")
-    settings.cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-strip-", dir=settings.cache) as scratch:
+    with fsutil.scratch_dir(settings.cache / "scratch", f"{plan.name}-strip") as scratch:
         stripped: dict[str, dict] = {}
         if serves and plan.target.package.strip_gpu_code and found:
             entries, stripped = gpucode.strip(entries, [b.dest for b in found.bundles], serves, Path(scratch), log)
         manifest = _manifest(ctx, build, entries, found, pruned, stripped)
         generated = {**runtime_files(plan), schema.INSIDE: manifest.inside()}
         log.line(f"writing {path} ({len(entries)} entries, mtime {build.source_date_epoch})")
-        with fsutil.atomic_file(path) as f:
-            archive.write(f, entries, generated, epoch=build.source_date_epoch,
-                          fmt=plan.target.package.format, level=plan.target.package.level)
-    record = schema.ArchiveRecord(name=path.name, size=path.stat().st_size, sha256=file_sha256(path))
-    manifest = _with_archive(manifest, record)
-    fsutil.write_text(beside, manifest.to_json())
-    fsutil.write_text(folder / "SHA256SUMS", f"{record.sha256}  {path.name}\n")
+        # The archive, its manifest and SHA256SUMS are written in full before any of them is published.
+        with fsutil.atomic_files(path, beside, folder / "SHA256SUMS") as (new_archive, new_beside, new_sums):
+            with open(new_archive, "wb") as f:
+                archive.write(f, entries, generated, epoch=build.source_date_epoch,
+                              fmt=plan.target.package.format, level=plan.target.package.level)
+            record = schema.ArchiveRecord(name=path.name, size=new_archive.stat().st_size,
+                                          sha256=file_sha256(new_archive))
+            manifest = _with_archive(manifest, record)
+            new_beside.write_text(manifest.to_json(), encoding="utf-8")
+            new_sums.write_text(f"{record.sha256}  {path.name}\n", encoding="utf-8")
     log.line(f"{path.name}: {record.size / 1e6:.1f} MB, sha256 {record.sha256}")
     return Packaged(archive=path, manifest=manifest)
 
