@@ -134,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--cold", action="store_true", help="also time a build with empty caches")
     bn.add_argument("--gpu", action="store_true", help="instead: cold and warm compile time of a few GPU "
                                                        "sources, target archs against upstream's full list")
+    bn.add_argument("--disk", action="store_true",
+                    help="instead: peak disk of each target's cold `build TARGET --image`, on a private "
+                         "dockerd with an empty data root (needs root); components sampled every few seconds")
     bn.add_argument("--output", default="dist/bench.json", help="where the numbers go")
     return p
 
@@ -278,7 +281,12 @@ def cmd_plan(args) -> int:
 def cmd_bench(args) -> int:
     settings = _settings(args)
     output = _output(args.output, "--output")
-    report = bench.run(args.targets, settings, output, cold=args.cold, gpu=args.gpu)
+    if args.disk:
+        if args.cold or args.gpu:
+            raise UsageError("--disk measures a cold build of its own: drop --cold and --gpu")
+        report = bench.disk(args.targets, settings, output)
+    else:
+        report = bench.run(args.targets, settings, output, cold=args.cold, gpu=args.gpu)
     print(json.dumps(report, indent=2))
     print(f"written to {output}", file=sys.stderr)
     return 0
