@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("targets", parents=[common], help="show the matrix")
     t.add_argument("--json", action="store_true", help="machine-readable, for CI matrices")
+    t.add_argument("--builds", action="store_true",
+                   help="with --json: the release workflow's build jobs, one per builder with its targets "
+                        "({builder, targets, names, commit})")
 
     pl = sub.add_parser("plan", parents=[common], help="show what a build would do, with stage hashes")
     pl.add_argument("targets", nargs="*", metavar="TARGET")
@@ -236,6 +239,14 @@ def cmd_targets(args) -> int:
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
     rows = [_describe(t) for t in matrix.targets.values()]
+    if args.builds:
+        if not args.json:
+            raise UsageError("--builds is a JSON list for CI: add --json")
+        commits = {t.name: t.source.commit for t in matrix.targets.values()}
+        jobs = [{"builder": builder, "targets": names, "names": " ".join(names), "commit": commits[names[0]]}
+                for builder, names in targets.build_jobs(matrix.targets.values()).items()]
+        print(json.dumps(jobs, indent=2))
+        return 0
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

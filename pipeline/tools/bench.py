@@ -159,19 +159,11 @@ def disk(selection: list[str], settings: Settings, output: Path, *, interval: fl
     report = report if report is not None else _earlier(output)
     report["disk_goal_bytes"] = int(DISK_GOAL_BYTES)
     results = report.setdefault("disk", {})
-    for builder, names in jobs(matrix.select(selection)).items():
+    for builder, names in targets.build_jobs(matrix.select(selection)).items():
         results["+".join(names)] = {"builder": builder, "targets": names,
                                     **_disk_job(names, settings, output.parent, interval)}
         fsutil.write_text(output, json.dumps(report, indent=2) + "\n")
     return report
-
-
-def jobs(selected: list[targets.Target]) -> dict[str, list[str]]:
-    """The selected targets as the release workflow's build jobs: one per builder, its targets in file order."""
-    out: dict[str, list[str]] = {}
-    for target in selected:
-        out.setdefault(target.builder, []).append(target.name)
-    return out
 
 
 def _earlier(output: Path) -> dict:

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -22,7 +22,7 @@ from .conftest import TARGETS_FILE
 
 def test_jobs_are_one_per_builder_with_its_targets_in_file_order():
     matrix = targets.load(TARGETS_FILE)
-    groups = bench.jobs(matrix.select(["--all"]))
+    groups = targets.build_jobs(matrix.select(["--all"]))
     assert sorted(n for names in groups.values() for n in names) == sorted(matrix.targets)
     for builder, names in groups.items():
         assert {matrix.targets[n].builder for n in names} == {builder}
@@ -83,7 +83,7 @@ def test_private_engine_has_its_own_roots_and_touches_no_network(tmp_path, monke
 
 
 class FakeEngine:
-    instances: list[FakeEngine] = []
+    instances: ClassVar[list[FakeEngine]] = []
 
     def __init__(self, state, data_root, log, **kwargs):
         self.state, self.data_root = state, data_root
@@ -107,7 +107,6 @@ class FakeEngine:
 # removes it, then a 1 MiB archive per target into dist.
 FAKE_BUILD = """
 import os, sys, time
-from pathlib import Path
 args = sys.argv[1:]
 dist = Path(args[args.index("--dist") + 1])
 cache = Path(os.environ["PIPELINE_CACHE"])
