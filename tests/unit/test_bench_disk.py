@@ -107,6 +107,7 @@ class FakeEngine:
 # removes it, then a 1 MiB archive per target into dist.
 FAKE_BUILD = """
 import os, sys, time
+from pathlib import Path
 args = sys.argv[1:]
 dist = Path(args[args.index("--dist") + 1])
 cache = Path(os.environ["PIPELINE_CACHE"])
