@@ -131,18 +131,20 @@ def _cold(matrix: targets.Matrix, target: targets.Target, settings: Settings) ->
                 pass  # best effort: the benchmark's own throw-away volumes
 
 
-# --- Disk: peak disk of one target's CI job, measured on an engine of its own --------------------------
+# --- Disk: peak disk of one release build job, measured on an engine of its own ----------------------
 #
 # A release job builds one builder's targets on a fresh runner: the builder image (and the Debian base
 # it starts from), the source tree and the pipeline cache, the compiler caches (Docker volumes), the
 # archive and the saved runtime image. `bench --disk TARGET...` starts a private dockerd whose data root
-# is an empty folder, runs `python -m pipeline build TARGET --image` against it with an empty cache and
-# dist, and samples `du` of those folders every few seconds. The private engine has no bridge and
+# is an empty folder, runs `python -m pipeline build TARGET... --image` against it with an empty cache,
+# dist and TMPDIR, and samples `du` of those folders every few seconds. The private engine has no bridge and
 # touches no iptables rule, so the machine's own engine is undisturbed; builds and containers use the
 # host network (PIPELINE_DOCKER_NETWORK=host).
 
 DISK_GOAL_BYTES = 12e9  # a standard hosted runner's free disk (about 14 GB) with room to spare
-DISK_COMPONENTS = ("docker", "cache", "dist")  # folders of the scratch root: data root, pipeline cache, dist
+# Folders of the scratch root: the engine's data root, the pipeline cache, dist, and TMPDIR of the build
+# (the runtime image's build context is unpacked there).
+DISK_COMPONENTS = ("docker", "cache", "dist", "tmp")
 SAMPLE_SECONDS = 5.0
 
 
@@ -196,7 +198,7 @@ def _disk_job(names: list[str], settings: Settings, logs: Path, interval: float)
             cmd = [sys.executable, "-m", "pipeline", "build", *names, "--image", "--quiet",
                    "--targets-file", str(settings.targets_file), "--dist", str(folders["dist"])]
             env = {**os.environ, "DOCKER_HOST": eng.host, "PIPELINE_DOCKER_NETWORK": "host",
-                   "PIPELINE_CACHE": str(folders["cache"])}
+                   "PIPELINE_CACHE": str(folders["cache"]), "TMPDIR": str(folders["tmp"])}
             if settings.source:
                 env["OLLAMA_SOURCE"] = settings.source
             logs.mkdir(parents=True, exist_ok=True)

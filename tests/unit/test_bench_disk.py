@@ -112,6 +112,7 @@ args = sys.argv[1:]
 dist = Path(args[args.index("--dist") + 1])
 cache = Path(os.environ["PIPELINE_CACHE"])
 assert os.environ["DOCKER_HOST"].startswith("unix://") and os.environ["PIPELINE_DOCKER_NETWORK"] == "host"
+assert Path(os.environ["TMPDIR"]).parent == cache.parent
 (cache / "tree").write_bytes(os.urandom(2 << 20)); time.sleep(float(os.environ.get("FAKE_SLEEP", "0.3")))
 (cache / "tree").unlink()
 for t in args[args.index("build") + 1:args.index("--image")]:
