@@ -136,9 +136,11 @@ def clean(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Measure no-op rebuild time and, with --cold, a cold build's time outside the toolchain.
+    """Measure no-op rebuild time and, with --cold, a cold build's time outside the toolchain; with --disk
+    (as root), the peak disk of each release build job on a private Docker engine with an empty data root.
 
-    Numbers go to dist/bench.json (--output to change): `nox -s bench -- cpu --cold`.
+    Numbers go to dist/bench.json (--output to change): `nox -s bench -- cpu --cold`,
+    `sudo nox -s bench -- --disk cpu gfx906 sm_37`.
     """
     _install(session)
     session.run("python", "-m", "pipeline", "bench", *session.posargs)

@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("targets", parents=[common], help="show the matrix")
     t.add_argument("--json", action="store_true", help="machine-readable, for CI matrices")
     t.add_argument("--ref", type=_ref, help="the matrix at this pinned upstream tag: the targets that build it")
+    t.add_argument("--builds", action="store_true",
+                   help="with --json: the release workflow's build jobs, one per builder with its targets "
+                        "({builder, targets, names, commit})")
 
     pl = sub.add_parser("plan", parents=[common], help="show what a build would do, with stage hashes")
     pl.add_argument("targets", nargs="*", metavar="TARGET")
@@ -152,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--cold", action="store_true", help="also time a build with empty caches")
     bn.add_argument("--gpu", action="store_true", help="instead: cold and warm compile time of a few GPU "
                                                        "sources, target archs against upstream's full list")
+    bn.add_argument("--disk", action="store_true",
+                    help="instead: peak disk of each target's cold `build TARGET --image`, on a private "
+                         "dockerd with an empty data root (needs root); components sampled every few seconds")
     bn.add_argument("--output", default="dist/bench.json", help="where the numbers go")
     return p
 
@@ -258,6 +264,14 @@ def cmd_targets(args) -> int:
     matrix = targets.load(settings.targets_file)
     chosen = matrix.select_at(["--all"], args.ref) if args.ref else list(matrix.targets.values())
     rows = [_describe(t, matrix) for t in chosen]
+    if args.builds:
+        if not args.json:
+            raise UsageError("--builds is a JSON list for CI: add --json")
+        commits = {t.name: t.source.commit for t in chosen}
+        jobs = [{"builder": builder, "targets": names, "names": " ".join(names), "commit": commits[names[0]]}
+                for builder, names in targets.build_jobs(chosen).items()]
+        print(json.dumps(jobs, indent=2))
+        return 0
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -317,7 +331,12 @@ def cmd_plan(args) -> int:
 def cmd_bench(args) -> int:
     settings = _settings(args)
     output = _output(args.output, "--output")
-    report = bench.run(args.targets, settings, output, cold=args.cold, gpu=args.gpu)
+    if args.disk:
+        if args.cold or args.gpu:
+            raise UsageError("--disk measures a cold build of its own: drop --cold and --gpu")
+        report = bench.disk(args.targets, settings, output)
+    else:
+        report = bench.run(args.targets, settings, output, cold=args.cold, gpu=args.gpu)
     print(json.dumps(report, indent=2))
     print(f"written to {output}", file=sys.stderr)
     return 0

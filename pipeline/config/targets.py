@@ -435,3 +435,12 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def build_jobs(selected: Iterable[Target]) -> dict[str, list[str]]:
+    """Targets as the release workflow builds them: one job per builder, whose image is built once for
+    all its targets (in file order)."""
+    out: dict[str, list[str]] = {}
+    for target in selected:
+        out.setdefault(target.builder, []).append(target.name)
+    return out

@@ -46,6 +46,7 @@ class Container:
                 self.image, self.command, detach=True, init=True, name=self.name,
                 mounts=self.mounts, user=self.user, environment=self.env, working_dir=self.workdir,
                 labels={LABEL: self.log.target, LOG_LABEL: str(self.log.path or ""), **owner.labels()},
+                network_mode=engine.network_mode(),
             )
         except docker.errors.APIError as exc:
             raise DockerError(f"cannot start a container of {self.image}: {exc.explanation or exc}") from None

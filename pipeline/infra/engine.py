@@ -21,3 +21,10 @@ def client() -> docker.DockerClient:
         raise DockerError(f"cannot reach the Docker engine at {host}: {exc}. Start dockerd "
                           "(or `sudo ./bootstrap`), or set DOCKER_HOST") from None
     return c
+
+
+def network_mode() -> str | None:
+    """PIPELINE_DOCKER_NETWORK: the network of image builds and build containers, for an engine whose
+    default network cannot reach out (`host` on an engine started with `--bridge=none`, as `bench --disk`
+    starts its own); unset: the engine's default network."""
+    return os.environ.get("PIPELINE_DOCKER_NETWORK") or None

@@ -37,6 +37,7 @@ def build(dockerfile: str, tag: str, log: Log, *, buildargs: Mapping[str, str] |
     stream = engine.client().api.build(
         fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True, pull=False, decode=True,
         buildargs=dict(buildargs or {}), labels={LABEL: what, **(labels or {})},
+        network_mode=engine.network_mode(),
     )
     for event in stream:
         if "stream" in event:

@@ -4,28 +4,36 @@
   (goal: under 10 s, all of it cache checks);
 * cold build: a build with an empty pipeline cache and empty compiler caches (the builder image is
   kept), split into time spent in the toolchain's steps and time spent outside them: source export,
-  patching, image checks, container start, packaging (goal: under 5 %).
+  patching, image checks, container start, packaging (goal: under 5 %);
+* disk (--disk): peak disk of a target's release job, a cold `build TARGET --image` on a private Docker
+  engine with an empty data root, per component (Docker data root, pipeline cache, dist), sampled every
+  few seconds (goal: under 12 GB, so that the job fits a hosted runner with room to spare).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
 import platform
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import docker
 import docker.errors
 
 from pipeline import orchestrate, stages
 from pipeline.config import targets
 from pipeline.config.paths import PROJECT_ROOT
 from pipeline.config.settings import Settings
+from pipeline.errors import DockerError, UsageError, one_line
 from pipeline.infra import engine, fsutil, runner, toolchain
 from pipeline.infra.log import Log
 from pipeline.tools import gpubench
@@ -121,3 +129,210 @@ def _cold(matrix: targets.Matrix, target: targets.Target, settings: Settings) ->
                 engine.client().volumes.get(toolchain.volume_name(cold, name)).remove(force=True)
             except docker.errors.DockerException:
                 pass  # best effort: the benchmark's own throw-away volumes
+
+
+# --- Disk: peak disk of one release build job, measured on an engine of its own ----------------------
+#
+# A release job builds one builder's targets on a fresh runner: the builder image (and the Debian base
+# it starts from), the source tree and the pipeline cache, the compiler caches (Docker volumes), the
+# archive and the saved runtime image. `bench --disk TARGET...` starts a private dockerd whose data root
+# is an empty folder, runs `python -m pipeline build TARGET... --image` against it with an empty cache,
+# dist and TMPDIR, and samples `du` of those folders every few seconds. The private engine has no bridge and
+# touches no iptables rule, so the machine's own engine is undisturbed; builds and containers use the
+# host network (PIPELINE_DOCKER_NETWORK=host).
+
+DISK_GOAL_BYTES = 12e9  # a standard hosted runner's free disk (about 14 GB) with room to spare
+# Folders of the scratch root: the engine's data root, the pipeline cache, dist, and TMPDIR of the build
+# (the runtime image's build context is unpacked there).
+DISK_COMPONENTS = ("docker", "cache", "dist", "tmp")
+SAMPLE_SECONDS = 5.0
+
+
+def disk(selection: list[str], settings: Settings, output: Path, *, interval: float = SAMPLE_SECONDS,
+         report: dict | None = None) -> dict:
+    """Peak and final disk of a cold `build TARGET... --image` per release job (the selected targets of one
+    builder, as the release workflow groups them), each on a fresh engine; numbers go under "disk" of the
+    report, keyed by the job's targets joined with '+' (partial results are written as they come)."""
+    if os.geteuid() != 0:
+        raise UsageError("bench --disk starts a private dockerd and so must run as root (sudo)")
+    if not shutil.which("dockerd"):
+        raise UsageError("bench --disk needs dockerd on PATH (`sudo ./bootstrap` installs it)")
+    matrix = targets.load(settings.targets_file)
+    report = report if report is not None else _earlier(output)
+    report["disk_goal_bytes"] = int(DISK_GOAL_BYTES)
+    results = report.setdefault("disk", {})
+    for builder, names in targets.build_jobs(matrix.select(selection)).items():
+        results["+".join(names)] = {"builder": builder, "targets": names,
+                                    **_disk_job(names, settings, output.parent, interval)}
+        fsutil.write_text(output, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _earlier(output: Path) -> dict:
+    """The bench file's other numbers are kept: its report with a new date and machine."""
+    try:
+        report = json.loads(output.read_text())
+    except (OSError, ValueError):
+        report = None
+    return {**(report if isinstance(report, dict) else {}), **_header()}
+
+
+def _header() -> dict:
+    return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "goals": GOALS}
+
+
+def _disk_job(names: list[str], settings: Settings, logs: Path, interval: float) -> dict:
+    name = "+".join(names)
+    # Short: the engine's sockets live under it (a unix socket path has about 100 characters).
+    root = Path(tempfile.mkdtemp(prefix="opdisk-"))
+    folders = {c: root / c for c in DISK_COMPONENTS}
+    for f in folders.values():
+        f.mkdir()
+    peak = {c: 0 for c in DISK_COMPONENTS}
+    peak_total, peak_at, samples = 0, 0.0, 0
+    log_path = logs / f"bench-disk-{name}.log"
+    start = time.monotonic()
+    try:
+        with PrivateEngine(root / "engine", folders["docker"], logs / f"bench-disk-{name}.dockerd.log") as eng:
+            cmd = [sys.executable, "-m", "pipeline", "build", *names, "--image", "--quiet",
+                   "--targets-file", str(settings.targets_file), "--dist", str(folders["dist"])]
+            env = {**os.environ, "DOCKER_HOST": eng.host, "PIPELINE_DOCKER_NETWORK": "host",
+                   "PIPELINE_CACHE": str(folders["cache"]), "TMPDIR": str(folders["tmp"])}
+            if settings.source:
+                env["OLLAMA_SOURCE"] = settings.source
+            logs.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "wb") as out:
+                proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+                try:
+                    while True:
+                        done = proc.poll() is not None
+                        used = du(folders)
+                        samples += 1
+                        for c, n in used.items():
+                            peak[c] = max(peak[c], n)
+                        if sum(used.values()) > peak_total:
+                            peak_total, peak_at = sum(used.values()), time.monotonic() - start
+                        if done:
+                            break
+                        time.sleep(interval)
+                finally:
+                    if proc.poll() is None:  # interrupted: let the build remove its containers first
+                        proc.terminate()
+                        try:
+                            proc.wait(timeout=120)
+                        except subprocess.TimeoutExpired:
+                            proc.kill()
+                            proc.wait()
+            final = used
+            docker_df = eng.usage()
+        seconds = time.monotonic() - start
+        return {
+            "exit_code": proc.returncode,
+            "seconds": round(seconds, 1),
+            "samples": samples,
+            "sample_seconds": interval,
+            "peak_bytes": peak_total,
+            "peak_at_seconds": round(peak_at, 1),
+            "peak_by_component_bytes": peak,
+            "final_by_component_bytes": final,
+            "final_docker": docker_df,
+            "artifacts_bytes": {p.name: p.stat().st_size for t in names
+                                for p in sorted((folders["dist"] / t).glob("ollama-*")) if p.is_file()},
+            "log": str(log_path),
+            "meets_goal": proc.returncode == 0 and peak_total < DISK_GOAL_BYTES,
+        }
+    finally:
+        _remove_tree(root)
+
+
+def du(folders: dict[str, Path]) -> dict[str, int]:
+    """Bytes on disk under each folder (`du -sx`: a hard link once, other file systems such as a running
+    container's overlay mount not entered)."""
+    proc = subprocess.run(["du", "-s", "-x", "-B1", *map(str, folders.values())], capture_output=True,
+                          text=True, check=False)  # files vanish while du walks: its complaints are noise
+    sizes = {}
+    for line in proc.stdout.splitlines():
+        n, _, path = line.partition("\t")
+        sizes[path] = int(n)
+    return {c: sizes.get(str(f), 0) for c, f in folders.items()}
+
+
+class PrivateEngine:
+    """A dockerd of its own: data root, exec root, pidfile and socket under folders given; no bridge and no
+    iptables or ip6tables rules, so the machine's engine and its networks are untouched. Stopped (and
+    what it mounted unmounted) on exit, also after Ctrl-C."""
+
+    def __init__(self, state: Path, data_root: Path, log: Path, *, start_seconds: float = 90.0):
+        self.state, self.data_root, self.log_path, self.start_seconds = state, data_root, log, start_seconds
+        self.socket = state / "docker.sock"
+        self.host = f"unix://{self.socket}"
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> PrivateEngine:
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        ns = f"ollama-pipeline-bench-{os.getpid()}"
+        cmd = ["dockerd", "--host", self.host, "--data-root", str(self.data_root),
+               "--exec-root", str(self.state / "exec"), "--pidfile", str(self.state / "docker.pid"),
+               "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+               "--containerd-namespace", ns, "--containerd-plugins-namespace", f"{ns}-plugins"]
+        with open(self.log_path, "wb") as out:
+            # A session of its own: Ctrl-C reaches the build, which removes its containers while the
+            # engine still runs; __exit__ stops the engine after.
+            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_seconds
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise DockerError(f"the private dockerd exited ({self._proc.returncode}); see {self.log_path}")
+            try:
+                docker.DockerClient(base_url=self.host, timeout=10).ping()
+                return
+            except docker.errors.DockerException:
+                time.sleep(0.5)
+        raise DockerError(f"the private dockerd did not answer within {self.start_seconds:.0f} s; "
+                          f"see {self.log_path}")
+
+    def usage(self) -> dict:
+        """The engine's own account (`docker system df`): layers, images, volumes, build cache."""
+        try:
+            df = docker.DockerClient(base_url=self.host, timeout=120).df()
+        except docker.errors.DockerException as exc:
+            return {"error": one_line(str(exc))}
+        return {"layers_bytes": df.get("LayersSize", 0),
+                "images": {", ".join(i.get("RepoTags") or [i["Id"][:19]]): i.get("Size", 0)
+                           for i in df.get("Images") or []},
+                "volumes": {v["Name"]: (v.get("UsageData") or {}).get("Size", -1) for v in df.get("Volumes") or []},
+                "build_cache_bytes": sum(b.get("Size", 0) for b in df.get("BuildCache") or [])}
+
+    def __exit__(self, *exc) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _remove_tree(root: Path) -> None:
+    """Unmount what the engine left mounted under `root` (deepest first), then remove it."""
+    prefix = str(root) + "/"
+    try:
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    except OSError:
+        mounts = []
+    for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)

@@ -57,7 +57,8 @@ def isolated_environment(monkeypatch, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     for var in ("PIPELINE_TARGETS", "PIPELINE_DIST", "PIPELINE_CACHE", "PIPELINE_PATCHES", "OLLAMA_SOURCE",
                 "PIPELINE_DEBIAN_MIRROR", "GOPROXY", "PIPELINE_JOBS", "PIPELINE_KEEP_CONTAINERS",
-                "PIPELINE_TRACEBACK", "XDG_CACHE_HOME", "SOURCE_DATE_EPOCH", "GIT_DIR", "GIT_WORK_TREE"):
+                "PIPELINE_TRACEBACK", "XDG_CACHE_HOME", "SOURCE_DATE_EPOCH", "GIT_DIR", "GIT_WORK_TREE",
+                "PIPELINE_DOCKER_NETWORK"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.errors import UsageError
 
 from .conftest import PROJECT, TARGETS_FILE
 
@@ -56,14 +57,51 @@ def test_release_runs_on_version_tags_and_by_hand():
 def test_release_matrix_comes_from_nox_targets_json():
     jobs = load(RELEASE)["jobs"]
     matrix_job = jobs["matrix"]
-    assert any(r.startswith("nox -s targets -- --json") for r in runs(matrix_job))
+    assert any(r.startswith("nox -s targets -- --json > targets.json") for r in runs(matrix_job))
+    assert any(r.startswith("nox -s targets -- --json --builds > builds.json") for r in runs(matrix_job))
     assert matrix_job["outputs"]["targets"] == "${{ steps.targets.outputs.targets }}"
-    build = jobs["build"]
+    assert matrix_job["outputs"]["builds"] == "${{ steps.targets.outputs.builds }}"
+
+
+def test_release_builds_each_builders_targets_in_one_job_with_their_images():
+    """One builder image built once for the targets that share it (gfx1103 and gfx906: ROCm)."""
+    build = load(RELEASE)["jobs"]["build"]
     assert build["needs"] == "matrix"
-    assert build["strategy"]["matrix"] == {"target": "${{ fromJSON(needs.matrix.outputs.targets) }}"}
+    assert build["strategy"]["matrix"] == {"build": "${{ fromJSON(needs.matrix.outputs.builds) }}"}
     assert build["strategy"]["fail-fast"] is False
-    assert build["env"]["TARGET"] == "${{ matrix.target.name }}"
-    assert 'nox -s build -- "$TARGET"' in runs(build)
+    assert build["env"]["TARGETS"] == "${{ matrix.build.names }}"
+    assert 'read -ra targets <<< "$TARGETS" && nox -s build -- "${targets[@]}" --image' in runs(build)
+
+
+def builds_json() -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "pipeline", "targets", "--json", "--builds"], cwd=PROJECT,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_build_jobs_are_one_per_builder_and_cover_every_target_once():
+    jobs = builds_json()
+    table = tomllib.loads(TARGETS_FILE.read_text())
+    default = table["defaults"]["builder"]
+    builders = {name: t.get("builder", default) for name, t in table["targets"].items()}
+    assert sorted(t for j in jobs for t in j["targets"]) == sorted(builders)
+    assert len({j["builder"] for j in jobs}) == len(jobs) == len(set(builders.values()))
+    for job in jobs:
+        assert {builders[t] for t in job["targets"]} == {job["builder"]}
+        assert job["names"] == " ".join(job["targets"])
+    assert ["gfx1103", "gfx906"] in [j["targets"] for j in jobs]
+
+
+def upload_slots(job: dict) -> list[dict]:
+    return [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+
+
+def test_every_target_of_a_build_job_has_an_upload_slot_and_the_matrix_job_checks_the_count():
+    jobs = load(RELEASE)["jobs"]
+    slots = upload_slots(jobs["build"])
+    assert [s["if"] for s in slots] == [f"always() && matrix.build.targets[{i}]" for i in range(len(slots))]
+    assert f"jq -e 'all(.[]; (.targets | length) <= {len(slots)})' builds.json" in runs(jobs["matrix"])
+    assert max(len(j["targets"]) for j in builds_json()) <= len(slots)
 
 
 def cache_steps(job: dict, kind: str) -> list[dict]:
@@ -72,15 +110,17 @@ def cache_steps(job: dict, kind: str) -> list[dict]:
 
 def test_release_caches_are_keyed_by_plan_stage_hashes_and_restored_and_saved_alike():
     build = load(RELEASE)["jobs"]["build"]
-    assert 'nox -s plan -- "$TARGET" --json > plan.json' in runs(build)
+    assert 'read -ra targets <<< "$TARGETS" && nox -s plan -- "${targets[@]}" --json > plan.json' in runs(build)
     restores, saves = cache_steps(build, "restore"), cache_steps(build, "save")
     assert [(r["with"]["path"], r["with"]["key"]) for r in restores] == \
         [(v["with"]["path"], v["with"]["key"]) for v in saves]
     keys = [r["with"]["key"] for r in restores]
     assert len(keys) == 3
-    assert sum("steps.plan.outputs.build }}" in k for k in keys) == 2
-    # The Go module cache depends on the upstream commit only: one entry for every target.
-    assert "go-mod-${{ matrix.target.commit }}" in keys
+    # ccache and the Go build cache: one entry per build job, keyed by all its targets' build hashes.
+    assert sum(k.endswith("-${{ matrix.build.builder }}-${{ steps.plan.outputs.build }}") for k in keys) == 2
+    assert any("jq -r '.[].hashes.build' plan.json | sha256sum" in r for r in runs(build))
+    # The Go module cache depends on the upstream commit only: one entry for every job.
+    assert "go-mod-${{ matrix.build.commit }}" in keys
     # Saved after a failed build too, so that a re-run starts where the failed one stopped.
     assert all(v["if"].startswith("always() && ") for v in saves)
 
@@ -88,12 +128,12 @@ def test_release_caches_are_keyed_by_plan_stage_hashes_and_restored_and_saved_al
 def test_release_ccache_is_bounded_to_keep_the_caches_within_the_repository_budget():
     build = load(RELEASE)["jobs"]["build"]
     conf = next(r for r in runs(build) if "ccache.conf" in r)
-    size = re.search(r"max_size = (\d+)M", conf)
-    targets = json.loads(subprocess.run([sys.executable, "-m", "pipeline", "targets", "--json"], cwd=PROJECT,
-                                        capture_output=True, text=True, check=True).stdout)
-    # ccache per target, with (an estimate, not measured) 600 MB for each target's Go build cache and
-    # 500 MB for the one Go module cache.
-    assert size and len(targets) * (int(size[1]) + 600) + 500 <= 10_000
+    size = re.search(r"max_size = %dM.*\$\(\((\d+) \* \$\{#targets\[@\]\}\)\)", conf)
+    jobs = builds_json()
+    # ccache per target of a job, with (an estimate, not measured) 600 MB for each job's Go build cache
+    # and 500 MB for the one Go module cache.
+    targets = sum(len(j["targets"]) for j in jobs)
+    assert size and targets * int(size[1]) + len(jobs) * 600 + 500 <= 10_000
 
 
 def test_release_builds_on_tags_use_no_cache_and_no_builder_image_tarball():
@@ -112,7 +152,7 @@ def test_release_frees_the_hosted_runners_disk_before_building():
     assert free["if"] == "env.HOSTED == 'true'"
     assert build["env"]["HOSTED"] == "${{ vars.DOCKER_HOST == '' && vars.RELEASE_RUNS_ON == '' }}"
     order = [st.get("run", "") for st in build["steps"]]
-    assert order.index(free["run"]) < order.index('nox -s build -- "$TARGET"')
+    assert order.index(free["run"]) < order.index('read -ra targets <<< "$TARGETS" && nox -s build -- "${targets[@]}" --image')
 
 
 def test_plan_json_has_what_the_cache_steps_read(capsys):
@@ -123,12 +163,14 @@ def test_plan_json_has_what_the_cache_steps_read(capsys):
     assert row["image"].endswith(":" + row["hashes"]["builder"][:16])
 
 
-def test_release_uploads_archive_manifest_and_log_and_assembles_the_release():
+def test_release_uploads_archive_image_manifest_and_log_per_target_and_assembles_the_release():
     jobs = load(RELEASE)["jobs"]
-    upload = next(s for s in jobs["build"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
-    paths = upload["with"]["path"].splitlines()
-    assert paths == ["dist/${{ matrix.target.name }}/ollama-*", "dist/${{ matrix.target.name }}/manifest.json",
-                     "dist/${{ matrix.target.name }}/build.log"]
+    for i, upload in enumerate(upload_slots(jobs["build"])):
+        target = f"${{{{ matrix.build.targets[{i}] }}}}"
+        assert upload["with"]["name"] == target
+        # ollama-* is the archive and the saved runtime image (ollama-<version>-<target>.image.tar.gz).
+        assert upload["with"]["path"].splitlines() == [f"dist/{target}/ollama-*", f"dist/{target}/manifest.json",
+                                                       f"dist/{target}/build.log"]
     release = jobs["release"]
     assert release["needs"] == "build"
     assert release["permissions"] == {"contents": "read"}
@@ -152,9 +194,9 @@ def test_publish_runs_on_tags_in_the_protected_release_environment_with_least_pr
     assert publish["if"] == "github.ref_type == 'tag'"
     assert publish["environment"] == "release"
     assert publish["permissions"] == {"contents": "write", "id-token": "write", "attestations": "write"}
-    # No other job may write anything.
+    # No other job may write anything, but the images jobs their packages and attestations.
     for name, job in jobs.items():
-        if name != "publish":
+        if name not in ("publish", "images"):
             assert job["permissions"] == {"contents": "read"}, name
     download = next(s for s in publish["steps"] if s.get("uses", "").startswith("actions/download-artifact@"))
     assert download["with"] == {"name": "release", "path": "dist/release"}
@@ -305,3 +347,38 @@ def test_track_runs_weekly_and_by_hand_publishing_the_report_with_read_only_righ
     assert all("${{" not in r for r in commands)
     upload = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert upload and "dist/track.json" in upload[0]["with"]["path"]
+
+
+def test_images_are_pushed_to_ghcr_with_version_and_target_tags_and_attested_per_target():
+    jobs = load(RELEASE)["jobs"]
+    images = jobs["images"]
+    assert images["needs"] == ["matrix", "release"]
+    assert images["if"] == "github.ref_type == 'tag'"
+    assert images["environment"] == "release"
+    assert images["permissions"] == {"packages": "write", "id-token": "write", "attestations": "write"}
+    assert images["strategy"]["matrix"] == {"target": "${{ fromJSON(needs.matrix.outputs.targets) }}"}
+    assert images["defaults"]["run"]["shell"] == "bash"  # pipefail: a failed `docker load` fails the step
+    download = next(s for s in images["steps"] if s.get("uses", "").startswith("actions/download-artifact@"))
+    assert download["with"] == {"name": "${{ matrix.target.name }}", "path": "target"}
+    text = "\n".join(runs(images))
+    assert "docker load -i target/ollama-*.image.tar.gz" in text
+    assert 'echo "name=ghcr.io/${OWNER,,}/ollama"' in text
+    assert images["env"]["OWNER"] == "${{ github.repository_owner }}"
+    assert 'docker push "$NAME:$TAG" && docker push "$NAME:$TARGET"' in text
+    login = next(s for s in images["steps"] if "docker login" in s.get("run", ""))
+    assert "--password-stdin" in login["run"] and login["env"] == {"GH_TOKEN": "${{ github.token }}"}
+    uses = [s.get("uses", "").partition("@")[0] for s in images["steps"]]
+    attest = images["steps"][uses.index("actions/attest-build-provenance")]
+    assert attest["with"] == {"subject-name": "${{ steps.ref.outputs.name }}",
+                              "subject-digest": "${{ steps.digest.outputs.digest }}", "push-to-registry": True}
+    assert uses.index("actions/attest-build-provenance") == len(images["steps"]) - 1
+    # The tokens reach no command line, and only this job may write packages.
+    assert "${{" not in text
+    for name, job in jobs.items():
+        if name != "images":
+            assert "packages" not in job.get("permissions", {}), name
+
+
+def test_builds_wants_json(capsys):
+    assert main(["targets", "--builds"]) == UsageError.exit_code
+    assert "--json" in capsys.readouterr().err
