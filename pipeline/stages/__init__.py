@@ -50,7 +50,7 @@ STAGES: tuple[Stage, ...] = (
           description="the builder image"),
     Stage(name="build", version=2, needs=("patches", "builder"), key=build.key, run=build.run,
           description="Ollama's cmake and go build in the builder"),
-    Stage(name="package", version=2, needs=("build",), key=package.key, run=package.run,
+    Stage(name="package", version=3, needs=("build",), key=package.key, run=package.run,
           description="the archive and its manifest"),
     Stage(name="verify", version=1, needs=("package",), key=verify.key, run=verify.run,
           description="the archive checked on its runtime floor"),

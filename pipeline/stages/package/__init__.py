@@ -65,8 +65,9 @@ def run(ctx: Context, *, build: BuildResult) -> Packaged:
         raise PackageError(f"the build produced no bin/ollama under {root}; see {log.path}")
     with fsutil.scratch_dir(settings.cache / "scratch", f"{plan.name}-strip") as scratch:
         stripped: dict[str, dict] = {}
-        if serves and plan.target.package.strip_gpu_code and found:
-            entries, stripped = gpucode.strip(entries, [b.dest for b in found.bundles], serves, Path(scratch), log)
+        if serves and plan.target.package.strip_gpu_code:
+            own = [b.library for b in plan.backends if b.library]
+            entries, stripped = gpucode.strip(entries, own, serves, Path(scratch), log)
         manifest = _manifest(ctx, build, entries, found, pruned, stripped)
         generated = {**runtime_files(plan), schema.INSIDE: manifest.inside()}
         log.line(f"writing {path} ({len(entries)} entries, mtime {build.source_date_epoch})")

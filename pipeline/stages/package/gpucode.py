@@ -5,8 +5,9 @@ of runtime.archs. Each bundled library with clang offload bundles is rewritten b
 pipeline.infra.offload: its bundles keep the host entry, the served archs' code objects (byte for
 byte), their generic targets and SPIR-V, and everything else becomes zeros, which the zstd archive
 stores almost for free. Offsets do not move, so the HIP runtime finds every bundle where its wrapper
-points. Only libraries copied from the builder image are touched: the build's own GPU backend holds
-exactly the target's gpu_archs already. `package.strip_gpu_code = false` in targets.toml turns it off.
+points. Every library of the package is considered (upstream's CMake installs librocblas beside the
+backend itself; the closure bundles others) except the build's own GPU backends, which hold exactly
+the target's gpu_archs already. `package.strip_gpu_code = false` in targets.toml turns it off.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from pipeline.infra import offload
 from pipeline.infra.log import Log
 
 
-def strip(entries: list[tuple[str, Path]], bundled: Iterable[str], keep: Sequence[str], scratch: Path,
+def strip(entries: list[tuple[str, Path]], backends: Iterable[str], keep: Sequence[str], scratch: Path,
           log: Log) -> tuple[list[tuple[str, Path]], dict[str, dict]]:
-    """Entries with every bundled library that holds offload bundles replaced by a stripped copy in
-    `scratch`; returns (entries, {package path: what was stripped})."""
-    bundled = set(bundled)
+    """Entries with every library under lib/ollama that holds offload bundles, except the GPU backends
+    named in `backends` (file names such as libggml-hip.so), replaced by a stripped copy in `scratch`;
+    returns (entries, {package path: what was stripped})."""
+    own = set(backends)
     out, reports = [], {}
     for rel, path in entries:
-        if rel in bundled and path.is_file() and not path.is_symlink() and offload.has_offload_code(path):
+        name = rel.rsplit("/", 1)[-1]
+        if (rel.startswith("lib/ollama/") and ".so" in name and name not in own and "/library/" not in rel
+                and path.is_file() and not path.is_symlink() and offload.has_offload_code(path)):
             dest = scratch / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             report = offload.strip_file(path, dest, keep)
