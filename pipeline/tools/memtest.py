@@ -613,8 +613,11 @@ def summarize(result: Mapping[str, Any]) -> dict:
     """One side of one scenario in the report's terms, from the driver's result."""
     def gpus(est: Mapping[str, Any]) -> list[dict]:
         graphs = est.get("graph_per_gpu") or [None] * len(est["gpus"])
-        return [{"gpu": gid, "layers": n, "memory": size, "graph": graph}
-                for gid, n, size, graph in zip(est["gpus"], est["tensor_split"], est["gpu_sizes"], graphs)]
+        reserved = est.get("reserved_graph") or [None] * len(est["gpus"])
+        return [{"gpu": gid, "layers": n, "memory": size, "graph": graph,
+                 "reserved": None if r is None or r < 0 else r}
+                for gid, n, size, graph, r in zip(est["gpus"], est["tensor_split"], est["gpu_sizes"], graphs,
+                                                  reserved)]
 
     layout, sched = result["layout"], result["scheduler"]
     per_gpu = gpus(layout)
@@ -628,7 +631,7 @@ def summarize(result: Mapping[str, Any]) -> dict:
         "vram": layout["vram"],
         "total": layout["total"],
         "per_gpu": per_gpu,
-        "graph_secondary": graph_secondary(per_gpu),
+        "graph_secondary": graph_secondary(per_gpu, result.get("placement", "estimateGPULayers")),
         "scheduler_gpus": sum(1 for n in sched["tensor_split"] if n > 0),
         "scheduler": {"full_fit": result["full_fit"], "layers_on_gpu": sched["layers"], "vram": sched["vram"],
                       "per_gpu": gpus(sched)},
@@ -637,9 +640,11 @@ def summarize(result: Mapping[str, Any]) -> dict:
     }
 
 
-def graph_secondary(per_gpu: Sequence[Mapping[str, Any]]) -> int | None:
-    """The graph reserved on the GPUs holding layers, less the largest one (None when not known)."""
-    graphs = [g["graph"] for g in per_gpu if g["layers"] > 0]
+def graph_secondary(per_gpu: Sequence[Mapping[str, Any]], placement: str = "estimateGPULayers") -> int | None:
+    """The graph reserved on the GPUs holding layers, less the largest one (None when not known). For
+    createLayout, what createLayout itself reserved (its accounting), not the runner report it was given."""
+    key = "reserved" if placement == "createLayout" else "graph"
+    graphs = [g[key] for g in per_gpu if g["layers"] > 0]
     if any(g is None for g in graphs):
         return None
     return sum(graphs) - max(graphs, default=0)
@@ -686,7 +691,8 @@ def _path_label(placement: str) -> str:
     if placement == "createLayout":
         return ("createLayout (llm/server.go, Ollama engine) from a synthesized runner memory report: per GPU "
                 "the weights and cache of its layers, the whole graph on the GPU with the output layer, the "
-                "per-layer graph on the others")
+                "per-layer graph on the others (graph: the report's; reserved: what createLayout subtracted for "
+                "it, by its own accounting, to 0.1 GiB)")
     return "estimateGPULayers (llm/memory.go, llama engine)"
 
 
@@ -710,10 +716,13 @@ def render(rep: Mapping[str, Any]) -> str:
                   f"  GPUs: {'; '.join(s['gpus'])}",
                   f"  num_ctx {o['num_ctx']}, num_batch {o['num_batch']}, num_parallel {o['num_parallel']}, "
                   f"num_gpu {o['num_gpu']}"]
-        table = [("", "GPU", "layers", "memory", "graph")]
+        layout = s["after"]["placement"] == "createLayout"
+        # createLayout: the graph of the runner report it was given, and what it reserved from it
+        table = [("", "GPU", "layers", "memory", "graph") + (("reserved",) if layout else ())]
         for side in ("before", "after"):
             for i, g in enumerate(s[side]["per_gpu"]):
-                table.append((side if i == 0 else "", g["gpu"], str(g["layers"]), gib(g["memory"]), gib(g["graph"])))
+                table.append((side if i == 0 else "", g["gpu"], str(g["layers"]), gib(g["memory"]), gib(g["graph"]))
+                             + ((gib(g.get("reserved")),) if layout else ()))
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
         lines += ["  " + "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in
                                    enumerate(zip(row, widths))).rstrip() for row in table]

@@ -288,7 +288,7 @@ def test_report_json_round_trips(report):
     data = json.loads(json.dumps(report))
     row = data["scenarios"][0]
     assert row["before"]["per_gpu"][1] == {"gpu": "GPU-1", "layers": 24, "memory": 6_584_195_328,
-                                           "graph": 1_378_353_152}
+                                           "graph": 1_378_353_152, "reserved": None}
     assert row["after"]["gpus_used"] == 1 and row["before"]["gpus_used"] == 2
     assert row["options"]["num_ctx"] == 4096
 
@@ -335,6 +335,40 @@ def test_report_names_the_placement_path_and_the_go_warnings(tmp_path):
     results["before"]["k80x2-12b"]["placement"] = results["after"]["k80x2-12b"]["placement"] = "createLayout"
     text = memtest.render(memtest.report([scenario], results, ref="v0.12.5", commit="0" * 40, patches=[]))
     assert "placement path: createLayout (llm/server.go, Ollama engine) from a synthesized runner memory report" in text
+
+
+def test_graph_secondary_is_the_graph_beyond_the_largest_one():
+    rows = [{"layers": 20, "graph": 1300, "reserved": 400}, {"layers": 29, "graph": 340, "reserved": 1350},
+            {"layers": 0, "graph": 0, "reserved": 0}]
+    assert memtest.graph_secondary(rows) == 340
+    # createLayout: what it reserved itself, not the report's graph
+    assert memtest.graph_secondary(rows, "createLayout") == 400
+    assert memtest.graph_secondary(rows[:1]) == 0
+    assert memtest.graph_secondary([{"layers": 1, "graph": None, "reserved": None}, *rows]) is None
+
+
+def test_an_unknown_metric_value_fails_its_expectation():
+    check = memtest.Check("before", "graph_secondary", "<=", 400 * MIB)
+    [result] = memtest.evaluate([check], {"before": {"graph_secondary": None}})
+    assert result["ok"] is False and result["actual"] is None
+
+
+def test_create_layout_rows_show_what_create_layout_reserved(tmp_path):
+    scenario = memtest.load(write(tmp_path, K80_PAIR))
+    results = {side: {"k80x2-12b": json.loads(json.dumps(r["k80x2-12b"]))} for side, r in RESULTS.items()}
+    for side in results:
+        res = results[side]["k80x2-12b"]
+        res["placement"] = "createLayout"
+        res["layout"]["tensor_split"] = [29, 20]
+        res["layout"]["graph_per_gpu"] = [340 * MIB, 1300 * MIB]
+        res["layout"]["reserved_graph"] = [384 * MIB, -1]
+    rep = memtest.report([scenario], results, ref="v0.12.5", commit="0" * 40, patches=[])
+    gpus = rep["scenarios"][0]["before"]["per_gpu"]
+    assert [g["reserved"] for g in gpus] == [384 * MIB, None]
+    assert rep["scenarios"][0]["before"]["graph_secondary"] is None  # one GPU's reservation unknown
+    text = memtest.render(rep)
+    header = next(line for line in text.splitlines() if line.split()[:1] == ["GPU"])
+    assert header.split()[-1] == "reserved" and "0.38 GiB" in text
 
 
 # ------------------------------------------------------------------------------ binary cache and lock
