@@ -44,7 +44,7 @@ SCENARIOS_DIR = SCENARIOS
 DRIVER_TEMPLATE = "memtest_driver_test.go.j2"
 DRIVER_NAME = "zz_pipeline_memtest_test.go"
 IO_DIR = ".pipeline-memtest"
-# Under the pipeline cache: the lock, the fixed compile folder of --host-go and the kept test binaries.
+# Under the pipeline cache: the lock and the kept test binaries (--host-go compiles in memtest-src).
 CACHE_DIR = "memtest"
 KEEP_BINARIES = 6
 # Where the kept binaries are mounted in the builder.
@@ -567,7 +567,7 @@ def _compile(tree: Path, binary: Path, settings: Settings, log: Log, matrix, ima
         # Both trees, and every later run, compile in the same folder: the cgo flags of ./llama name
         # ${SRCDIR}, so Go's build cache only serves llama.cpp's objects (minutes to compile) to a tree
         # at the same path. A folder in the pipeline cache, not the run's temporary one.
-        same_place = settings.cache / CACHE_DIR / "src"
+        same_place = settings.cache / "memtest-src"
         shutil.rmtree(same_place, ignore_errors=True)
         tree.rename(same_place)
         try:
