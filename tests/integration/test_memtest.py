@@ -51,7 +51,8 @@ def test_12b_on_two_k80_dies_moves_from_two_gpus_to_one(engine, ollama_source, c
     # A second run compiles nothing: both sides' test binaries come from the cache
     code = cli.main(["memtest", "--source", ollama_source, "--ref", "v0.12.5", "--json", str(output),
                      str(SCENARIO)])
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
     assert code == 0, text
     assert "before: test binary from the cache" in text and "after: test binary from the cache" in text
     assert "go test -c" not in text
