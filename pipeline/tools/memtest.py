@@ -2,13 +2,14 @@
 
 Scenarios (TOML, one per file) describe GPUs, a model's shape and the request options. For an upstream
 ref that still has llm/memory.go (v0.12.x before v0.12.11) the upstream tree and the patched tree are
-exported into a temporary folder, a Go test file is put into each tree's llm package, and `go test`
-runs it there (in the Go builder, or with the host's Go): it synthesizes each model as a GGUF with
+exported into a temporary folder, a Go test file is put into each tree's llm package, and `go test -c`
+compiles it there (in the Go builder, or with the host's Go) into a test binary kept in the cache under
+a key of its inputs, so a later run compiles nothing. The binary synthesizes each model as a GGUF with
 metadata and tensor descriptions only (ggml.WriteGGUF, as llm/memory_test.go does) and calls
 estimateGPULayers, predictServerFit and pickBestFullFitByLibrary. Results come back as JSON; this
 module evaluates the scenarios' expectations and renders the report.
 
-    scenario TOML ─▶ load (frozen) ─▶ input JSON ─▶ go test (before, after) ─▶ results ─▶ report
+    scenario TOML ─▶ load (frozen) ─▶ input JSON ─▶ test binaries (before, after; cached) ─▶ results ─▶ report
 """
 
 from __future__ import annotations
