@@ -5,7 +5,7 @@ workbench)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from docker.types import Mount
@@ -18,13 +18,21 @@ from pipeline.infra.container import Container
 from pipeline.infra.log import Log
 
 
-@contextlib.contextmanager
-def go_container(matrix: Matrix, settings: Settings, log: Log, tree: Path,
-                 go_target: str = "cpu") -> Iterator[Container]:
+def builder_image(matrix: Matrix, settings: Settings, log: Log, go_target: str = "cpu") -> str:
+    """The tag of the target's builder image (built when missing)."""
     plan = stages.plan_for(matrix, matrix.targets[go_target], settings)
-    image = orchestrate.results_of(plan, settings, log, ["builder"])["builder"]
+    return orchestrate.results_of(plan, settings, log, ["builder"])["builder"].tag
+
+
+@contextlib.contextmanager
+def go_container(matrix: Matrix, settings: Settings, log: Log, tree: Path, go_target: str = "cpu", *,
+                 image: str | None = None, extra: Sequence[Mount] = ()) -> Iterator[Container]:
+    """The builder of `go_target` (or `image`) with `tree` at /src and the toolchain caches; `extra`
+    mounts on top."""
+    image = image or builder_image(matrix, settings, log, go_target)
     mounts, env = toolchain.mounts(settings)
     mounts.append(Mount(toolchain.SRC, str(tree), type="bind"))
-    with Container(image.tag, log, mounts=mounts, user=toolchain.user(), env=env, workdir=toolchain.SRC,
+    mounts.extend(extra)
+    with Container(image, log, mounts=mounts, user=toolchain.user(), env=env, workdir=toolchain.SRC,
                    keep=settings.keep_containers) as box:
         yield box

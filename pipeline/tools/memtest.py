@@ -2,28 +2,34 @@
 
 Scenarios (TOML, one per file) describe GPUs, a model's shape and the request options. For an upstream
 ref that still has llm/memory.go (v0.12.x before v0.12.11) the upstream tree and the patched tree are
-exported into a temporary folder, a Go test file is put into each tree's llm package, and `go test`
-runs it there (in the Go builder, or with the host's Go): it synthesizes each model as a GGUF with
+exported into a temporary folder, a Go test file is put into each tree's llm package, and `go test -c`
+compiles it there (in the Go builder, or with the host's Go) into a test binary kept in the cache under
+a key of its inputs, so a later run compiles nothing. The binary synthesizes each model as a GGUF with
 metadata and tensor descriptions only (ggml.WriteGGUF, as llm/memory_test.go does) and calls
 estimateGPULayers, predictServerFit and pickBestFullFitByLibrary. Results come back as JSON; this
 module evaluates the scenarios' expectations and renders the report.
 
-    scenario TOML ─▶ load (frozen) ─▶ input JSON ─▶ go test (before, after) ─▶ results ─▶ report
+    scenario TOML ─▶ load (frozen) ─▶ input JSON ─▶ test binaries (before, after; cached) ─▶ results ─▶ report
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from docker.types import Mount
 from packaging.specifiers import SpecifierSet
 
 from pipeline.config import loader
@@ -31,7 +37,7 @@ from pipeline.config import targets as targets_mod
 from pipeline.config.paths import SCENARIOS, TEMPLATES
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError, SourceError
-from pipeline.infra import git, templates
+from pipeline.infra import fsutil, git, templates, toolchain
 from pipeline.infra.log import Log
 from pipeline.tools import gobox, patchtool
 
@@ -39,6 +45,11 @@ SCENARIOS_DIR = SCENARIOS
 DRIVER_TEMPLATE = "memtest_driver_test.go.j2"
 DRIVER_NAME = "zz_pipeline_memtest_test.go"
 IO_DIR = ".pipeline-memtest"
+# Under the pipeline cache: the lock and the kept test binaries (--host-go compiles in memtest-src).
+CACHE_DIR = "memtest"
+KEEP_BINARIES = 6
+# Where the kept binaries are mounted in the builder.
+BIN_MOUNT = "/memtest"
 # Versions whose llama-engine placement lives in llm/memory.go (it moved out in v0.12.11).
 SUPPORTED = SpecifierSet(">=0.12.0,<0.12.11")
 # Architectures whose synthesized shapes Ollama estimates with estimateGPULayers (the llama engine).
@@ -206,6 +217,9 @@ METRICS: dict[str, type] = {
     "fits": bool,           # predictServerFit over every GPU: all layers on GPUs
     "scheduler_gpus": int,  # GPUs holding layers after pickBestFullFitByLibrary chose them (Load)
     "vram": Size,           # estimated VRAM of the layout, all GPUs together
+    # graph reserved on the GPUs with layers other than the one reserving the most (the output GPU),
+    # all together: what a split reserves beyond the one whole graph
+    "graph_secondary": Size,
 }
 
 
@@ -439,7 +453,11 @@ def check_ref(ref: str) -> None:
 
 def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *, host_go: bool = False,
         targets: Sequence[str] = ()) -> dict:
-    """Both trees of `ref` through the driver; returns the report (see `report`)."""
+    """Both trees of `ref` through the driver; returns the report (see `report`).
+
+    Each side's test binary (`go test -c`) is kept in the cache under a key of what went into it
+    (`cache_key`); a later run with the same upstream commit, patches, driver and toolchain runs the
+    kept binaries and compiles nothing. One memtest at a time per cache (`locked`)."""
 
     check_ref(ref)
     if host_go and not shutil.which("go"):
@@ -447,62 +465,147 @@ def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *
     matrix = targets_mod.load(settings.targets_file)
     if targets:
         targets = [t.name for t in matrix.select(list(targets))]  # names or globs; typos get a close match
-    settings.cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-memtest-", dir=settings.cache) as tmp:
-        upstream, patched = Path(tmp) / "upstream", Path(tmp) / "patched"
+    home = settings.cache / CACHE_DIR
+    with locked(home / "lock", log):
         gitdir = patchtool.repository(matrix, settings, [ref], log)
         commit = git.commit_of(gitdir, ref, log)
-        git.export(gitdir, commit, upstream, log)
-        applied = patchtool.apply(matrix, settings, ref, patched, log, targets)
-        log.line(f"patched tree: {ref} + {', '.join(applied) or 'no patch in range'}")
-        inputs = [driver_input(s) for s in scenarios]
-        results = {}
-        for side, tree in (("before", upstream), ("after", patched)):
-            log.stage_name = side
-            results[side] = {r["name"]: r for r in _go_run(tree, inputs, settings, log, matrix, host_go)}
-    return report(scenarios, results, ref=ref, commit=commit, patches=applied)
+        image = None if host_go else gobox.builder_image(matrix, settings, log)
+        tool = _host_toolchain(log) if host_go else f"builder {image}"
+        series_in_range = [(p.name, p.path.read_bytes()) for p in patchtool.in_range(matrix, settings, ref, targets)]
+        driver = (TEMPLATES / DRIVER_TEMPLATE).read_bytes()
+        keys = {"before": cache_key(commit, (), driver, tool), "after": cache_key(commit, series_in_range, driver, tool)}
+        binaries = {side: home / "bin" / f"{key}.test" for side, key in keys.items()}
+        meta = home / "bin" / f"{keys['after']}.json"
+        applied = json.loads(meta.read_text())["applied"] if meta.is_file() else None
+        with tempfile.TemporaryDirectory(prefix="ollama-pipeline-memtest-", dir=settings.cache) as tmp:
+            for side in ("before", "after"):
+                if binaries[side].is_file() and (side == "before" or applied is not None):
+                    log.line(f"{side}: test binary from the cache ({binaries[side].name[:16]})")
+                    continue
+                log.stage_name = side
+                tree = Path(tmp) / side
+                if side == "before":
+                    git.export(gitdir, commit, tree, log)
+                else:
+                    applied = patchtool.apply(matrix, settings, ref, tree, log, targets)
+                _compile(tree, binaries[side], settings, log, matrix, image)
+                if side == "after":
+                    fsutil.write_text(meta, json.dumps({"ref": ref, "commit": commit, "applied": applied}) + "\n")
+                shutil.rmtree(tree, ignore_errors=True)
+            log.line(f"patched tree: {ref} + {', '.join(applied or []) or 'no patch in range'}")
+            _prune(home / "bin", keep={*binaries.values(), meta})
+            inputs = [driver_input(s) for s in scenarios]
+            log.stage_name = "run"
+            results = _execute(Path(tmp) / "run", binaries, inputs, settings, log, matrix, image)
+    return report(scenarios, results, ref=ref, commit=commit, patches=applied or [])
 
 
-def _go_run(tree: Path, inputs: list[dict], settings: Settings, log: Log, matrix, host_go: bool) -> list[dict]:
+def cache_key(commit: str, patches: Sequence[tuple[str, bytes]], driver: bytes, toolchain: str) -> str:
+    """What a side's test binary is made of: the upstream commit, the patches applied to it (names and
+    contents, in order), the driver template and the toolchain that compiled it."""
+    h = hashlib.sha256()
+    parts = [f"commit {commit}", f"driver {hashlib.sha256(driver).hexdigest()}", f"toolchain {toolchain}",
+             *(f"patch {name} {hashlib.sha256(data).hexdigest()}" for name, data in patches)]
+    for part in parts:
+        h.update(part.encode() + b"\n")
+    return h.hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def locked(path: Path, log: Log) -> Iterator[None]:
+    """An exclusive lock on `path` (fcntl): a second memtest on the same cache waits for the first, which
+    owns the fixed compile folder and the binaries being written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            log.line(f"waiting for another memtest (pid {f.read().strip() or '?'}, lock {path})")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _host_toolchain(log: Log) -> str:
+    from pipeline.infra import runner
+
+    out = runner.run(log, ["go", "env", "GOVERSION", "GOOS", "GOARCH", "CC", "CXX", "CGO_CFLAGS", "CGO_CXXFLAGS",
+                           "CGO_LDFLAGS"], capture=True, quiet=True).stdout.decode()
+    return "host " + " ".join(out.split())
+
+
+def _prune(folder: Path, keep: set[Path]) -> None:
+    """Keep the newest KEEP_BINARIES test binaries (and the ones this run uses)."""
+    binaries = sorted(folder.glob("*.test"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in binaries[KEEP_BINARIES:]:
+        if old not in keep:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".json").unlink(missing_ok=True)
+    for b in keep:
+        if b.is_file():
+            os.utime(b)
+
+
+def _compile(tree: Path, binary: Path, settings: Settings, log: Log, matrix, image: str | None) -> None:
+    """`go test -c` of the tree's llm package with the driver in it, into `binary`."""
     memory_go = tree / "llm" / "memory.go"
     if not memory_go.is_file():
         raise SourceError(f"{memory_go.relative_to(tree.parent)} is missing; memtest needs v0.12.0 to v0.12.10")
-    driver = tree / "llm" / DRIVER_NAME
-    io = tree / IO_DIR
-    io.mkdir()
-    (io / "input.json").write_text(json.dumps(inputs))
-    driver.write_text(render_driver(memory_go.read_text()))
-    argv = ["go", "test", "-count=1", "-vet=off", "-run", "^TestPipelineMemtest$", "./llm"]
-    try:
-        if host_go:
-            from pipeline.infra import runner
+    (tree / "llm" / DRIVER_NAME).write_text(render_driver(memory_go.read_text()))
+    (tree / IO_DIR).mkdir()
+    argv = ["go", "test", "-c", "-vet=off", "-o", f"{IO_DIR}/memtest.test", "./llm"]
+    if image is None:
+        from pipeline.infra import runner
 
-            # Both trees, and every later run, go test from the same folder: the cgo flags of ./llama
-            # name ${SRCDIR}, so Go's build cache only serves llama.cpp's objects (minutes to compile)
-            # to a tree at the same path. A folder in the pipeline cache, not the run's temporary one.
-            same_place = settings.cache / "memtest-src"
-            shutil.rmtree(same_place, ignore_errors=True)
-            tree.rename(same_place)
-            try:
-                runner.run(log, argv, cwd=same_place,
-                           env={"PIPELINE_MEMTEST_INPUT": str(same_place / IO_DIR / "input.json"),
-                                "PIPELINE_MEMTEST_OUTPUT": str(same_place / IO_DIR / "results.json")})
-            finally:
-                same_place.rename(tree)
-        else:
-            _in_builder(tree, argv, settings, log, matrix)
-        return json.loads((io / "results.json").read_text())
-    finally:
-        driver.unlink(missing_ok=True)
-        shutil.rmtree(io, ignore_errors=True)
+        # Both trees, and every later run, compile in the same folder: the cgo flags of ./llama name
+        # ${SRCDIR}, so Go's build cache only serves llama.cpp's objects (minutes to compile) to a tree
+        # at the same path. A folder in the pipeline cache, not the run's temporary one.
+        same_place = settings.cache / "memtest-src"
+        shutil.rmtree(same_place, ignore_errors=True)
+        tree.rename(same_place)
+        try:
+            runner.run(log, argv, cwd=same_place)
+        finally:
+            same_place.rename(tree)
+    else:
+        # In the builder the tree is always /src and Go's build cache is the user's volume.
+        with gobox.go_container(matrix, settings, log, tree, image=image) as box:
+            box.exec(argv)
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tree / IO_DIR / "memtest.test", binary)
 
 
-def _in_builder(tree: Path, argv: list[str], settings: Settings, log: Log, matrix, go_target: str = "cpu"):
-    """`go test` in the Go builder as `patches test` runs it: tree at /src, Go caches in the volumes."""
+def _execute(folder: Path, binaries: Mapping[str, Path], inputs: list[dict], settings: Settings, log: Log, matrix,
+             image: str | None) -> dict[str, dict]:
+    """Run each side's test binary on the scenarios; results by side and scenario name."""
+    folder.mkdir()
+    (folder / "input.json").write_text(json.dumps(inputs))
+    args = ["-test.run", "^TestPipelineMemtest$", "-test.count=1"]
+    if image is None:
+        from pipeline.infra import runner
 
-    with gobox.go_container(matrix, settings, log, tree, go_target) as box:
-        box.exec(argv, env={"PIPELINE_MEMTEST_INPUT": f"/src/{IO_DIR}/input.json",
-                            "PIPELINE_MEMTEST_OUTPUT": f"/src/{IO_DIR}/results.json"})
+        for side, binary in binaries.items():
+            runner.run(log, [binary, *args], cwd=folder,
+                       env={"PIPELINE_MEMTEST_INPUT": str(folder / "input.json"),
+                            "PIPELINE_MEMTEST_OUTPUT": str(folder / f"results-{side}.json")})
+    else:
+        bin_dir = binaries["before"].parent
+        mount = Mount(BIN_MOUNT, str(bin_dir), type="bind", read_only=True)
+        with gobox.go_container(matrix, settings, log, folder, image=image, extra=[mount]) as box:
+            for side, binary in binaries.items():
+                box.exec([f"{BIN_MOUNT}/{binary.name}", *args],
+                         env={"PIPELINE_MEMTEST_INPUT": f"{toolchain.SRC}/input.json",
+                              "PIPELINE_MEMTEST_OUTPUT": f"{toolchain.SRC}/results-{side}.json"})
+    return {side: {r["name"]: r for r in json.loads((folder / f"results-{side}.json").read_text())}
+            for side in binaries}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -511,10 +614,14 @@ def summarize(result: Mapping[str, Any]) -> dict:
     """One side of one scenario in the report's terms, from the driver's result."""
     def gpus(est: Mapping[str, Any]) -> list[dict]:
         graphs = est.get("graph_per_gpu") or [None] * len(est["gpus"])
-        return [{"gpu": gid, "layers": n, "memory": size, "graph": graph}
-                for gid, n, size, graph in zip(est["gpus"], est["tensor_split"], est["gpu_sizes"], graphs)]
+        reserved = est.get("reserved_graph") or [None] * len(est["gpus"])
+        return [{"gpu": gid, "layers": n, "memory": size, "graph": graph,
+                 "reserved": None if r is None or r < 0 else r}
+                for gid, n, size, graph, r in zip(est["gpus"], est["tensor_split"], est["gpu_sizes"], graphs,
+                                                  reserved)]
 
     layout, sched = result["layout"], result["scheduler"]
+    per_gpu = gpus(layout)
     return {
         "placement": result.get("placement", "estimateGPULayers"),
         "warnings": list(result.get("warnings") or []),
@@ -524,7 +631,8 @@ def summarize(result: Mapping[str, Any]) -> dict:
         "fits": result["fits"],
         "vram": layout["vram"],
         "total": layout["total"],
-        "per_gpu": gpus(layout),
+        "per_gpu": per_gpu,
+        "graph_secondary": graph_secondary(per_gpu, result.get("placement", "estimateGPULayers")),
         "scheduler_gpus": sum(1 for n in sched["tensor_split"] if n > 0),
         "scheduler": {"full_fit": result["full_fit"], "layers_on_gpu": sched["layers"], "vram": sched["vram"],
                       "per_gpu": gpus(sched)},
@@ -533,10 +641,24 @@ def summarize(result: Mapping[str, Any]) -> dict:
     }
 
 
+def graph_secondary(per_gpu: Sequence[Mapping[str, Any]], placement: str = "estimateGPULayers") -> int | None:
+    """The graph reserved on the GPUs holding layers, less the largest one (None when not known). For
+    createLayout, what createLayout itself reserved (its accounting), not the runner report it was given."""
+    key = "reserved" if placement == "createLayout" else "graph"
+    graphs = [g[key] for g in per_gpu if g["layers"] > 0]
+    if any(g is None for g in graphs):
+        return None
+    return sum(graphs) - max(graphs, default=0)
+
+
 def evaluate(checks: Sequence[Check], sides: Mapping[str, Mapping[str, Any]]) -> list[dict]:
     out = []
     for c in checks:
         actual = sides[c.side][c.metric]
+        if actual is None:  # not known for this side: the expectation cannot hold
+            out.append({"side": c.side, "metric": c.metric, "op": c.op, "value": c.value, "actual": None,
+                        "ok": False})
+            continue
         ok = {"==": actual == c.value, "!=": actual != c.value, ">=": actual >= c.value,
               "<=": actual <= c.value, ">": actual > c.value, "<": actual < c.value}[c.op]
         out.append({"side": c.side, "metric": c.metric, "op": c.op, "value": c.value, "actual": actual, "ok": ok})
@@ -570,7 +692,8 @@ def _path_label(placement: str) -> str:
     if placement == "createLayout":
         return ("createLayout (llm/server.go, Ollama engine) from a synthesized runner memory report: per GPU "
                 "the weights and cache of its layers, the whole graph on the GPU with the output layer, the "
-                "per-layer graph on the others")
+                "per-layer graph on the others (graph: the report's; reserved: what createLayout subtracted for "
+                "it, by its own accounting, to 0.1 GiB)")
     return "estimateGPULayers (llm/memory.go, llama engine)"
 
 
@@ -581,7 +704,7 @@ def gib(n: int | None) -> str:
 def _value(metric: str, v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
-    return gib(v) if metric == "vram" else str(v)
+    return gib(v) if metric in ("vram", "graph_secondary") else str(v)
 
 
 def render(rep: Mapping[str, Any]) -> str:
@@ -594,10 +717,13 @@ def render(rep: Mapping[str, Any]) -> str:
                   f"  GPUs: {'; '.join(s['gpus'])}",
                   f"  num_ctx {o['num_ctx']}, num_batch {o['num_batch']}, num_parallel {o['num_parallel']}, "
                   f"num_gpu {o['num_gpu']}"]
-        table = [("", "GPU", "layers", "memory", "graph")]
+        layout = s["after"]["placement"] == "createLayout"
+        # createLayout: the graph of the runner report it was given, and what it reserved from it
+        table = [("", "GPU", "layers", "memory", "graph") + (("reserved",) if layout else ())]
         for side in ("before", "after"):
             for i, g in enumerate(s[side]["per_gpu"]):
-                table.append((side if i == 0 else "", g["gpu"], str(g["layers"]), gib(g["memory"]), gib(g["graph"])))
+                table.append((side if i == 0 else "", g["gpu"], str(g["layers"]), gib(g["memory"]), gib(g["graph"]))
+                             + ((gib(g.get("reserved")),) if layout else ()))
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
         lines += ["  " + "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in
                                    enumerate(zip(row, widths))).rstrip() for row in table]
@@ -607,7 +733,8 @@ def render(rep: Mapping[str, Any]) -> str:
             picked = [g["gpu"] for g in sched["per_gpu"] if g["layers"] > 0]
             lines.append(f"  {side:6}  layers {r['layers_on_gpu']}/{r['layers_model']} on GPU, "
                          f"{gib(r['vram'])} VRAM, fits: {'yes' if r['fits'] else 'no'}, GPUs used: "
-                         f"{r['gpus_used']}; scheduler (fewest GPUs that fit): {len(picked)} "
+                         f"{r['gpus_used']}, graph beyond the output GPU's: {gib(r.get('graph_secondary'))}; "
+                         f"scheduler (fewest GPUs that fit): {len(picked)} "
                          f"({', '.join(picked) or 'none'}), {sched['layers_on_gpu']} layers, {gib(sched['vram'])}")
         for side in ("before", "after"):
             for w in s[side]["warnings"]:

@@ -166,15 +166,21 @@ def table(verdicts: Sequence[Verdict]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
+def in_range(matrix: Matrix, settings: Settings, ref: str, targets: Sequence[str] = ()) -> list[series.Patch]:
+    """The patches `apply` tries on `ref`, in order: in range of its version, carried by one of `targets`
+    (default: any target)."""
+    version = series.upstream_version(ref)
+    wanted = set(targets) or set(matrix.targets)
+    return [p for p in series.load(settings.patches_dir, matrix.targets) if p.admits(version)
+            and wanted & set(p.targets)]
+
+
 def apply(matrix: Matrix, settings: Settings, ref: str, into: Path, log: Log,
           targets: Sequence[str] = ()) -> list[str]:
     """Export `ref` into a new git work tree and commit each patch in range on top (git am)."""
     if into.exists() and any(into.iterdir()):
         raise ConfigError(f"{into} exists and is not empty; pick a new folder for the work tree")
-    patch_series = series.load(settings.patches_dir, matrix.targets)
-    version = series.upstream_version(ref)
-    wanted = set(targets) or set(matrix.targets)
-    chosen = [p for p in patch_series if p.admits(version) and wanted & set(p.targets)]
+    chosen = in_range(matrix, settings, ref, targets)
     gitdir = repository(matrix, settings, [ref], log)
     commit = git.commit_of(gitdir, ref, log)
     git.export(gitdir, commit, into, log)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -286,7 +288,7 @@ def test_report_json_round_trips(report):
     data = json.loads(json.dumps(report))
     row = data["scenarios"][0]
     assert row["before"]["per_gpu"][1] == {"gpu": "GPU-1", "layers": 24, "memory": 6_584_195_328,
-                                           "graph": 1_378_353_152}
+                                           "graph": 1_378_353_152, "reserved": None}
     assert row["after"]["gpus_used"] == 1 and row["before"]["gpus_used"] == 2
     assert row["options"]["num_ctx"] == 4096
 
@@ -333,3 +335,116 @@ def test_report_names_the_placement_path_and_the_go_warnings(tmp_path):
     results["before"]["k80x2-12b"]["placement"] = results["after"]["k80x2-12b"]["placement"] = "createLayout"
     text = memtest.render(memtest.report([scenario], results, ref="v0.12.5", commit="0" * 40, patches=[]))
     assert "placement path: createLayout (llm/server.go, Ollama engine) from a synthesized runner memory report" in text
+
+
+def test_graph_secondary_is_the_graph_beyond_the_largest_one():
+    rows = [{"layers": 20, "graph": 1300, "reserved": 400}, {"layers": 29, "graph": 340, "reserved": 1350},
+            {"layers": 0, "graph": 0, "reserved": 0}]
+    assert memtest.graph_secondary(rows) == 340
+    # createLayout: what it reserved itself, not the report's graph
+    assert memtest.graph_secondary(rows, "createLayout") == 400
+    assert memtest.graph_secondary(rows[:1]) == 0
+    assert memtest.graph_secondary([{"layers": 1, "graph": None, "reserved": None}, *rows]) is None
+
+
+def test_an_unknown_metric_value_fails_its_expectation():
+    check = memtest.Check("before", "graph_secondary", "<=", 400 * MIB)
+    [result] = memtest.evaluate([check], {"before": {"graph_secondary": None}})
+    assert result["ok"] is False and result["actual"] is None
+
+
+def test_create_layout_rows_show_what_create_layout_reserved(tmp_path):
+    scenario = memtest.load(write(tmp_path, K80_PAIR))
+    results = {side: {"k80x2-12b": json.loads(json.dumps(r["k80x2-12b"]))} for side, r in RESULTS.items()}
+    for side in results:
+        res = results[side]["k80x2-12b"]
+        res["placement"] = "createLayout"
+        res["layout"]["tensor_split"] = [29, 20]
+        res["layout"]["graph_per_gpu"] = [340 * MIB, 1300 * MIB]
+        res["layout"]["reserved_graph"] = [384 * MIB, -1]
+    rep = memtest.report([scenario], results, ref="v0.12.5", commit="0" * 40, patches=[])
+    gpus = rep["scenarios"][0]["before"]["per_gpu"]
+    assert [g["reserved"] for g in gpus] == [384 * MIB, None]
+    assert rep["scenarios"][0]["before"]["graph_secondary"] is None  # one GPU's reservation unknown
+    text = memtest.render(rep)
+    header = next(line for line in text.splitlines() if line.split()[:1] == ["GPU"])
+    assert header.split()[-1] == "reserved" and "0.38 GiB" in text
+
+
+# ------------------------------------------------------------------------------ binary cache and lock
+
+def test_cache_key_changes_with_every_input():
+    base = memtest.cache_key("a" * 40, [("0003.patch", b"x")], b"driver", "builder img:1")
+    assert base == memtest.cache_key("a" * 40, [("0003.patch", b"x")], b"driver", "builder img:1")
+    assert len({base,
+                memtest.cache_key("b" * 40, [("0003.patch", b"x")], b"driver", "builder img:1"),
+                memtest.cache_key("a" * 40, [("0003.patch", b"y")], b"driver", "builder img:1"),
+                memtest.cache_key("a" * 40, [("0004.patch", b"x")], b"driver", "builder img:1"),
+                memtest.cache_key("a" * 40, [], b"driver", "builder img:1"),
+                memtest.cache_key("a" * 40, [("0003.patch", b"x")], b"driver2", "builder img:1"),
+                memtest.cache_key("a" * 40, [("0003.patch", b"x")], b"driver", "builder img:2")}) == 7
+    two = [("0003.patch", b"x"), ("0004.patch", b"y")]
+    assert memtest.cache_key("a" * 40, two, b"d", "t") != memtest.cache_key("a" * 40, two[::-1], b"d", "t")
+
+
+def test_a_second_memtest_waits_for_the_lock(tmp_path, log):
+    import threading
+    import time
+
+    lock = tmp_path / "memtest" / "lock"
+    order: list[str] = []
+
+    def another():
+        with memtest.locked(lock, log):
+            order.append("second")
+
+    with memtest.locked(lock, log):
+        assert lock.read_text() == str(os.getpid())
+        second = threading.Thread(target=another)
+        second.start()
+        time.sleep(0.3)
+        order.append("first done")
+    second.join(5)
+    assert order == ["first done", "second"]
+    assert "waiting for another memtest" in log.path.read_text()
+
+
+def test_a_second_run_reuses_the_test_binaries(settings, log, monkeypatch, tmp_path):
+    compiled: list[str] = []
+
+    def compile_(tree, binary, *args):
+        compiled.append(tree.name)
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        binary.write_bytes(b"binary")
+
+    def execute(folder, binaries, inputs, *args):
+        assert all(b.is_file() for b in binaries.values())
+        result = {"name": "s", "layers_model": 1, "fits": True, "full_fit": True, "weights": 0, "kv": 0,
+                  "graph_partial": 0, "graph_full": 0,
+                  "layout": {"layers": 1, "tensor_split": [1], "gpu_sizes": [1], "gpus": ["GPU-0"], "vram": 1,
+                             "total": 1},
+                  "scheduler": {"layers": 1, "tensor_split": [1], "gpu_sizes": [1], "gpus": ["GPU-0"], "vram": 1,
+                                "total": 1}}
+        return {side: {"s": result} for side in binaries}
+
+    patch = tmp_path / "0003.patch"
+    patch.write_text("diff")
+    monkeypatch.setattr(memtest.patchtool, "repository", lambda *a: tmp_path)
+    monkeypatch.setattr(memtest.git, "commit_of", lambda *a: "c" * 40)
+    monkeypatch.setattr(memtest.git, "export", lambda gitdir, commit, tree, log: tree.mkdir(parents=True))
+    monkeypatch.setattr(memtest.gobox, "builder_image", lambda *a: "builder:1")
+    monkeypatch.setattr(memtest.patchtool, "in_range",
+                        lambda *a: [types.SimpleNamespace(name="0003.patch", path=patch)])
+    monkeypatch.setattr(memtest.patchtool, "apply",
+                        lambda m, s, ref, tree, *a: tree.mkdir(parents=True) or ["0003.patch"])
+    monkeypatch.setattr(memtest, "_compile", compile_)
+    monkeypatch.setattr(memtest, "_execute", execute)
+
+    first = memtest.run(settings, log, [], "v0.12.5")
+    assert compiled == ["before", "after"] and first["patches"] == ["0003.patch"]
+    second = memtest.run(settings, log, [], "v0.12.5")
+    assert compiled == ["before", "after"] and second["patches"] == ["0003.patch"]
+    patch.write_text("diff changed")  # a changed patch: only the patched side compiles again
+    memtest.run(settings, log, [], "v0.12.5")
+    assert compiled == ["before", "after", "after"]
+    assert len(list((settings.cache / "memtest" / "bin").glob("*.test"))) == 3
