@@ -80,6 +80,14 @@ def _package(plan, outcome, settings: Settings) -> dict:
     out = {"archive": manifest.archive.name, "bytes": size,
            "tensile_pruned_bytes": manifest.tensile.pruned_bytes,
            "bundled_libraries": len((manifest.libraries or {}).get("bundled", [])),
+           # Installed: what the files add up to; GPU code of other archs is zeroed in bundled ROCm
+           # libraries, and install.sh turns those zeros into holes where the file system can.
+           "installed_bytes": sum(f.size or 0 for f in manifest.files),
+           "gpu_code_stripped": {path: {"code_bytes_before": s["code_bytes_before"],
+                                        "code_bytes_after": s["code_bytes_after"]}
+                                 for path, s in manifest.stripped.items()},
+           "installed_bytes_without_zeroed_code": sum(f.size or 0 for f in manifest.files)
+                                                  - sum(s["zeroed_bytes"] for s in manifest.stripped.values()),
            # Measured only when the warm-up run packed and verified (not reused from an earlier run).
            "package_and_verify_seconds": (round(times["package"] + times["verify"], 2)
                                           if "package" in times and "verify" in times else None)}
