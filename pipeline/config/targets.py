@@ -112,6 +112,14 @@ class Builder:
     def flavor(self) -> str:
         return "vendor" if self.base_image else "debian"
 
+    def default_go(self) -> str:
+        """The version of the declared Go toolchain first on the image's PATH ("" when none is declared)."""
+        for folder in self.path:
+            for version, bindir in self.go_toolchains.items():
+                if bindir == folder:
+                    return version
+        return ""
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Backend:
@@ -232,6 +240,15 @@ def go_version(text: str) -> Version:
         return Version(text.removeprefix("go"))
     except InvalidVersion:
         raise ConfigError(f"Go version {text!r} is not a version (expected such as 1.26.0)") from None
+
+
+def planned_go(target: Target, builder: Builder, tag: str) -> str:
+    """The Go version the go steps of `target` at `tag` run with ("" when the builder declares none)."""
+    needed = target.go.required(tag)
+    if needed is None:
+        return builder.default_go()
+    return next((v for v, path in sorted(builder.go_toolchains.items(), key=lambda kv: go_version(kv[0]))
+                 if go_version(v) >= needed), "")
 
 
 def go_toolchain(builder: Builder, needed: Version) -> str:

@@ -97,3 +97,21 @@ def test_the_project_matrix_builds_v0_24_0_with_go_1_26_everywhere_and_v0_12_5_a
             assert "PATH" not in plan.go_path(project_matrix.at(target, "v0.12.5"), builder)
         path = plan.go_path(project_matrix.at(target, "v0.24.0"), builder)["PATH"]
         assert path.startswith("/opt/go1.26/bin:"), target.name
+
+
+def test_the_planned_go_is_the_default_on_path_or_the_fitting_toolchain(matrix):
+    b = matrix.builders["b"]
+    assert b.default_go() == "1.24.7"
+    assert targets.planned_go(matrix.targets["one"], b, "v0.12.5") == "1.24.7"
+    assert targets.planned_go(matrix.targets["one"], b, "v0.24.0") == "1.26.11"
+
+
+def test_track_names_the_targets_whose_go_is_older_than_go_mod(matrix, tmp_path):
+    from pipeline.tools import track
+
+    assert track.go_short(matrix, "v0.24.0", "1.26.0") == []
+    assert track.go_short(matrix, "v0.12.5", "1.24.0") == []
+    assert track.go_short(matrix, "v0.12.5", "1.25.0") == ["one: Go 1.24.7 < 1.25.0", "two: Go 1.24.7 < 1.25.0"]
+    assert track.go_short(matrix, "v0.12.5", "") == []
+    no_rules = targets.load(write(tmp_path, CARRIES.split("[defaults.go]")[0]))
+    assert track.go_short(no_rules, "v0.24.0", "1.26.0")[0] == "one: Go 1.24.7 < 1.26.0"
