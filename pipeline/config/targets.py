@@ -98,6 +98,10 @@ class Builder:
     path: tuple[str, ...] = ()
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     downloads: tuple[Download, ...] = ()
+    # The Go toolchains the image carries beside the one first on PATH: Go version -> its bin folder.
+    # A target whose upstream version needs a newer Go (GoBuild.toolchains) gets the oldest one that
+    # is new enough put first on PATH for its go steps.
+    go_toolchains: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Cache variables this toolchain needs for every GPU backend's configure (compiler paths, say).
     gpu_cmake_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Library policy (pipeline/policy/<name>.toml): what the oldest system the packages run on
@@ -107,6 +111,14 @@ class Builder:
     @property
     def flavor(self) -> str:
         return "vendor" if self.base_image else "debian"
+
+    def default_go(self) -> str:
+        """The version of the declared Go toolchain first on the image's PATH ("" when none is declared)."""
+        for folder in self.path:
+            for version, bindir in self.go_toolchains.items():
+                if bindir == folder:
+                    return version
+        return ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +153,17 @@ class GoBuild:
     flags: tuple[str, ...] = ("-trimpath", "-buildmode=pie")
     ldflags: tuple[str, ...] = ("-w", "-s")
     env: Mapping[str, str] = dataclasses.field(default_factory=lambda: {"CGO_ENABLED": "1"})
+    # Upstream versions (a PEP 440 specifier such as ">=0.23.1") -> the oldest Go their go.mod's `go`
+    # directive accepts (such as "1.26.0"). Builds run with GOTOOLCHAIN=local, so a version matched
+    # here is built with the oldest of the builder's go_toolchains at least that new; a version that
+    # matches nothing is built with the builder's default Go.
+    toolchains: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def required(self, tag: str) -> Version | None:
+        """The oldest Go upstream `tag` builds with, by the rules above; None: the builder's default."""
+        needs = [go_version(go) for spec, go in self.toolchains.items()
+                 if SpecifierSet(spec).contains(tag_version(tag), prereleases=True)]
+        return max(needs, default=None)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,6 +232,33 @@ def tag_version(tag: str) -> Version:
         return Version(tag.removeprefix("v"))
     except InvalidVersion:
         raise ConfigError(f"upstream tag {tag!r} is not a version (expected vX.Y.Z)") from None
+
+
+def go_version(text: str) -> Version:
+    """A Go version as go.mod and the toolchains name it (1.26.0, 1.24.7; go1.26.11 too)."""
+    try:
+        return Version(text.removeprefix("go"))
+    except InvalidVersion:
+        raise ConfigError(f"Go version {text!r} is not a version (expected such as 1.26.0)") from None
+
+
+def planned_go(target: Target, builder: Builder, tag: str) -> str:
+    """The Go version the go steps of `target` at `tag` run with ("" when the builder declares none)."""
+    needed = target.go.required(tag)
+    if needed is None:
+        return builder.default_go()
+    return next((v for v, path in sorted(builder.go_toolchains.items(), key=lambda kv: go_version(kv[0]))
+                 if go_version(v) >= needed), "")
+
+
+def go_toolchain(builder: Builder, needed: Version) -> str:
+    """The bin folder of the builder's oldest Go toolchain at least as new as `needed`."""
+    fits = sorted((go_version(v), path) for v, path in builder.go_toolchains.items() if go_version(v) >= needed)
+    if not fits:
+        have = ", ".join(builder.go_toolchains) or "none declared"
+        raise ConfigError(f"this upstream version needs Go >= {needed} and the builder carries no such Go "
+                          f"toolchain (go_toolchains: {have}); add one as a download and to go_toolchains")
+    return fits[0][1]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -310,6 +360,8 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
         name: loader.build(Builder, table, f"{path}: [builders.{name}]")
         for name, table in doc.get("builders", {}).items()
     }
+    for name, b in builders.items():
+        _check_go_toolchains(b, f"{path}: [builders.{name}]")
     backends = {
         name: loader.build(Backend, table, f"{path}: [backends.{name}]")
         for name, table in doc.get("backends", {}).items()
@@ -333,6 +385,16 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
     if not targets:
         raise ConfigError(f"{path}: no [targets.NAME] table; the matrix is empty")
     return Matrix(path=path, targets=targets, builders=builders, backends=backends, pins=pins)
+
+
+def _check_go_toolchains(b: Builder, where: str) -> None:
+    for version, path in b.go_toolchains.items():
+        try:
+            go_version(version)
+        except ConfigError as exc:
+            raise ConfigError(f"{where} go_toolchains: {exc}") from None
+        if not path.startswith("/"):
+            raise ConfigError(f"{where} go_toolchains {version!r}: {path!r} must be an absolute bin folder")
 
 
 def _check_pins(pins: Mapping[str, str], where: str) -> dict[str, str]:
@@ -372,6 +434,16 @@ def _check_target(t: Target, builders: Mapping[str, Builder], backends: Mapping[
         if not t.admits(t.source.tag):
             raise ConfigError(f"{where} source.tag {t.source.tag} is outside the target's versions "
                               f"({t.versions}); pin a tag it builds")
+    for spec, go in t.go.toolchains.items():
+        try:
+            SpecifierSet(spec)
+        except InvalidSpecifier:
+            raise ConfigError(f"{where} go.toolchains key {spec!r} is not a version specifier "
+                              "(e.g. \">=0.23.1\")") from None
+        try:
+            go_version(go)
+        except ConfigError as exc:
+            raise ConfigError(f"{where} go.toolchains {spec!r}: {exc}") from None
     names.check_url(t.source.url, f"{where} source.url")
     _check_version_format(t.source.version_format, where)
     if not VERSION_VARIABLE.match(t.source.version_variable):

@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 
 from pipeline.config import series
 from pipeline.config.settings import Settings
-from pipeline.config.targets import Backend, Builder, Matrix, Target
+from pipeline.config.targets import Backend, Builder, Matrix, Target, go_toolchain
+from pipeline.errors import ConfigError
 from pipeline.infra import archive, baseimage
 from pipeline.infra.log import Log, StageResult
 
@@ -148,9 +149,27 @@ def build_steps(target: Target, backends: tuple[Backend, ...], builder: Builder,
             steps.append(Step(f"drop host libraries of {tag}", ("find", "dist", "(", *names, ")", "-print",
                                                                  "-delete")))
     ldflags = [*target.go.ldflags, f"-X={target.source.version_variable}={version}"]
-    go_env = tuple(sorted(target.go.env.items()))
+    go_env = tuple(sorted({**target.go.env, **go_path(target, builder)}.items()))
     steps.append(Step("download Go modules", ("go", "mod", "download"), go_env))
     steps.append(Step("go build", ("go", "build", *target.go.flags, f"-ldflags={' '.join(ldflags)}",
                                    "-o", "dist/bin/ollama", "."), go_env))
     return steps
 
+
+
+# The PATH every builder image ends with (docker/_runtime.Dockerfile.j2), after the builder's own path.
+SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def go_path(target: Target, builder: Builder) -> dict[str, str]:
+    """PATH for the go steps when the target's upstream version needs a newer Go than the builder's
+    default (go.toolchains): that toolchain's bin folder first, then the image's PATH. Empty otherwise,
+    so that the image's PATH, and its default Go, stay."""
+    needed = target.go.required(target.source.tag)
+    if needed is None:
+        return {}
+    try:
+        bindir = go_toolchain(builder, needed)
+    except ConfigError as exc:
+        raise ConfigError(f"target {target.name} at {target.source.tag} (builder {target.builder}): {exc}") from None
+    return {"PATH": ":".join((bindir, *builder.path, *SYSTEM_PATH))}

@@ -14,6 +14,8 @@ Per tag (read from the source, never built unless asked):
 * go.mod's Go version, the presets of interest (CUDA 11, ROCm 6, ROCm 7, Vulkan), whether the ROCm
   presets list gfx906 / gfx1103, and whether llm/memory.go exists (the memory workbench and patches
   0003/0004/0006/0007 need it: upstream deleted it in v0.12.11);
+* the targets whose go steps would run a Go older than go.mod's `go` directive (``go_short``: the
+  toolchain rules in targets.toml need a new entry);
 * whether the tag is pinned in targets.toml (only pinned tags are built), and with ``--build TARGET``
   whether TARGET builds, packages and verifies at it.
 
@@ -34,7 +36,7 @@ from packaging.version import InvalidVersion, Version
 
 from pipeline.config import series
 from pipeline.config.settings import Settings
-from pipeline.config.targets import Matrix
+from pipeline.config.targets import Matrix, go_version, planned_go
 from pipeline.errors import PipelineError, UsageError, one_line
 from pipeline.infra import git
 from pipeline.infra.log import Log
@@ -133,6 +135,7 @@ def report(matrix: Matrix, settings: Settings, log: Log, *, since: str = "v0.12.
         pinned = matrix.pins.get(tag)
         row = {"tag": tag, "commit": commit,
                **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(found).items()},
+               "go_short": go_short(matrix, tag, found.go),
                "pinned": "yes" if pinned == commit else ("moved" if pinned else "no"),
                "patches": {v.patch: {"verdict": v.verdict, "detail": v.detail, "probe": v.probe,
                                      "targets": list(v.targets)} for v in by_tag.get(tag, [])}}
@@ -150,6 +153,23 @@ def report(matrix: Matrix, settings: Settings, log: Log, *, since: str = "v0.12.
             "tags": rows, "summary": {"tags": len(rows), "verdicts": dict(sorted(counts.items())),
                                       "out_of_range_alone": dict(sorted(alone.items())),
                                       "layouts": dict(Counter(r["layout"] for r in rows))}}
+
+
+def go_short(matrix: Matrix, tag: str, gomod_go: str) -> list[str]:
+    """The targets (admitting `tag`) whose go steps would run a Go older than go.mod's `go` directive
+    (builds run with GOTOOLCHAIN=local, so they would fail): "target: planned < needed" each."""
+    try:
+        needed = go_version(gomod_go)
+    except PipelineError:
+        return []
+    short = []
+    for t in matrix.targets.values():
+        if not t.admits(tag):
+            continue
+        have = planned_go(t, matrix.builders[t.builder], tag)
+        if have and go_version(have) < needed:
+            short.append(f"{t.name}: Go {have} < {gomod_go}")
+    return short
 
 
 def builder(matrix: Matrix, settings: Settings, target: str, run: Callable) -> Callable[[str], dict]:
@@ -220,6 +240,12 @@ def render(rep: dict) -> str:
         if build:
             cells.append(r["build"]["result"])
         lines.append("| " + " | ".join(cells) + " |")
+    short = [(r["tag"], r.get("go_short", [])) for r in rep["tags"] if r.get("go_short")]
+    if short:
+        lines += ["", "## Go older than go.mod's", "",
+                  "Builds run with GOTOOLCHAIN=local: add a rule to `[defaults.go] toolchains` and a toolchain "
+                  "to the builders' `go_toolchains`.", ""]
+        lines += [f"- {tag}: {'; '.join(items)}" for tag, items in short]
     details = [(r["tag"], name, _cell(p)) for r in rep["tags"] for name, p in r["patches"].items()
                if p["verdict"] in ("conflicts", "already upstream")]
     since: dict[str, str] = {}

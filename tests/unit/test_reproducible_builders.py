@@ -56,7 +56,8 @@ def test_a_snapshot_names_its_timestamp_and_skips_expired_release_dates(matrix):
     assert SNAPSHOT not in plain
     assert f"at {SNAPSHOT}" in pinned
     sources = [line for line in pinned.splitlines() if 'echo "deb ' in line]
-    assert len(sources) == 2 and all("[check-valid-until=no] $DEBIAN_MIRROR" in line for line in sources)
+    # The download stage's suite, the builder's suite and sid.
+    assert len(sources) == 3 and all("[check-valid-until=no] $DEBIAN_MIRROR" in line for line in sources)
     assert sum("[check-valid-until=no]" in line for line in plain.splitlines()) == 1  # sid only
 
 

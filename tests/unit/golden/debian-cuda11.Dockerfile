@@ -1,4 +1,4 @@
-# Debian 11 bullseye: CUDA 11.2 (non-free) with gcc 10 as nvcc's host compiler, clang 13, CMake 3.31, Go 1.24.7
+# Debian 11 bullseye: CUDA 11.2 (non-free) with gcc 10 as nvcc's host compiler, clang 13, CMake 3.31, Go 1.24.7 and 1.26.11
 # Rendered from docker/debian.Dockerfile.j2 by the pipeline; the image is tagged by this file's hash.
 # Tools the suite lacks or has too old (CMake, Go), as archives with a fixed checksum: tar.gz, zip or
 # wheel, all unpacked by bsdtar. They are fetched in a stage of their own, with the host's CA bundle
@@ -9,6 +9,7 @@ FROM ollama-pipeline/debian:bullseye AS downloads
 ARG DEBIAN_MIRROR
 ARG CMAKE_URL=https://files.pythonhosted.org/packages/59/e8/096984b89133681533650b9078c5ed1c5c9b534e869b5487f22d4de1935c/cmake-3.31.6-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
 ARG GO_URL=https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go1.24.7.linux-amd64.zip
+ARG GO126_URL=https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go1.26.11.linux-amd64.zip
 COPY host-ca.crt /tmp/host-ca.crt
 RUN test -n "$DEBIAN_MIRROR" \
  && echo "deb $DEBIAN_MIRROR bullseye main" > /etc/apt/sources.list \
@@ -26,6 +27,11 @@ RUN test -n "$DEBIAN_MIRROR" \
  && mkdir -p /downloads/usr/local/go \
  && bsdtar -xf /tmp/go.download --strip-components=2 -C /downloads/usr/local/go \
  && rm /tmp/go.download \
+ && curl -fsSL --retry 5 --retry-connrefused "${GO126_URL}" -o /tmp/go126.download \
+ && echo "e1edb778de0aa08c8e827f5a873b35a46afe680fb241482c531725b2355e470d  /tmp/go126.download" | sha256sum -c - \
+ && mkdir -p /downloads/opt/go1.26 \
+ && bsdtar -xf /tmp/go126.download --strip-components=2 -C /downloads/opt/go1.26 \
+ && rm /tmp/go126.download \
  && true
 
 FROM ollama-pipeline/debian:bullseye
@@ -47,6 +53,7 @@ RUN apt-get update \
 
 COPY --from=downloads /downloads/opt/cmake /opt/cmake
 COPY --from=downloads /downloads/usr/local/go /usr/local/go
+COPY --from=downloads /downloads/opt/go1.26 /opt/go1.26
 
 # Builds run as the invoking user: caches live in world-writable folders, which a new named volume
 # mounted there inherits.

@@ -1,5 +1,27 @@
-# Debian trixie + ROCm 6.4 from unstable
+# Debian trixie + ROCm 6.4 from unstable, Go 1.24 (trixie) and 1.26.11
 # Rendered from docker/debian.Dockerfile.j2 by the pipeline; the image is tagged by this file's hash.
+# Tools the suite lacks or has too old (CMake, Go), as archives with a fixed checksum: tar.gz, zip or
+# wheel, all unpacked by bsdtar. They are fetched in a stage of their own, with the host's CA bundle
+# from the build context (host-ca.crt, empty when there is none) for a TLS-inspecting proxy; only the
+# unpacked folders reach the builder image. The locations are build arguments the pipeline overrides
+# (PIPELINE_URL_<NAME>) without changing the image's hash.
+FROM ollama-pipeline/debian:trixie AS downloads
+ARG DEBIAN_MIRROR
+ARG GO126_URL=https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go1.26.11.linux-amd64.zip
+COPY host-ca.crt /tmp/host-ca.crt
+RUN test -n "$DEBIAN_MIRROR" \
+ && echo "deb $DEBIAN_MIRROR trixie main" > /etc/apt/sources.list \
+ && apt-get -o Acquire::Retries=5 update \
+ && apt-get -o Acquire::Retries=5 install -y --no-install-recommends curl ca-certificates libarchive-tools \
+ && rm -rf /var/lib/apt/lists/* \
+ && if [ -s /tmp/host-ca.crt ]; then export CURL_CA_BUNDLE=/tmp/host-ca.crt; fi \
+ && curl -fsSL --retry 5 --retry-connrefused "${GO126_URL}" -o /tmp/go126.download \
+ && echo "e1edb778de0aa08c8e827f5a873b35a46afe680fb241482c531725b2355e470d  /tmp/go126.download" | sha256sum -c - \
+ && mkdir -p /downloads/opt/go1.26 \
+ && bsdtar -xf /tmp/go126.download --strip-components=2 -C /downloads/opt/go1.26 \
+ && rm /tmp/go126.download \
+ && true
+
 FROM ollama-pipeline/debian:trixie
 
 # The mirror is a build argument so that moving to another mirror does not change the image's hash.
@@ -19,6 +41,8 @@ RUN test -n "$DEBIAN_MIRROR" \
 RUN apt-get update \
  && apt-get install -y gcc g++ make cmake ninja-build ccache git ca-certificates golang-1.24-go hipcc libhipblas-dev librocblas-dev \
  && rm -rf /var/lib/apt/lists/*
+
+COPY --from=downloads /downloads/opt/go1.26 /opt/go1.26
 
 # Builds run as the invoking user: caches live in world-writable folders, which a new named volume
 # mounted there inherits.
