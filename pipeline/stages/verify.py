@@ -137,7 +137,9 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
             log.line(f"model run: {ran.summary()}")
     if problems:
         raise VerifyError(f"{path.name} failed verification:\n  " + "\n  ".join(problems))
-    log.line(f"verified on a clean {suite}: every library resolves, {version.strip().splitlines()[-1]}, "
+    # `ollama --version` without a server also prints "could not connect": keep the line naming the version.
+    version = next((line.strip() for line in version.splitlines() if inner.version in line), version.strip())
+    log.line(f"verified on a clean {suite}: every library resolves, {version}, "
              f"{ran.tokens} tokens generated at {ran.tokens_per_s:.1f} tokens/s on {ran.backend}")
     return Verified(package=Packaged(archive=path, manifest=manifest or inner), suite=suite,
                     version_output=version.strip(),
