@@ -6,10 +6,7 @@ One build per target and cache at a time (a lock file naming the holder's pid).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import os
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +15,7 @@ from typing import Any
 from pipeline import stages as stage_table
 from pipeline.config.settings import Settings
 from pipeline.errors import PipelineError
+from pipeline.infra import owner
 from pipeline.infra.log import Log, duration
 from pipeline.stages.plan import Context, Plan
 
@@ -35,22 +33,15 @@ class Outcome:
         return self.results["package"].archive
 
 
-@contextlib.contextmanager
 def _exclusive(plan: Plan, settings: Settings):
     """One build per target and cache at a time: two would share scratch folders and outputs."""
     path = settings.cache / "locks" / f"{plan.out}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise PipelineError(f"another build of {plan.name} is running (pid {f.read().strip() or '?'}, "
-                                f"lock {path}); wait for it or stop it") from None
-        f.truncate(0)
-        f.write(str(os.getpid()))
-        f.flush()
-        yield
+
+    def busy(pid: str) -> None:
+        raise PipelineError(f"another build of {plan.name} is running (pid {pid}, lock {path}); wait for it "
+                            "or stop it")
+
+    return owner.pid_lock(path, busy)
 
 
 def build_target(plan: Plan, settings: Settings, *, skip: Sequence[str] = (), add: Sequence[str] = (),

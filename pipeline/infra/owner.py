@@ -8,10 +8,13 @@ left alone (its owner may still be running there).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PID_LABEL = "org.ollama-pipeline.pid"
@@ -75,3 +78,27 @@ def sweep(folder: Path) -> list[Path]:
                 entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
+
+
+@contextlib.contextmanager
+def pid_lock(path: Path, on_busy: Callable[[str], None]) -> Iterator[None]:
+    """An exclusive lock on `path` (fcntl) that holds the owner's pid while it is held. When another
+    process holds it, `on_busy(its pid)` is called: raise to give up, return to wait for it. The kernel
+    releases the lock of a process that dies, kill -9 included."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            on_busy(f.read().strip() or "?")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)

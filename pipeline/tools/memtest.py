@@ -14,9 +14,7 @@ module evaluates the scenarios' expectations and renders the report.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -25,7 +23,7 @@ import shutil
 import tempfile
 import types
 import typing
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,7 @@ from pipeline.config import targets as targets_mod
 from pipeline.config.paths import SCENARIOS, TEMPLATES
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError, SourceError
-from pipeline.infra import fsutil, git, templates, toolchain
+from pipeline.infra import fsutil, git, owner, templates, toolchain
 from pipeline.infra.log import Log
 from pipeline.tools import gobox, patchtool
 
@@ -511,27 +509,10 @@ def cache_key(commit: str, patches: Sequence[tuple[str, bytes]], driver: bytes, 
     return h.hexdigest()[:32]
 
 
-@contextlib.contextmanager
-def locked(path: Path, log: Log) -> Iterator[None]:
-    """An exclusive lock on `path` (fcntl): a second memtest on the same cache waits for the first, which
-    owns the fixed compile folder and the binaries being written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            log.line(f"waiting for another memtest (pid {f.read().strip() or '?'}, lock {path})")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        f.truncate(0)
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            f.truncate(0)
-            fcntl.flock(f, fcntl.LOCK_UN)
+def locked(path: Path, log: Log):
+    """An exclusive lock on `path`: a second memtest on the same cache waits for the first, which owns
+    the fixed compile folder and the binaries being written."""
+    return owner.pid_lock(path, lambda pid: log.line(f"waiting for another memtest (pid {pid}, lock {path})"))
 
 
 def _host_toolchain(log: Log) -> str:

@@ -12,7 +12,6 @@ is killed at its boundaries while its image is cached (a new builder image costs
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.infra.hashing import file_sha256
 from pipeline import stages
 from pipeline.infra import container, owner
 from pipeline.stages import image as image_stage
@@ -109,11 +109,7 @@ CHANGES: dict[str, Callable[[Project], None]] = {
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def outputs(folder: Path) -> dict[str, str]:
