@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Builder
-from pipeline.infra import baseimage, images, templates
+from pipeline.infra import baseimage, images, registries, templates
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import BuilderImage
 
@@ -51,6 +51,8 @@ def run(ctx: Context) -> BuilderImage:
         if override := os.environ.get(f"PIPELINE_URL_{download.name.upper()}"):
             log.line(f"{download.name}: fetched from {override} (checksum still {download.sha256[:12]}...)")
             buildargs[download.build_arg] = override
+        elif download.url.startswith(registries.PLACEHOLDERS):
+            buildargs[download.build_arg] = registries.expand(download.url, settings)
     log.line(f"building {tag} from docker/{plan.builder.template}")
     image_id = images.build(render(settings.templates_dir, plan.builder, plan.base_image, settings.debian_snapshot), tag, log, buildargs=buildargs,
                            labels={"org.ollama-pipeline.builder": plan.builder_name,

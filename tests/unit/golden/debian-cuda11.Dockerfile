@@ -7,9 +7,9 @@
 # (PIPELINE_URL_<NAME>) without changing the image's hash.
 FROM ollama-pipeline/debian:bullseye AS downloads
 ARG DEBIAN_MIRROR
-ARG CMAKE_URL=https://files.pythonhosted.org/packages/59/e8/096984b89133681533650b9078c5ed1c5c9b534e869b5487f22d4de1935c/cmake-3.31.6-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
-ARG GO_URL=https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go1.24.7.linux-amd64.zip
-ARG GO126_URL=https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go1.26.11.linux-amd64.zip
+ARG CMAKE_URL={pypi_files}/packages/59/e8/096984b89133681533650b9078c5ed1c5c9b534e869b5487f22d4de1935c/cmake-3.31.6-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
+ARG GO_URL={go_proxy}/golang.org/toolchain/@v/v0.0.1-go1.24.7.linux-amd64.zip
+ARG GO126_URL={go_proxy}/golang.org/toolchain/@v/v0.0.1-go1.26.11.linux-amd64.zip
 COPY host-ca.crt /tmp/host-ca.crt
 RUN test -n "$DEBIAN_MIRROR" \
  && echo "deb $DEBIAN_MIRROR bullseye main" > /etc/apt/sources.list \

@@ -7,7 +7,7 @@
 # (PIPELINE_URL_<NAME>) without changing the image's hash.
 FROM ollama-pipeline/debian:trixie AS downloads
 ARG DEBIAN_MIRROR
-ARG GO126_URL=https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go1.26.11.linux-amd64.zip
+ARG GO126_URL={go_proxy}/golang.org/toolchain/@v/v0.0.1-go1.26.11.linux-amd64.zip
 COPY host-ca.crt /tmp/host-ca.crt
 RUN test -n "$DEBIAN_MIRROR" \
  && echo "deb $DEBIAN_MIRROR trixie main" > /etc/apt/sources.list \
