@@ -136,10 +136,6 @@ def parse(path: Path, known_targets: Iterable[str] | None = None) -> Patch:
                  upstream_status=status, applies_to=spec, targets=targets)
 
 
-def parse_subject(path: Path) -> str:
-    return _subject(path.read_text(errors="replace").split("\ndiff --git ", 1)[0], path)
-
-
 def _subject(head: str, path: Path) -> str:
     lines = head.splitlines()
     for i, line in enumerate(lines):

@@ -46,12 +46,6 @@ def find(folder: Path, target: str) -> list[Path]:
     return sorted(p for suffix in SUFFIXES for p in folder.glob(f"{PREFIX}-*-{target}{suffix}") if p.is_file())
 
 
-def unpack_command(filename: str, dest: str = "/usr/local") -> str:
-    """The shell command that unpacks an archive of this name (for notes and READMEs)."""
-    flag = "--zstd -xf" if filename.endswith(".tar.zst") else "-xzf"
-    return f"tar -C {dest} {flag} {filename}"
-
-
 def executable(path: Path) -> bool:
     return bool(path.stat().st_mode & stat.S_IXUSR)
 

@@ -21,7 +21,6 @@ where the system has it.
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,7 +34,6 @@ NUM_PREDICT = 16
 MIN_TOKENS = 8
 SEED = 42
 PORT = 11439
-LOG_TAIL = 40
 MARK = "=====modelrun:"
 
 # $1 prefix, $2 model path, $3 port, $4 seconds to wait for the server and for each command,
@@ -214,14 +212,6 @@ def split_sections(output: str) -> dict[str, str]:
     return sections
 
 
-def _tail(text: str, n: int) -> str:
-    return "\n".join(text.rstrip().splitlines()[-n:])
-
-
-def _indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.splitlines())
-
-
 # ---- the systemd unit -------------------------------------------------------------------------------
 
 UNIT_SCRIPT = r"""
@@ -260,7 +250,3 @@ def check_unit(exec_fn: ExecFn, package_root: str, prefix: str = "/opt/prefix") 
         problems = tuple(line for line in rest.splitlines() if line.strip()) or (first,)
     return UnitCheck(True, problems, rest)
 
-
-def shell_quote(argv: Sequence[str]) -> str:
-    """The argv as one shell command line, for logs."""
-    return " ".join(shlex.quote(a) for a in argv)
