@@ -4,6 +4,7 @@ because they describe the machine, not the build."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 import os
 import re
 from pathlib import Path
@@ -36,6 +37,8 @@ class Settings:
     ca_bundle: Path | None = None
     jobs: int = os.cpu_count() or 2
     keep_containers: bool = False
+    # PIPELINE_URL_<NAME>: where a builder download comes from instead (its checksum still applies).
+    download_urls: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # SOURCE_DATE_EPOCH, read once here: archive mtimes and the build's timestamps (default: the
     # upstream commit's time).
     source_date_epoch: int | None = None
@@ -89,6 +92,8 @@ class Settings:
                 raise UsageError(f"PIPELINE_JOBS must be a positive whole number, got {env['PIPELINE_JOBS']!r}")
             values["jobs"] = int(env["PIPELINE_JOBS"])
         values["keep_containers"] = env.get("PIPELINE_KEEP_CONTAINERS", "") not in ("", "0")
+        values["download_urls"] = {k.removeprefix("PIPELINE_URL_").lower(): v for k, v in env.items()
+                                   if k.startswith("PIPELINE_URL_") and v}
         values.update({k: v for k, v in overrides.items() if v is not None})
         _check_values(values, env)
         return cls(**values)
@@ -124,6 +129,8 @@ def _check_values(values: dict, env: dict[str, str]) -> None:
         if values.get("source") is not None:
             where = "--source / OLLAMA_SOURCE" if env.get("OLLAMA_SOURCE") else "--source"
             names.check_url(values["source"], where)
+        for name, url in values.get("download_urls", {}).items():
+            names.check_url(url, f"PIPELINE_URL_{name.upper()}", names.MIRROR_SCHEMES, local=False)
         if values.get("debian_mirror") is not None:
             names.check_url(values["debian_mirror"], "--debian-mirror / PIPELINE_DEBIAN_MIRROR",
                             names.MIRROR_SCHEMES, local=False)

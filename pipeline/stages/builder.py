@@ -9,7 +9,6 @@ vendor builders from AMD's or NVIDIA's image, which must be pullable or loaded.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pipeline.config.settings import Settings
@@ -48,7 +47,7 @@ def run(ctx: Context) -> BuilderImage:
         baseimage.ensure(plan.base_image, plan.builder.suite, settings, log)
         buildargs = {"DEBIAN_MIRROR": baseimage.mirror(settings)}
     for download in plan.builder.downloads:
-        if override := os.environ.get(f"PIPELINE_URL_{download.name.upper()}"):
+        if override := settings.download_urls.get(download.name):
             log.line(f"{download.name}: fetched from {override} (checksum still {download.sha256[:12]}...)")
             buildargs[download.build_arg] = override
         elif download.url.startswith(registries.PLACEHOLDERS):

@@ -43,3 +43,10 @@ def test_the_matrix_names_no_registry_host(matrix):
     for name, builder in matrix.builders.items():
         for d in builder.downloads:
             assert d.url.startswith(registries.PLACEHOLDERS) or builder.flavor == "vendor", (name, d.url)
+
+
+def test_download_url_overrides_are_read_once_and_checked_like_every_url():
+    s = Settings.from_env({"PIPELINE_URL_GO": "https://mirror.example/go.zip"})
+    assert s.download_urls == {"go": "https://mirror.example/go.zip"}
+    with pytest.raises(ConfigError, match="PIPELINE_URL_GO"):
+        Settings.from_env({"PIPELINE_URL_GO": "-o/tmp/x"})
