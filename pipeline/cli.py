@@ -158,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--disk", action="store_true",
                     help="instead: peak disk of each target's cold `build TARGET --image`, on a private "
                          "dockerd with an empty data root (needs root); components sampled every few seconds")
+    bn.add_argument("--ref", type=_ref, help="with --disk: the jobs build this pinned upstream tag")
     bn.add_argument("--output", default="dist/bench.json", help="where the numbers go")
     return p
 
@@ -334,8 +335,10 @@ def cmd_bench(args) -> int:
     if args.disk:
         if args.cold or args.gpu:
             raise UsageError("--disk measures a cold build of its own: drop --cold and --gpu")
-        report = bench.disk(args.targets, settings, output)
+        report = bench.disk(args.targets, settings, output, ref=args.ref)
     else:
+        if args.ref:
+            raise UsageError("--ref goes with --disk; the other benchmarks time the tags of targets.toml")
         report = bench.run(args.targets, settings, output, cold=args.cold, gpu=args.gpu)
     print(json.dumps(report, indent=2))
     print(f"written to {output}", file=sys.stderr)

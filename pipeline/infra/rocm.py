@@ -3,7 +3,10 @@ their per-arch Tensile kernel files."""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable
+from pathlib import Path
 
 # rocBLAS/hipBLASLt kernels per arch: ..._gfx906.co, Kernels.so-000-gfx906.hsaco, ..._gfx90a-xnack-.co.
 _TENSILE_ARCH = re.compile(r"[-_](gfx[0-9a-f]+)(?:-xnack[+-])?\.[A-Za-z]+$")
@@ -24,3 +27,38 @@ def tensile_arch(path: str) -> str | None:
 def is_tensile(path: str) -> bool:
     parts = path.split("/")
     return "library" in parts[:-1] and any(d in parts[:-1] for d in TENSILE_DIRS)
+
+
+def unserved(paths: Iterable[str], serves: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Split package paths by the archs a runtime asks for: (Tensile kernel files of other archs, served
+    archs without a single Tensile file). Arch-neutral files and non-Tensile files are never listed; a
+    build without Tensile files misses nothing."""
+    other, seen = [], set()
+    for path in paths:
+        arch = tensile_arch(path)
+        if arch is not None:
+            seen.add(arch)
+            if arch not in serves:
+                other.append(path)
+    return other, ([a for a in serves if a not in seen] if seen else [])
+
+
+def drop_unserved(root: Path, serves: tuple[str, ...]) -> tuple[int, int]:
+    """Delete from a build output (bin/, lib/ollama/...) the Tensile files of archs outside `serves`;
+    returns (files, bytes) dropped. Nothing is dropped when a served arch has no files at all: the
+    package stage refuses that build with the reason, and the files that were there stay to show it."""
+    if not serves:
+        return 0, 0
+    files = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder, name)
+            files[path.relative_to(root).as_posix()] = path
+    other, missing = unserved(files, serves)
+    if missing:
+        return 0, 0
+    size = 0
+    for rel in other:
+        size += files[rel].lstat().st_size
+        files[rel].unlink()
+    return len(other), size

@@ -5,8 +5,10 @@
 The patched tree is mounted read-only at /src with fresh build/ and dist/ folders mounted over it, so
 the cached tree is never touched; ccache and the Go caches live in named volumes; the container runs
 as the invoking user so nothing it writes is owned by root. Every GPU backend's archs are read back
-out of its code objects: a backend with an arch missing or one too many fails the build. The result
-moves into the cache only when every step succeeded.
+out of its code objects: a backend with an arch missing or one too many fails the build. rocBLAS
+Tensile files of archs the runtime never asks for (2.9 GB of Debian's 3 GB folder) are dropped before
+the output is kept: no package ever contains them, and a release job's disk is the tightest budget.
+The result moves into the cache only when every step succeeded.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from docker.types import Mount
 
 from pipeline.config.settings import Settings
-from pipeline.infra import archs, builderpkgs, fsutil, owner, toolchain
+from pipeline.infra import archs, builderpkgs, fsutil, log as logs, owner, rocm, toolchain
 from pipeline.infra.container import Container
 from pipeline.infra.toolchain import SRC
 from pipeline.stages.plan import Context, Plan
@@ -30,8 +32,10 @@ RECORD = "build.json"
 
 
 def key(plan: Plan, settings: Settings) -> object:
-    # SOURCE_DATE_EPOCH reaches the build (and the archive's mtimes through it): it is an input too.
-    return [plan.steps, plan.source_date_epoch]
+    # SOURCE_DATE_EPOCH reaches the build (and the archive's mtimes through it): it is an input too. The
+    # archs a runtime asks for decide which Tensile files the output keeps (only ROCm targets have any).
+    key = [plan.steps, plan.source_date_epoch]
+    return key + [list(plan.target.runtime.archs)] if plan.target.runtime.archs else key
 
 
 def result_dir(ctx: Context) -> Path:
@@ -71,10 +75,14 @@ def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildRe
             code_objects = _check_gpu_code(plan, box, log)
             packages = builderpkgs.in_container(box)
             log.line(f"builder: {len(packages)} packages installed (versions in the manifest)")
+        dropped = rocm.drop_unserved(scratch / "dist", plan.target.runtime.archs)
+        if dropped[0]:
+            log.line(f"dropped {dropped[0]} rocBLAS Tensile files ({logs.size(dropped[1])}) of archs the "
+                     f"runtime never asks for; kept {', '.join(plan.target.runtime.archs)}")
         result = BuildResult(root=out / "dist", image=builder, version=plan.version, source_date_epoch=epoch,
                              seconds=round(time.monotonic() - started, 1), steps=tuple(timings),
                              code_objects=types.MappingProxyType(code_objects),
-                             builder_packages=types.MappingProxyType(packages))
+                             builder_packages=types.MappingProxyType(packages), tensile_dropped=dropped)
         with fsutil.staging_dir(out) as staging:
             os.rename(scratch / "dist", staging / "dist")
             (staging / RECORD).write_text(result.to_json())

@@ -67,6 +67,8 @@ class BuildResult:
     code_objects: Mapping[str, tuple[str, ...]]
     # Every package installed in the builder, with its version (dpkg-query in the build container).
     builder_packages: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # rocBLAS Tensile files of other archs dropped from the output: (files, bytes).
+    tensile_dropped: tuple[int, int] = (0, 0)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -74,7 +76,7 @@ class BuildResult:
             "source_date_epoch": self.source_date_epoch, "seconds": self.seconds,
             "steps": [{"step": s.step, "seconds": s.seconds} for s in self.steps],
             "code_objects": {k: list(v) for k, v in self.code_objects.items()},
-            "builder_packages": dict(self.builder_packages),
+            "builder_packages": dict(self.builder_packages), "tensile_dropped": list(self.tensile_dropped),
         }, indent=2) + "\n"
 
     @classmethod
@@ -84,7 +86,8 @@ class BuildResult:
                    source_date_epoch=d["source_date_epoch"], seconds=d["seconds"],
                    steps=tuple(StepTime(**s) for s in d["steps"]),
                    code_objects=types.MappingProxyType({k: tuple(v) for k, v in d["code_objects"].items()}),
-                   builder_packages=types.MappingProxyType(d.get("builder_packages", {})))
+                   builder_packages=types.MappingProxyType(d.get("builder_packages", {})),
+                   tensile_dropped=tuple(d.get("tensile_dropped", (0, 0))))
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -157,10 +157,11 @@ SAMPLE_SECONDS = 5.0
 
 
 def disk(selection: list[str], settings: Settings, output: Path, *, interval: float = SAMPLE_SECONDS,
-         report: dict | None = None) -> dict:
+         report: dict | None = None, ref: str | None = None) -> dict:
     """Peak and final disk of a cold `build TARGET... --image` per release job (the selected targets of one
     builder, as the release workflow groups them), each on a fresh engine; numbers go under "disk" of the
-    report, keyed by the job's targets joined with '+' (partial results are written as they come)."""
+    report, keyed by the job's targets joined with '+' (and @REF with ref: the jobs build that pinned tag;
+    partial results are written as they come)."""
     if os.geteuid() != 0:
         raise UsageError("bench --disk starts a private dockerd and so must run as root (sudo)")
     if not shutil.which("dockerd"):
@@ -169,9 +170,10 @@ def disk(selection: list[str], settings: Settings, output: Path, *, interval: fl
     report = report if report is not None else _earlier(output)
     report["disk_goal_bytes"] = int(DISK_GOAL_BYTES)
     results = report.setdefault("disk", {})
-    for builder, names in targets.build_jobs(matrix.select(selection)).items():
-        results["+".join(names)] = {"builder": builder, "targets": names,
-                                    **_disk_job(names, settings, output.parent, interval)}
+    for builder, names in targets.build_jobs(matrix.select_at(selection, ref)).items():
+        key = "+".join(names) + (f"@{ref}" if ref else "")
+        results[key] = {"builder": builder, "targets": names, "ref": ref,
+                        **_disk_job(names, settings, output.parent, interval, ref)}
         fsutil.write_text(output, json.dumps(report, indent=2) + "\n")
     return report
 
@@ -190,8 +192,8 @@ def _header() -> dict:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "goals": GOALS}
 
 
-def _disk_job(names: list[str], settings: Settings, logs: Path, interval: float) -> dict:
-    name = "+".join(names)
+def _disk_job(names: list[str], settings: Settings, logs: Path, interval: float, ref: str | None = None) -> dict:
+    name = "+".join(names) + (f"@{ref}" if ref else "")
     # Short: the engine's sockets live under it (a unix socket path has about 100 characters).
     root = Path(tempfile.mkdtemp(prefix="opdisk-"))
     folders = {c: root / c for c in DISK_COMPONENTS}
@@ -204,7 +206,8 @@ def _disk_job(names: list[str], settings: Settings, logs: Path, interval: float)
     try:
         with PrivateEngine(root / "engine", folders["docker"], logs / f"bench-disk-{name}.dockerd.log") as eng:
             cmd = [sys.executable, "-m", "pipeline", "build", *names, "--image", "--quiet",
-                   "--targets-file", str(settings.targets_file), "--dist", str(folders["dist"])]
+                   "--targets-file", str(settings.targets_file), "--dist", str(folders["dist"]),
+                   *(["--ref", ref] if ref else [])]
             env = {**os.environ, "DOCKER_HOST": eng.host, "PIPELINE_DOCKER_NETWORK": "host",
                    "PIPELINE_CACHE": str(folders["cache"]), "TMPDIR": str(folders["tmp"])}
             if settings.source:
@@ -245,8 +248,8 @@ def _disk_job(names: list[str], settings: Settings, logs: Path, interval: float)
             "peak_by_component_bytes": peak,
             "final_by_component_bytes": final,
             "final_docker": docker_df,
-            "artifacts_bytes": {p.name: p.stat().st_size for t in names
-                                for p in sorted((folders["dist"] / t).glob("ollama-*")) if p.is_file()},
+            "artifacts_bytes": {p.name: p.stat().st_size for p in sorted(folders["dist"].glob("*/ollama-*"))
+                                if p.is_file()},
             "log": str(log_path),
             "meets_goal": proc.returncode == 0 and peak_total < DISK_GOAL_BYTES,
         }

@@ -115,8 +115,10 @@ assert os.environ["DOCKER_HOST"].startswith("unix://") and os.environ["PIPELINE_
 assert Path(os.environ["TMPDIR"]).parent == cache.parent
 (cache / "tree").write_bytes(os.urandom(2 << 20)); time.sleep(float(os.environ.get("FAKE_SLEEP", "0.3")))
 (cache / "tree").unlink()
+ref = args[args.index("--ref") + 1] if "--ref" in args else None
 for t in args[args.index("build") + 1:args.index("--image")]:
-    (dist / t).mkdir(parents=True); (dist / t / f"ollama-{t}.tar.zst").write_bytes(os.urandom(1 << 20))
+    out, name = (dist / f"{t}@{ref}", f"ollama-{t}-{ref}") if ref else (dist / t, f"ollama-{t}")
+    out.mkdir(parents=True); (out / f"{name}.tar.zst").write_bytes(os.urandom(1 << 20))
 """
 
 
@@ -171,3 +173,11 @@ def test_disk_interrupted_stops_the_build_and_the_engine_and_removes_the_scratch
         bench.disk(["cpu"], settings, tmp_path / "bench.json", interval=0.05)
     assert FakeEngine.instances and FakeEngine.instances[0].exited
     assert list(scratch.iterdir()) == []
+
+
+def test_disk_at_a_pinned_tag_builds_that_tag_and_says_so(fake_job, tmp_path):
+    settings, _ = fake_job
+    report = bench.disk(["cpu"], settings, tmp_path / "bench.json", interval=0.05, ref="v0.24.0")
+    job = report["disk"]["cpu@v0.24.0"]
+    assert job["ref"] == "v0.24.0" and job["exit_code"] == 0
+    assert set(job["artifacts_bytes"]) == {"ollama-cpu-v0.24.0.tar.zst"}  # the build got --ref v0.24.0

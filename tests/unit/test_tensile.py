@@ -54,3 +54,28 @@ def test_a_served_arch_without_tensile_files_is_refused(entries):
 
 def test_targets_without_runtime_archs_prune_nothing(entries):
     assert tensile.prune(entries, ()) == (entries, [])
+
+
+def test_the_build_output_drops_other_archs_files(entries, tmp_path):
+    from pipeline.infra import rocm
+    root = tmp_path
+    dropped = rocm.drop_unserved(root, ("gfx906",))
+    left = {p.name for p in root.rglob("*") if p.is_file()}
+    assert dropped == (3, 30)
+    assert left == set(NAMES) - {"TensileLibrary_Type_SS_Contraction_l_Ailk_Bjlk_Cijk_Dijk_gfx1100.co",
+                                 "TensileLibrary_Type_SS_Contraction_l_Ailk_Bjlk_Cijk_Dijk_gfx90a-xnack-.co",
+                                 "TensileLibrary_lazy_gfx908.dat"} | {"libggml-gfx900.so"}
+    # What is left packages as before: the package stage finds nothing more to prune.
+    kept, pruned = tensile.prune([(p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file()],
+                                 ("gfx906",))
+    assert pruned == []
+
+
+def test_the_build_output_keeps_everything_when_a_served_arch_has_no_files(entries, tmp_path):
+    from pipeline.infra import rocm
+    before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert rocm.drop_unserved(tmp_path, ("gfx1103",)) == (0, 0)
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == before
+    # ... so that packaging still refuses it with the reason.
+    with pytest.raises(PackageError, match="no rocBLAS Tensile files for gfx1103"):
+        tensile.prune([(p.relative_to(tmp_path).as_posix(), p) for p in before], ("gfx1103",))

@@ -175,8 +175,8 @@ def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]],
         libraries=found.to_dict() if found else None,
         library_packages=came_from,
         gpu_code_objects=build.code_objects,
-        tensile=schema.Tensile(serves=t.runtime.archs, pruned_files=len(pruned),
-                               pruned_bytes=sum(p.stat().st_size for _, p in pruned)),
+        tensile=schema.Tensile(serves=t.runtime.archs, pruned_files=len(pruned) + build.tensile_dropped[0],
+                               pruned_bytes=sum(p.stat().st_size for _, p in pruned) + build.tensile_dropped[1]),
         stripped=stripped,
     )
 

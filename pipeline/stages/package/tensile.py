@@ -20,17 +20,10 @@ def prune(entries: list[tuple[str, Path]], serves: tuple[str, ...]):
     """
     if not serves:
         return entries, []
-    kept, pruned, seen = [], [], set()
-    for rel, path in entries:
-        arch = rocm.tensile_arch(rel)
-        if arch is not None:
-            seen.add(arch)
-            if arch not in serves:
-                pruned.append((rel, path))
-                continue
-        kept.append((rel, path))
-    missing = [a for a in serves if a not in seen]
-    if seen and missing:
+    other, missing = rocm.unserved((rel for rel, _ in entries), serves)
+    if missing:
+        seen = sorted({a for rel, _ in entries if (a := rocm.tensile_arch(rel))})
         raise PackageError(f"no rocBLAS Tensile files for {', '.join(missing)} in the build (found: "
-                           f"{', '.join(sorted(seen))}); the runtime would fail on its first GEMM")
-    return kept, pruned
+                           f"{', '.join(seen)}); the runtime would fail on its first GEMM")
+    drop = set(other)
+    return [e for e in entries if e[0] not in drop], [e for e in entries if e[0] in drop]
