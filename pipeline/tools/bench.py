@@ -270,23 +270,33 @@ def du(folders: dict[str, Path]) -> dict[str, int]:
 
 
 class PrivateEngine:
-    """A dockerd of its own: data root, exec root, pidfile and socket under folders given; no bridge and no
-    iptables or ip6tables rules, so the machine's engine and its networks are untouched. Stopped (and
-    what it mounted unmounted) on exit, also after Ctrl-C."""
+    """A dockerd of its own: data root, exec root, pidfile and socket under folders given; a bridge device
+    of its own and no iptables or ip6tables rules, so the machine's engine and its networks are untouched.
+    Stopped (and what it mounted unmounted, its bridge deleted) on exit, also after Ctrl-C.
+
+    Not `--bridge=none`: a dockerd started with it deletes the device docker0 (moby's
+    removeDefaultBridgeInterface), the default network of the machine's own engine."""
 
     def __init__(self, state: Path, data_root: Path, log: Path, *, start_seconds: float = 90.0):
         self.state, self.data_root, self.log_path, self.start_seconds = state, data_root, log, start_seconds
         self.socket = state / "docker.sock"
         self.host = f"unix://{self.socket}"
         self._proc: subprocess.Popen | None = None
+        # Interface names have at most 15 characters.
+        self.bridge = f"opdisk{os.getpid() % 10**8}"
 
     def __enter__(self) -> PrivateEngine:
         self.state.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         ns = f"ollama-pipeline-bench-{os.getpid()}"
+        made = subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], capture_output=True,
+                              text=True, check=False)
+        if made.returncode != 0:
+            raise DockerError(f"could not create the private engine's bridge {self.bridge}: "
+                              f"{one_line(made.stderr) or made.returncode}")
         cmd = ["dockerd", "--host", self.host, "--data-root", str(self.data_root),
                "--exec-root", str(self.state / "exec"), "--pidfile", str(self.state / "docker.pid"),
-               "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+               f"--bridge={self.bridge}", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
                "--containerd-namespace", ns, "--containerd-plugins-namespace", f"{ns}-plugins"]
         with open(self.log_path, "wb") as out:
             # A session of its own: Ctrl-C reaches the build, which removes its containers while the
@@ -326,15 +336,15 @@ class PrivateEngine:
 
     def __exit__(self, *exc) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True, check=False)
 
 
 def _remove_tree(root: Path) -> None:

@@ -66,13 +66,25 @@ def test_private_engine_has_its_own_roots_and_touches_no_network(tmp_path, monke
         def wait(self, timeout=None):
             return 0
 
+    ip_calls = []
+
+    def ip(cmd, **kwargs):
+        assert cmd[0] == "ip"
+        ip_calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
     monkeypatch.setattr(bench.subprocess, "Popen", FakeDockerd)
+    monkeypatch.setattr(bench.subprocess, "run", ip)
     monkeypatch.setattr(bench.PrivateEngine, "_wait_ready", lambda self: None)
     eng = bench.PrivateEngine(tmp_path / "engine", tmp_path / "docker", tmp_path / "logs" / "dockerd.log")
     with eng:
         cmd, kwargs = started[0]
         assert cmd[0] == "dockerd" and kwargs["start_new_session"] is True
-        for flag in ("--bridge=none", "--iptables=false", "--ip6tables=false"):
+        # Its own bridge, made before the engine starts: --bridge=none would delete the machine's docker0.
+        assert ip_calls == [["ip", "link", "add", "name", eng.bridge, "type", "bridge"]]
+        assert len(eng.bridge) <= 15 and eng.bridge != "docker0"
+        assert "--bridge=none" not in cmd
+        for flag in (f"--bridge={eng.bridge}", "--iptables=false", "--ip6tables=false"):
             assert flag in cmd
         for option, value in (("--data-root", tmp_path / "docker"), ("--exec-root", tmp_path / "engine" / "exec"),
                               ("--pidfile", tmp_path / "engine" / "docker.pid"), ("--host", eng.host)):
@@ -80,6 +92,7 @@ def test_private_engine_has_its_own_roots_and_touches_no_network(tmp_path, monke
         assert eng.host == f"unix://{tmp_path}/engine/docker.sock"
         proc = eng._proc
     assert proc.signals and eng._proc is None
+    assert ip_calls[-1] == ["ip", "link", "delete", eng.bridge]
 
 
 class FakeEngine:
