@@ -23,6 +23,8 @@ class Settings:
     cache: Path = Path.home() / ".cache" / "ollama-pipeline"
     # Replaces every target's source.url: a git URL or a local repository (read in place).
     source: str | None = None
+    # Replaces [upstream.llama_cpp] url for versions that build a pinned llama.cpp (v0.30 on).
+    llama_cpp_source: str | None = None
     # Debian mirror for base images and apt inside builders; None: the machine's apt sources.
     debian_mirror: str | None = None
     # A snapshot of the Debian archive (PIPELINE_DEBIAN_SNAPSHOT=20261101T000000Z): apt in builders and
@@ -66,6 +68,8 @@ class Settings:
             values["cache"] = Path(env["XDG_CACHE_HOME"]) / "ollama-pipeline"
         if env.get("OLLAMA_SOURCE"):
             values["source"] = env["OLLAMA_SOURCE"]
+        if env.get("LLAMA_CPP_SOURCE"):
+            values["llama_cpp_source"] = env["LLAMA_CPP_SOURCE"]
         if env.get("PIPELINE_DEBIAN_MIRROR"):
             values["debian_mirror"] = env["PIPELINE_DEBIAN_MIRROR"]
         if env.get("PIPELINE_DEBIAN_SNAPSHOT"):
@@ -101,6 +105,7 @@ class Settings:
 
 # Every variable Settings reads.
 READ = ("PIPELINE_TARGETS", "PIPELINE_DIST", "PIPELINE_CACHE", "PIPELINE_PATCHES", "XDG_CACHE_HOME", "OLLAMA_SOURCE",
+        "LLAMA_CPP_SOURCE",
         "PIPELINE_DEBIAN_MIRROR", "PIPELINE_DEBIAN_SNAPSHOT", "PIPELINE_DEBIAN_SNAPSHOT_URL", "GOPROXY",
         "SSL_CERT_FILE", "PIPELINE_HOST_CA", "SOURCE_DATE_EPOCH", "PIPELINE_JOBS", "PIPELINE_KEEP_CONTAINERS")
 
@@ -129,6 +134,8 @@ def _check_values(values: dict, env: dict[str, str]) -> None:
         if values.get("source") is not None:
             where = "--source / OLLAMA_SOURCE" if env.get("OLLAMA_SOURCE") else "--source"
             names.check_url(values["source"], where)
+        if values.get("llama_cpp_source") is not None:
+            names.check_url(values["llama_cpp_source"], "LLAMA_CPP_SOURCE")
         for name, url in values.get("download_urls", {}).items():
             names.check_url(url, f"PIPELINE_URL_{name.upper()}", names.MIRROR_SCHEMES, local=False)
         if values.get("debian_mirror") is not None:

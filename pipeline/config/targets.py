@@ -9,7 +9,8 @@ The file has four kinds of table:
 * ``[targets.NAME]``: the matrix.
 * ``[upstream]``: the upstream versions the project has pinned (``[upstream.pins]``, tag -> commit).
   Any target can be built at any pinned tag (``--ref TAG``); the tag must still point at its commit
-  when the source is fetched, so a re-pointed tag is refused there.
+  when the source is fetched, so a re-pointed tag is refused there. ``[upstream.llama_cpp]``: where
+  the llama.cpp that upstream fetches from v0.30 comes from, and its pinned tags.
 
 The schema is the dataclasses below: one place knows the keys, their types and their defaults. Unknown
 keys are refused with a close match; every message names the file, the table and the key.
@@ -221,9 +222,21 @@ class Target:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LlamaCpp:
+    """llama.cpp as upstream fetches it from v0.30 (the tag in the tree's LLAMA_CPP_VERSION). The source
+    stage supplies it instead, from LLAMA_CPP_SOURCE (a local clone or mirror) or this URL, at the
+    pinned commit: the build never fetches at configure time."""
+
+    url: str = ""
+    # llama.cpp tag (b9452) -> full commit id; a tag not here, or moved, is refused.
+    pins: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Upstream:
     # tag -> full commit id of every upstream version the project has pinned.
     pins: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    llama_cpp: LlamaCpp = dataclasses.field(default_factory=LlamaCpp)
 
 
 def tag_version(tag: str) -> Version:
@@ -269,6 +282,7 @@ class Matrix:
     backends: Mapping[str, Backend]
     # tag -> commit: the upstream versions `--ref` may name.
     pins: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    llama_cpp: LlamaCpp = dataclasses.field(default_factory=LlamaCpp)
 
     def pin(self, tag: str) -> str:
         """The pinned commit of an upstream tag; an unpinned tag is refused with how to pin it."""
@@ -356,6 +370,10 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
             names.check_name(name, kind[:-1], f"{path}: [{kind}.{name}]")
     upstream = loader.build(Upstream, doc.get("upstream", {}), f"{path}: [upstream]")
     pins = _check_pins(upstream.pins, f"{path}: [upstream.pins]")
+    llama_cpp = dataclasses.replace(upstream.llama_cpp, pins=_check_pins(
+        upstream.llama_cpp.pins, f"{path}: [upstream.llama_cpp.pins]", versions=False))
+    if llama_cpp.url:
+        names.check_url(llama_cpp.url, f"{path}: [upstream.llama_cpp] url")
     builders = {
         name: loader.build(Builder, table, f"{path}: [builders.{name}]")
         for name, table in doc.get("builders", {}).items()
@@ -384,7 +402,8 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
         targets[name] = target
     if not targets:
         raise ConfigError(f"{path}: no [targets.NAME] table; the matrix is empty")
-    return Matrix(path=path, targets=targets, builders=builders, backends=backends, pins=pins)
+    return Matrix(path=path, targets=targets, builders=builders, backends=backends, pins=pins,
+                  llama_cpp=llama_cpp)
 
 
 def _check_go_toolchains(b: Builder, where: str) -> None:
@@ -397,11 +416,12 @@ def _check_go_toolchains(b: Builder, where: str) -> None:
             raise ConfigError(f"{where} go_toolchains {version!r}: {path!r} must be an absolute bin folder")
 
 
-def _check_pins(pins: Mapping[str, str], where: str) -> dict[str, str]:
+def _check_pins(pins: Mapping[str, str], where: str, *, versions: bool = True) -> dict[str, str]:
     out = {}
     for tag, commit in pins.items():
         names.check_ref(tag, f"{where} tag")
-        tag_version(tag)
+        if versions:
+            tag_version(tag)
         if len(commit) != 40 or not set(commit.lower()) <= SHA1_HEX:
             raise ConfigError(f"{where} {tag} must be a full 40-digit commit id, got {commit!r}")
         out[tag] = commit.lower()

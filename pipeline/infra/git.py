@@ -34,14 +34,19 @@ def _checked(url: str, tags: list[str]) -> None:
             raise SourceError(f"tag {tag!r} is not a valid git tag ({problem})")
 
 
-def repository(url: str, tags: list[str], cache: Path, log: Log) -> Path:
-    """A git directory holding `tags`: a local repository itself, or the cache's mirror of a URL."""
+# What a message tells the user to set for a repository (Ollama's or llama.cpp's).
+OLLAMA = ("--source / OLLAMA_SOURCE", "Ollama")
+
+
+def repository(url: str, tags: list[str], cache: Path, log: Log, *, origin: tuple[str, str] = OLLAMA) -> Path:
+    """A git directory holding `tags`: a local repository itself, or the cache's mirror of a URL.
+    `origin`: the setting that names the repository and the project it holds, for messages."""
     _checked(url, tags)
     if is_local(url):
-        return _local_gitdir(Path(url).expanduser(), log)
+        return _local_gitdir(Path(url).expanduser(), log, origin)
     gitdir = cache / "git" / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".git")
     for tag in tags:
-        _fetch_tag(url, tag, gitdir, log)
+        _fetch_tag(url, tag, gitdir, log, origin)
     return gitdir
 
 
@@ -53,17 +58,17 @@ def commit_of(gitdir: Path, tag: str, log: Log) -> str | None:
     return out.stdout.decode().strip() or None
 
 
-def _local_gitdir(path: Path, log: Log) -> Path:
+def _local_gitdir(path: Path, log: Log, origin: tuple[str, str] = OLLAMA) -> Path:
     try:
         out = runner.run(log, ["git", "-C", path.resolve(), "rev-parse", "--absolute-git-dir"], capture=True,
                          quiet=True)
     except CommandError:
-        raise SourceError(f"{path} is not a git repository; point --source / OLLAMA_SOURCE at a clone "
-                          "or mirror of Ollama") from None
+        raise SourceError(f"{path} is not a git repository; point {origin[0]} at a clone "
+                          f"or mirror of {origin[1]}") from None
     return Path(out.stdout.decode().strip())
 
 
-def _fetch_tag(url: str, tag: str, gitdir: Path, log: Log) -> None:
+def _fetch_tag(url: str, tag: str, gitdir: Path, log: Log, origin: tuple[str, str] = OLLAMA) -> None:
     if not (gitdir / "HEAD").exists():
         gitdir.parent.mkdir(parents=True, exist_ok=True)
         runner.run(log, ["git", "init", "--quiet", "--bare", gitdir])
@@ -72,18 +77,20 @@ def _fetch_tag(url: str, tag: str, gitdir: Path, log: Log) -> None:
                          url, f"+refs/tags/{tag}:refs/tags/{tag}"], env=SAFE_PROTOCOLS)
     except CommandError as exc:
         raise SourceError(f"could not fetch tag {tag} from {url} (exit code {exc.returncode}); without "
-                          "network, point --source / OLLAMA_SOURCE at a local mirror") from None
+                          f"network, point {origin[0]} at a local mirror") from None
 
 
-def verify_tag(gitdir: Path, tag: str, commit: str, url: str, log: Log) -> None:
-    """The tag must exist and still point at the pinned commit: a re-pointed tag is an error."""
+def verify_tag(gitdir: Path, tag: str, commit: str, url: str, log: Log, *,
+               pin: str = "source.tag / source.commit") -> None:
+    """The tag must exist and still point at the pinned commit: a re-pointed tag is an error. `pin`
+    names the setting of targets.toml that holds the tag and commit."""
     found = commit_of(gitdir, tag, log)
     if not found:
         raise SourceError(f"tag {tag} not found in {url}; fetch tags into the mirror "
-                          "(git fetch --tags) or fix source.tag in targets.toml")
+                          f"(git fetch --tags) or fix {pin} in targets.toml")
     if found != commit.lower():
         raise SourceError(f"tag {tag} in {url} points at {found}, but targets.toml pins {commit}: the tag "
-                          "was moved. Check the new commit, then update source.commit in targets.toml")
+                          f"was moved. Check the new commit, then update {pin} in targets.toml")
     log.line(f"tag {tag} -> {found} (verified)")
 
 

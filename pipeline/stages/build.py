@@ -35,7 +35,7 @@ def key(plan: Plan, settings: Settings) -> object:
     # SOURCE_DATE_EPOCH reaches the build (and the archive's mtimes through it): it is an input too. The
     # archs a runtime asks for decide which Tensile files the output keeps (only ROCm targets have any).
     key = [plan.steps, plan.source_date_epoch]
-    return key + [list(plan.target.runtime.archs)] if plan.target.runtime.archs else key
+    return [*key, list(plan.target.runtime.archs)] if plan.target.runtime.archs else key
 
 
 def result_dir(ctx: Context) -> Path:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from pipeline.config import series
 from pipeline.config.settings import Settings
-from pipeline.config.targets import Backend, Builder, Matrix, Target, go_toolchain
+from pipeline.config.targets import Backend, Builder, LlamaCpp, Matrix, Target, go_toolchain
 from pipeline.errors import ConfigError
 from pipeline.infra import archive, baseimage
 from pipeline.infra.log import Log, StageResult
@@ -51,6 +51,8 @@ class Plan:
     # The target's own upstream tag in targets.toml: a build at another pinned tag (--ref) goes to its
     # own output folder, so versions never overwrite each other.
     default_tag: str = ""
+    # Where the llama.cpp of versions that fetch it comes from, and its pins.
+    llama_cpp: LlamaCpp = dataclasses.field(default_factory=LlamaCpp)
     hashes: Mapping[str, str] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
 
     @property
@@ -115,6 +117,7 @@ def resolve(matrix: Matrix, target: Target, settings: Settings,
         source_date_epoch=settings.source_date_epoch,
         image_prefix=settings.image_prefix,
         default_tag=matrix.targets[target.name].source.tag if target.name in matrix.targets else "",
+        llama_cpp=matrix.llama_cpp,
     )
 
 

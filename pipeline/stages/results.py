@@ -30,6 +30,8 @@ class SourceTree:
     commit_time: int
     # Files a partial clone never fetched (left out of the tree and listed in the log).
     left_out: tuple[str, ...] = ()
+    # The llama.cpp supplied into the tree (infra/llamacpp.DIR) for versions that fetch it: tag, commit.
+    llama_cpp: tuple[str, str] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

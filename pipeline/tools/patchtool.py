@@ -24,7 +24,7 @@ from pipeline.config import series
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Matrix
 from pipeline.errors import CommandError, ConfigError, PatchError, SourceError
-from pipeline.infra import fsutil, git, runner
+from pipeline.infra import fsutil, git, llamacpp, runner
 from pipeline.infra.git import conflict_location
 from pipeline.infra.log import Log
 from pipeline.tools import gobox
@@ -95,7 +95,13 @@ def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log, *, 
         for ref in refs:
             version = series.upstream_version(ref)
             pristine = Path(tmp) / ref / "upstream"
-            git.export(gitdir, git.commit_of(gitdir, ref, log), pristine, log, paths=paths)
+            commit = git.commit_of(gitdir, ref, log)
+            git.export(gitdir, commit, pristine, log, paths=paths)
+            # A version that fetches llama.cpp: the series' llama.cpp files come from the pinned source
+            # (only when the series touches any, so checking needs no llama.cpp otherwise).
+            tag = llamacpp.tag_in(gitdir, commit, log)
+            if tag and any(p.startswith(f"{llamacpp.DIR}/") for p in paths):
+                llamacpp.supply(pristine, tag, ref, matrix.llama_cpp, settings, log, paths=paths)
             per_patch: dict[str, dict[str, tuple[str, str]]] = {p.name: {} for p in patch_series}
             for target in matrix.targets:
                 carried = series.for_target(patch_series, target, version)
@@ -105,7 +111,6 @@ def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log, *, 
                 shutil.copytree(pristine, tree, symlinks=True)
                 for patch in carried:
                     per_patch[patch.name][target] = _try(patch, tree, log)
-            commit = git.commit_of(gitdir, ref, log)
             for patch in patch_series:
                 verdict = _collapse(patch, ref, version, per_patch[patch.name])
                 if verdict.verdict == "out of range" and _backport_in(patch, gitdir, commit, log):
@@ -184,6 +189,8 @@ def apply(matrix: Matrix, settings: Settings, ref: str, into: Path, log: Log,
     gitdir = repository(matrix, settings, [ref], log)
     commit = git.commit_of(gitdir, ref, log)
     git.export(gitdir, commit, into, log)
+    if tag := llamacpp.tag_in(gitdir, commit, log):
+        llamacpp.supply(into, tag, ref, matrix.llama_cpp, settings, log)
     env = {**IDENTITY, "GIT_CEILING_DIRECTORIES": str(into.resolve().parent)}
     gitc = ["git", "-C", into, "-c", "core.autocrlf=false", "-c", "commit.gpgsign=false"]
     runner.run(log, [*gitc, "init", "--quiet", "--initial-branch=patched"], env=env)

@@ -38,13 +38,12 @@ from pipeline.config import series
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Matrix, go_version, planned_go
 from pipeline.errors import PipelineError, UsageError, one_line
-from pipeline.infra import git
+from pipeline.infra import git, llamacpp
 from pipeline.infra.log import Log
 from pipeline.tools import patchtool
 
 # ggml's core source: v0.30 keeps a stub of the folder, not this file.
 GGML_IN_TREE = "ml/backend/ggml/ggml/src/ggml.c"
-LLAMA_CPP_VERSION = "LLAMA_CPP_VERSION"
 PRESETS = ("CUDA 11", "ROCm 6", "ROCm 7", "Vulkan")
 ARCHS = ("gfx906", "gfx1103")
 _GO_LINE = re.compile(rb"^go\s+(\S+)\s*$", re.MULTILINE)
@@ -80,7 +79,7 @@ def versions(tags: Sequence[str], since: str, rc: bool = False) -> list[str]:
 
 def layout(gitdir: Path, commit: str, log: Log) -> Layout:
     """How the commit builds, read from its tree."""
-    llama = git.read_blob(gitdir, commit, LLAMA_CPP_VERSION, log)
+    llama = git.read_blob(gitdir, commit, llamacpp.VERSION_FILE, log)
     if llama is not None:
         kind = "fetched"
     elif git.has_path(gitdir, commit, GGML_IN_TREE, log):
@@ -137,6 +136,8 @@ def report(matrix: Matrix, settings: Settings, log: Log, *, since: str = "v0.12.
                **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(found).items()},
                "go_short": go_short(matrix, tag, found.go),
                "pinned": "yes" if pinned == commit else ("moved" if pinned else "no"),
+               # Whether the source stage can supply this tag's llama.cpp ([upstream.llama_cpp.pins]).
+               "llama_cpp_pinned": bool(found.llama_cpp) and found.llama_cpp in matrix.llama_cpp.pins,
                "patches": {v.patch: {"verdict": v.verdict, "detail": v.detail, "probe": v.probe,
                                      "targets": list(v.targets)} for v in by_tag.get(tag, [])}}
         if build is not None:
@@ -227,7 +228,8 @@ def render(rep: dict) -> str:
         head.append(f"build {rep['build_target']}")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rep["tags"]:
-        cells = [r["tag"], r["layout"], r["llama_cpp"] or "-", r["go"] or "?", ", ".join(r["presets"]) or "-",
+        llama = r["llama_cpp"] + ("" if r["llama_cpp_pinned"] else " (not pinned)") if r["llama_cpp"] else "-"
+        cells = [r["tag"], r["layout"], llama, r["go"] or "?", ", ".join(r["presets"]) or "-",
                  ", ".join(r["rocm_archs"]) or "-", "yes" if r["memory_go"] else "no", r["pinned"]]
         for name in rep["patches"]:
             p = r["patches"].get(name, {"verdict": "not carried", "probe": ""})

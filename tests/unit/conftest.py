@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -103,6 +104,13 @@ def commit_files(repo: Path, files: dict[str, str | bytes], message: str) -> str
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", message)
     return git(repo, "rev-parse", "HEAD")
+
+
+def retagged(text: str, tag: str, commit: str) -> str:
+    """targets.toml's text with the default upstream tag and commit replaced (a generated repository's
+    v1.0.0, say) and the caps at v0.30 lifted: generated versions are numbered from 1.0."""
+    text = text.replace('tag = "v0.12.5"', f'tag = "{tag}"').replace("3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b", commit)
+    return re.sub(r'^versions = "<0\.30"\n', "", text, flags=re.M).replace(',<0.30"', '"')
 
 
 @pytest.fixture

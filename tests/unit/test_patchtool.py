@@ -13,7 +13,7 @@ from pipeline.config import targets
 from pipeline.errors import ConfigError, PatchError
 from pipeline.config.settings import Settings
 
-from .conftest import PROJECT, git
+from .conftest import PROJECT, git, retagged
 
 A = "".join(f"a line {i}\n" for i in range(1, 21))
 B = "".join(f"b line {i}\n" for i in range(1, 21))
@@ -82,8 +82,7 @@ def series_dir(tmp_path, upstream) -> Path:
 def env(tmp_path, upstream, series_dir):
     text = (PROJECT / "targets.toml").read_text()
     matrix_file = tmp_path / "targets.toml"
-    matrix_file.write_text(text.replace('tag = "v0.12.5"', 'tag = "v1.0.0"').replace(
-        "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b", git(upstream, "rev-parse", "v1.0.0")))
+    matrix_file.write_text(retagged(text, "v1.0.0", git(upstream, "rev-parse", "v1.0.0")))
     matrix = targets.load(matrix_file)
     settings = Settings(targets_file=matrix_file, patches_dir=series_dir, templates_dir=PROJECT / "docker",
                         dist=tmp_path / "dist", cache=tmp_path / "cache", source=str(upstream))

@@ -13,7 +13,7 @@ from pipeline.config import targets
 from pipeline.config.settings import Settings
 from pipeline.tools import patchtool, track
 
-from .conftest import PROJECT, git
+from .conftest import PROJECT, git, retagged
 from .test_patchtool import HEADER, commit
 
 CMAKE = "cmake_minimum_required(VERSION 3.21)\n" + "".join(f"# line {i}\n" for i in range(1, 21))
@@ -65,8 +65,7 @@ def env(tmp_path, upstream):
     patches = tmp_path / "patches"
     git(work, *patchtool.FORMAT_PATCH, "-o", str(patches), "v1.0.0..HEAD")
     v1 = git(upstream, "rev-parse", "v1.0.0")
-    text = (PROJECT / "targets.toml").read_text().replace('tag = "v0.12.5"', 'tag = "v1.0.0"').replace(
-        "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b", v1)
+    text = retagged((PROJECT / "targets.toml").read_text(), "v1.0.0", v1)
     text = text.replace('"v0.24.0" = "c28ddc0a7b273cd286b680a6db0bef0c17bc0ec0"',
                         f'"v2.0.0" = "{git(upstream, "rev-parse", "v2.0.0")}"\n"v1.1.0" = "{"0" * 40}"\n"v1.0.0" = "{v1}"')
     matrix_file = tmp_path / "targets.toml"
@@ -100,6 +99,7 @@ def test_report_verdicts_match_git_and_layouts_come_from_the_tree(env, log):
     assert (rows["v2.0.0"]["layout"], rows["v2.0.0"]["llama_cpp"], rows["v2.0.0"]["go"]) == \
         ("fetched", "b1234", "1.26.0")
     assert rows["v2.0.0"]["presets"] == []
+    assert rows["v2.0.0"]["llama_cpp_pinned"] is False and rows["v1.0.0"]["llama_cpp_pinned"] is False
     assert [rows[t]["pinned"] for t in rows] == ["yes", "moved", "yes"]
     assert rep["summary"]["layouts"] == {"in-tree": 2, "fetched": 1}
     assert rep["summary"]["verdicts"] == {"applies": 5, "out of range": 4}
@@ -130,7 +130,7 @@ def test_cli_track_writes_markdown_and_json(env, tmp_path, capsys, monkeypatch):
                      "v1.0.0", "--rc", "--markdown", str(md), "--json", str(js)]) == 0
     text = md.read_text()
     assert text.startswith("# Upstream tracking: 4 tags from v1.0.0")
-    assert "| v2.0.0 | fetched | b1234 | 1.26.0 | - | - | no | yes | c | A | B |" in text
+    assert "| v2.0.0 | fetched | b1234 (not pinned) | 1.26.0 | - | - | no | yes | c | A | B |" in text
     assert [r["tag"] for r in json.loads(js.read_text())["tags"]] == ["v1.0.0", "v1.1.0-rc0", "v1.1.0", "v2.0.0"]
     assert capsys.readouterr().out == text + "\n"
 

@@ -327,7 +327,7 @@ def test_targets_json_is_exactly_the_matrix_of_targets_toml():
         source = {**defaults["source"], **t.get("source", {})}
         assert row["tag"] == source["tag"] and row["upstream_version"] == source["tag"].removeprefix("v")
         assert row["commit"] == source["commit"] == table["upstream"]["pins"][source["tag"]]
-        assert row["versions"] == t.get("versions", "")
+        assert row["versions"] == t.get("versions", defaults.get("versions", ""))
         assert row["runtime_env"] == t.get("runtime", {}).get("env", {})
 
 
