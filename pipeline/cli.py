@@ -21,6 +21,7 @@ from pipeline.errors import INTERRUPTED, PipelineError, UsageError, from_excepti
 from pipeline.infra import fsutil
 from pipeline.infra.log import Log, duration
 from pipeline.stages import builder, image, verify
+from pipeline.stages.plan import out_folder
 from pipeline.tools import bench, clean, memtest, patchtool, release, track
 
 
@@ -43,6 +44,8 @@ def _ref(value: str) -> str:
     return value
 
 
+LEAN_HELP = ("once a target is done, remove its cached build output and its runtime image from the engine "
+             "(dist/ keeps the archive and the saved image): for release jobs on small disks")
 REF_HELP = ("upstream tag to build, one of [upstream.pins] in targets.toml (default: each target's own tag)")
 
 
@@ -68,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-verify", action="store_true", help="skip verifying the package in a clean container")
     b.add_argument("--image", action="store_true", help="also make the runtime Docker image of the verified package")
     b.add_argument("--ref", type=_ref, help=REF_HELP)
+    b.add_argument("--lean", action="store_true", help=LEAN_HELP)
 
     im = sub.add_parser("image", parents=[common], help="build targets and make their runtime Docker images")
     im.add_argument("targets", nargs="*", metavar="TARGET", help="names or globs ('gfx*')")
@@ -77,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     im.add_argument("--dist", help="output folder (default: dist/ of the project)")
     im.add_argument("--jobs", type=_positive, help="parallel compile jobs (default: CPU count)")
     im.add_argument("--ref", type=_ref, help=REF_HELP)
+    im.add_argument("--lean", action="store_true", help=LEAN_HELP)
 
     v = sub.add_parser("verify", parents=[common], help="verify packages in a clean runtime-floor container")
     v.add_argument("archives", nargs="+", metavar="ARCHIVE")
@@ -156,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--gpu", action="store_true", help="instead: cold and warm compile time of a few GPU "
                                                        "sources, target archs against upstream's full list")
     bn.add_argument("--disk", action="store_true",
-                    help="instead: peak disk of each target's cold `build TARGET --image`, on a private "
+                    help="instead: peak disk of each release job's cold `build TARGET... --image --lean`, on a private "
                          "dockerd with an empty data root (needs root); components sampled every few seconds")
     bn.add_argument("--ref", type=_ref, help="with --disk: the jobs build this pinned upstream tag")
     bn.add_argument("--output", default="dist/bench.json", help="where the numbers go")
@@ -231,14 +236,19 @@ def names_hint(name: str, matrix: targets.Matrix) -> str:
     return loader.hint(name, matrix.targets)
 
 
-def _selection(args, matrix: targets.Matrix) -> list[targets.Target]:
-    return matrix.select_at(["--all", *args.targets] if args.all else args.targets, getattr(args, "ref", None))
+def _ref_of(args, settings: Settings) -> str | None:
+    """--ref, else PIPELINE_REF, else None (each target's own tag)."""
+    return getattr(args, "ref", None) or settings.ref
+
+
+def _selection(args, matrix: targets.Matrix, settings: Settings) -> list[targets.Target]:
+    return matrix.select_at(["--all", *args.targets] if args.all else args.targets, _ref_of(args, settings))
 
 
 def cmd_build(args) -> int:
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
-    chosen = _selection(args, matrix)
+    chosen = _selection(args, matrix, settings)
     # Plan everything first: a bad patch header or template fails before any work starts.
     if args.image and args.no_verify:
         raise UsageError("--image makes the runtime image from the verified archive: drop --no-verify")
@@ -246,7 +256,7 @@ def cmd_build(args) -> int:
     plans = [stages.plan_for(matrix, t, settings, patch_series) for t in chosen]
     skip = ["verify"] if args.no_verify else []
     add = ["image"] if args.image else []
-    outcomes = [orchestrate.build_target(p, settings, skip=skip, add=add) for p in plans]
+    outcomes = [orchestrate.build_target(p, settings, skip=skip, add=add, lean=args.lean) for p in plans]
     print("", file=sys.stderr)
     for o in outcomes:
         done = ", ".join(f"{name} {state}" for name, state, _ in o.stages)
@@ -263,13 +273,18 @@ def cmd_image(args) -> int:
 def cmd_targets(args) -> int:
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
-    chosen = matrix.select_at(["--all"], args.ref) if args.ref else list(matrix.targets.values())
+    ref = _ref_of(args, settings)
+    chosen = matrix.select_at(["--all"], ref) if ref else list(matrix.targets.values())
     rows = [_describe(t, matrix) for t in chosen]
     if args.builds:
         if not args.json:
             raise UsageError("--builds is a JSON list for CI: add --json")
         commits = {t.name: t.source.commit for t in chosen}
-        jobs = [{"builder": builder, "targets": names, "names": " ".join(names), "commit": commits[names[0]]}
+        tags = {t.name: t.source.tag for t in chosen}
+        # dist/ folder per target (TARGET@TAG at another tag than the target's own): what CI uploads.
+        jobs = [{"builder": builder, "targets": names, "names": " ".join(names), "commit": commits[names[0]],
+                 "tag": tags[names[0]],
+                 "folders": [out_folder(n, tags[n], matrix.targets[n].source.tag) for n in names]}
                 for builder, names in targets.build_jobs(chosen).items()]
         print(json.dumps(jobs, indent=2))
         return 0
@@ -309,14 +324,14 @@ def cmd_plan(args) -> int:
     matrix = targets.load(settings.targets_file)
     patch_series = series.load(settings.patches_dir, matrix.targets)
     if args.json:
-        plans = [stages.plan_for(matrix, t, settings, patch_series) for t in _selection(args, matrix)]
+        plans = [stages.plan_for(matrix, t, settings, patch_series) for t in _selection(args, matrix, settings)]
         print(json.dumps([{"name": p.name, "version": p.version, "tag": p.tag, "commit": p.target.source.commit,
                            "upstream_version": p.upstream_version, "out": p.out, "archive": p.archive_name,
                            "image": builder.image_tag(p), "runtime_image": image.tag(p),
                            "hashes": dict(p.hashes),
                            "patches": [patch.name for patch in p.patches]} for p in plans], indent=2))
         return 0
-    for t in _selection(args, matrix):
+    for t in _selection(args, matrix, settings):
         p = stages.plan_for(matrix, t, settings, patch_series)
         print(f"{p.name}: {p.version} from {p.source_url} @ {t.source.commit[:12]} ({p.tag}) -> dist/{p.out}/")
         print(f"  image   {builder.image_tag(p)}")
@@ -385,7 +400,7 @@ def cmd_release(args) -> int:
     settings = _settings(args)
     matrix = targets.load(settings.targets_file)
     if args.targets or args.all:
-        names = [t.name for t in _selection(args, matrix)]
+        names = [t.name for t in _selection(args, matrix, settings)]
     else:
         names = release.built(settings.dist, matrix.targets)
     # A dry run assembles beside the last real release and never touches it.

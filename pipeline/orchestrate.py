@@ -16,7 +16,7 @@ from pipeline import stages as stage_table
 from pipeline.config.settings import Settings
 from pipeline.errors import PipelineError
 from pipeline.infra import owner
-from pipeline.infra.log import Log, duration
+from pipeline.infra.log import Log, duration, size
 from pipeline.stages.plan import Context, Plan
 
 
@@ -45,8 +45,10 @@ def _exclusive(plan: Plan, settings: Settings):
 
 
 def build_target(plan: Plan, settings: Settings, *, skip: Sequence[str] = (), add: Sequence[str] = (),
-                 table: Sequence[stage_table.Stage] | None = None) -> Outcome:
-    """Run the default stages of the table (less `skip`, plus the optional ones in `add`) for one plan."""
+                 table: Sequence[stage_table.Stage] | None = None, lean: bool = False) -> Outcome:
+    """Run the default stages of the table (less `skip`, plus the optional ones in `add`) for one plan.
+    With `lean`, once every stage is done, each stage's discard frees what it kept for later runs: a
+    release job that builds several targets on one small disk holds only what dist/ keeps of each."""
     table = stage_table.STAGES if table is None else table
     chosen = stage_table.select(table, skip=skip, add=add)
     log_path = settings.dist / plan.out / "build.log"
@@ -56,9 +58,20 @@ def build_target(plan: Plan, settings: Settings, *, skip: Sequence[str] = (), ad
         for stage in chosen:
             log.line(f"hash {stage.name:8} {plan.hashes[stage.name][:16]}")
         results = run_stages(plan, settings, log, chosen)
+        if lean:
+            _discard(plan, settings, log, chosen, results)
         made = [str(r.archive) for r in results.values() if hasattr(r, "archive") and isinstance(r.archive, Path)]
         log.line(f"done in {duration(log.elapsed)}" + (f": {made[-1]}" if made else ""))
         return Outcome(plan.name, types.MappingProxyType(results), log_path, tuple(log.stages), log.elapsed)
+
+
+def _discard(plan: Plan, settings: Settings, log: Log, chosen: Sequence[stage_table.Stage],
+             results: Mapping[str, Any]) -> None:
+    for stage in chosen:
+        if stage.discard is not None:
+            ctx = Context(name=stage.name, plan=plan, settings=settings, log=log, stage=None)
+            freed = stage.discard(ctx, results[stage.name])
+            log.line(f"lean: {stage.name} freed {size(freed)} (dist/ keeps the outputs)")
 
 
 def run_stages(plan: Plan, settings: Settings, log: Log, chosen: Sequence[stage_table.Stage]) -> dict[str, Any]:

@@ -23,6 +23,8 @@ class Settings:
     cache: Path = Path.home() / ".cache" / "ollama-pipeline"
     # Replaces every target's source.url: a git URL or a local repository (read in place).
     source: str | None = None
+    # The upstream tag to build when a command is given no --ref (PIPELINE_REF; release CI's input).
+    ref: str | None = None
     # Replaces [upstream.llama_cpp] url for versions that build a pinned llama.cpp (v0.30 on).
     llama_cpp_source: str | None = None
     # Debian mirror for base images and apt inside builders; None: the machine's apt sources.
@@ -68,6 +70,11 @@ class Settings:
             values["cache"] = Path(env["XDG_CACHE_HOME"]) / "ollama-pipeline"
         if env.get("OLLAMA_SOURCE"):
             values["source"] = env["OLLAMA_SOURCE"]
+        if env.get("PIPELINE_REF"):
+            if problem := names.ref_problem(env["PIPELINE_REF"]):
+                raise UsageError(f"PIPELINE_REF {env['PIPELINE_REF']!r} is not a valid git tag ({problem}); "
+                                 "set it to a pinned upstream tag such as v0.24.0, or unset it")
+            values["ref"] = env["PIPELINE_REF"]
         if env.get("LLAMA_CPP_SOURCE"):
             values["llama_cpp_source"] = env["LLAMA_CPP_SOURCE"]
         if env.get("PIPELINE_DEBIAN_MIRROR"):
@@ -105,7 +112,7 @@ class Settings:
 
 # Every variable Settings reads.
 READ = ("PIPELINE_TARGETS", "PIPELINE_DIST", "PIPELINE_CACHE", "PIPELINE_PATCHES", "XDG_CACHE_HOME", "OLLAMA_SOURCE",
-        "LLAMA_CPP_SOURCE",
+        "LLAMA_CPP_SOURCE", "PIPELINE_REF",
         "PIPELINE_DEBIAN_MIRROR", "PIPELINE_DEBIAN_SNAPSHOT", "PIPELINE_DEBIAN_SNAPSHOT_URL", "GOPROXY",
         "SSL_CERT_FILE", "PIPELINE_HOST_CA", "SOURCE_DATE_EPOCH", "PIPELINE_JOBS", "PIPELINE_KEEP_CONTAINERS")
 

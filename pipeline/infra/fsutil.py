@@ -125,3 +125,19 @@ def _swap(new: Path, final: Path) -> None:
             aside_dir.rmdir()  # only when empty: an old folder that could not be put back stays here
         raise
     shutil.rmtree(aside_dir, ignore_errors=True)
+
+
+def tree_size(root: Path) -> int:
+    """Bytes a folder takes on disk (allocated blocks: holes and hard links are not counted twice); 0
+    when it does not exist."""
+    total, seen = 0, set()
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            try:
+                st = os.lstat(os.path.join(folder, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total

@@ -27,6 +27,19 @@ def find(tag: str):
         return None
 
 
+def remove(tag: str) -> int:
+    """Remove the image tagged `tag` from the engine (its layers go when nothing else uses them);
+    returns its size, 0 when there was none."""
+    found = find(tag)
+    if found is None:
+        return 0
+    try:
+        engine.client().images.remove(tag, noprune=False)
+    except docker.errors.APIError as exc:
+        raise DockerError(f"cannot remove image {tag}: {exc.explanation or exc}") from None
+    return int(found.attrs.get("Size", 0))
+
+
 def build(dockerfile: str, tag: str, log: Log, *, buildargs: Mapping[str, str] | None = None,
           labels: Mapping[str, str] | None = None, files: Mapping[str, Path | bytes] | None = None,
           what: str = "image") -> str:

@@ -39,6 +39,9 @@ class Stage:
     # Runs unless the user leaves it out (--no-verify); an optional stage runs only when asked (--image).
     default: bool = True
     description: str = ""
+    # With --lean, run after the target's last stage: frees what the stage keeps for later runs (its
+    # cache, an image in the engine) and returns the bytes freed. None: nothing worth freeing.
+    discard: Callable[[Any, Any], int] | None = None
 
 
 STAGES: tuple[Stage, ...] = (
@@ -49,13 +52,13 @@ STAGES: tuple[Stage, ...] = (
     Stage(name="builder", version=1, needs=(), key=builder.key, run=builder.run,
           description="the builder image"),
     Stage(name="build", version=2, needs=("patches", "builder"), key=build.key, run=build.run,
-          description="Ollama's cmake and go build in the builder"),
+          discard=build.discard, description="Ollama's cmake and go build in the builder"),
     Stage(name="package", version=3, needs=("build",), key=package.key, run=package.run,
           description="the archive and its manifest"),
     Stage(name="verify", version=1, needs=("package",), key=verify.key, run=verify.run,
           description="the archive checked on its runtime floor"),
     Stage(name="image", version=1, needs=("verify",), key=image.key, run=image.run, default=False,
-          description="the runtime Docker image"),
+          discard=image.discard, description="the runtime Docker image"),
 )
 
 

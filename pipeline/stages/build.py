@@ -42,6 +42,15 @@ def result_dir(ctx: Context) -> Path:
     return ctx.settings.cache / "builds" / f"{ctx.plan.name}-{ctx.hash[:24]}"
 
 
+def discard(ctx: Context, result: BuildResult) -> int:
+    """Remove the cached build output once the target is packaged (`--lean`); returns the bytes freed.
+    The next build of this hash compiles again (from ccache)."""
+    folder = result_dir(ctx)
+    size = fsutil.tree_size(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    return size
+
+
 def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildResult:
     plan, log, settings = ctx.plan, ctx.log, ctx.settings
     out = result_dir(ctx)

@@ -51,6 +51,11 @@ def tarball_path(plan: Plan, settings: Settings) -> Path:
                                                                  ".image.tar.gz")
 
 
+def discard(ctx: Context, result: RuntimeImage) -> int:
+    """Free the engine of the image once it is saved (`--lean`): the tarball in dist/ stays."""
+    return images.remove(result.tag)
+
+
 def run(ctx: Context, *, verify: Verified) -> RuntimeImage:
     plan, log, settings = ctx.plan, ctx.log, ctx.settings
     name, saved, record = tag(plan), tarball_path(plan, settings), tarball_path(plan, settings).parent / RECORD

@@ -65,14 +65,18 @@ class Plan:
 
     @property
     def out(self) -> str:
-        """The output folder's name under dist/: the target's, or TARGET@TAG at another upstream tag."""
-        if not self.default_tag or self.tag == self.default_tag:
-            return self.name
-        return f"{self.name}@{self.tag}"
+        return out_folder(self.name, self.tag, self.default_tag)
 
     @property
     def archive_name(self) -> str:
         return archive.name(self.upstream_version, self.name, self.target.package.format)
+
+
+def out_folder(target: str, tag: str, default_tag: str) -> str:
+    """The output folder's name under dist/: the target's, or TARGET@TAG at another upstream tag."""
+    if not default_tag or tag == default_tag:
+        return target
+    return f"{target}@{tag}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,7 +87,8 @@ class Context:
     plan: Plan
     settings: Settings
     log: Log
-    stage: StageResult
+    # The stage's line in the log (cached / done); None while a stage discards its outputs (--lean).
+    stage: StageResult | None
 
     @property
     def hash(self) -> str:

@@ -153,12 +153,15 @@ DISK_GOAL_BYTES = 12e9  # a standard hosted runner's free disk (about 14 GB) wit
 # Folders of the scratch root: the engine's data root, the pipeline cache, dist, and TMPDIR of the build
 # (the runtime image's build context is unpacked there).
 DISK_COMPONENTS = ("docker", "cache", "dist", "tmp")
+# What a release job passes to `build` after its targets (.github/workflows/release.yml; a test keeps
+# the two equal): the job measured is the job CI runs.
+RELEASE_JOB_FLAGS = ("--image", "--lean")
 SAMPLE_SECONDS = 5.0
 
 
 def disk(selection: list[str], settings: Settings, output: Path, *, interval: float = SAMPLE_SECONDS,
          report: dict | None = None, ref: str | None = None) -> dict:
-    """Peak and final disk of a cold `build TARGET... --image` per release job (the selected targets of one
+    """Peak and final disk of a cold `build TARGET... --image --lean` per release job (the selected targets of one
     builder, as the release workflow groups them), each on a fresh engine; numbers go under "disk" of the
     report, keyed by the job's targets joined with '+' (and @REF with ref: the jobs build that pinned tag;
     partial results are written as they come)."""
@@ -205,7 +208,7 @@ def _disk_job(names: list[str], settings: Settings, logs: Path, interval: float,
     start = time.monotonic()
     try:
         with PrivateEngine(root / "engine", folders["docker"], logs / f"bench-disk-{name}.dockerd.log") as eng:
-            cmd = [sys.executable, "-m", "pipeline", "build", *names, "--image", "--quiet",
+            cmd = [sys.executable, "-m", "pipeline", "build", *names, *RELEASE_JOB_FLAGS, "--quiet",
                    "--targets-file", str(settings.targets_file), "--dist", str(folders["dist"]),
                    *(["--ref", ref] if ref else [])]
             env = {**os.environ, "DOCKER_HOST": eng.host, "PIPELINE_DOCKER_NETWORK": "host",

@@ -57,3 +57,16 @@ def test_image_is_made_from_the_verified_archive_and_a_second_run_is_a_noop(
                                                      stages.select(stages.STAGES, add=["image"])]
     assert time.monotonic() - started < 10
     assert again.results["image"].id == made.id
+
+    # --lean (release jobs): with everything done, the build output leaves the cache and the image the
+    # engine; the archive and the saved image stay in dist/, and a later run makes them again.
+    matrix = targets.load(settings.targets_file)
+    lean = orchestrate.build_target(stages.plan_for(matrix, matrix.targets["cpu"], settings), settings,
+                                    add=["image"], lean=True)
+    assert not lean.results["build"].root.exists()
+    assert lean.archive.is_file() and made.tarball.is_file()
+    assert not [i for i in engine.images.list() if made.tag in i.tags]
+    assert "lean: image freed" in lean.log.read_text()
+    _, rebuilt = build_with_image(settings)
+    assert {n: s for n, s, _ in rebuilt.stages}["build"] == "done"
+    assert engine.images.get(made.tag)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import shutil
 from pathlib import Path
 
 from pipeline import orchestrate, stages
@@ -72,3 +73,52 @@ def test_a_new_stage_needs_one_table_entry_and_nothing_else(tmp_path, matrix, se
     assert outcome.results["noop"] == outcome.results["source"].path
     assert (outcome.results["noop"] / "main.go").read_text() == "package main\n"
     assert [name for name, _, _ in outcome.stages] == ["source", "noop"]
+
+
+def test_lean_discards_after_the_last_stage_and_a_second_run_redoes_the_discarded_work(tmp_path, matrix, settings):
+    """--lean: once every stage is done, each stage with a discard frees what it keeps (build: its cached
+    output; image: the engine's copy); without --lean nothing is freed and the next run reuses it."""
+    repo = make_repo(tmp_path / "upstream", {"main.go": "package main\n"})
+    git(repo, "tag", "v1.2.3")
+    commit = git(repo, "rev-parse", "HEAD")
+    cpu = matrix.targets["cpu"]
+    cpu = dataclasses.replace(cpu, source=dataclasses.replace(cpu.source, url=str(repo), tag="v1.2.3",
+                                                              commit=commit))
+    matrix = dataclasses.replace(matrix, targets={"cpu": cpu})
+    events = []
+
+    def keep_run(ctx: Context, *, source):
+        out = ctx.settings.cache / "kept" / ctx.hash[:12]
+        if out.is_dir():
+            ctx.stage.cached("kept earlier")
+        else:
+            events.append("work")
+            out.mkdir(parents=True)
+            (out / "big").write_bytes(b"x" * 65536)
+        return out
+
+    def keep_discard(ctx: Context, result):
+        events.append("discard")
+        size = sum(p.stat().st_size for p in result.iterdir())
+        shutil.rmtree(result)
+        return size
+
+    def after_run(ctx: Context, *, keep):
+        events.append("after")
+        return keep
+
+    source_stage = next(s for s in stages.STAGES if s.name == "source")
+    table = (source_stage,
+             stages.Stage(name="keep", version=1, needs=("source",), key=lambda p, s: 1, run=keep_run,
+                          discard=keep_discard),
+             stages.Stage(name="after", version=1, needs=("keep",), key=lambda p, s: 1, run=after_run))
+    plan = stages.plan_for(matrix, matrix.targets["cpu"], settings, table=table)
+    orchestrate.build_target(plan, settings, table=table)
+    orchestrate.build_target(plan, settings, table=table)
+    assert events == ["work", "after", "after"]  # kept: the second run reuses it
+    outcome = orchestrate.build_target(plan, settings, table=table, lean=True)
+    assert events[3:] == ["after", "discard"]  # freed only after the last stage
+    assert not outcome.results["keep"].exists()
+    assert "lean: keep freed 64.0 KiB" in outcome.log.read_text()
+    orchestrate.build_target(plan, settings, table=table)
+    assert events[5:] == ["work", "after"]

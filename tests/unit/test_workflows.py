@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.tools import bench
 from pipeline.errors import UsageError
 
 from .conftest import PROJECT, TARGETS_FILE
@@ -70,7 +71,15 @@ def test_release_builds_each_builders_targets_in_one_job_with_their_images():
     assert build["strategy"]["matrix"] == {"build": "${{ fromJSON(needs.matrix.outputs.builds) }}"}
     assert build["strategy"]["fail-fast"] is False
     assert build["env"]["TARGETS"] == "${{ matrix.build.names }}"
-    assert 'read -ra targets <<< "$TARGETS" && nox -s build -- "${targets[@]}" --image' in runs(build)
+    assert BUILD_LINE in runs(build)
+
+
+# The release job's build line; `bench --disk` measures a job that passes the same flags.
+BUILD_LINE = 'read -ra targets <<< "$TARGETS" && nox -s build -- "${targets[@]}" ' + " ".join(bench.RELEASE_JOB_FLAGS)
+
+
+def test_release_jobs_free_each_targets_intermediates_as_the_disk_bench_measures():
+    assert bench.RELEASE_JOB_FLAGS == ("--image", "--lean")
 
 
 def builds_json() -> list[dict]:
@@ -152,7 +161,7 @@ def test_release_frees_the_hosted_runners_disk_before_building():
     assert free["if"] == "env.HOSTED == 'true'"
     assert build["env"]["HOSTED"] == "${{ vars.DOCKER_HOST == '' && vars.RELEASE_RUNS_ON == '' }}"
     order = [st.get("run", "") for st in build["steps"]]
-    assert order.index(free["run"]) < order.index('read -ra targets <<< "$TARGETS" && nox -s build -- "${targets[@]}" --image')
+    assert order.index(free["run"]) < order.index(BUILD_LINE)
 
 
 def test_plan_json_has_what_the_cache_steps_read(capsys):
@@ -166,11 +175,12 @@ def test_plan_json_has_what_the_cache_steps_read(capsys):
 def test_release_uploads_archive_image_manifest_and_log_per_target_and_assembles_the_release():
     jobs = load(RELEASE)["jobs"]
     for i, upload in enumerate(upload_slots(jobs["build"])):
-        target = f"${{{{ matrix.build.targets[{i}] }}}}"
-        assert upload["with"]["name"] == target
-        # ollama-* is the archive and the saved runtime image (ollama-<version>-<target>.image.tar.gz).
-        assert upload["with"]["path"].splitlines() == [f"dist/{target}/ollama-*", f"dist/{target}/manifest.json",
-                                                       f"dist/{target}/build.log"]
+        assert upload["with"]["name"] == f"${{{{ matrix.build.targets[{i}] }}}}"
+        # ollama-* is the archive and the saved runtime image (ollama-<version>-<target>.image.tar.gz); the
+        # folder is TARGET@TAG when the run builds another upstream tag.
+        folder = f"${{{{ matrix.build.folders[{i}] }}}}"
+        assert upload["with"]["path"].splitlines() == [f"dist/{folder}/ollama-*", f"dist/{folder}/manifest.json",
+                                                       f"dist/{folder}/build.log"]
     release = jobs["release"]
     assert release["needs"] == "build"
     assert release["permissions"] == {"contents": "read"}
@@ -382,3 +392,26 @@ def test_images_are_pushed_to_ghcr_with_version_and_target_tags_and_attested_per
 def test_builds_wants_json(capsys):
     assert main(["targets", "--builds"]) == UsageError.exit_code
     assert "--json" in capsys.readouterr().err
+
+
+def test_release_by_hand_can_build_another_pinned_upstream_tag(monkeypatch):
+    """The `upstream` input reaches every nox command as PIPELINE_REF (checked as a tag there), and the
+    build matrix then names each target's dist folder TARGET@TAG."""
+    doc = load(RELEASE)
+    trigger = doc.get("on", doc.get(True))
+    assert trigger["workflow_dispatch"]["inputs"]["upstream"]["default"] == ""
+    assert doc["env"]["PIPELINE_REF"] == "${{ inputs.upstream }}"
+    monkeypatch.setenv("PIPELINE_REF", "v0.24.0")
+    jobs = {j["builder"]: j for j in builds_json()}
+    rocm = jobs["debian-rocm"]
+    assert rocm["tag"] == "v0.24.0" and rocm["folders"] == ["gfx1103@v0.24.0", "gfx906@v0.24.0"]
+    assert jobs["debian-vulkan"]["folders"] == ["vulkan"]  # its own tag is v0.24.0
+    monkeypatch.delenv("PIPELINE_REF")
+    assert {j["builder"]: j for j in builds_json()}["debian-rocm"]["folders"] == ["gfx1103", "gfx906"]
+
+
+def test_a_bad_pipeline_ref_is_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("PIPELINE_REF", "--upload-pack=x")
+    assert main(["targets", "--json"]) == UsageError.exit_code
+    err = capsys.readouterr().err
+    assert "PIPELINE_REF '--upload-pack=x' is not a valid git tag" in err and "Traceback" not in err
