@@ -47,8 +47,9 @@ def _exclusive(plan: Plan, settings: Settings):
 def build_target(plan: Plan, settings: Settings, *, skip: Sequence[str] = (), add: Sequence[str] = (),
                  table: Sequence[stage_table.Stage] | None = None, lean: bool = False) -> Outcome:
     """Run the default stages of the table (less `skip`, plus the optional ones in `add`) for one plan.
-    With `lean`, once every stage is done, each stage's discard frees what it kept for later runs: a
-    release job that builds several targets on one small disk holds only what dist/ keeps of each."""
+    With `lean`, a stage's discard frees what it kept for later runs as soon as no stage still to run
+    needs its result (the build output once packaged, the runtime image once saved): a release job
+    that builds several targets on one small disk holds little more than what dist/ keeps of each."""
     table = stage_table.STAGES if table is None else table
     chosen = stage_table.select(table, skip=skip, add=add)
     log_path = settings.dist / plan.out / "build.log"
@@ -57,30 +58,31 @@ def build_target(plan: Plan, settings: Settings, *, skip: Sequence[str] = (), ad
         log.line(f"version {plan.version} from {plan.source_url} ({plan.target.source.tag})")
         for stage in chosen:
             log.line(f"hash {stage.name:8} {plan.hashes[stage.name][:16]}")
-        results = run_stages(plan, settings, log, chosen)
-        if lean:
-            _discard(plan, settings, log, chosen, results)
+        results = run_stages(plan, settings, log, chosen, lean=lean)
         made = [str(r.archive) for r in results.values() if hasattr(r, "archive") and isinstance(r.archive, Path)]
         log.line(f"done in {duration(log.elapsed)}" + (f": {made[-1]}" if made else ""))
         return Outcome(plan.name, types.MappingProxyType(results), log_path, tuple(log.stages), log.elapsed)
 
 
-def _discard(plan: Plan, settings: Settings, log: Log, chosen: Sequence[stage_table.Stage],
-             results: Mapping[str, Any]) -> None:
-    for stage in chosen:
-        if stage.discard is not None:
-            ctx = Context(name=stage.name, plan=plan, settings=settings, log=log, stage=None)
-            freed = stage.discard(ctx, results[stage.name])
-            log.line(f"lean: {stage.name} freed {size(freed)} (dist/ keeps the outputs)")
-
-
-def run_stages(plan: Plan, settings: Settings, log: Log, chosen: Sequence[stage_table.Stage]) -> dict[str, Any]:
-    """Run `chosen` (in table order, each after the stages it needs) inside an open log."""
+def run_stages(plan: Plan, settings: Settings, log: Log, chosen: Sequence[stage_table.Stage], *,
+               lean: bool = False) -> dict[str, Any]:
+    """Run `chosen` (in table order, each after the stages it needs) inside an open log; with `lean`,
+    discard each result that no stage still to run needs."""
     results: dict[str, Any] = {}
-    for stage in chosen:
+    discarded: set[str] = set()
+    for i, stage in enumerate(chosen):
         with log.stage(stage.name) as handle:
             ctx = Context(name=stage.name, plan=plan, settings=settings, log=log, stage=handle)
             results[stage.name] = stage.run(ctx, **{n: results[n] for n in stage.needs})
+        if not lean:
+            continue
+        still_needed = {n for later in chosen[i + 1:] for n in later.needs}
+        for done in chosen[:i + 1]:
+            if done.discard is not None and done.name not in still_needed and done.name not in discarded:
+                discarded.add(done.name)
+                ctx = Context(name=done.name, plan=plan, settings=settings, log=log, stage=None)
+                freed = done.discard(ctx, results[done.name])
+                log.line(f"lean: {done.name} freed {size(freed)} (dist/ keeps the outputs)")
     return results
 
 

@@ -284,6 +284,11 @@ class Matrix:
     pins: Mapping[str, str] = dataclasses.field(default_factory=dict)
     llama_cpp: LlamaCpp = dataclasses.field(default_factory=LlamaCpp)
 
+    def serves(self, builder: str) -> tuple[str, ...]:
+        """The GPU archs the runtimes of a builder's targets ask for (runtime.archs), sorted: a builder
+        keeps only these archs' rocBLAS Tensile files."""
+        return tuple(sorted({a for t in self.targets.values() if t.builder == builder for a in t.runtime.archs}))
+
     def pin(self, tag: str) -> str:
         """The pinned commit of an upstream tag; an unpinned tag is refused with how to pin it."""
         if problem := names.ref_problem(tag):

@@ -107,9 +107,42 @@ def plain_tar(path: Path, scratch: Path, limit: int | None = None) -> Path:
     """An uncompressed copy of a package archive in `scratch`, decompressed with a bound: `limit` (from
     the manifest's sizes, see `bound_for`) or, without one, `bound`. A file that is not an archive of a
     known format, or is truncated, is one PackageError naming it."""
+    _check_suffix(path)
+    plain = scratch / (path.name.rsplit(".", 1)[0])
+    with open_checked(plain, scratch) as dst:
+        _decompress(path, dst, scratch, limit)
+    return plain
+
+
+def gzip_tar(path: Path, scratch: Path, limit: int | None = None) -> Path:
+    """The archive as a gzip'd tar (what Docker's ADD unpacks): itself when it is one, else a copy in
+    `scratch` recompressed fast (a ROCm package's zeroed GPU code costs nothing there, where a plain tar
+    would carry it in full)."""
+    _check_suffix(path)
+    if path.name.endswith(".tar.gz"):
+        return path
+    out = scratch / (path.name.rsplit(".", 1)[0] + ".gz")
+    with open_checked(out, scratch) as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as dst:
+        _decompress(path, dst, scratch, limit)
+    return out
+
+
+@contextlib.contextmanager
+def open_checked(path: Path, scratch: Path) -> Iterator[BinaryIO]:
+    try:
+        with open(path, "wb") as f:
+            yield f
+    except OSError as exc:
+        raise PackageError(f"{path.name}: cannot write into {scratch} ({exc.strerror or exc})") from None
+
+
+def _check_suffix(path: Path) -> None:
     if not path.name.endswith(SUFFIXES):
         raise PackageError(f"{path.name}: not a package archive (expected {' or '.join(SUFFIXES)})")
-    plain = scratch / (path.name.rsplit(".", 1)[0])
+
+
+def _decompress(path: Path, dst: BinaryIO, scratch: Path, limit: int | None) -> None:
+    """Decompress a package archive into dst, bounded (see plain_tar)."""
     limit = bound(path) if limit is None else limit
     try:
         with open(path, "rb") as f:
@@ -123,7 +156,7 @@ def plain_tar(path: Path, scratch: Path, limit: int | None = None) -> Path:
         raise PackageError(f"{path.name}: not a {path.name.split('.', 1)[-1].rsplit('.', 2)[-1]} file (its "
                            "first bytes say otherwise); the archive is damaged or of another format")
     try:
-        with open(path, "rb") as src, open(plain, "wb") as dst:
+        with open(path, "rb") as src:
             written = 0
             for block in (_zstd_blocks(src, path) if path.name.endswith(".tar.zst") else _gzip_blocks(src)):
                 written += len(block)
@@ -138,7 +171,6 @@ def plain_tar(path: Path, scratch: Path, limit: int | None = None) -> Path:
                            "of another format") from None
     except OSError as exc:
         raise PackageError(f"{path.name}: cannot decompress into {scratch} ({exc.strerror or exc})") from None
-    return plain
 
 
 def _gzip_blocks(src: BinaryIO) -> Iterator[bytes]:

@@ -9,7 +9,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 # rocBLAS/hipBLASLt kernels per arch: ..._gfx906.co, Kernels.so-000-gfx906.hsaco, ..._gfx90a-xnack-.co.
-_TENSILE_ARCH = re.compile(r"[-_](gfx[0-9a-f]+)(?:-xnack[+-])?\.[A-Za-z]+$")
+# POSIX ERE as well as Python's: the builder image's `find -regex` reads the same pattern.
+_SUFFIX = r"[-_]({arch})(-xnack[+-])?\.[A-Za-z]+"
+_TENSILE_ARCH = re.compile(_SUFFIX.format(arch="gfx[0-9a-f]+") + "$")
 TENSILE_DIRS = ("rocblas", "hipblaslt")
 
 
@@ -62,3 +64,16 @@ def drop_unserved(root: Path, serves: tuple[str, ...]) -> tuple[int, int]:
         size += files[rel].lstat().st_size
         files[rel].unlink()
     return len(other), size
+
+
+def prune_command(serves: tuple[str, ...], roots: tuple[str, ...] = ("/usr",)) -> str:
+    """A shell command deleting, under `roots`, the Tensile kernel files of every arch but `serves` (in
+    a Debian builder image, where Debian installs ROCm)."""
+    for arch in serves:
+        if not re.fullmatch(r"gfx[0-9a-f]+", arch):
+            raise ValueError(f"not a GPU arch: {arch!r}")
+    dirs = "|".join(TENSILE_DIRS)
+    tensile = f".*/({dirs})/(.*/)?library/[^/]*" + _SUFFIX.format(arch="gfx[0-9a-f]+")
+    kept = ".*" + _SUFFIX.format(arch="|".join(serves))
+    return (f"find {' '.join(roots)} -xdev -regextype posix-extended -type f -regex '{tensile}' "
+            f"! -regex '{kept}' -delete")

@@ -13,20 +13,25 @@ from pathlib import Path
 
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Builder
-from pipeline.infra import baseimage, images, registries, templates
+from pipeline.infra import baseimage, images, registries, rocm, templates
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import BuilderImage
 
 
-def render(templates_dir: Path, builder: Builder, base_image: str, debian_snapshot: str | None = None) -> str:
+def render(templates_dir: Path, builder: Builder, base_image: str, debian_snapshot: str | None = None,
+           serves: tuple[str, ...] = ()) -> str:
     """The builder's Dockerfile: docker/<template> rendered with the builder's table (and the Debian
-    snapshot timestamp, when one pins the apt universe)."""
+    snapshot timestamp, when one pins the apt universe). With `serves` (the archs its targets' runtimes
+    ask for), the rocBLAS Tensile files of every other arch are deleted where the packages are
+    installed: no build copies them into its output and the image is smaller by gigabytes."""
+    prune = rocm.prune_command(serves) if serves else ""
     return templates.render(templates_dir, builder.template, builder=builder, base_image=base_image,
-                            debian_snapshot=debian_snapshot)
+                            debian_snapshot=debian_snapshot, tensile_prune=prune)
 
 
 def key(plan: Plan, settings: Settings) -> object:
-    return render(settings.templates_dir, plan.builder, plan.base_image, settings.debian_snapshot)
+    return render(settings.templates_dir, plan.builder, plan.base_image, settings.debian_snapshot,
+                  plan.builder_serves)
 
 
 def image_tag(plan: Plan) -> str:
@@ -53,7 +58,7 @@ def run(ctx: Context) -> BuilderImage:
         elif download.url.startswith(registries.PLACEHOLDERS):
             buildargs[download.build_arg] = registries.expand(download.url, settings)
     log.line(f"building {tag} from docker/{plan.builder.template}")
-    image_id = images.build(render(settings.templates_dir, plan.builder, plan.base_image, settings.debian_snapshot), tag, log, buildargs=buildargs,
+    image_id = images.build(key(plan, settings), tag, log, buildargs=buildargs,
                            labels={"org.ollama-pipeline.builder": plan.builder_name,
                                    "org.ollama-pipeline.hash": plan.hashes["builder"]},
                            # The host's CA bundle (empty without one) for a download stage behind a

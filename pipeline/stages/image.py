@@ -74,12 +74,12 @@ def run(ctx: Context, *, verify: Verified) -> RuntimeImage:
     dockerfile = templates.render(settings.templates_dir, TEMPLATE, manifest=manifest, base_image=base,
                                   suite=suite)
     with fsutil.scratch_dir(settings.cache / "scratch", f"{plan.name}-image") as tmp:
-        plain = archive.plain_tar(verify.package.archive, Path(tmp))
+        packed = archive.gzip_tar(verify.package.archive, Path(tmp))
         log.line(f"building {name} on {base} from {verify.package.archive.name}")
         image_id = images.build(dockerfile, name, log, buildargs={"DEBIAN_MIRROR": baseimage.mirror(settings)},
                                 labels={"org.ollama-pipeline.hash": ctx.hash,
                                         "org.ollama-pipeline.target": plan.name},
-                                files={"package.tar": plain}, what="runtime image")
+                                files={"package.tar.gz": packed}, what="runtime image")
         _check(name, manifest.version, Path(tmp), settings, log)
     _save(name, saved, log)
     fsutil.write_text(record, json.dumps({"tag": name, "id": image_id, "hash": ctx.hash,

@@ -51,6 +51,8 @@ class Plan:
     # The target's own upstream tag in targets.toml: a build at another pinned tag (--ref) goes to its
     # own output folder, so versions never overwrite each other.
     default_tag: str = ""
+    # The archs the runtimes of every target of this builder ask for (Matrix.serves).
+    builder_serves: tuple[str, ...] = ()
     # Where the llama.cpp of versions that fetch it comes from, and its pins.
     llama_cpp: LlamaCpp = dataclasses.field(default_factory=LlamaCpp)
     hashes: Mapping[str, str] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
@@ -123,6 +125,7 @@ def resolve(matrix: Matrix, target: Target, settings: Settings,
         image_prefix=settings.image_prefix,
         default_tag=matrix.targets[target.name].source.tag if target.name in matrix.targets else "",
         llama_cpp=matrix.llama_cpp,
+        builder_serves=matrix.serves(target.builder),
     )
 
 

@@ -41,7 +41,8 @@ def compare_with_golden(request, rendered: str, golden: Path, what: str) -> None
 def test_rendered_dockerfile_matches_golden_file(request, matrix, name):
     builder = matrix.builders[name]
     rendered = dockerfile.render(PROJECT / "docker", builder,
-                                 base_image=baseimage.name(Settings().image_prefix, builder.suite))
+                                 base_image=baseimage.name(Settings().image_prefix, builder.suite),
+                                 serves=matrix.serves(name))
     compare_with_golden(request, rendered, GOLDEN / f"{name}.Dockerfile", f"docker/{builder.template} for {name}")
 
 

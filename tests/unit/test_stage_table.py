@@ -76,8 +76,9 @@ def test_a_new_stage_needs_one_table_entry_and_nothing_else(tmp_path, matrix, se
 
 
 def test_lean_discards_after_the_last_stage_and_a_second_run_redoes_the_discarded_work(tmp_path, matrix, settings):
-    """--lean: once every stage is done, each stage with a discard frees what it keeps (build: its cached
-    output; image: the engine's copy); without --lean nothing is freed and the next run reuses it."""
+    """--lean: a stage with a discard frees what it keeps (build: its cached output; image: the engine's
+    copy) as soon as no stage still to run needs it; without --lean nothing is freed and the next run
+    reuses it."""
     repo = make_repo(tmp_path / "upstream", {"main.go": "package main\n"})
     git(repo, "tag", "v1.2.3")
     commit = git(repo, "rev-parse", "HEAD")
@@ -107,18 +108,23 @@ def test_lean_discards_after_the_last_stage_and_a_second_run_redoes_the_discarde
         events.append("after")
         return keep
 
+    def last_run(ctx: Context, *, after):
+        events.append("last")
+        return after
+
     source_stage = next(s for s in stages.STAGES if s.name == "source")
     table = (source_stage,
              stages.Stage(name="keep", version=1, needs=("source",), key=lambda p, s: 1, run=keep_run,
                           discard=keep_discard),
-             stages.Stage(name="after", version=1, needs=("keep",), key=lambda p, s: 1, run=after_run))
+             stages.Stage(name="after", version=1, needs=("keep",), key=lambda p, s: 1, run=after_run),
+             stages.Stage(name="last", version=1, needs=("after",), key=lambda p, s: 1, run=last_run))
     plan = stages.plan_for(matrix, matrix.targets["cpu"], settings, table=table)
     orchestrate.build_target(plan, settings, table=table)
     orchestrate.build_target(plan, settings, table=table)
-    assert events == ["work", "after", "after"]  # kept: the second run reuses it
+    assert events == ["work", "after", "last", "after", "last"]  # kept: the second run reuses it
     outcome = orchestrate.build_target(plan, settings, table=table, lean=True)
-    assert events[3:] == ["after", "discard"]  # freed only after the last stage
+    assert events[5:] == ["after", "discard", "last"]  # freed once the last stage that needs it is done
     assert not outcome.results["keep"].exists()
     assert "lean: keep freed 64.0 KiB" in outcome.log.read_text()
     orchestrate.build_target(plan, settings, table=table)
-    assert events[5:] == ["work", "after"]
+    assert events[8:] == ["work", "after", "last"]

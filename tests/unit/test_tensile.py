@@ -79,3 +79,25 @@ def test_the_build_output_keeps_everything_when_a_served_arch_has_no_files(entri
     # ... so that packaging still refuses it with the reason.
     with pytest.raises(PackageError, match="no rocBLAS Tensile files for gfx1103"):
         tensile.prune([(p.relative_to(tmp_path).as_posix(), p) for p in before], ("gfx1103",))
+
+
+def test_the_builder_image_deletes_the_tensile_files_no_target_serves(tmp_path):
+    """The command the ROCm builder runs where its packages are installed (real `find`)."""
+    import subprocess
+
+    from pipeline.infra import rocm
+    lib = tmp_path / "usr/lib/x86_64-linux-gnu/rocblas/4.4.1/library"
+    lib.mkdir(parents=True)
+    for name in NAMES:
+        (lib / name).write_bytes(b"x")
+    (tmp_path / "usr/lib/libggml-gfx900.so").write_bytes(b"elf")  # not Tensile data
+    subprocess.run(["sh", "-c", rocm.prune_command(("gfx1100", "gfx906"), roots=(str(tmp_path / "usr"),))], check=True)
+    left = {p.name for p in tmp_path.rglob("*") if p.is_file()}
+    assert left == {"libggml-gfx900.so", *(n for n in NAMES if "gfx90a" not in n and "gfx908" not in n)}
+    with pytest.raises(ValueError):
+        rocm.prune_command(("gfx906'; rm -rf /; '",))
+
+
+def test_a_builder_keeps_the_archs_its_targets_serve(matrix):
+    assert matrix.serves("debian-rocm") == ("gfx1100", "gfx906")
+    assert matrix.serves("debian-cpu") == ()

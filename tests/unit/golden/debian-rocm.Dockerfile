@@ -38,8 +38,11 @@ RUN test -n "$DEBIAN_MIRROR" \
  && echo 'Acquire::Retries "5";' > /etc/apt/apt.conf.d/80retries
 
 # One transaction, so apt resolves every package against the same pins.
+# rocBLAS Tensile files of archs no target of this builder serves are deleted in the same layer: no
+# build installs them, and they are gigabytes (the package versions stay as dpkg lists them).
 RUN apt-get update \
  && apt-get install -y gcc g++ make cmake ninja-build ccache git ca-certificates golang-1.24-go hipcc libhipblas-dev librocblas-dev \
+ && find /usr -xdev -regextype posix-extended -type f -regex '.*/(rocblas|hipblaslt)/(.*/)?library/[^/]*[-_](gfx[0-9a-f]+)(-xnack[+-])?\.[A-Za-z]+' ! -regex '.*[-_](gfx1100|gfx906)(-xnack[+-])?\.[A-Za-z]+' -delete \
  && rm -rf /var/lib/apt/lists/*
 
 COPY --from=downloads /downloads/opt/go1.26 /opt/go1.26

@@ -13,7 +13,7 @@ RUN test -n "$DEBIAN_MIRROR" \
  && rm -rf /var/lib/apt/lists/*
 
 # The package as upstream's image lays it out: /usr/bin/ollama, /usr/lib/ollama/..., /usr/share/ollama.
-ADD package.tar /usr/
+ADD package.tar.gz /usr/
 
 ENV OLLAMA_HOST=0.0.0.0:11434 \
     HSA_OVERRIDE_GFX_VERSION=11.0.0 \
