@@ -106,6 +106,9 @@ def bootstrap(name: str, suite: str, mirror_url: str, log: Log) -> str:
     with tempfile.TemporaryDirectory(prefix="ollama-pipeline-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         runner.run(log, ["debootstrap", "--variant=minbase", suite, rootfs, mirror_url])
+        # The .debs debootstrap installed from stay behind in the rootfs: no image needs them.
+        for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):
+            deb.unlink()
         tarball = Path(tmp) / "rootfs.tar"
         runner.run(log, ["tar", "--numeric-owner", "-C", rootfs, "-cf", tarball, "."])
         repository, _, tag = name.rpartition(":")

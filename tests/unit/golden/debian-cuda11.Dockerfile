@@ -15,7 +15,7 @@ RUN test -n "$DEBIAN_MIRROR" \
  && echo "deb $DEBIAN_MIRROR bullseye main" > /etc/apt/sources.list \
  && apt-get -o Acquire::Retries=5 update \
  && apt-get -o Acquire::Retries=5 install -y --no-install-recommends curl ca-certificates libarchive-tools \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && if [ -s /tmp/host-ca.crt ]; then export CURL_CA_BUNDLE=/tmp/host-ca.crt; fi \
  && curl -fsSL --retry 5 --retry-connrefused "${CMAKE_URL}" -o /tmp/cmake.download \
  && echo "1c8b05df0602365da91ee6a3336fe57525b137706c4ab5675498f662ae1dbcec  /tmp/cmake.download" | sha256sum -c - \
@@ -49,7 +49,7 @@ RUN test -n "$DEBIAN_MIRROR" \
 # One transaction, so apt resolves every package against the same pins.
 RUN apt-get update \
  && apt-get install -y clang-13 gcc g++ make ninja-build ccache git ca-certificates nvidia-cuda-toolkit \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 
 COPY --from=downloads /downloads/opt/cmake /opt/cmake
 COPY --from=downloads /downloads/usr/local/go /usr/local/go

@@ -13,7 +13,7 @@ RUN test -n "$DEBIAN_MIRROR" \
  && echo "deb $DEBIAN_MIRROR trixie main" > /etc/apt/sources.list \
  && apt-get -o Acquire::Retries=5 update \
  && apt-get -o Acquire::Retries=5 install -y --no-install-recommends curl ca-certificates libarchive-tools \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && if [ -s /tmp/host-ca.crt ]; then export CURL_CA_BUNDLE=/tmp/host-ca.crt; fi \
  && curl -fsSL --retry 5 --retry-connrefused "${GO126_URL}" -o /tmp/go126.download \
  && echo "e1edb778de0aa08c8e827f5a873b35a46afe680fb241482c531725b2355e470d  /tmp/go126.download" | sha256sum -c - \
@@ -37,7 +37,7 @@ RUN test -n "$DEBIAN_MIRROR" \
 # One transaction, so apt resolves every package against the same pins.
 RUN apt-get update \
  && apt-get install -y gcc g++ make cmake ninja-build ccache git ca-certificates glslc libvulkan-dev spirv-headers \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 
 COPY --from=downloads /downloads/opt/go1.26 /opt/go1.26
 

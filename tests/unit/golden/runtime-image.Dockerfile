@@ -10,7 +10,7 @@ RUN test -n "$DEBIAN_MIRROR" \
  && rm -f /etc/apt/sources.list.d/* \
  && apt-get -o Acquire::Retries=5 update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 
 # The package as upstream's image lays it out: /usr/bin/ollama, /usr/lib/ollama/..., /usr/share/ollama.
 ADD package.tar.gz /usr/

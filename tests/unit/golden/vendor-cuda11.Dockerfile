@@ -11,7 +11,7 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
 RUN echo 'Acquire::Retries "5";' > /etc/apt/apt.conf.d/80retries \
  && apt-get update \
  && apt-get install -y --no-install-recommends curl ca-certificates gcc-10 g++-10 make ninja-build ccache git \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 
 RUN curl -fsSL --retry 5 --retry-connrefused "${CMAKE_URL}" -o /tmp/cmake.tar.gz \
  && echo "fd76a2201de23a5cb392f2d2abe3a0aa40d4870c39fd92ed52c896daf55e4aa1  /tmp/cmake.tar.gz" | sha256sum -c - \
