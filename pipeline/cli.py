@@ -163,6 +163,9 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--disk", action="store_true",
                     help="instead: peak disk of each release job's cold `build TARGET... --image --lean`, on a private "
                          "dockerd with an empty data root (needs root); components sampled every few seconds")
+    bn.add_argument("--builder-twice", action="store_true",
+                    help="instead: build each target's builder a second time on a private dockerd with an empty "
+                         "data root (needs root) and compare the package versions of the two images")
     bn.add_argument("--ref", type=_ref, help="with --disk: the jobs build this pinned upstream tag")
     bn.add_argument("--output", default="dist/bench.json", help="where the numbers go")
     return p
@@ -347,7 +350,11 @@ def cmd_plan(args) -> int:
 def cmd_bench(args) -> int:
     settings = _settings(args)
     output = _output(args.output, "--output")
-    if args.disk:
+    if args.builder_twice:
+        if args.disk or args.cold or args.gpu or args.ref:
+            raise UsageError("--builder-twice builds builders only: drop --disk, --cold, --gpu and --ref")
+        report = bench.builder_twice(args.targets, settings, output)
+    elif args.disk:
         if args.cold or args.gpu:
             raise UsageError("--disk measures a cold build of its own: drop --cold and --gpu")
         report = bench.disk(args.targets, settings, output, ref=args.ref)

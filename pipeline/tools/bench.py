@@ -34,7 +34,7 @@ from pipeline.config import targets
 from pipeline.config.paths import PROJECT_ROOT
 from pipeline.config.settings import Settings
 from pipeline.errors import DockerError, UsageError, one_line
-from pipeline.infra import engine, fsutil, runner, toolchain
+from pipeline.infra import builderpkgs, engine, fsutil, runner, toolchain
 from pipeline.infra.log import Log
 from pipeline.tools import gpubench
 
@@ -177,6 +177,38 @@ def disk(selection: list[str], settings: Settings, output: Path, *, interval: fl
         key = "+".join(names) + (f"@{ref}" if ref else "")
         results[key] = {"builder": builder, "targets": names, "ref": ref,
                         **_disk_job(names, settings, output.parent, interval, ref)}
+        fsutil.write_text(output, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def builder_twice(selection: list[str], settings: Settings, output: Path) -> dict:
+    """Each selected target's builder built twice: on the machine's engine (or found there) and again
+    on a private engine with an empty data root; the two package lists (name -> version, what the
+    manifest records) must be the same. With PIPELINE_DEBIAN_SNAPSHOT both builds see one apt universe;
+    without, only suites that no longer change (bullseye) can be expected to match."""
+    if os.geteuid() != 0:
+        raise UsageError("bench --builder-twice starts a private dockerd and so must run as root (sudo)")
+    matrix = targets.load(settings.targets_file)
+    report = _earlier(output)
+    results = report.setdefault("builder_twice", {})
+    for builder, names in targets.build_jobs(matrix.select(selection)).items():
+        plan = stages.plan_for(matrix, matrix.targets[names[0]], settings)
+        with Log(f"twice-{builder}", output.parent / f"bench-twice-{builder}.log") as log:
+            first = orchestrate.results_of(plan, settings, log, ["builder"])["builder"].tag
+            mine = builderpkgs.package_versions(first)
+            root = Path(tempfile.mkdtemp(prefix="optwice-"))
+            try:
+                with PrivateEngine(root / "engine", root / "docker", output.parent / f"bench-twice-{builder}.dockerd.log") as eng, \
+                        engine.using(eng.host, "host"):
+                    fresh = dataclasses.replace(settings, cache=root / "cache")
+                    second = orchestrate.results_of(plan, fresh, log, ["builder"])["builder"].tag
+                    theirs = builderpkgs.package_versions(second)
+            finally:
+                _remove_tree(root)
+        differences = {k: [mine.get(k), theirs.get(k)] for k in sorted(set(mine) | set(theirs))
+                       if mine.get(k) != theirs.get(k)}
+        results[builder] = {"image": first, "snapshot": settings.debian_snapshot, "packages": len(mine),
+                            "identical": not differences, "differences": differences}
         fsutil.write_text(output, json.dumps(report, indent=2) + "\n")
     return report
 

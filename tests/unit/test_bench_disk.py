@@ -194,3 +194,37 @@ def test_disk_at_a_pinned_tag_builds_that_tag_and_says_so(fake_job, tmp_path):
     job = report["disk"]["cpu@v0.24.0"]
     assert job["ref"] == "v0.24.0" and job["exit_code"] == 0
     assert set(job["artifacts_bytes"]) == {"ollama-cpu-v0.24.0.tar.zst"}  # the build got --ref v0.24.0
+
+
+def test_builder_twice_compares_the_package_lists_of_two_builds(tmp_path, monkeypatch):
+    """The second build runs against the private engine (DOCKER_HOST switched for the block only) with
+    an empty cache; differing versions are listed by package."""
+    monkeypatch.setattr(bench.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(bench, "PrivateEngine", FakeEngine)
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    seen = []
+
+    class Result:
+        def __init__(self, tag):
+            self.tag = tag
+
+    def results_of(plan, settings, log, wanted):
+        seen.append((os.environ.get("DOCKER_HOST"), settings.cache))
+        return {"builder": Result(f"builder-{len(seen)}")}
+
+    lists = {"builder-1": {"libc6": "2.31-13", "gcc": "4:10.2.1-1"},
+             "builder-2": {"libc6": "2.31-13", "gcc": "4:10.2.1-1"}}
+    monkeypatch.setattr(bench.orchestrate, "results_of", results_of)
+    monkeypatch.setattr(bench.builderpkgs, "package_versions", lambda tag: lists[tag])
+    settings = Settings(targets_file=TARGETS_FILE, dist=tmp_path / "dist", cache=tmp_path / "cache")
+    output = tmp_path / "dist" / "bench.json"
+    report = bench.builder_twice(["cpu"], settings, output)
+    assert report["builder_twice"]["debian-cpu"]["identical"] is True
+    assert seen[0] == (None, tmp_path / "cache")
+    assert seen[1][0].startswith("unix://") and seen[1][1] != tmp_path / "cache"
+    assert "DOCKER_HOST" not in os.environ  # restored
+    lists["builder-4"] = {"libc6": "2.31-14", "gcc": "4:10.2.1-1"}
+    lists["builder-3"] = lists["builder-1"]
+    again = bench.builder_twice(["cpu"], settings, output)["builder_twice"]["debian-cpu"]
+    assert again["identical"] is False and again["differences"] == {"libc6": ["2.31-13", "2.31-14"]}
+    assert json.loads(output.read_text())["builder_twice"]["debian-cpu"]["identical"] is False
