@@ -199,9 +199,12 @@ def test_interrupted_build_removes_its_container_and_leaves_no_archive(
     settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, slow))
     env = {k: v for k, v in os.environ.items() if k != "OLLAMA_SOURCE"}
     env.update(PIPELINE_CACHE=str(settings.cache), PIPELINE_PATCHES=str(settings.patches_dir))
+    # Ctrl-C as a terminal sends it: SIGINT at its default, whatever this test runner inherited (a
+    # runner started in the background has SIGINT ignored, and so would the build).
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "build", "cpu", "--targets-file", str(settings.targets_file),
-         "--dist", str(settings.dist)], cwd=PROJECT, env=env, stderr=subprocess.PIPE, text=True)
+         "--dist", str(settings.dist)], cwd=PROJECT, env=env, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = settings.dist / "cpu" / "build.log"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (log.exists() and "+ cmake --preset" in log.read_text()):
