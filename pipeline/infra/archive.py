@@ -109,7 +109,7 @@ def plain_tar(path: Path, scratch: Path, limit: int | None = None) -> Path:
     known format, or is truncated, is one PackageError naming it."""
     _check_suffix(path)
     plain = scratch / (path.name.rsplit(".", 1)[0])
-    with open_checked(plain, scratch) as dst:
+    with _open_checked(plain, scratch) as dst:
         _decompress(path, dst, scratch, limit)
     return plain
 
@@ -122,13 +122,13 @@ def gzip_tar(path: Path, scratch: Path, limit: int | None = None) -> Path:
     if path.name.endswith(".tar.gz"):
         return path
     out = scratch / (path.name.rsplit(".", 1)[0] + ".gz")
-    with open_checked(out, scratch) as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as dst:
+    with _open_checked(out, scratch) as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as dst:
         _decompress(path, dst, scratch, limit)
     return out
 
 
 @contextlib.contextmanager
-def open_checked(path: Path, scratch: Path) -> Iterator[BinaryIO]:
+def _open_checked(path: Path, scratch: Path) -> Iterator[BinaryIO]:
     try:
         with open(path, "wb") as f:
             yield f

@@ -174,9 +174,9 @@ def disk(selection: list[str], settings: Settings, output: Path, *, interval: fl
     report["disk_goal_bytes"] = int(DISK_GOAL_BYTES)
     results = report.setdefault("disk", {})
     for builder, names in targets.build_jobs(matrix.select_at(selection, ref)).items():
-        key = "+".join(names) + (f"@{ref}" if ref else "")
-        results[key] = {"builder": builder, "targets": names, "ref": ref,
-                        **_disk_job(names, settings, output.parent, interval, ref)}
+        name = "+".join(names) + (f"@{ref}" if ref else "")
+        results[name] = {"builder": builder, "targets": names, "ref": ref,
+                         **_disk_job(name, names, settings, output.parent, interval, ref)}
         fsutil.write_text(output, json.dumps(report, indent=2) + "\n")
     return report
 
@@ -227,8 +227,8 @@ def _header() -> dict:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "goals": GOALS}
 
 
-def _disk_job(names: list[str], settings: Settings, logs: Path, interval: float, ref: str | None = None) -> dict:
-    name = "+".join(names) + (f"@{ref}" if ref else "")
+def _disk_job(name: str, names: list[str], settings: Settings, logs: Path, interval: float,
+              ref: str | None = None) -> dict:
     # Short: the engine's sockets live under it (a unix socket path has about 100 characters).
     root = Path(tempfile.mkdtemp(prefix="opdisk-"))
     folders = {c: root / c for c in DISK_COMPONENTS}

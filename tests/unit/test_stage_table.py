@@ -45,16 +45,21 @@ def test_stage_modules_import_only_config_infra_plan_and_results():
                     assert name.startswith(allowed) or inside_own, f"{path.name} imports {name}"
 
 
-def test_a_new_stage_needs_one_table_entry_and_nothing_else(tmp_path, matrix, settings):
-    """A no-op stage after source: added to a copy of the table, it gets a hash, runs with the source
-    stage's result, and its result comes back; no other module changes."""
+def cpu_of_a_generated_repo(tmp_path, matrix):
+    """The matrix with only `cpu`, built from a generated repository's v1.2.3; and that commit."""
     repo = make_repo(tmp_path / "upstream", {"main.go": "package main\n"})
     git(repo, "tag", "v1.2.3")
     commit = git(repo, "rev-parse", "HEAD")
     cpu = matrix.targets["cpu"]
     cpu = dataclasses.replace(cpu, source=dataclasses.replace(cpu.source, url=str(repo), tag="v1.2.3",
                                                               commit=commit))
-    matrix = dataclasses.replace(matrix, targets={"cpu": cpu})
+    return dataclasses.replace(matrix, targets={"cpu": cpu}), commit
+
+
+def test_a_new_stage_needs_one_table_entry_and_nothing_else(tmp_path, matrix, settings):
+    """A no-op stage after source: added to a copy of the table, it gets a hash, runs with the source
+    stage's result, and its result comes back; no other module changes."""
+    matrix, commit = cpu_of_a_generated_repo(tmp_path, matrix)
     seen = []
 
     def noop_run(ctx: Context, *, source):
@@ -75,17 +80,11 @@ def test_a_new_stage_needs_one_table_entry_and_nothing_else(tmp_path, matrix, se
     assert [name for name, _, _ in outcome.stages] == ["source", "noop"]
 
 
-def test_lean_discards_after_the_last_stage_and_a_second_run_redoes_the_discarded_work(tmp_path, matrix, settings):
+def test_lean_discards_once_nothing_later_needs_it_and_a_second_run_redoes_the_work(tmp_path, matrix, settings):
     """--lean: a stage with a discard frees what it keeps (build: its cached output; image: the engine's
     copy) as soon as no stage still to run needs it; without --lean nothing is freed and the next run
     reuses it."""
-    repo = make_repo(tmp_path / "upstream", {"main.go": "package main\n"})
-    git(repo, "tag", "v1.2.3")
-    commit = git(repo, "rev-parse", "HEAD")
-    cpu = matrix.targets["cpu"]
-    cpu = dataclasses.replace(cpu, source=dataclasses.replace(cpu.source, url=str(repo), tag="v1.2.3",
-                                                              commit=commit))
-    matrix = dataclasses.replace(matrix, targets={"cpu": cpu})
+    matrix, commit = cpu_of_a_generated_repo(tmp_path, matrix)
     events = []
 
     def keep_run(ctx: Context, *, source):
