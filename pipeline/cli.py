@@ -22,7 +22,8 @@ from pipeline.infra import fsutil
 from pipeline.infra.log import Log, duration
 from pipeline.stages import builder, image, verify
 from pipeline.stages.plan import out_folder
-from pipeline.tools import bench, clean, memtest, patchtool, release, track
+from pipeline.release import assemble as release
+from pipeline.tools import bench, clean, memtest, patchtool, track
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,7 +6,6 @@ One build per target and cache at a time (a lock file naming the holder's pid).
 
 from __future__ import annotations
 
-import dataclasses
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,9 +17,10 @@ from pipeline.errors import PipelineError
 from pipeline.infra import owner
 from pipeline.infra.log import Log, duration, size
 from pipeline.stages.plan import Context, Plan
+from pipeline.records import record
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record(positional=True)
 class Outcome:
     target: str
     results: Mapping[str, Any]

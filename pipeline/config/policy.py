@@ -8,7 +8,6 @@ defines, and the Debian suite of that floor (packages are verified in a clean co
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,13 +16,14 @@ from typing import Any
 from pipeline.config import loader
 from pipeline.config.paths import POLICIES
 from pipeline.errors import ConfigError
+from pipeline.records import record
 
 _SONAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*\.so(\.[0-9A-Za-z_]+)*")
 _PREFIX = re.compile(r"[A-Z][A-Z0-9]*")
 NUMERIC = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Policy:
     """What the oldest runtime system a package supports provides, and what must never be shipped."""
 

@@ -15,7 +15,6 @@ in file-name order.
 
 from __future__ import annotations
 
-import dataclasses
 import email.header
 import re
 from collections.abc import Iterable, Sequence
@@ -26,7 +25,8 @@ from packaging.version import InvalidVersion, Version
 
 from pipeline.config import loader
 from pipeline.errors import ConfigError
-from pipeline.infra.hashing import file_sha256
+from pipeline.hashing import file_sha256
+from pipeline.records import record
 
 NAME = re.compile(r"^(?P<number>\d{4})-(?P<slug>[a-z0-9][a-z0-9.-]*)\.patch$")
 FIELDS = ("Description", "Author", "Origin", "Upstream-Status", "Applies-To", "Targets")
@@ -34,7 +34,7 @@ STATUS_KINDS = {"Pending": False, "Submitted": True, "Backport": True, "Inapprop
 _FIELD_LINE = re.compile(r"^(?P<key>[A-Z][A-Za-z-]*):[ \t]*(?P<value>.*)$")
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Patch:
     name: str
     path: Path

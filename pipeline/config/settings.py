@@ -12,9 +12,10 @@ from pathlib import Path
 from pipeline.config.paths import DOCKER_TEMPLATES, PATCHES, PROJECT_ROOT, TARGETS_FILE
 from pipeline.config import names
 from pipeline.errors import ConfigError, UsageError
+from pipeline.records import record
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Settings:
     targets_file: Path = TARGETS_FILE
     patches_dir: Path = PATCHES

@@ -31,12 +31,13 @@ from packaging.version import InvalidVersion, Version
 
 from pipeline.config import loader, names
 from pipeline.errors import ConfigError, SelectionError
-from pipeline.infra import archive
+from pipeline import formats
+from pipeline.records import record
 
 SHA1_HEX = frozenset("0123456789abcdef")
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Source:
     url: str
     tag: str
@@ -47,7 +48,7 @@ class Source:
     version_format: str = "{version}+{target}"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class AptSuite:
     """An extra Debian suite a builder may take some packages from (ROCm from unstable, say).
 
@@ -63,7 +64,7 @@ class AptSuite:
     check_valid_until: bool = True
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Download:
     """A file a builder image fetches: checksum fixed here, location overridable (PIPELINE_URL_<NAME>)."""
 
@@ -84,7 +85,7 @@ class Download:
         return f"{self.name.upper()}_URL"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Builder:
     template: str
     description: str = ""
@@ -122,7 +123,7 @@ class Builder:
         return ""
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Backend:
     preset: str
     component: str
@@ -149,7 +150,7 @@ class Backend:
     cache_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class GoBuild:
     flags: tuple[str, ...] = ("-trimpath", "-buildmode=pie")
     ldflags: tuple[str, ...] = ("-w", "-s")
@@ -167,7 +168,7 @@ class GoBuild:
         return max(needs, default=None)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Package:
     format: str = "tar.gz"
     # 0: the format's own default (gzip 9, zstd 12).
@@ -176,21 +177,21 @@ class Package:
     strip_gpu_code: bool = True
 
     def __post_init__(self) -> None:
-        if self.format not in archive.FORMATS:
-            raise ValueError(f"format must be one of {', '.join(archive.FORMATS)}, got {self.format!r}")
-        low, high, _ = archive.FORMATS[self.format]
+        if self.format not in formats.FORMATS:
+            raise ValueError(f"format must be one of {', '.join(formats.FORMATS)}, got {self.format!r}")
+        low, high, _ = formats.FORMATS[self.format]
         if self.compression_level and not low <= self.compression_level <= high:
             raise ValueError(f"compression_level for {self.format} must be {low} to {high} (or 0 for "
                              f"the default), got {self.compression_level}")
 
     @property
     def level(self) -> int:
-        return self.compression_level or archive.FORMATS[self.format][2]
+        return self.compression_level or formats.FORMATS[self.format][2]
 
 
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Runtime:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # The GPU archs the runtime will ask the backend and rocBLAS for (a 780M under
@@ -200,7 +201,7 @@ class Runtime:
     archs_beyond_gpu_archs: bool = False
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Target:
     name: str
     description: str
@@ -221,7 +222,7 @@ class Target:
         return not self.versions or SpecifierSet(self.versions).contains(tag_version(tag), prereleases=True)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class LlamaCpp:
     """llama.cpp as upstream fetches it from v0.30 (the tag in the tree's LLAMA_CPP_VERSION). The source
     stage supplies it instead, from LLAMA_CPP_SOURCE (a local clone or mirror) or this URL, at the
@@ -232,7 +233,7 @@ class LlamaCpp:
     pins: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Upstream:
     # tag -> full commit id of every upstream version the project has pinned.
     pins: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -274,7 +275,7 @@ def go_toolchain(builder: Builder, needed: Version) -> str:
     return fits[0][1]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Matrix:
     path: Path
     targets: Mapping[str, Target]

@@ -1,6 +1,4 @@
-"""Package archives: the one owner of their formats, names, writing and reading.
-
-    ollama-<version>-<target>.tar.zst   (or .tar.gz)
+"""Package archives: writing and reading them (their formats and names are pipeline.formats').
 
 Written reproducibly: entries sorted, owned by 0:0 with empty owner names, mtimes from
 SOURCE_DATE_EPOCH, ordinary modes (0755 executables, 0644 the rest), and compressed without names or
@@ -24,28 +22,14 @@ from typing import BinaryIO
 import zstandard
 
 from pipeline.errors import PackageError
-from pipeline.infra.hashing import file_sha256
-
-# format: (lowest level, highest level, default level)
-FORMATS = {"tar.gz": (1, 9, 9), "tar.zst": (1, 22, 12)}
-SUFFIXES = tuple(f".{fmt}" for fmt in FORMATS)
-PREFIX = "ollama"
-
-
-def name(version: str, target: str, fmt: str) -> str:
-    """The archive's file name: ollama-0.12.5-gfx1103.tar.zst."""
-    return f"{PREFIX}-{version}-{target}.{fmt}"
-
-
-def is_archive_name(filename: str) -> bool:
-    return Path(filename).name == filename and filename.startswith(f"{PREFIX}-") and filename.endswith(SUFFIXES)
-
+from pipeline.formats import SUFFIXES, PackageLayout, archive_glob
+from pipeline.hashing import file_sha256
 
 def find(folder: Path, target: str) -> list[Path]:
     """The archives of `target` in `folder` (any version, any format), sorted."""
     if not folder.is_dir():
         return []
-    return sorted(p for suffix in SUFFIXES for p in folder.glob(f"{PREFIX}-*-{target}{suffix}") if p.is_file())
+    return sorted(p for pattern in archive_glob(target) for p in folder.glob(pattern) if p.is_file())
 
 
 def executable(path: Path) -> bool:
@@ -223,10 +207,10 @@ def bound_for(files) -> int:
 
 
 # Files packaging generates into every archive besides those the manifest lists.
-GENERATED_PREFIXES = ("share/ollama/",)
+GENERATED_PREFIXES = (f"{PackageLayout.SHARE}/",)
 
 
-def unpack(path: Path, dest: Path, scratch: Path, manifest_member: str = "lib/ollama/manifest.json", *,
+def unpack(path: Path, dest: Path, scratch: Path, manifest_member: str = PackageLayout.INSIDE, *,
            limit: int | None = None) -> dict:
     """Unpack a package archive into `dest`, refusing unsafe members by name (absolute paths, `..`,
     links that leave the tree, devices, hard links), and return the manifest inside it (parsed JSON).
@@ -306,6 +290,6 @@ def check_files(root: Path, files, archive_name: str) -> list[str]:
     for dirpath, _dirs, names in os.walk(root):
         for name in names:
             rel = (Path(dirpath) / name).relative_to(root).as_posix()
-            if rel not in listed and not rel.startswith(GENERATED_PREFIXES) and rel != "lib/ollama/manifest.json":
+            if rel not in listed and not rel.startswith(GENERATED_PREFIXES) and rel != PackageLayout.INSIDE:
                 problems.append(f"{rel}: in {archive_name} but not in its manifest")
     return problems

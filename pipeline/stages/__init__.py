@@ -24,12 +24,13 @@ from typing import Any
 from pipeline.config import series
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Matrix, Target
-from pipeline.infra.hashing import digest
+from pipeline.hashing import digest
 from pipeline.stages import build, builder, image, package, patches, source, verify
 from pipeline.stages.plan import Plan, resolve
+from pipeline.records import record
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Stage:
     name: str
     version: int

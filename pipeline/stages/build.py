@@ -22,7 +22,8 @@ from pathlib import Path
 from docker.types import Mount
 
 from pipeline.config.settings import Settings
-from pipeline.infra import archs, builderpkgs, fsutil, log as logs, owner, rocm, toolchain
+from pipeline.gpu import archs, tensile
+from pipeline.infra import builderpkgs, fsutil, log as logs, owner, toolchain
 from pipeline.infra.container import Container
 from pipeline.infra.toolchain import SRC
 from pipeline.stages.plan import Context, Plan
@@ -84,7 +85,7 @@ def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildRe
             code_objects = _check_gpu_code(plan, box, log)
             packages = builderpkgs.in_container(box)
             log.line(f"builder: {len(packages)} packages installed (versions in the manifest)")
-        dropped = rocm.drop_unserved(scratch / "dist", plan.target.runtime.archs)
+        dropped = tensile.drop(scratch / "dist", plan.target.runtime.archs)
         if dropped[0]:
             log.line(f"dropped {dropped[0]} rocBLAS Tensile files ({logs.size(dropped[1])}) of archs the "
                      f"runtime never asks for; kept {', '.join(plan.target.runtime.archs)}")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Builder
-from pipeline.infra import baseimage, images, registries, rocm, templates
+from pipeline.gpu import tensile
+from pipeline.infra import baseimage, images, registries, templates
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import BuilderImage
 
@@ -24,7 +25,7 @@ def render(templates_dir: Path, builder: Builder, base_image: str, debian_snapsh
     snapshot timestamp, when one pins the apt universe). With `serves` (the archs its targets' runtimes
     ask for), the rocBLAS Tensile files of every other arch are deleted where the packages are
     installed: no build copies them into its output and the image is smaller by gigabytes."""
-    prune = rocm.prune_command(serves) if serves else ""
+    prune = tensile.shell_command(serves) if serves else ""
     return templates.render(templates_dir, builder.template, builder=builder, base_image=base_image,
                             debian_snapshot=debian_snapshot, tensile_prune=prune)
 

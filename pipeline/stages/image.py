@@ -25,9 +25,10 @@ from pipeline.config.settings import Settings
 from docker.types import Mount
 
 from pipeline.errors import CommandError, DockerError, ModelRunError
-from pipeline.infra import archive, baseimage, engine, fsutil, images, modelrun, templates, tinymodel
+from pipeline.infra import archive, baseimage, engine, fsutil, images, templates
+from pipeline.smoke import modelrun, tinymodel
 from pipeline.infra.container import Container
-from pipeline.infra.hashing import file_sha256
+from pipeline.hashing import file_sha256
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import RuntimeImage, Verified
 

@@ -16,13 +16,14 @@ from typing import Any
 
 from pipeline.config import loader
 from pipeline.errors import ConfigError, PackageError
+from pipeline.records import record
 
 VERSION = 2
 INSIDE = "lib/ollama/manifest.json"
 BESIDE = "manifest.json"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Upstream:
     url: str
     tag: str
@@ -30,7 +31,7 @@ class Upstream:
     version: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class PatchRecord:
     name: str
     sha256: str
@@ -39,7 +40,7 @@ class PatchRecord:
     applies_to: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class BuilderRecord:
     name: str
     image: str
@@ -51,7 +52,7 @@ class BuilderRecord:
     package_versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class FileRecord:
     """A regular file (size, sha256, mode) or a symbolic link (link)."""
 
@@ -62,14 +63,14 @@ class FileRecord:
     link: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Tensile:
     serves: tuple[str, ...] = ()
     pruned_files: int = 0
     pruned_bytes: int = 0
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Floor:
     """The oldest system the package runs on: its library policy and what that system provides."""
 
@@ -81,14 +82,14 @@ class Floor:
     allows: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ArchiveRecord:
     name: str
     size: int
     sha256: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Manifest:
     manifest_version: int
     target: str
@@ -104,7 +105,7 @@ class Manifest:
     source_date_epoch: int
     files: tuple[FileRecord, ...]
     floor: Floor | None = None
-    # The library closure's record (pipeline.infra.closure.Closure.to_dict) and where each came from.
+    # The library closure's record (pipeline.closure.walk.Closure.to_dict) and where each came from.
     libraries: Mapping[str, Any] | None = None
     library_packages: Mapping[str, str] = dataclasses.field(default_factory=dict)
     gpu_code_objects: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)

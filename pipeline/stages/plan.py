@@ -19,11 +19,13 @@ from pipeline.config import series
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Backend, Builder, LlamaCpp, Matrix, Target, go_toolchain
 from pipeline.errors import ConfigError
-from pipeline.infra import archive, baseimage
+from pipeline import formats
+from pipeline.infra import baseimage
 from pipeline.infra.log import Log, StageResult
+from pipeline.records import record
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record(positional=True)
 class Step:
     """One command of the build, run in the builder container."""
 
@@ -32,7 +34,7 @@ class Step:
     env: tuple[tuple[str, str], ...] = ()
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Plan:
     target: Target
     builder_name: str
@@ -71,7 +73,7 @@ class Plan:
 
     @property
     def archive_name(self) -> str:
-        return archive.name(self.upstream_version, self.name, self.target.package.format)
+        return formats.archive_name(self.upstream_version, self.name, self.target.package.format)
 
 
 def out_folder(target: str, tag: str, default_tag: str) -> str:
@@ -81,7 +83,7 @@ def out_folder(target: str, tag: str, default_tag: str) -> str:
     return f"{target}@{tag}"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Context:
     """What a stage's run gets besides the results of the stages it needs."""
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.stages.manifest import Manifest
+from pipeline.records import record
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class SourceTree:
     """The upstream tree of the pinned commit, exported into the cache (read-only for later stages)."""
 
@@ -34,7 +35,7 @@ class SourceTree:
     llama_cpp: tuple[str, str] | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class PatchedTree:
     """The source tree with the target's patches applied, in the cache."""
 
@@ -43,19 +44,19 @@ class PatchedTree:
     patches: tuple[str, ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class BuilderImage:
     tag: str
     id: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class StepTime:
     step: str
     seconds: float
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class BuildResult:
     """Ollama's build output (`root`: bin/ollama, lib/ollama/...) and how it was made."""
 
@@ -92,7 +93,7 @@ class BuildResult:
                    tensile_dropped=tuple(d.get("tensile_dropped", (0, 0))))
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Packaged:
     """The archive in dist/<target>/ and its manifest (the one beside it, with the archive's sha256)."""
 
@@ -100,7 +101,7 @@ class Packaged:
     manifest: Manifest
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Verified:
     """A package that passed verification on its floor."""
 
@@ -110,7 +111,7 @@ class Verified:
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RuntimeImage:
     """The Docker image of a verified package, and its saved tarball for the release."""
 

@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from pipeline.config.settings import Settings
-from pipeline.infra import fsutil, git, llamacpp
+from pipeline.infra import fsutil, git
+from pipeline.upstream import llamacpp
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import SourceTree
 

@@ -8,8 +8,8 @@ toolchain in it): every ELF must resolve with the library path Ollama gives its 
 libraries such as libcuda.so.1 excepted: they come with the driver), the served GPU archs must have
 code objects and rocBLAS Tensile files, and the package's own install script must install a
 bin/ollama that starts and reports its version. Then the package does what a user does with it: it
-serves, imports a tiny random-weight llama GGUF the pipeline makes itself (pipeline.infra.tinymodel)
-and generates at least 8 tokens through the HTTP API, on CPU (pipeline.infra.modelrun); the log shows
+serves, imports a tiny random-weight llama GGUF the pipeline makes itself (pipeline.smoke.tinymodel)
+and generates at least 8 tokens through the HTTP API, on CPU (pipeline.smoke.modelrun); the log shows
 tokens/s and the backend the runner loaded, and a failure shows the server log's tail. The systemd
 unit is checked with `systemd-analyze verify` where the floor has it.
 """
@@ -24,9 +24,11 @@ from docker.types import Mount
 from pipeline.config.policy import load_policy
 from pipeline.config.settings import Settings
 from pipeline.errors import VerifyError
-from pipeline.infra import archive, baseimage, fsutil, modelrun, offload, rocm, tinymodel
+from pipeline.gpu import offload, tensile
+from pipeline.infra import archive, baseimage, fsutil
+from pipeline.smoke import modelrun, tinymodel
 from pipeline.infra.container import Container
-from pipeline.infra.hashing import file_sha256
+from pipeline.hashing import file_sha256
 from pipeline.infra.log import Log
 from pipeline.stages import manifest as schema
 from pipeline.stages.plan import Context, Plan
@@ -95,7 +97,7 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
             raise VerifyError(f"{path.name}: the manifest inside lists other files than the one beside it; "
                               "rebuild the package")
         problems = archive.check_files(root, inner.files, path.name)
-        problems += coverage_problems(inner)
+        problems += tensile.coverage(inner.tensile.serves, inner.gpu_code_objects, [f.path for f in inner.files])
         for rel, record in inner.stripped.items():
             problems += [f"{rel}: {p}" for p in offload.stray_code(root / rel, record.get("keep_archs", []))]
         if problems:
@@ -158,17 +160,3 @@ def manifest_beside(path: Path) -> schema.Manifest | None:
         return None
     return found
 
-
-def coverage_problems(manifest: schema.Manifest) -> list[str]:
-    """Each arch the runtime asks for needs GPU code in the backend and, where rocBLAS ships,
-    Tensile files."""
-    serves = manifest.tensile.serves
-    code = {arch for found in manifest.gpu_code_objects.values() for arch in found}
-    tensile = [f.path for f in manifest.files if rocm.is_tensile(f.path)]
-    problems = []
-    for arch in serves:
-        if code and arch not in code:
-            problems.append(f"no GPU code for {arch} in the backend (it has {', '.join(sorted(code))})")
-        if tensile and arch not in {rocm.tensile_arch(p) for p in tensile}:
-            problems.append(f"no rocBLAS Tensile files for {arch}")
-    return problems

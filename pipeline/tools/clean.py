@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -23,9 +22,10 @@ from pipeline.infra.log import size as log_size
 from pipeline.errors import DockerError
 from pipeline.infra import engine, images
 from pipeline.infra.container import LABEL as CONTAINER_LABEL
+from pipeline.records import record
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record(positional=True)
 class Item:
     kind: str  # cache | container | image | volume
     name: str

@@ -38,6 +38,7 @@ from pipeline.errors import ConfigError, SourceError
 from pipeline.infra import fsutil, git, owner, templates, toolchain
 from pipeline.infra.log import Log
 from pipeline.tools import gobox, patchtool
+from pipeline.records import record
 
 SCENARIOS_DIR = SCENARIOS
 DRIVER_TEMPLATE = "memtest_driver_test.go.j2"
@@ -90,7 +91,7 @@ MAX_DIMENSION = 2**24
 
 # ---------------------------------------------------------------------------------------------- schema
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Gpu:
     count: int = 1
     library: str
@@ -115,7 +116,7 @@ class Gpu:
             raise ValueError(f"key 'driver' must look like '470.82', got {self.driver!r}")
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class TensorSpec:
     name: str
     type: str
@@ -132,7 +133,7 @@ class TensorSpec:
                              f"{MAX_DIMENSION} each")
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Model:
     architecture: str = "llama"
     block_count: int
@@ -183,7 +184,7 @@ class Model:
         return self.head_dim or self.embedding_length // self.head_count
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Options:
     num_ctx: int = 4096
     num_batch: int = 512
@@ -200,7 +201,7 @@ class Options:
             raise ValueError(f"key 'num_gpu' must be -1 (automatic) or a layer count, got {self.num_gpu}")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record(positional=True)
 class Check:
     side: str  # before | after
     metric: str
@@ -221,7 +222,7 @@ METRICS: dict[str, type] = {
 }
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Scenario:
     name: str
     path: Path

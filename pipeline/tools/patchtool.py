@@ -24,10 +24,12 @@ from pipeline.config import series
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Matrix
 from pipeline.errors import CommandError, ConfigError, PatchError, SourceError
-from pipeline.infra import fsutil, git, llamacpp, runner
+from pipeline.infra import fsutil, git, runner
+from pipeline.upstream import llamacpp
 from pipeline.infra.git import conflict_location
 from pipeline.infra.log import Log
 from pipeline.tools import gobox
+from pipeline.records import record
 
 # Fixed identity and dates keep the work tree's commits, and so the refreshed files, reproducible.
 IDENTITY = {"GIT_AUTHOR_NAME": "ollama-pipeline", "GIT_AUTHOR_EMAIL": "maintainers@ollama-pipeline.invalid",
@@ -46,7 +48,7 @@ _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _DIFF_FILE = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record(positional=True)
 class Verdict:
     patch: str
     ref: str

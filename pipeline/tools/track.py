@@ -38,9 +38,11 @@ from pipeline.config import series
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Matrix, go_version, planned_go
 from pipeline.errors import PipelineError, UsageError, one_line
-from pipeline.infra import git, llamacpp
+from pipeline.infra import git
+from pipeline.upstream import llamacpp
 from pipeline.infra.log import Log
 from pipeline.tools import patchtool
+from pipeline.records import record
 
 # ggml's core source: v0.30 keeps a stub of the folder, not this file.
 GGML_IN_TREE = "ml/backend/ggml/ggml/src/ggml.c"
@@ -49,7 +51,7 @@ ARCHS = ("gfx906", "gfx1103")
 _GO_LINE = re.compile(rb"^go\s+(\S+)\s*$", re.MULTILINE)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record(positional=True)
 class Layout:
     layout: str  # in-tree | fetched | unknown
     llama_cpp: str  # the llama.cpp tag a fetched layout configures with ("" in tree)

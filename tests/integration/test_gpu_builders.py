@@ -11,7 +11,7 @@ from docker.types import Mount
 from pipeline.stages import builder as builder_stage
 from pipeline import stages
 from pipeline.errors import GpuCodeError
-from pipeline.infra import archs
+from pipeline.gpu import archs
 from pipeline import orchestrate
 from pipeline.config import targets
 

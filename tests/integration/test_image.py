@@ -10,7 +10,7 @@ import time
 
 from pipeline import orchestrate, stages
 from pipeline.config import targets
-from pipeline.infra.hashing import file_sha256
+from pipeline.hashing import file_sha256
 
 from .conftest import write_matrix
 

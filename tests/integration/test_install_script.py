@@ -13,7 +13,7 @@ from docker.types import Mount
 from pipeline import stages
 from pipeline.config import targets
 from pipeline.config.settings import Settings
-from pipeline.infra import modelrun
+from pipeline.smoke import modelrun
 from pipeline.infra.container import Container
 from pipeline.infra.log import Log
 

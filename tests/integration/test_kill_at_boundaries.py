@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.infra.hashing import file_sha256
+from pipeline.hashing import file_sha256
 from pipeline import stages
 from pipeline.infra import container, owner
 from pipeline.stages import image as image_stage

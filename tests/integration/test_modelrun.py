@@ -14,7 +14,8 @@ from pipeline import orchestrate, stages
 from pipeline.config import targets
 from pipeline.config.settings import Settings
 from pipeline.infra import archive as archives
-from pipeline.infra import baseimage, modelrun, tinymodel
+from pipeline.infra import baseimage
+from pipeline.smoke import modelrun, tinymodel
 from pipeline.infra.container import Container
 from pipeline.infra.log import Log
 

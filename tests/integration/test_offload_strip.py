@@ -8,7 +8,7 @@ from docker.types import Mount
 
 from pipeline import orchestrate, stages
 from pipeline.config import targets
-from pipeline.infra import offload
+from pipeline.gpu import offload
 from pipeline.infra.log import Log
 
 from . import miniollama

@@ -19,7 +19,7 @@ import zstandard
 
 from pipeline import errors, stages
 from pipeline.cli import main
-from pipeline.tools import publish
+from pipeline.release import publish
 
 from .conftest import PROJECT, SIMPLE_DIFF, TARGETS_FILE, package_stage, patch_text
 
@@ -36,7 +36,7 @@ class Case:
     culprit: str
     env: tuple[tuple[str, str], ...] = ()
     setup: Callable[[Path], None] | None = None
-    tool: str = "pipeline"  # or "publish": python -m pipeline.tools.publish
+    tool: str = "pipeline"  # or "publish": python -m pipeline.release.publish
 
 
 def project_snapshot() -> dict[str, tuple[int, int]]:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import policy as policy_mod
-from pipeline.infra import closure, elf
+from pipeline.closure import walk as closure, elf
 from pipeline.errors import ClosureError
-from pipeline.infra.closure import Root
-from pipeline.infra.resolver import Resolver
+from pipeline.closure.walk import Root
+from pipeline.closure.resolver import Resolver
 from pipeline.errors import ConfigError, PackageError
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build ELF fixtures")

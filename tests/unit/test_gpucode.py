@@ -3,7 +3,7 @@ backends keeps only the served archs (synthetic offload bundles, as tests/unit/t
 
 from __future__ import annotations
 
-from pipeline.infra import offload
+from pipeline.gpu import offload
 from pipeline.stages.package import gpucode
 
 from .test_offload import code_object, elf_with, fatbin, plain_bundle

@@ -12,7 +12,7 @@ from pipeline import orchestrate, stages
 from pipeline.cli import main
 from pipeline.config import targets
 from pipeline.errors import SourceError
-from pipeline.infra import llamacpp
+from pipeline.upstream import llamacpp
 from pipeline.tools import patchtool
 
 from .conftest import TARGETS_FILE, commit_files, git, make_repo, patch_text

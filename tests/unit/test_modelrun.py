@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from pipeline.infra import modelrun
+from pipeline.smoke import modelrun
 from pipeline.errors import PackageError
 
 FAKE_OLLAMA = r"""#!/bin/sh

@@ -1,4 +1,4 @@
-"""Offload bundles: parsing, choosing entries, and rewriting them in place (pipeline.infra.offload)."""
+"""Offload bundles: parsing, choosing entries, and rewriting them in place (pipeline.gpu.offload)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from pipeline.infra import offload
+from pipeline.gpu import offload
 from pipeline.errors import PackageError
 
 HOST = "host-x86_64-unknown-linux-gnu-"

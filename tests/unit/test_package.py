@@ -206,7 +206,7 @@ def test_edited_description_reaches_the_manifest(matrix, settings, build_dir, tm
 def test_manifest_states_the_floor_of_the_policy(the_plan, build_dir, tmp_path, log, monkeypatch):
     """The floor is the closure's: the policy, its suite, what the floor allows and what the package needs."""
     from pipeline.config.policy import load_policy
-    from pipeline.infra import closure
+    from pipeline.closure import walk as closure
 
     policy = load_policy("debian-bullseye")
     found = closure.Closure(policy=policy, objects=("bin/ollama",), bundles=(), in_package={}, system={},

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import PublishError, UsageError
-from pipeline.tools import publish
+from pipeline.release import publish
 
 PUB = PublishError.exit_code
 FAKE = Path(__file__).with_name("fake_gh.py")

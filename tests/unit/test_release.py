@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import stages
-from pipeline.tools import release
+from pipeline.release import assemble as release
 from pipeline.cli import main
 from pipeline.errors import PackageError, SelectionError
 
@@ -307,7 +307,7 @@ def test_unpack_command_of_the_notes_matches_a_tar_zst_archive(matrix, settings,
 
 def test_notes_state_the_floor_each_package_runs_on(matrix, settings, dist, log, monkeypatch):
     from pipeline.config.policy import load_policy
-    from pipeline.infra import closure
+    from pipeline.closure import walk as closure
     from pipeline.stages import package
 
     policy = load_policy("debian-bullseye")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.stages.package import tensile
+from pipeline.gpu import tensile
 from pipeline.errors import PackageError
 
 NAMES = [
@@ -57,9 +57,8 @@ def test_targets_without_runtime_archs_prune_nothing(entries):
 
 
 def test_the_build_output_drops_other_archs_files(entries, tmp_path):
-    from pipeline.infra import rocm
     root = tmp_path
-    dropped = rocm.drop_unserved(root, ("gfx906",))
+    dropped = tensile.drop(root, ("gfx906",))
     left = {p.name for p in root.rglob("*") if p.is_file()}
     assert dropped == (3, 30)
     assert left == set(NAMES) - {"TensileLibrary_Type_SS_Contraction_l_Ailk_Bjlk_Cijk_Dijk_gfx1100.co",
@@ -72,9 +71,8 @@ def test_the_build_output_drops_other_archs_files(entries, tmp_path):
 
 
 def test_the_build_output_keeps_everything_when_a_served_arch_has_no_files(entries, tmp_path):
-    from pipeline.infra import rocm
     before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
-    assert rocm.drop_unserved(tmp_path, ("gfx1103",)) == (0, 0)
+    assert tensile.drop(tmp_path, ("gfx1103",)) == (0, 0)
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == before
     # ... so that packaging still refuses it with the reason.
     with pytest.raises(PackageError, match="no rocBLAS Tensile files for gfx1103"):
@@ -85,17 +83,16 @@ def test_the_builder_image_deletes_the_tensile_files_no_target_serves(tmp_path):
     """The command the ROCm builder runs where its packages are installed (real `find`)."""
     import subprocess
 
-    from pipeline.infra import rocm
     lib = tmp_path / "usr/lib/x86_64-linux-gnu/rocblas/4.4.1/library"
     lib.mkdir(parents=True)
     for name in NAMES:
         (lib / name).write_bytes(b"x")
     (tmp_path / "usr/lib/libggml-gfx900.so").write_bytes(b"elf")  # not Tensile data
-    subprocess.run(["sh", "-c", rocm.prune_command(("gfx1100", "gfx906"), roots=(str(tmp_path / "usr"),))], check=True)
+    subprocess.run(["sh", "-c", tensile.shell_command(("gfx1100", "gfx906"), roots=(str(tmp_path / "usr"),))], check=True)
     left = {p.name for p in tmp_path.rglob("*") if p.is_file()}
     assert left == {"libggml-gfx900.so", *(n for n in NAMES if "gfx90a" not in n and "gfx908" not in n)}
     with pytest.raises(ValueError):
-        rocm.prune_command(("gfx906'; rm -rf /; '",))
+        tensile.shell_command(("gfx906'; rm -rf /; '",))
 
 
 def test_a_builder_keeps_the_archs_its_targets_serve(matrix):

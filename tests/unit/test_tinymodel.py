@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 from gguf import GGUFReader
 
-from pipeline.infra import tinymodel
+from pipeline.smoke import tinymodel
 
 
 def test_same_seed_gives_the_same_bytes(tmp_path):

@@ -4,7 +4,7 @@
 
 Layout follows upstream's release archives (bin/ollama, lib/ollama/...), so the Go code finds its
 runners the same way. Into it go: the build's files; the libraries of its closure under the builder's
-library policy, taken from the builder image (pipeline.infra.sysroot); only the Tensile files of the
+library policy, taken from the builder image (pipeline.closure.sysroot); only the Tensile files of the
 archs the runtime asks for (tensile.py); share/ollama/ from the runtime templates; the manifest. The
 archive format is pipeline.infra.archive's; the manifest's schema is pipeline.stages.manifest's.
 """
@@ -20,11 +20,13 @@ from pipeline.config.paths import POLICIES, RUNTIME_TEMPLATES
 from pipeline.config.policy import load_policy
 from pipeline.config.settings import Settings
 from pipeline.errors import PackageError
-from pipeline.infra import archive, fsutil, sysroot, templates
-from pipeline.infra.closure import Closure
-from pipeline.infra.hashing import file_sha256
+from pipeline.closure import sysroot
+from pipeline.infra import archive, fsutil, templates
+from pipeline.closure.walk import Closure
+from pipeline.hashing import file_sha256
 from pipeline.stages import manifest as schema
-from pipeline.stages.package import gpucode, tensile
+from pipeline.gpu import tensile
+from pipeline.stages.package import gpucode
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import BuildResult, Packaged
 

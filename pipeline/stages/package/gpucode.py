@@ -2,7 +2,7 @@
 
 Debian's librocblas.so.4.4 carries code objects for ten archs (about 1 GB); a package serves the archs
 of runtime.archs. Each bundled library with clang offload bundles is rewritten by
-pipeline.infra.offload: its bundles keep the host entry, the served archs' code objects (byte for
+pipeline.gpu.offload: its bundles keep the host entry, the served archs' code objects (byte for
 byte), their generic targets and SPIR-V, and everything else becomes zeros, which the zstd archive
 stores almost for free. Offsets do not move, so the HIP runtime finds every bundle where its wrapper
 points. Every library of the package is considered (upstream's CMake installs librocblas beside the
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from pipeline.infra import offload
+from pipeline.gpu import offload
 from pipeline.infra.log import Log
 
 

@@ -9,23 +9,23 @@ Deterministic: the weights come from SHAKE-256 of a seed and the tensor name (no
 generators, whose streams may change between numpy releases), and the GGUF writer adds no time stamps,
 so the same seed gives the same bytes on every run and every machine.
 
-    python -m pipeline.infra.tinymodel tiny.gguf
+    python -m pipeline.smoke.tinymodel tiny.gguf
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pipeline.records import record
 
 ARCH = "llama"
 SEED = 20251010
 
 
-@dataclass(frozen=True)
+@record(positional=True)
 class Shape:
     """Hyper-parameters of the tiny model: 2 blocks of width 64, about 470 KB as F32."""
 
@@ -39,6 +39,9 @@ class Shape:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+
+DEFAULT_SHAPE = Shape()
 
 
 # Token types of the GGUF vocabulary (llama.cpp's llama_token_type): 2 unknown, 3 control, 6 byte.
@@ -63,7 +66,7 @@ def _weights(seed: int, name: str, shape: tuple[int, ...], scale: float) -> np.n
     return ((unit * 2.0 - 1.0) * scale).astype(np.float32).reshape(shape)
 
 
-def tensors(shape: Shape = Shape(), seed: int = SEED) -> dict[str, np.ndarray]:
+def tensors(shape: Shape = DEFAULT_SHAPE, seed: int = SEED) -> dict[str, np.ndarray]:
     """Every tensor of the model, by GGUF name; numpy shapes are (rows, columns), as the converters write."""
     n_vocab = len(vocabulary()[0])
     kv = shape.n_head_kv * shape.head_dim
@@ -91,7 +94,7 @@ def tensors(shape: Shape = Shape(), seed: int = SEED) -> dict[str, np.ndarray]:
     return out
 
 
-def write(path: Path, *, shape: Shape = Shape(), seed: int = SEED) -> Path:
+def write(path: Path, *, shape: Shape = DEFAULT_SHAPE, seed: int = SEED) -> Path:
     """Write the model to path (replacing it) and return path."""
     import gguf
 
@@ -133,7 +136,7 @@ def write(path: Path, *, shape: Shape = Shape(), seed: int = SEED) -> Path:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m pipeline.infra.tinymodel OUT.gguf", file=sys.stderr)
+        print("usage: python -m pipeline.smoke.tinymodel OUT.gguf", file=sys.stderr)
         return 2
     path = write(Path(argv[0]))
     print(f"{path} ({path.stat().st_size} bytes, sha256 {hashlib.sha256(path.read_bytes()).hexdigest()})")

@@ -65,6 +65,7 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from pipeline.errors import PackageError
+from pipeline.records import record
 
 MAGIC = b"__CLANG_OFFLOAD_BUNDLE__"
 CCOB_MAGIC = b"CCOB"
@@ -93,7 +94,7 @@ GENERIC_TARGETS: dict[str, frozenset[str]] = {
 # Entry IDs
 
 
-@dataclass(frozen=True)
+@record(positional=True)
 class EntryId:
     """A bundle entry ID, `<kind>-<arch>-<vendor>-<os>-<env>[-<target id>]`."""
 
@@ -163,7 +164,7 @@ def wanted(entry: str | EntryId, keep_archs: Iterable[str], *, keep_generic: boo
 # Bundle parsing
 
 
-@dataclass(frozen=True)
+@record(positional=True)
 class Entry:
     """One code object in a bundle; `offset` is relative to the (decompressed) bundle start."""
 
@@ -176,7 +177,7 @@ class Entry:
         return EntryId.parse(self.id)
 
 
-@dataclass(frozen=True)
+@record(positional=True)
 class Bundle:
     """One offload bundle in a file. `offset` is its file offset, `span` the bytes it owns there."""
 
@@ -190,7 +191,7 @@ class Bundle:
     ccob_method: int = 0
 
 
-@dataclass(frozen=True)
+@record(positional=True)
 class CodeObject:
     """A non-empty bundle entry, as `list_code_objects` reports it."""
 
@@ -401,7 +402,7 @@ def list_code_objects(path: str | os.PathLike) -> list[CodeObject]:
 # Stripping
 
 
-@dataclass(frozen=True)
+@record(positional=True)
 class BundleReport:
     offset: int
     compressed: bool

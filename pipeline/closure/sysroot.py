@@ -1,6 +1,6 @@
 """A package's shared-library closure, resolved inside the image it was built in.
 
-pipeline.infra.closure walks DT_NEEDED over a folder tree; this module gives it an image's view: a
+pipeline.closure.walk walks DT_NEEDED over a folder tree; this module gives it an image's view: a
 sparse copy of the image (the "sysroot", one per image, in the cache) holding only the libraries a walk
 asked for, copied out of a container of the image as `ldconfig -p` locates them. The walk repeats
 until nothing new is found, so a fetched library's own needs are fetched too. Which Debian package
@@ -17,7 +17,8 @@ from docker.types import Mount
 
 from pipeline.config.policy import Policy
 from pipeline.config.settings import Settings
-from pipeline.infra import closure, fsutil, toolchain
+from pipeline.closure import walk
+from pipeline.infra import fsutil, toolchain
 from pipeline.infra.container import Container
 from pipeline.infra.log import Log
 
@@ -30,11 +31,11 @@ _OWNER = ('for p; do r=$(readlink -f "$p"); dpkg -S "$r" 2>/dev/null || dpkg -S 
 
 
 def resolve(image: str, policy: Policy, package_root: Path, sysroot: Path, settings: Settings,
-            log: Log) -> closure.Closure:
+            log: Log) -> walk.Closure:
     """The closure of package_root under `policy`, libraries taken from `image` into `sysroot`;
     raises ClosureError naming what is missing or too new."""
     sysroot.mkdir(parents=True, exist_ok=True)
-    result = closure.compute(package_root, sysroot, policy, check=False)
+    result = walk.compute(package_root, sysroot, policy, check=False)
     if result.missing:
         with Container(image, log, mounts=[Mount(MOUNT, str(sysroot), type="bind")],
                        user=toolchain.user(), keep=settings.keep_containers) as box:
@@ -48,7 +49,7 @@ def resolve(image: str, policy: Policy, package_root: Path, sysroot: Path, setti
                 log.line(f"copying from the builder image: {', '.join(paths)}")
                 box.exec(["sh", "-c", _COPY, "sh", *paths])
                 _record_owners(box, sysroot, paths)
-                result = closure.compute(package_root, sysroot, policy, check=False)
+                result = walk.compute(package_root, sysroot, policy, check=False)
     for line in result.summary():
         log.line(line)
     result.check()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import os
 import re
@@ -10,7 +9,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 from pipeline.errors import ClosureError
-from pipeline.infra.elf import ElfInfo, read_elf
+from pipeline.closure.elf import ElfInfo, read_elf
+from pipeline.records import record
 
 # Where glibc's loader looks last (after RPATH, LD_LIBRARY_PATH, RUNPATH and ld.so.cache), in the
 # order of a Debian/Ubuntu x86-64 system: the multiarch folders, then the traditional ones.
@@ -21,7 +21,7 @@ _TOKENS = {"LIB": "lib/x86_64-linux-gnu", "PLATFORM": "x86_64"}
 _MAX_LINKS = 40  # the kernel's ELOOP limit
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record(positional=True)
 class Found:
     soname: str
     path: PurePosixPath  # where the loader finds it, inside the sysroot: /usr/lib/x86_64-linux-gnu/libz.so.1

@@ -32,7 +32,6 @@ Typical use (the package stage, after `cmake --install`, with the builder image 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import posixpath
 import shutil
@@ -42,13 +41,14 @@ from typing import Any
 
 from pipeline.config.policy import NUMERIC, Policy, load_policy, vkey
 from pipeline.errors import ClosureError
-from pipeline.infra.elf import ElfInfo, read_elf
-from pipeline.infra.resolver import Resolver, expand
+from pipeline.closure.elf import ElfInfo, read_elf
+from pipeline.closure.resolver import Resolver, expand
+from pipeline.records import record
 
 # --- roots ------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Root:
     """An object of the package the walk starts from (bin/ollama, a backend, any .so it ships)."""
 
@@ -106,7 +106,7 @@ def ollama_roots(package: Path, *, binary: str = "bin/ollama", libdir: str = "li
 # --- the walk ---------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Bundle:
     soname: str
     dest: str  # inside the package: "lib/ollama/rocm/libdrm.so.2"
@@ -115,14 +115,14 @@ class Bundle:
     needed_by: tuple[str, ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record(positional=True)
 class VersionUse:
     version: str  # "GLIBC_2.34"
     object: str  # the package path of the object that needs it
     library: str  # the library it needs it from: "libc.so.6"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Closure:
     policy: Policy
     # Every ELF object the package ships once bundles are installed, by package path.
@@ -169,7 +169,7 @@ class Closure:
         }
 
 
-@dataclasses.dataclass(slots=True)
+@record(positional=True, frozen=False)
 class _Item:
     name: str  # package path
     info: ElfInfo

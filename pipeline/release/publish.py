@@ -1,6 +1,6 @@
 """Publish dist/release/ as the GitHub release of a tag, so that any step may fail and a re-run finishes.
 
-    python -m pipeline.tools.publish TAG [FOLDER]        (nox -s publish -- TAG; FOLDER: dist/release)
+    python -m pipeline.release.publish TAG [FOLDER]        (nox -s publish -- TAG; FOLDER: dist/release)
 
 1. draft    the release of TAG, as a draft: created when there is none, reused (title and notes
             refreshed) when an earlier attempt made it. A release already published is left alone when
@@ -19,7 +19,6 @@ workflow sets it) or the checkout's remote, and authenticates with GH_TOKEN.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -32,13 +31,14 @@ from pipeline.config import names
 from pipeline.errors import (INTERRUPTED, CommandError, PipelineError, PublishError, UsageError, from_exception,
                              one_line)
 from pipeline.infra.log import Log
+from pipeline.records import record
 
 NOTES = "RELEASE_NOTES.md"
 FIELDS = "tagName,isDraft,assets,url"
 
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@record(positional=True)
 class Remote:
     """A release as gh reports it."""
 
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Every error ends as one `error:` line with its class's exit code (pipeline.errors)."""
     log_path: Path | None = None
     try:
-        parser = _Parser(prog="python -m pipeline.tools.publish", description=__doc__.split("\n")[0])
+        parser = _Parser(prog="python -m pipeline.release.publish", description=__doc__.split("\n")[0])
         parser.add_argument("tag", help="the release's tag (it must exist on GitHub: --verify-tag)")
         parser.add_argument("folder", nargs="?", default="dist/release", help="default: dist/release")
         parser.add_argument("--draft-only", action="store_true", help="stop before publishing the draft")

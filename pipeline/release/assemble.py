@@ -14,7 +14,6 @@ the release workflow runs `nox -s publish` (publish.py) with the files of dist/r
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 import shutil
@@ -22,12 +21,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pipeline.config.paths import TEMPLATES
+from pipeline import formats
 from pipeline.errors import PackageError
 from pipeline.infra import archive as archives
 from pipeline.infra import fsutil, templates
-from pipeline.infra.hashing import file_sha256
+from pipeline.hashing import file_sha256
 from pipeline.infra.log import size as log_size
 from pipeline.stages.manifest import Manifest
+from pipeline.records import record
 
 # GitHub refuses release assets of 2 GiB and more; larger archives are published in parts.
 ASSET_LIMIT = 2**31 - 1
@@ -40,7 +41,7 @@ BLOCK = 1 << 20
 FOLDER = "release"
 DRY_RUN_FOLDER = "release.dry-run"
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Asset:
     """One file of the release folder."""
 
@@ -49,7 +50,7 @@ class Asset:
     sha256: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Entry:
     """One target of the release: its archive as published (whole or in parts) and its manifest."""
 
@@ -65,7 +66,7 @@ class Entry:
         return bool(self.parts)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Release:
     folder: Path
     entries: tuple[Entry, ...]
@@ -105,9 +106,9 @@ def locate(dist: Path, target: str) -> tuple[Path, Manifest]:
     manifest = Manifest.load(manifest_file)
     if manifest.target != target:
         raise PackageError(f"{manifest_file}: the manifest is for target {manifest.target!r}, not {target!r}")
-    if manifest.archive is None or not archives.is_archive_name(manifest.archive.name):
+    if manifest.archive is None or not formats.is_archive_name(manifest.archive.name):
         raise PackageError(f"{manifest_file}: no archive name, or not an archive file name "
-                           f"({archives.name('VERSION', target, 'tar.zst')}); rebuild with: {build_command(target)}")
+                           f"({formats.archive_name('VERSION', target, 'tar.zst')}); rebuild with: {build_command(target)}")
     archive = folder / manifest.archive.name
     if not archive.is_file():
         raise PackageError(f"target {target!r}: {manifest_file} names {archive.name}, which is not in "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,9 +12,10 @@ from elftools.elf.gnuversions import GNUVerNeedSection
 
 from pipeline.config.policy import NUMERIC, vkey
 from pipeline.errors import ClosureError
+from pipeline.records import record
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ElfInfo:
     """What the dynamic loader reads from one ELF file."""
 

@@ -9,7 +9,7 @@ in a temporary folder, waits until `ollama list` answers, imports the model with
 eval count and eval rate on stderr. The script always exits 0 and reports in marked sections (status,
 failing step, each command's output, the server log), so a failure still brings its server log back.
 
-    from pipeline.infra import modelrun
+    from pipeline.smoke import modelrun
     result = modelrun.run(lambda argv: box.exec(argv, capture=True), prefix="/opt/prefix",
                           model_path="/opt/model/tiny.gguf")
     print(result.tokens, result.tokens_per_s, result.backend)
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from pipeline.errors import ModelRunError, PackageError
+from pipeline.records import record
 
 ExecFn = Callable[[Sequence[str]], str]
 
@@ -108,7 +108,7 @@ _COMPUTE = re.compile(r"inference compute\b.*?\blibrary=(\S+)")
 _OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 
 
-@dataclass(frozen=True)
+@record(positional=True)
 class Backend:
     """A ggml backend the server or its runner loaded: its name (CPU, CUDA, ROCm) and library file."""
 
@@ -116,7 +116,7 @@ class Backend:
     library: str
 
 
-@dataclass(frozen=True)
+@record(positional=True)
 class ModelRun:
     """What one model run measured."""
 
@@ -225,7 +225,7 @@ rm -rf "$work"
 """
 
 
-@dataclass(frozen=True)
+@record(positional=True)
 class UnitCheck:
     checked: bool                 # False where the system has no systemd-analyze
     problems: tuple[str, ...]     # systemd-analyze's complaints; empty when the unit passes
