@@ -26,6 +26,8 @@ from pipeline.gpu import archs, tensile
 from pipeline.infra import builderpkgs, fsutil, log as logs, owner, toolchain
 from pipeline.infra.container import Container
 from pipeline.infra.toolchain import SRC
+from pipeline.formats import PackageLayout
+from pipeline.upstream import layouts
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import BuilderImage, BuildResult, PatchedTree, StepTime
 
@@ -63,13 +65,12 @@ def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildRe
     owner.sweep(settings.cache / "scratch")  # scratch of killed runs
     scratch = settings.cache / "scratch" / f"{plan.name}{owner.mark()}build"
     shutil.rmtree(scratch, ignore_errors=True)
-    for sub in ("build", "dist"):
+    for sub in (layouts.BUILD, layouts.OUTPUT):
         (scratch / sub).mkdir(parents=True)
     mounts, env = toolchain.mounts(settings)
     mounts[:0] = [
         Mount(SRC, str(patches.path), type="bind", read_only=True),
-        Mount(f"{SRC}/build", str(scratch / "build"), type="bind"),
-        Mount(f"{SRC}/dist", str(scratch / "dist"), type="bind"),
+        *(Mount(f"{SRC}/{sub}", str(scratch / sub), type="bind") for sub in (layouts.BUILD, layouts.OUTPUT)),
     ]
     env.update(CMAKE_BUILD_PARALLEL_LEVEL=str(settings.jobs), SOURCE_DATE_EPOCH=str(epoch))
     started = time.monotonic()
@@ -107,7 +108,7 @@ def _check_gpu_code(plan: Plan, box: Container, log) -> dict[str, tuple[str, ...
     for backend in plan.backends:
         if not backend.gpu_code:
             continue
-        library = "/".join(p for p in ("dist/lib/ollama", backend.runner_dir, backend.library) if p)
+        library = "/".join(p for p in (layouts.OUTPUT, PackageLayout.LIBDIR, backend.runner_dir, backend.library) if p)
         output = box.exec(archs.inspect_command(backend.gpu_code, library), capture=True)
         found[backend.library] = tuple(archs.check(backend.gpu_code, library, plan.target.gpu_archs, output))
         log.line(f"{backend.library}: {', '.join(found[backend.library])} (as requested)")

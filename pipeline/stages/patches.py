@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.config.settings import Settings
 from pipeline.infra import fsutil, git
+from pipeline.upstream import layouts
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import PatchedTree, SourceTree
 
@@ -41,7 +42,7 @@ def run(ctx: Context, *, source: SourceTree) -> PatchedTree:
         shutil.copytree(source.path, tree, symlinks=True)
         for patch in plan.patches:
             git.apply(patch, tree, log, ref=plan.target.source.tag)
-        for sub in ("build", "dist"):
+        for sub in (layouts.BUILD, layouts.OUTPUT):
             (tree / sub).mkdir(exist_ok=True)
         names = [p.name for p in plan.patches]
         (staging / RECORD).write_text(json.dumps(names) + "\n")

@@ -17,21 +17,13 @@ from collections.abc import Mapping, Sequence
 
 from pipeline.config import series
 from pipeline.config.settings import Settings
-from pipeline.config.targets import Backend, Builder, LlamaCpp, Matrix, Target, go_toolchain
-from pipeline.errors import ConfigError
+from pipeline.config.targets import Backend, Builder, LlamaCpp, Matrix, Target
 from pipeline import formats
 from pipeline.infra import baseimage
 from pipeline.infra.log import Log, StageResult
+from pipeline.upstream import layouts
+from pipeline.upstream.layouts import Step
 from pipeline.records import record
-
-
-@record(positional=True)
-class Step:
-    """One command of the build, run in the builder container."""
-
-    label: str
-    argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...] = ()
 
 
 @record
@@ -122,67 +114,10 @@ def resolve(matrix: Matrix, target: Target, settings: Settings,
         version=version,
         patches=patches,
         base_image=builder.base_image or baseimage.name(settings.image_prefix, builder.suite),
-        steps=tuple(build_steps(target, backends, builder, version)),
+        steps=tuple(layouts.for_tag(target.source.tag).steps(target, backends, builder, version)),
         source_date_epoch=settings.source_date_epoch,
         image_prefix=settings.image_prefix,
         default_tag=matrix.targets[target.name].source.tag if target.name in matrix.targets else "",
         llama_cpp=matrix.llama_cpp,
         builder_serves=matrix.serves(target.builder),
     )
-
-
-def build_steps(target: Target, backends: tuple[Backend, ...], builder: Builder, version: str) -> list[Step]:
-    """Ollama's own build interface: per backend configure / build / install, then `go build`.
-
-    Each backend configures a fresh build/ folder, as upstream's Dockerfile does with one stage per
-    backend; ccache keeps the repeated configure cheap.
-    """
-    steps: list[Step] = []
-    # Every configure sees the target's GPU archs: Ollama's CMakeLists enables a GPU language whenever
-    # its compiler is found, even for the CPU preset, and CUDA then defaults to "native" archs, which
-    # fails without a GPU.
-    gpu = {b.arch_variable: ";".join(target.gpu_archs) for b in backends if b.arch_variable}
-    for backend in backends:
-        defines = {"OLLAMA_RUNNER_DIR": backend.runner_dir}
-        defines.update({var: "ccache" for var in backend.launchers})
-        defines.update(gpu)
-        defines.update(backend.cache_variables)
-        if backend.gpu_code:
-            defines.update(builder.gpu_cmake_variables)
-        defines.update(target.cmake_variables)
-        tag = backend.preset
-        steps.append(Step(f"clean build/ for {tag}", ("find", "build", "-mindepth", "1", "-delete")))
-        steps.append(Step(f"configure {tag}", ("cmake", "--preset", backend.preset,
-                                                *(f"-D{k}={v}" for k, v in defines.items()))))
-        steps.append(Step(f"compile {tag}", ("cmake", "--build", "--preset", backend.preset)))
-        steps.append(Step(f"install {tag}", ("cmake", "--install", "build", "--component",
-                                              backend.component, "--strip")))
-        if backend.exclude:
-            names = [arg for pattern in backend.exclude for arg in ("-o", "-name", pattern)][1:]
-            steps.append(Step(f"drop host libraries of {tag}", ("find", "dist", "(", *names, ")", "-print",
-                                                                 "-delete")))
-    ldflags = [*target.go.ldflags, f"-X={target.source.version_variable}={version}"]
-    go_env = tuple(sorted({**target.go.env, **go_path(target, builder)}.items()))
-    steps.append(Step("download Go modules", ("go", "mod", "download"), go_env))
-    steps.append(Step("go build", ("go", "build", *target.go.flags, f"-ldflags={' '.join(ldflags)}",
-                                   "-o", "dist/bin/ollama", "."), go_env))
-    return steps
-
-
-
-# The PATH every builder image ends with (docker/_runtime.Dockerfile.j2), after the builder's own path.
-SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-
-
-def go_path(target: Target, builder: Builder) -> dict[str, str]:
-    """PATH for the go steps when the target's upstream version needs a newer Go than the builder's
-    default (go.toolchains): that toolchain's bin folder first, then the image's PATH. Empty otherwise,
-    so that the image's PATH, and its default Go, stay."""
-    needed = target.go.required(target.source.tag)
-    if needed is None:
-        return {}
-    try:
-        bindir = go_toolchain(builder, needed)
-    except ConfigError as exc:
-        raise ConfigError(f"target {target.name} at {target.source.tag} (builder {target.builder}): {exc}") from None
-    return {"PATH": ":".join((bindir, *builder.path, *SYSTEM_PATH))}

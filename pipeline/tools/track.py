@@ -39,20 +39,18 @@ from pipeline.config.settings import Settings
 from pipeline.config.targets import Matrix, go_version, planned_go
 from pipeline.errors import PipelineError, UsageError, one_line
 from pipeline.infra import git
-from pipeline.upstream import llamacpp
+from pipeline.upstream import layouts, llamacpp
 from pipeline.infra.log import Log
 from pipeline.tools import patchtool
 from pipeline.records import record
 
-# ggml's core source: v0.30 keeps a stub of the folder, not this file.
-GGML_IN_TREE = "ml/backend/ggml/ggml/src/ggml.c"
 PRESETS = ("CUDA 11", "ROCm 6", "ROCm 7", "Vulkan")
 ARCHS = ("gfx906", "gfx1103")
 _GO_LINE = re.compile(rb"^go\s+(\S+)\s*$", re.MULTILINE)
 
 
 @record(positional=True)
-class Layout:
+class TagFacts:
     layout: str  # in-tree | fetched | unknown
     llama_cpp: str  # the llama.cpp tag a fetched layout configures with ("" in tree)
     go: str
@@ -79,13 +77,13 @@ def versions(tags: Sequence[str], since: str, rc: bool = False) -> list[str]:
     return [tag for _, tag in sorted(found)]
 
 
-def layout(gitdir: Path, commit: str, log: Log) -> Layout:
+def layout(gitdir: Path, commit: str, log: Log) -> TagFacts:
     """How the commit builds, read from its tree."""
     llama = git.read_blob(gitdir, commit, llamacpp.VERSION_FILE, log)
     if llama is not None:
         kind = "fetched"
-    elif git.has_path(gitdir, commit, GGML_IN_TREE, log):
-        kind = "in-tree"
+    elif git.has_path(gitdir, commit, layouts.InTree.MARKER, log):
+        kind = layouts.InTree.name
     else:
         kind = "unknown"
     gomod = git.read_blob(gitdir, commit, "go.mod", log) or b""
@@ -104,7 +102,7 @@ def layout(gitdir: Path, commit: str, log: Log) -> Layout:
                     archs.update(a for a in ARCHS if a in listed)
         except (ValueError, AttributeError, TypeError):
             log.line(f"warning: CMakePresets.json of {commit[:12]} is not the JSON expected; presets unknown")
-    return Layout(layout=kind, llama_cpp=(llama or b"").decode(errors="replace").strip(),
+    return TagFacts(layout=kind, llama_cpp=(llama or b"").decode(errors="replace").strip(),
                   go=m[1].decode() if m else "", presets=tuple(p for p in PRESETS if p in presets),
                   rocm_archs=tuple(a for a in ARCHS if a in archs),
                   memory_go=git.has_path(gitdir, commit, "llm/memory.go", log))

@@ -11,7 +11,7 @@ import pytest
 from pipeline.config import targets
 from pipeline.config.targets import Builder
 from pipeline.errors import ConfigError
-from pipeline.stages import plan
+from pipeline.upstream import layouts
 
 from .conftest import TARGETS_FILE
 from .test_targets import MINIMAL, edited, write
@@ -37,7 +37,7 @@ def at(matrix, tag):
 def go_steps_env(matrix, tag):
     target = at(matrix, tag)
     builder = matrix.builders[target.builder]
-    steps = plan.build_steps(target, (matrix.backends["cpu"],), builder, "1")
+    steps = layouts.InTree().steps(target, (matrix.backends["cpu"],), builder, "1")
     envs = [dict(s.env) for s in steps if s.argv[0] == "go"]
     assert len(envs) == 2 and envs[0] == envs[1]
     return envs[0]
@@ -50,7 +50,7 @@ def test_a_version_no_rule_matches_keeps_the_image_path_and_default_go(matrix):
 def test_the_oldest_toolchain_new_enough_goes_first_on_path(matrix):
     path = go_steps_env(matrix, "v0.24.0")["PATH"].split(":")
     assert path[:3] == ["/opt/go1.26/bin", "/usr/local/go/bin", "/opt/cmake/bin"]
-    assert path[3:] == list(plan.SYSTEM_PATH)
+    assert path[3:] == list(layouts.SYSTEM_PATH)
     assert go_steps_env(matrix, "v0.24.0")["CGO_ENABLED"] == "1"
 
 
@@ -67,7 +67,7 @@ def test_a_builder_without_a_new_enough_go_is_refused_naming_target_and_builder(
     target = at(matrix, "v0.24.0")
     old = Builder(template="t.j2", go_toolchains={"1.24.7": "/usr/local/go/bin"})
     with pytest.raises(ConfigError, match=r"target one at v0.24.0 \(builder b\).*needs Go >= 1.26.0.*1.24.7"):
-        plan.build_steps(target, (matrix.backends["cpu"],), old, "1")
+        layouts.InTree().steps(target, (matrix.backends["cpu"],), old, "1")
 
 
 def test_selection_picks_the_oldest_fit_not_the_first_listed():
@@ -94,8 +94,8 @@ def test_the_project_matrix_builds_v0_24_0_with_go_1_26_everywhere_and_v0_12_5_a
         builder = project_matrix.builders[target.builder]
         if target.admits("v0.12.5"):
             assert target.go.required("v0.12.5") is None
-            assert "PATH" not in plan.go_path(project_matrix.at(target, "v0.12.5"), builder)
-        path = plan.go_path(project_matrix.at(target, "v0.24.0"), builder)["PATH"]
+            assert "PATH" not in layouts.go_path(project_matrix.at(target, "v0.12.5"), builder)
+        path = layouts.go_path(project_matrix.at(target, "v0.24.0"), builder)["PATH"]
         assert path.startswith("/opt/go1.26/bin:"), target.name
 
 
