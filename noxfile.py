@@ -112,7 +112,7 @@ def publish(session: nox.Session) -> None:
     that overwrite, a check of every asset, then publish; run again after any failure:
     `nox -s publish -- TAG [FOLDER] [--draft-only]`."""
     _install(session)
-    session.run("python", "-m", "pipeline.release.publish", *session.posargs)
+    session.run("python", "-m", "pipeline", "publish", *session.posargs)
 
 
 @nox.session(default=False)

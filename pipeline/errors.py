@@ -13,6 +13,8 @@ class PipelineError(Exception):
     """Base class: a failure the user can act on."""
 
     exit_code = 1
+    # The log that tells more, when the message does not name it (set where the error passes a log).
+    log_path = None
 
 
 class ConfigError(PipelineError):

@@ -42,3 +42,5 @@ class PackageLayout:
     # The manifest inside the archive, and the one beside it in dist/<target>/ (with the archive's sha256).
     INSIDE = f"{LIBDIR}/{MANIFEST}"
     BESIDE = MANIFEST
+    # Beside the archive too: its sha256, in `sha256sum` form.
+    SUMS = "SHA256SUMS"

@@ -61,16 +61,18 @@ def read(path: Path, what: str = "file") -> dict[str, Any]:
 
 
 def build(cls: type, table: Any, where: str, *, partial: bool = False, exclude: tuple[str, ...] = (),
-          converters: Converters | None = None):
+          converters: Converters | None = None, given: Mapping[str, Any] | None = None):
     """Turn a TOML table into the frozen dataclass `cls`, checking keys and types against its fields.
 
     `where` names the table ("targets.toml: [targets.cpu]"). With `partial`, keys may be missing and
-    only the checks are made: the converted values come back as a dict (for [defaults]).
+    only the checks are made: the converted values come back as a dict (for [defaults]). `given`: values
+    of fields the caller supplies, which the table may not hold.
     """
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table, got {tname(table)}")
+    given = dict(given or {})
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in exclude}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in exclude and f.name not in given}
     reject_unknown(table, fields, where)
     kwargs = {}
     for name, f in fields.items():
@@ -86,7 +88,7 @@ def build(cls: type, table: Any, where: str, *, partial: bool = False, exclude: 
     if partial:
         return kwargs
     try:
-        return cls(**kwargs)
+        return cls(**given, **kwargs)
     except ValueError as exc:
         raise ConfigError(f"{where} {exc}") from None
 

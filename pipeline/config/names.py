@@ -17,15 +17,15 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from pipeline.config import places
 from pipeline.errors import ConfigError
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 NAME_RULE = "a lower-case letter, then lower-case letters, digits, '_' or '-' (at most 40 characters)"
-# Names that mean something else where target names are used: selector keywords, folders of dist/ and
-# of the cache, and names of files beside them.
-RESERVED = frozenset({"all", "none", "default", "defaults", "release", "patches", "memtest", "verify",
-                      "bench", "locks", "git", "trees", "builds", "scratch", "sysroots", "images", "clean",
-                      "plan", "targets", "manifest", "tmp"})
+# Names that mean something else where target names are used: selector keywords and commands, and the
+# folders of dist/ and of the cache (pipeline.config.places).
+KEYWORDS = ("all", "none", "default", "defaults", "images", "clean", "plan", "targets", "manifest", "tmp")
+RESERVED = frozenset({*KEYWORDS, *places.CACHE_FOLDERS, *places.DIST_NAMES})
 
 URL_SCHEMES = ("https", "http", "ssh", "git", "file")
 MIRROR_SCHEMES = ("https", "http", "file")

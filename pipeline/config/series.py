@@ -7,21 +7,23 @@ The header block sits in the commit message, one field per line:
     Origin: where it came from
     Upstream-Status: Pending | Submitted <url> | Backport <commit> | Inappropriate <why>
     Applies-To: >=0.12.4,<0.12.11       (a PEP 440 specifier over upstream versions)
-    Targets: sm_37 gfx906 gfx1103
+    Targets: memory                     (groups of targets.toml's [groups], or target names)
 
-A target carries the patches whose Applies-To admits its upstream version and whose Targets name it,
-in file-name order.
+A target carries the patches whose Applies-To admits its upstream version and whose Targets name it or
+a group it belongs to, in file-name order. A patch that names groups needs no edit when a target joins
+one: the target is added to the group in targets.toml, and the patch's bytes (and its siblings' builds)
+stay as they are.
 """
 
 from __future__ import annotations
 
 import email.header
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from pipeline.config import loader
 from pipeline.errors import ConfigError
@@ -45,11 +47,8 @@ class Patch:
     origin: str
     upstream_status: str
     applies_to: SpecifierSet
+    # The targets that carry it: those its Targets field names, and the members of the groups it names.
     targets: tuple[str, ...]
-
-    @property
-    def status_kind(self) -> str:
-        return self.upstream_status.split()[0]
 
     def admits(self, version: str | Version) -> bool:
         return self.applies_to.contains(Version(str(version)), prereleases=True)
@@ -60,15 +59,10 @@ class Patch:
                 "upstream_status": self.upstream_status, "applies_to": str(self.applies_to)}
 
 
-def upstream_version(tag: str) -> Version:
-    try:
-        return Version(tag.removeprefix("v"))
-    except InvalidVersion:
-        raise ConfigError(f"upstream tag {tag!r} is not a version (expected vX.Y.Z)") from None
-
-
-def load(directory: Path, known_targets: Iterable[str] | None = None) -> list[Patch]:
-    """Every patch of the folder, validated, in series order."""
+def load(directory: Path, known_targets: Iterable[str] | None = None,
+         groups: Mapping[str, Sequence[str]] | None = None) -> list[Patch]:
+    """Every patch of the folder, validated, in series order. With `known_targets` (and the matrix's
+    `groups`), the targets a header names are checked and its groups expanded."""
     if not directory.is_dir():
         return []
     patches = []
@@ -82,11 +76,12 @@ def load(directory: Path, known_targets: Iterable[str] | None = None) -> list[Pa
         if m["number"] in numbers:
             raise ConfigError(f"{path}: number {m['number']} is also used by {numbers[m['number']]}")
         numbers[m["number"]] = path.name
-        patches.append(parse(path, known_targets))
+        patches.append(parse(path, known_targets, groups))
     return patches
 
 
-def parse(path: Path, known_targets: Iterable[str] | None = None) -> Patch:
+def parse(path: Path, known_targets: Iterable[str] | None = None,
+          groups: Mapping[str, Sequence[str]] | None = None) -> Patch:
     try:
         loader.regular_file(path, "patch")
         text = path.read_bytes().decode("utf-8", "replace")
@@ -121,16 +116,20 @@ def parse(path: Path, known_targets: Iterable[str] | None = None) -> Patch:
     except InvalidSpecifier:
         raise ConfigError(f"{path}: Applies-To {fields['Applies-To']!r} is not a version specifier "
                           "(e.g. >=0.12.4,<0.12.11)") from None
-    targets = tuple(fields["Targets"].replace(",", " ").split())
-    if not targets:
-        raise ConfigError(f"{path}: Targets names no target; list the targets that carry the patch "
-                          "(such as 'Targets: gfx906 sm_37')")
+    named = tuple(fields["Targets"].replace(",", " ").split())
+    if not named:
+        raise ConfigError(f"{path}: Targets names no target; list the groups or targets that carry the patch "
+                          "(such as 'Targets: memory' or 'Targets: gfx906 sm_37')")
+    targets = named
     if known_targets is not None:
-        known = list(known_targets)
-        for t in targets:
-            if t not in known:
-                raise ConfigError(f"{path}: Targets names {t!r}, which is not a target "
-                                  f"(known: {', '.join(known)})")
+        known, groups = list(known_targets), dict(groups or {})
+        carried: list[str] = []
+        for name in named:
+            if name not in known and name not in groups:
+                raise ConfigError(f"{path}: Targets names {name!r}, which is not a target or a group of "
+                                  f"targets.toml (targets: {', '.join(known)}; groups: {', '.join(groups) or 'none'})")
+            carried += [t for t in groups.get(name, (name,)) if t not in carried]
+        targets = tuple(carried)
     return Patch(name=path.name, path=path, sha256=file_sha256(path), subject=subject,
                  description=fields["Description"], author=fields["Author"], origin=fields["Origin"],
                  upstream_status=status, applies_to=spec, targets=targets)

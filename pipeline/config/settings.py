@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.config.paths import DOCKER_TEMPLATES, PATCHES, PROJECT_ROOT, TARGETS_FILE
 from pipeline.config import names
+from pipeline.config.places import Places
 from pipeline.errors import ConfigError, UsageError
 from pipeline.records import record
 
@@ -50,6 +51,11 @@ class Settings:
     image_prefix: str = "ollama-pipeline"
     # Named volumes <prefix>-ccache, -go-build, -go-mod.
     volume_prefix: str = "ollama-pipeline"
+
+    @property
+    def places(self) -> Places:
+        """Where outputs, reports and the cache's folders are (pipeline.config.places)."""
+        return Places(dist=self.dist, cache=self.cache)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> Settings:

@@ -1,12 +1,16 @@
 """targets.toml, read once into frozen typed objects.
 
-The file has four kinds of table:
+The file has these kinds of table:
 
 * ``[defaults]``: target settings every target inherits; a target's own tables are merged over them
   key by key (tables merge, everything else replaces).
 * ``[builders.NAME]``: builder images (a template from docker/ and what it installs).
 * ``[backends.NAME]``: the cmake presets of Ollama's build (CPU, ROCm 6, CUDA 11, ...).
 * ``[targets.NAME]``: the matrix.
+* ``[downloads.NAME]``: files builder images fetch (URL and sha256), each pinned once; a builder's
+  ``downloads`` names them.
+* ``[groups]``: named lists of targets, which patch headers name (``Targets: memory``) so that a new
+  target joins a patch by joining a group here.
 * ``[upstream]``: the upstream versions the project has pinned (``[upstream.pins]``, tag -> commit).
   Any target can be built at any pinned tag (``--ref TAG``); the tag must still point at its commit
   when the source is fetched, so a re-pointed tag is refused there. ``[upstream.llama_cpp]``: where
@@ -22,6 +26,7 @@ import dataclasses
 import fnmatch
 import re
 import string
+import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +34,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from pipeline.config import loader, names
+from pipeline.config import loader, names, series
 from pipeline.errors import ConfigError, SelectionError
 from pipeline import formats
 from pipeline.records import record
@@ -284,6 +289,12 @@ class Matrix:
     # tag -> commit: the upstream versions `--ref` may name.
     pins: Mapping[str, str] = dataclasses.field(default_factory=dict)
     llama_cpp: LlamaCpp = dataclasses.field(default_factory=LlamaCpp)
+    # [groups]: group name -> its targets, in file order.
+    groups: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    def patches(self, directory: Path) -> list[series.Patch]:
+        """The patch series of `directory`, its Targets checked against the matrix and groups expanded."""
+        return series.load(directory, self.targets, self.groups)
 
     def serves(self, builder: str) -> tuple[str, ...]:
         """The GPU archs the runtimes of a builder's targets ask for (runtime.archs), sorted: a builder
@@ -348,7 +359,7 @@ class Matrix:
         return [t for name, t in self.targets.items() if name in chosen]
 
 
-TOP_LEVEL = ("defaults", "builders", "backends", "targets", "upstream")
+TOP_LEVEL = ("defaults", "downloads", "builders", "backends", "targets", "groups", "upstream")
 
 
 def load(path: Path) -> Matrix:
@@ -365,13 +376,13 @@ def load(path: Path) -> Matrix:
 def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
     loader.reject_unknown(doc, TOP_LEVEL, f"{path}", "top-level table")
     defaults = doc.get("defaults", {})
-    for name in ("builders", "backends", "targets", "defaults", "upstream"):
+    for name in ("downloads", "builders", "backends", "targets", "groups", "defaults", "upstream"):
         if not isinstance(doc.get(name, {}), dict):
             raise ConfigError(f"{path}: [{name}] must be a table")
 
     # Checked on its own first, so that a mistake in [defaults] is reported where it was made.
     loader.build(Target, defaults, f"{path}: [defaults]", partial=True, exclude=("name",))
-    for kind in ("builders", "backends", "targets"):
+    for kind in ("downloads", "builders", "backends", "targets", "groups"):
         for name in doc.get(kind, {}):
             names.check_name(name, kind[:-1], f"{path}: [{kind}.{name}]")
     upstream = loader.build(Upstream, doc.get("upstream", {}), f"{path}: [upstream]")
@@ -380,10 +391,10 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
         upstream.llama_cpp.pins, f"{path}: [upstream.llama_cpp.pins]", versions=False))
     if llama_cpp.url:
         names.check_url(llama_cpp.url, f"{path}: [upstream.llama_cpp] url")
-    builders = {
-        name: loader.build(Builder, table, f"{path}: [builders.{name}]")
-        for name, table in doc.get("builders", {}).items()
-    }
+    downloads = {key: _download(key, table, f"{path}: [downloads.{key}]")
+                 for key, table in doc.get("downloads", {}).items()}
+    builders = {name: _builder(table, downloads, f"{path}: [builders.{name}]")
+                for name, table in doc.get("builders", {}).items()}
     for name, b in builders.items():
         _check_go_toolchains(b, f"{path}: [builders.{name}]")
     backends = {
@@ -408,8 +419,52 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
         targets[name] = target
     if not targets:
         raise ConfigError(f"{path}: no [targets.NAME] table; the matrix is empty")
+    groups = {name: _group(name, members, targets, f"{path}: [groups] {name}")
+              for name, members in doc.get("groups", {}).items()}
     return Matrix(path=path, targets=targets, builders=builders, backends=backends, pins=pins,
-                  llama_cpp=llama_cpp)
+                  llama_cpp=llama_cpp, groups=types.MappingProxyType(groups))
+
+
+def _download(key: str, table: Any, where: str) -> Download:
+    """A [downloads.KEY] table; the download is named KEY in its image unless it says `name`."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    return loader.build(Download, {"name": key.replace("-", "_"), **table}, where)
+
+
+def _builder(table: Any, downloads: Mapping[str, Download], where: str) -> Builder:
+    """A [builders.NAME] table, its `downloads` naming [downloads] tables."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    named = table.get("downloads", [])
+    if not isinstance(named, list) or not all(isinstance(n, str) for n in named):
+        raise ConfigError(f"{where} key 'downloads' must be a list of names of [downloads] tables "
+                          "(downloads = [\"cmake\", \"go\"]), each pinned once under [downloads.NAME]")
+    for n in named:
+        if n not in downloads:
+            raise ConfigError(f"{where} downloads names {n!r}, which is not a [downloads] table"
+                              f"{loader.hint(n, downloads)}; defined: {', '.join(downloads) or 'none'}")
+    if len(set(named)) != len(named):
+        raise ConfigError(f"{where} downloads names a table twice: {', '.join(named)}")
+    chosen = tuple(downloads[n] for n in named)
+    if len({d.name for d in chosen}) != len(chosen):
+        raise ConfigError(f"{where} downloads two files of the same name: {', '.join(d.name for d in chosen)}")
+    return loader.build(Builder, {k: v for k, v in table.items() if k != "downloads"}, where,
+                        given={"downloads": chosen})
+
+
+def _group(name: str, members: Any, targets: Mapping[str, Target], where: str) -> tuple[str, ...]:
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        raise ConfigError(f"{where} must be a list of target names (memory = [\"sm_37\", \"gfx906\"])")
+    for m in members:
+        if m not in targets:
+            raise ConfigError(f"{where} names {m!r}, which is not a target{loader.hint(m, targets)}; "
+                              f"known: {', '.join(targets)}")
+    if len(set(members)) != len(members):
+        raise ConfigError(f"{where} names a target twice: {', '.join(members)}")
+    if name in targets:
+        raise ConfigError(f"{where}: a group may not have a target's name; rename the group")
+    return tuple(members)
 
 
 def _check_go_toolchains(b: Builder, where: str) -> None:

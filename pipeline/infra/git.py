@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from pipeline.config import names
+from pipeline.config.places import Places
 from pipeline.config.series import Patch
 from pipeline.errors import CommandError, PatchError, SourceError
 from pipeline.infra import runner
@@ -38,13 +39,14 @@ def _checked(url: str, tags: list[str]) -> None:
 OLLAMA = ("--source / OLLAMA_SOURCE", "Ollama")
 
 
-def repository(url: str, tags: list[str], cache: Path, log: Log, *, origin: tuple[str, str] = OLLAMA) -> Path:
+def repository(url: str, tags: list[str], places: Places, log: Log, *,
+               origin: tuple[str, str] = OLLAMA) -> Path:
     """A git directory holding `tags`: a local repository itself, or the cache's mirror of a URL.
     `origin`: the setting that names the repository and the project it holds, for messages."""
     _checked(url, tags)
     if is_local(url):
         return _local_gitdir(Path(url).expanduser(), log, origin)
-    gitdir = cache / "git" / (hashlib.sha256(url.encode()).hexdigest()[:16] + ".git")
+    gitdir = places.mirror(hashlib.sha256(url.encode()).hexdigest()[:16])
     for tag in tags:
         _fetch_tag(url, tag, gitdir, log, origin)
     return gitdir

@@ -17,6 +17,8 @@ from pipeline.infra.log import Log
 
 # Every image and container the pipeline makes carries this label (value: what made it).
 LABEL = "org.ollama-pipeline"
+# The stage hash an image was made for (builder and runtime images).
+LABEL_HASH = f"{LABEL}.hash"
 
 
 def find(tag: str):
@@ -25,6 +27,11 @@ def find(tag: str):
         return engine.client().images.get(tag)
     except docker.errors.ImageNotFound:
         return None
+
+
+def save(tag: str):
+    """The chunks of `docker save` of the image tagged `tag` (its name kept)."""
+    return engine.client().images.get(tag).save(named=True)
 
 
 def remove(tag: str) -> int:

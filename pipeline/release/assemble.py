@@ -21,7 +21,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pipeline.config.paths import TEMPLATES
-from pipeline import formats
+from pipeline import formats, orchestrate
+from pipeline import stages as stage_table
+from pipeline.config.places import release_folder, target_folder
+from pipeline.formats import PackageLayout
 from pipeline.errors import PackageError
 from pipeline.infra import archive as archives
 from pipeline.infra import fsutil, templates
@@ -33,13 +36,10 @@ from pipeline.records import record
 # GitHub refuses release assets of 2 GiB and more; larger archives are published in parts.
 ASSET_LIMIT = 2**31 - 1
 NOTES_TEMPLATE = "release-notes.md.j2"
-SUMS = "SHA256SUMS"
+SUMS = PackageLayout.SUMS
 NOTES = "RELEASE_NOTES.md"
 JOIN = "JOIN.md"
 BLOCK = 1 << 20
-# Folders of dist/: the release, and what a dry run assembles instead (the release is never touched).
-FOLDER = "release"
-DRY_RUN_FOLDER = "release.dry-run"
 
 @record
 class Asset:
@@ -60,6 +60,8 @@ class Entry:
     archive: Asset
     parts: tuple[Asset, ...]
     manifest_asset: Asset
+    # What other stages left for the release beside the archive (Stage.artifacts), published as they are.
+    extras: tuple[Asset, ...] = ()
 
     @property
     def split(self) -> bool:
@@ -82,7 +84,7 @@ def build_command(target: str) -> str:
 
 def built(dist: Path, names: Iterable[str]) -> list[str]:
     """Those of `names` (targets of the matrix, in its order) with an archive in dist/<target>/."""
-    found = [n for n in names if _archives(dist / n, n)]
+    found = [n for n in names if _archives(target_folder(dist, n), n)]
     if not found:
         raise PackageError(f"no target has a built archive in {dist}/<target>/; build one first: "
                            f"{build_command('TARGET')} (or --all)")
@@ -95,8 +97,8 @@ def _archives(folder: Path, target: str) -> list[Path]:
 
 def locate(dist: Path, target: str) -> tuple[Path, Manifest]:
     """The archive of a built target and its manifest, refused unless the two agree."""
-    folder = dist / target
-    manifest_file = folder / "manifest.json"
+    folder = target_folder(dist, target)
+    manifest_file = folder / PackageLayout.BESIDE
     if not _archives(folder, target):
         raise PackageError(f"target {target!r} has no built archive in {folder}/ "
                            f"(ollama-<version>-{target}.tar.gz); build it with: {build_command(target)}")
@@ -129,13 +131,14 @@ def verify(archive: Path, manifest: Manifest, target: str) -> None:
                            f"the archive changed after the build. Rebuild with: {build_command(target)}")
 
 
-def assemble(targets: Sequence[str], dist: Path, *, out: Path | None = None,
-             limit: int | None = None) -> Release:
-    """Verify, copy (splitting what exceeds `limit`), write SHA256SUMS and notes; then swap into `out`."""
+def assemble(targets: Sequence[str], dist: Path, *, out: Path | None = None, limit: int | None = None,
+             table: Sequence[stage_table.Stage] | None = None) -> Release:
+    """Verify, copy (splitting what exceeds `limit`) with what the stages of `table` left for the release,
+    write SHA256SUMS and notes; then swap into `out`."""
     if not targets:
         raise PackageError(f"no target to release; build one first: {build_command('TARGET')}")
     limit = ASSET_LIMIT if limit is None else limit
-    out = dist / FOLDER if out is None else out
+    out = release_folder(dist) if out is None else out
     # Everything is checked before anything is copied: a bad last target costs no copying.
     located = [(t, *locate(dist, t)) for t in targets]
     names = [m.archive.name for _, _, m in located]
@@ -143,9 +146,15 @@ def assemble(targets: Sequence[str], dist: Path, *, out: Path | None = None,
         raise PackageError(f"two targets have the same archive name: {', '.join(sorted(names))}")
     for target, archive, manifest in located:
         verify(archive, manifest, target)
+    table = stage_table.STAGES if table is None else table
+    extras = {target: stage_artifacts(table, archive.parent, manifest) for target, archive, manifest in located}
+    every = [*names, *(f"{a.name}.manifest.json" for _, a, _ in located), *(p.name for x in extras.values() for p in x)]
+    if len(set(every)) != len(every):
+        raise PackageError(f"two files of the release would have the same name: {', '.join(sorted(every))}")
 
     with fsutil.staging_dir(out) as stage:
-        entries = tuple(_copy(target, archive, manifest, stage, limit) for target, archive, manifest in located)
+        entries = tuple(_copy(target, archive, manifest, stage, limit, extras[target])
+                        for target, archive, manifest in located)
         if any(e.split for e in entries):
             _write(stage / JOIN, render_join(entries))
         _write(stage / NOTES, render_notes(entries, limit))
@@ -153,7 +162,24 @@ def assemble(targets: Sequence[str], dist: Path, *, out: Path | None = None,
     return Release(folder=out, entries=entries, assets=tuple(sorted(out.iterdir())), limit=limit)
 
 
-def _copy(target: str, archive: Path, manifest: Manifest, stage: Path, limit: int) -> Entry:
+def stage_artifacts(table: Sequence[stage_table.Stage], folder: Path, manifest: Manifest) -> list[Path]:
+    """The files the stages of `table` left in a target's folder for the release (Stage.artifacts), as
+    their records of the hashes this archive was built with list them: a file of an earlier build, or
+    of a stage that did not run for this archive, is not released."""
+    found = []
+    for stage in table:
+        if stage.artifacts is None or stage.where is None or stage.name not in manifest.hashes:
+            continue  # the package's own archive and manifest are the entry itself
+        for path in orchestrate.recorded_artifacts(stage, folder, manifest.hashes[stage.name]):
+            if not path.is_file():
+                raise PackageError(f"{path}: the {stage.name} stage's record lists it, but it is missing; "
+                                   f"rebuild with: {build_command(manifest.target)}")
+            found.append(path)
+    return found
+
+
+def _copy(target: str, archive: Path, manifest: Manifest, stage: Path, limit: int,
+          extras: Sequence[Path] = ()) -> Entry:
     """Copy the archive in one pass, whole or in parts of at most `limit` bytes, hashing what is written."""
     size = manifest.archive.size
     count = max(1, -(-size // limit))
@@ -182,19 +208,24 @@ def _copy(target: str, archive: Path, manifest: Manifest, stage: Path, limit: in
         raise PackageError(f"{archive} changed while it was copied (sha256 {whole.hexdigest()}, manifest "
                            f"{manifest.archive.sha256}); rebuild with: {build_command(target)}")
     manifest_name = f"{archive.name}.manifest.json"
-    shutil.copyfile(archive.parent / "manifest.json", stage / manifest_name)
+    shutil.copyfile(archive.parent / PackageLayout.BESIDE, stage / manifest_name)
     manifest_asset = Asset(name=manifest_name, size=(stage / manifest_name).stat().st_size,
                            sha256=file_sha256(stage / manifest_name))
     whole_asset = Asset(name=archive.name, size=size, sha256=manifest.archive.sha256)
+    copied = []
+    for path in extras:
+        shutil.copyfile(path, stage / path.name)
+        copied.append(Asset(name=path.name, size=(stage / path.name).stat().st_size,
+                            sha256=file_sha256(stage / path.name)))
     return Entry(target=target, source=archive, manifest=manifest, archive=whole_asset,
-                 parts=tuple(written) if count > 1 else (), manifest_asset=manifest_asset)
+                 parts=tuple(written) if count > 1 else (), manifest_asset=manifest_asset, extras=tuple(copied))
 
 
 def sha256sums(entries: Sequence[Entry], stage: Path) -> str:
     """`sha256sum` format, sorted by name: every file of the folder, and each split archive as joined."""
     sums = {e.archive.name: e.archive.sha256 for e in entries}
     for e in entries:
-        for asset in (*e.parts, e.manifest_asset):
+        for asset in (*e.parts, e.manifest_asset, *e.extras):
             sums[asset.name] = asset.sha256
     for path in stage.iterdir():
         if path.name not in sums and path.name != SUMS:

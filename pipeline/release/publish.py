@@ -1,6 +1,6 @@
 """Publish dist/release/ as the GitHub release of a tag, so that any step may fail and a re-run finishes.
 
-    python -m pipeline.release.publish TAG [FOLDER]        (nox -s publish -- TAG; FOLDER: dist/release)
+    python -m pipeline publish TAG [FOLDER]        (nox -s publish -- TAG; FOLDER: dist/release)
 
 1. draft    the release of TAG, as a draft: created when there is none, reused (title and notes
             refreshed) when an earlier attempt made it. A release already published is left alone when
@@ -18,18 +18,12 @@ workflow sets it) or the checkout's remote, and authenticates with GH_TOKEN.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.infra import runner
-from pipeline.config import names
-from pipeline.errors import (INTERRUPTED, CommandError, PipelineError, PublishError, UsageError, from_exception,
-                             one_line)
+from pipeline.errors import (CommandError, PublishError)
 from pipeline.infra.log import Log
 from pipeline.records import record
 
@@ -173,49 +167,3 @@ def publish(tag: str, folder: Path, github: GitHub, *, draft_only: bool = False)
             raise PublishError(f"release {tag} is still a draft after `gh release edit --draft=false`")
         log.line(f"published: {remote.url or tag}")
     return remote
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose mistakes are UsageErrors: one `error:` line and the class's exit code."""
-
-    def error(self, message: str):
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Every error ends as one `error:` line with its class's exit code (pipeline.errors)."""
-    log_path: Path | None = None
-    try:
-        parser = _Parser(prog="python -m pipeline.release.publish", description=__doc__.split("\n")[0])
-        parser.add_argument("tag", help="the release's tag (it must exist on GitHub: --verify-tag)")
-        parser.add_argument("folder", nargs="?", default="dist/release", help="default: dist/release")
-        parser.add_argument("--draft-only", action="store_true", help="stop before publishing the draft")
-        parser.add_argument("--gh", default=os.environ.get("PIPELINE_GH", "gh"), help="the gh executable")
-        parser.add_argument("--log", help="log file (default: FOLDER/../publish.log)")
-        args = parser.parse_args(argv)
-        if problem := names.ref_problem(args.tag):
-            raise UsageError(f"tag {args.tag!r} is not a valid git tag ({problem}); give a tag such as v0.12.5")
-        folder = Path(args.folder)
-        if not folder.is_dir():
-            raise UsageError(f"{folder} is not a folder; assemble the release first: nox -s release")
-        local_assets(folder)  # refused before a log is opened or gh is called
-        log_path = Path(args.log) if args.log else folder.resolve().parent / "publish.log"
-        with Log("publish", log_path) as log:
-            try:
-                publish(args.tag, folder, GitHub(log, args.gh), draft_only=args.draft_only)
-            except PipelineError as exc:
-                log.line(f"error: {exc}")
-                raise
-    except KeyboardInterrupt:
-        print("interrupted: re-run to continue where it stopped", file=sys.stderr)
-        return INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
-        error = from_exception(exc)
-        where = f"; full log: {log_path}" if log_path is not None and log_path.is_file() else ""
-        print(f"error: {one_line(error)}{where}", file=sys.stderr)
-        return error.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,18 +21,17 @@ from pathlib import Path
 
 from docker.types import Mount
 
+from pipeline.config.places import Places
 from pipeline.config.settings import Settings
 from pipeline.gpu import archs, tensile
-from pipeline.infra import builderpkgs, fsutil, log as logs, owner, toolchain
+from pipeline.infra import builderpkgs, fsutil, toolchain
+from pipeline.infra import log as logs
 from pipeline.infra.container import Container
 from pipeline.infra.toolchain import SRC
 from pipeline.formats import PackageLayout
 from pipeline.upstream import layouts
 from pipeline.stages.plan import Context, Plan
-from pipeline.stages.results import BuilderImage, BuildResult, PatchedTree, StepTime
-
-RECORD = "build.json"
-
+from pipeline.stages.results import OUTPUT, BuilderImage, BuildResult, PatchedTree, StepTime
 
 def key(plan: Plan, settings: Settings) -> object:
     # SOURCE_DATE_EPOCH reaches the build (and the archive's mtimes through it): it is an input too. The
@@ -41,41 +40,36 @@ def key(plan: Plan, settings: Settings) -> object:
     return [*key, list(plan.target.runtime.archs)] if plan.target.runtime.archs else key
 
 
-def result_dir(ctx: Context) -> Path:
-    return ctx.settings.cache / "builds" / f"{ctx.plan.name}-{ctx.hash[:24]}"
+def where(places: Places, plan: Plan, stage_hash: str) -> Path:
+    return places.build(plan.name, stage_hash)
+
+
+def reuse(ctx: Context, result: BuildResult, *, patches: PatchedTree, builder: BuilderImage) -> str:
+    return f"build {ctx.hash[:12]} done earlier"
 
 
 def discard(ctx: Context, result: BuildResult) -> int:
     """Remove the cached build output once the target is packaged (`--lean`); returns the bytes freed.
     The next build of this hash compiles again (from ccache)."""
-    folder = result_dir(ctx)
-    size = fsutil.tree_size(folder)
-    shutil.rmtree(folder, ignore_errors=True)
+    size = fsutil.tree_size(ctx.folder)
+    shutil.rmtree(ctx.folder, ignore_errors=True)
     return size
 
 
 def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildResult:
     plan, log, settings = ctx.plan, ctx.log, ctx.settings
-    out = result_dir(ctx)
-    if (out / RECORD).is_file():
-        ctx.stage.cached(f"build {ctx.hash[:12]} done earlier")
-        return BuildResult.from_json((out / RECORD).read_text(), out / "dist")
-
     epoch = plan.source_date_epoch if plan.source_date_epoch is not None else patches.source.commit_time
-    owner.sweep(settings.cache / "scratch")  # scratch of killed runs
-    scratch = settings.cache / "scratch" / f"{plan.name}{owner.mark()}build"
-    shutil.rmtree(scratch, ignore_errors=True)
-    for sub in (layouts.BUILD, layouts.OUTPUT):
-        (scratch / sub).mkdir(parents=True)
-    mounts, env = toolchain.mounts(settings)
-    mounts[:0] = [
-        Mount(SRC, str(patches.path), type="bind", read_only=True),
-        *(Mount(f"{SRC}/{sub}", str(scratch / sub), type="bind") for sub in (layouts.BUILD, layouts.OUTPUT)),
-    ]
-    env.update(CMAKE_BUILD_PARALLEL_LEVEL=str(settings.jobs), SOURCE_DATE_EPOCH=str(epoch))
-    started = time.monotonic()
-    timings = []
-    try:
+    with fsutil.scratch_dir(ctx.places.scratch, f"{plan.name}-build") as scratch:
+        for sub in (layouts.BUILD, layouts.OUTPUT):
+            (scratch / sub).mkdir()
+        mounts, env = toolchain.mounts(settings)
+        mounts[:0] = [
+            Mount(SRC, str(patches.path), type="bind", read_only=True),
+            *(Mount(f"{SRC}/{sub}", str(scratch / sub), type="bind") for sub in (layouts.BUILD, layouts.OUTPUT)),
+        ]
+        env.update(CMAKE_BUILD_PARALLEL_LEVEL=str(settings.jobs), SOURCE_DATE_EPOCH=str(epoch))
+        started = time.monotonic()
+        timings = []
         with Container(builder.tag, log, mounts=mounts, user=toolchain.user(), env=env,
                        workdir=SRC, keep=settings.keep_containers) as box:
             for step in plan.steps:
@@ -86,20 +80,15 @@ def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildRe
             code_objects = _check_gpu_code(plan, box, log)
             packages = builderpkgs.in_container(box)
             log.line(f"builder: {len(packages)} packages installed (versions in the manifest)")
-        dropped = tensile.drop(scratch / "dist", plan.target.runtime.archs)
+        dropped = tensile.drop(scratch / layouts.OUTPUT, plan.target.runtime.archs)
         if dropped[0]:
             log.line(f"dropped {dropped[0]} rocBLAS Tensile files ({logs.size(dropped[1])}) of archs the "
                      f"runtime never asks for; kept {', '.join(plan.target.runtime.archs)}")
-        result = BuildResult(root=out / "dist", image=builder, version=plan.version, source_date_epoch=epoch,
-                             seconds=round(time.monotonic() - started, 1), steps=tuple(timings),
-                             code_objects=types.MappingProxyType(code_objects),
-                             builder_packages=types.MappingProxyType(packages), tensile_dropped=dropped)
-        with fsutil.staging_dir(out) as staging:
-            os.rename(scratch / "dist", staging / "dist")
-            (staging / RECORD).write_text(result.to_json())
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return result
+        os.rename(scratch / layouts.OUTPUT, ctx.staging / OUTPUT)
+    return BuildResult(root=ctx.staging / OUTPUT, image=builder, version=plan.version, source_date_epoch=epoch,
+                       seconds=round(time.monotonic() - started, 1), steps=tuple(timings),
+                       code_objects=types.MappingProxyType(code_objects),
+                       builder_packages=types.MappingProxyType(packages), tensile_dropped=dropped)
 
 
 def _check_gpu_code(plan: Plan, box: Container, log) -> dict[str, tuple[str, ...]]:

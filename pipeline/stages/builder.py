@@ -61,7 +61,7 @@ def run(ctx: Context) -> BuilderImage:
     log.line(f"building {tag} from docker/{plan.builder.template}")
     image_id = images.build(key(plan, settings), tag, log, buildargs=buildargs,
                            labels={"org.ollama-pipeline.builder": plan.builder_name,
-                                   "org.ollama-pipeline.hash": plan.hashes["builder"]},
+                                   images.LABEL_HASH: plan.hashes["builder"]},
                            # The host's CA bundle (empty without one) for a download stage behind a
                            # TLS-inspecting proxy; it changes no hash and reaches no final image.
                            files={"host-ca.crt": settings.ca_bundle.read_bytes() if settings.ca_bundle else b""},

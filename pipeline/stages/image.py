@@ -17,7 +17,6 @@ model run of verify (tiny GGUF: serve, create, generate) runs inside it.
 from __future__ import annotations
 
 import gzip
-import json
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from pipeline.config.settings import Settings
 from docker.types import Mount
 
 from pipeline.errors import CommandError, DockerError, ModelRunError
-from pipeline.infra import archive, baseimage, engine, fsutil, images, templates
+from pipeline.infra import archive, baseimage, fsutil, images, templates
 from pipeline.smoke import modelrun, tinymodel
 from pipeline.infra.container import Container
 from pipeline.hashing import file_sha256
@@ -35,7 +34,6 @@ from pipeline.stages.results import RuntimeImage, Verified
 TEMPLATE = "runtime-image.Dockerfile.j2"
 MODEL_DIR = "/opt/model"
 READY_TRIES = 60
-RECORD = "image.json"
 
 
 def key(plan: Plan, settings: Settings) -> object:
@@ -48,8 +46,8 @@ def tag(plan: Plan) -> str:
 
 
 def tarball_path(plan: Plan, settings: Settings) -> Path:
-    return settings.dist / plan.out / plan.archive_name.replace(f".{plan.target.package.format}",
-                                                                 ".image.tar.gz")
+    return settings.places.target(plan.out) / plan.archive_name.replace(f".{plan.target.package.format}",
+                                                                         ".image.tar.gz")
 
 
 def discard(ctx: Context, result: RuntimeImage) -> int:
@@ -57,37 +55,39 @@ def discard(ctx: Context, result: RuntimeImage) -> int:
     return images.remove(result.tag)
 
 
+def reuse(ctx: Context, made: RuntimeImage, *, verify: Verified) -> str | None:
+    """The recorded image holds while the engine has it, labelled with this hash, and the saved tarball
+    is the one recorded."""
+    found = images.find(made.tag)
+    if found is None or (found.labels or {}).get(images.LABEL_HASH) != ctx.hash:
+        return None
+    if made.tarball != tarball_path(ctx.plan, ctx.settings) or not made.tarball.is_file() \
+            or file_sha256(made.tarball) != made.sha256:
+        return None
+    return f"image {made.tag} is this hash's; {made.tarball.name} saved earlier"
+
+
 def run(ctx: Context, *, verify: Verified) -> RuntimeImage:
     plan, log, settings = ctx.plan, ctx.log, ctx.settings
-    name, saved, record = tag(plan), tarball_path(plan, settings), tarball_path(plan, settings).parent / RECORD
-    found = images.find(name)
-    if found is not None and saved.is_file() and record.is_file():
-        seen = json.loads(record.read_text())
-        if (found.labels or {}).get("org.ollama-pipeline.hash") == ctx.hash and seen.get("hash") == ctx.hash \
-                and seen.get("sha256") == file_sha256(saved):
-            ctx.stage.cached(f"image {name} is this hash's; {saved.name} saved earlier")
-            return RuntimeImage(tag=name, id=found.id, tarball=saved)
-
+    name, saved = tag(plan), tarball_path(plan, settings)
     manifest = verify.package.manifest
     suite = verify.suite
     base = baseimage.name(plan.image_prefix, suite)
     baseimage.ensure(base, suite, settings, log)
     dockerfile = templates.render(settings.templates_dir, TEMPLATE, manifest=manifest, base_image=base,
                                   suite=suite)
-    with fsutil.scratch_dir(settings.cache / "scratch", f"{plan.name}-image") as tmp:
+    with fsutil.scratch_dir(ctx.places.scratch, f"{plan.name}-image") as tmp:
         packed = archive.gzip_tar(verify.package.archive, Path(tmp))
         log.line(f"building {name} on {base} from {verify.package.archive.name}")
         image_id = images.build(dockerfile, name, log, buildargs={"DEBIAN_MIRROR": baseimage.mirror(settings)},
-                                labels={"org.ollama-pipeline.hash": ctx.hash,
+                                labels={images.LABEL_HASH: ctx.hash,
                                         "org.ollama-pipeline.target": plan.name},
                                 files={"package.tar.gz": packed}, what="runtime image")
         _check(name, manifest.version, Path(tmp), settings, log)
     _save(name, saved, log)
-    fsutil.write_text(record, json.dumps({"tag": name, "id": image_id, "hash": ctx.hash,
-                                          "tarball": saved.name, "sha256": file_sha256(saved)}, indent=2) + "\n")
     log.line(f"{name}: saved as {saved.name} ({saved.stat().st_size / 1e6:.1f} MB); "
              f"load with: docker load -i {saved.name}")
-    return RuntimeImage(tag=name, id=image_id, tarball=saved)
+    return RuntimeImage(tag=name, id=image_id, tarball=saved, sha256=file_sha256(saved))
 
 
 def _check(name: str, version: str, scratch: Path, settings: Settings, log) -> None:
@@ -116,7 +116,7 @@ def _check(name: str, version: str, scratch: Path, settings: Settings, log) -> N
 def _save(name: str, dest: Path, log) -> None:
     """`docker save NAME | gzip` into dest, atomically (gzip: `docker load` reads it everywhere)."""
     try:
-        chunks = engine.client().images.get(name).save(named=True)
+        chunks = images.save(name)
         with fsutil.atomic_file(dest) as f, gzip.GzipFile(filename="", mode="wb", fileobj=f,
                                                             compresslevel=6, mtime=0) as z:
             for chunk in chunks:

@@ -9,41 +9,35 @@ folders over the read-only tree.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
+from pipeline.config.places import Places
 from pipeline.config.settings import Settings
-from pipeline.infra import fsutil, git
-from pipeline.upstream import layouts
+from pipeline.infra import git
 from pipeline.stages.plan import Context, Plan
-from pipeline.stages.results import PatchedTree, SourceTree
-
-RECORD = "patches.json"
+from pipeline.stages.results import TREE, PatchedTree, SourceTree
+from pipeline.upstream import layouts
 
 
 def key(plan: Plan, settings: Settings) -> object:
     return [(p.name, p.sha256) for p in plan.patches]
 
 
-def tree_dir(ctx: Context) -> Path:
-    return ctx.settings.cache / "trees" / f"patched-{ctx.hash[:24]}"
+def where(places: Places, plan: Plan, stage_hash: str) -> Path:
+    return places.tree("patched", stage_hash)
+
+
+def reuse(ctx: Context, tree: PatchedTree, *, source: SourceTree) -> str:
+    return f"tree {ctx.folder.name} patched earlier"
 
 
 def run(ctx: Context, *, source: SourceTree) -> PatchedTree:
     plan, log = ctx.plan, ctx.log
-    folder = tree_dir(ctx)
-    record = folder / RECORD
-    if record.is_file():
-        ctx.stage.cached(f"tree {folder.name} patched earlier")
-        return PatchedTree(path=folder / "tree", source=source, patches=tuple(json.loads(record.read_text())))
-    with fsutil.staging_dir(folder) as staging:
-        tree = staging / "tree"
-        shutil.copytree(source.path, tree, symlinks=True)
-        for patch in plan.patches:
-            git.apply(patch, tree, log, ref=plan.target.source.tag)
-        for sub in (layouts.BUILD, layouts.OUTPUT):
-            (tree / sub).mkdir(exist_ok=True)
-        names = [p.name for p in plan.patches]
-        (staging / RECORD).write_text(json.dumps(names) + "\n")
-    return PatchedTree(path=folder / "tree", source=source, patches=tuple(names))
+    tree = ctx.staging / TREE
+    shutil.copytree(source.path, tree, symlinks=True)
+    for patch in plan.patches:
+        git.apply(patch, tree, log, ref=plan.target.source.tag)
+    for sub in (layouts.BUILD, layouts.OUTPUT):
+        (tree / sub).mkdir(exist_ok=True)
+    return PatchedTree(path=tree, source=source, patches=tuple(p.name for p in plan.patches))

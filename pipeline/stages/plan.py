@@ -14,10 +14,13 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from pipeline.config import series
+from pipeline.config import places
+from pipeline.config.places import Places
 from pipeline.config.settings import Settings
-from pipeline.config.targets import Backend, Builder, LlamaCpp, Matrix, Target
+from pipeline.config.targets import Backend, Builder, LlamaCpp, Matrix, Target, tag_version
 from pipeline import formats
 from pipeline.infra import baseimage
 from pipeline.infra.log import Log, StageResult
@@ -61,18 +64,11 @@ class Plan:
 
     @property
     def out(self) -> str:
-        return out_folder(self.name, self.tag, self.default_tag)
+        return places.out_folder(self.name, self.tag, self.default_tag)
 
     @property
     def archive_name(self) -> str:
         return formats.archive_name(self.upstream_version, self.name, self.target.package.format)
-
-
-def out_folder(target: str, tag: str, default_tag: str) -> str:
-    """The output folder's name under dist/: the target's, or TARGET@TAG at another upstream tag."""
-    if not default_tag or tag == default_tag:
-        return target
-    return f"{target}@{tag}"
 
 
 @record
@@ -85,11 +81,18 @@ class Context:
     log: Log
     # The stage's line in the log (cached / done); None while a stage discards its outputs (--lean).
     stage: StageResult | None
+    # The folder of the stage's record (Stage.where), and the staging copy of it a staged run works in.
+    folder: Path | None = None
+    staging: Path | None = None
 
     @property
     def hash(self) -> str:
         """This stage's hash."""
         return self.plan.hashes[self.name]
+
+    @property
+    def places(self) -> Places:
+        return self.settings.places
 
 
 def resolve(matrix: Matrix, target: Target, settings: Settings,
@@ -100,8 +103,8 @@ def resolve(matrix: Matrix, target: Target, settings: Settings,
     builder = matrix.builders[target.builder]
     backends = tuple(matrix.backends[b] for b in target.backends)
     if patch_series is None:
-        patch_series = series.load(settings.patches_dir, matrix.targets)
-    patches = tuple(series.for_target(patch_series, target.name, series.upstream_version(target.source.tag)))
+        patch_series = matrix.patches(settings.patches_dir)
+    patches = tuple(series.for_target(patch_series, target.name, tag_version(target.source.tag)))
     upstream_version = target.source.tag.removeprefix("v")
     version = target.source.version_format.format(version=upstream_version, target=target.name)
     return Plan(

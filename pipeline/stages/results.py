@@ -5,47 +5,110 @@
     Packaged ─▶ verify ─▶ Verified ─▶ image ─▶ RuntimeImage
 
 A stage takes the results of the stages it names in the stage table as keyword arguments and returns
-its own; nothing is re-read from disk inside one run. Results that outlive a run (a finished build in
-the cache) are written with to_json and read back with from_json by the stage that owns them.
+its own; nothing is re-read from disk inside one run. Every result serialises itself: `to_json` (its
+fields, less those `from_json` gives back) and `from_json(text, where, **needs)`, which reads it back
+for the record's folder `where` and the results of the stages it needs, refusing a record of another
+shape with a ConfigError. The orchestrator keeps a stage's record that way and reuses it while the
+stage's hash is unchanged (pipeline.orchestrate).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pipeline.stages.manifest import Manifest
+from pipeline.config import loader
+from pipeline.errors import ConfigError
+from pipeline.formats import PackageLayout
 from pipeline.records import record
+from pipeline.stages.manifest import Manifest
+
+
+class Result:
+    """The serialisation every result type shares: its fields as a JSON object, except those named
+    by `_given` (paths inside the record's folder, results of other stages), which `_give` returns."""
+
+    __slots__ = ()
+    _given: ClassVar[tuple[str, ...]] = ()
+
+    def to_record(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if f.name not in self._given and getattr(self, f.name) is not None}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_record(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def _give(cls, where: Path, needs: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_record(cls, doc: Any, where: Path, **needs: Any):
+        return loader.build(cls, doc, f"{where}:", given=cls._give(where, needs))
+
+    @classmethod
+    def from_json(cls, text: str, where: Path, **needs: Any):
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: not valid JSON ({exc})") from None
+        return cls.from_record(doc, where, **needs)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) is not None}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# The folder a tree stage keeps its tree in, beside its record.
+TREE = "tree"
 
 
 @record
-class SourceTree:
+class SourceTree(Result):
     """The upstream tree of the pinned commit, exported into the cache (read-only for later stages)."""
+
+    _given = ("path",)
 
     path: Path
     commit: str
     commit_time: int
     # Files a partial clone never fetched (left out of the tree and listed in the log).
     left_out: tuple[str, ...] = ()
-    # The llama.cpp supplied into the tree (infra/llamacpp.DIR) for versions that fetch it: tag, commit.
+    # The llama.cpp supplied into the tree (upstream/llamacpp.DIR) for versions that fetch it: tag, commit.
     llama_cpp: tuple[str, str] | None = None
+
+    @classmethod
+    def _give(cls, where, needs):
+        return {"path": where / TREE}
 
 
 @record
-class PatchedTree:
+class PatchedTree(Result):
     """The source tree with the target's patches applied, in the cache."""
+
+    _given = ("path", "source")
 
     path: Path
     source: SourceTree
     patches: tuple[str, ...]
 
+    @classmethod
+    def _give(cls, where, needs):
+        return {"path": where / TREE, "source": needs["source"]}
+
 
 @record
-class BuilderImage:
+class BuilderImage(Result):
     tag: str
     id: str
 
@@ -56,9 +119,15 @@ class StepTime:
     seconds: float
 
 
+# The folder of a finished build that holds its output (bin/ollama, lib/ollama/...).
+OUTPUT = "dist"
+
+
 @record
-class BuildResult:
+class BuildResult(Result):
     """Ollama's build output (`root`: bin/ollama, lib/ollama/...) and how it was made."""
+
+    _given = ("root",)
 
     root: Path
     image: BuilderImage
@@ -73,48 +142,64 @@ class BuildResult:
     # rocBLAS Tensile files of other archs dropped from the output: (files, bytes).
     tensile_dropped: tuple[int, int] = (0, 0)
 
-    def to_json(self) -> str:
-        return json.dumps({
-            "image": {"tag": self.image.tag, "id": self.image.id}, "version": self.version,
-            "source_date_epoch": self.source_date_epoch, "seconds": self.seconds,
-            "steps": [{"step": s.step, "seconds": s.seconds} for s in self.steps],
-            "code_objects": {k: list(v) for k, v in self.code_objects.items()},
-            "builder_packages": dict(self.builder_packages), "tensile_dropped": list(self.tensile_dropped),
-        }, indent=2) + "\n"
-
     @classmethod
-    def from_json(cls, text: str, root: Path) -> BuildResult:
-        d = json.loads(text)
-        return cls(root=root, image=BuilderImage(**d["image"]), version=d["version"],
-                   source_date_epoch=d["source_date_epoch"], seconds=d["seconds"],
-                   steps=tuple(StepTime(**s) for s in d["steps"]),
-                   code_objects=types.MappingProxyType({k: tuple(v) for k, v in d["code_objects"].items()}),
-                   builder_packages=types.MappingProxyType(d.get("builder_packages", {})),
-                   tensile_dropped=tuple(d.get("tensile_dropped", (0, 0))))
+    def _give(cls, where, needs):
+        return {"root": where / OUTPUT}
 
 
 @record
-class Packaged:
-    """The archive in dist/<target>/ and its manifest (the one beside it, with the archive's sha256)."""
+class Packaged(Result):
+    """The archive in dist/<target>/ and its manifest (the one beside it, with the archive's sha256).
+    Its record is that manifest, written with the archive by the package stage."""
 
     archive: Path
     manifest: Manifest
 
+    def to_json(self) -> str:
+        return self.manifest.to_json()
+
+    @classmethod
+    def from_record(cls, doc, where, **needs):
+        manifest = Manifest.from_dict(doc, str(where / PackageLayout.BESIDE))
+        if manifest.archive is None:
+            raise ConfigError(f"{where / PackageLayout.BESIDE}: names no archive")
+        return cls(archive=where / manifest.archive.name, manifest=manifest)
+
 
 @record
-class Verified:
+class Verified(Result):
     """A package that passed verification on its floor."""
+
+    _given = ("package",)
 
     package: Packaged
     suite: str
     version_output: str
+    # The sha256 of the archive verified.
+    sha256: str
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def _give(cls, where, needs):
+        return {"package": needs["package"]}
 
 
 @record
-class RuntimeImage:
+class RuntimeImage(Result):
     """The Docker image of a verified package, and its saved tarball for the release."""
 
     tag: str
     id: str
+    # The saved image, in the record's folder, and its sha256.
     tarball: Path
+    sha256: str
+
+    def to_record(self) -> dict[str, Any]:
+        return {"tag": self.tag, "id": self.id, "tarball": self.tarball.name, "sha256": self.sha256}
+
+    @classmethod
+    def from_record(cls, doc, where, **needs):
+        if not isinstance(doc, dict) or not isinstance(doc.get("tarball"), str) or "/" in doc["tarball"]:
+            raise ConfigError(f"{where}: not a runtime image record")
+        fields = {k: v for k, v in doc.items() if k != "tarball"}
+        return loader.build(cls, fields, f"{where}:", given={"tarball": where / doc["tarball"]})

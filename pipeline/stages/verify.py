@@ -16,7 +16,6 @@ unit is checked with `systemd-analyze verify` where the floor has it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from docker.types import Mount
@@ -28,24 +27,25 @@ from pipeline.gpu import offload, tensile
 from pipeline.infra import archive, baseimage, fsutil
 from pipeline.smoke import modelrun, tinymodel
 from pipeline.infra.container import Container
+from pipeline.formats import PackageLayout
 from pipeline.hashing import file_sha256
 from pipeline.infra.log import Log
 from pipeline.stages import manifest as schema
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import Packaged, Verified
 
-RECORD = "verified.json"
 # Bumped when verification checks more: a package verified by fewer checks is verified again.
 CHECKS = 3
 PKG = "/opt/ollama"
 PREFIX = "/opt/prefix"
 MODEL_DIR = "/opt/model"
+LIBDIR = PackageLayout.LIBDIR
 # For every shared object of lib/ollama: ldd with lib/ollama/<runner>:lib/ollama, as the runners get.
-_LDD = r"""
+_LDD = rf"""
 cd "$0"
-find lib/ollama -type f -name '*.so*' ! -path '*/library/*' | sort | while read -r f; do
-  dir=$(dirname "$f"); path="$PWD/lib/ollama"
-  [ "$dir" != lib/ollama ] && path="$PWD/$dir:$path"
+find {LIBDIR} -type f -name '*.so*' ! -path '*/library/*' | sort | while read -r f; do
+  dir=$(dirname "$f"); path="$PWD/{LIBDIR}"
+  [ "$dir" != {LIBDIR} ] && path="$PWD/$dir:$path"
   LD_LIBRARY_PATH="$path" ldd "$f" 2>&1 | sed -n "s|^\s*\(\S*\) => not found|$f needs \1|p"
 done
 """
@@ -55,44 +55,35 @@ def key(plan: Plan, settings: Settings) -> object:
     return CHECKS
 
 
+def reuse(ctx: Context, verified: Verified, *, package: Packaged) -> str | None:
+    """Verified once per package hash and archive: the record beside the archive names what it verified."""
+    if package.manifest.archive is None or verified.sha256 != package.manifest.archive.sha256:
+        return None
+    return f"{package.archive.name} verified earlier"
+
+
 def run(ctx: Context, *, package: Packaged) -> Verified:
-    """Verify once per package hash: the record beside the archive names what was verified."""
-    record = package.archive.parent / RECORD
-    if record.is_file():
-        try:
-            seen = json.loads(record.read_text())
-        except ValueError:
-            seen = {}
-        if seen.get("hash") == ctx.hash and package.manifest.archive is not None \
-                and seen.get("sha256") == package.manifest.archive.sha256:
-            ctx.stage.cached(f"{package.archive.name} verified earlier")
-            return Verified(package=package, suite=seen["suite"], version_output=seen["version"],
-                            details=seen.get("details", {}))
-    result = verify_archive(package.archive, ctx.settings, ctx.log, manifest=package.manifest)
-    fsutil.write_text(record, json.dumps({"archive": package.archive.name, "hash": ctx.hash,
-                                          "sha256": package.manifest.archive.sha256 if package.manifest.archive
-                                          else None, "suite": result.suite, "version": result.version_output,
-                                          "details": dict(result.details)}, indent=2) + "\n")
-    return result
+    return verify_archive(package.archive, ctx.settings, ctx.log, manifest=package.manifest)
 
 
 def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema.Manifest | None = None) -> Verified:
     """Raise VerifyError listing every problem; return what was checked. `manifest` is the one beside
     the archive when the caller has it (the archive's own checksum is then checked too)."""
+    sha256 = None
     if manifest is not None and manifest.archive is not None:
         if manifest.archive.name != path.name:
             raise VerifyError(f"{path.name}: its manifest describes {manifest.archive.name}; verify the archive "
                               "the manifest names, or rebuild")
-        size = path.stat().st_size
-        if size != manifest.archive.size or file_sha256(path) != manifest.archive.sha256:
+        sha256 = file_sha256(path)
+        if path.stat().st_size != manifest.archive.size or sha256 != manifest.archive.sha256:
             raise VerifyError(f"{path.name}: differs from the sha256 its manifest records (changed after the "
                               "build); rebuild it")
     # Decompression is bounded by what the manifest beside says the files add up to, where there is one.
     limit = archive.bound_for(manifest.files) if manifest is not None else None
-    with fsutil.scratch_dir(settings.cache / "scratch", "verify") as tmp:
+    with fsutil.scratch_dir(settings.places.scratch, "verify") as tmp:
         root = Path(tmp) / "pkg"
         inside = archive.unpack(path, root, Path(tmp), limit=limit)
-        inner = schema.Manifest.from_dict(inside, f"{path.name}:{schema.INSIDE}")
+        inner = schema.Manifest.from_dict(inside, f"{path.name}:{PackageLayout.INSIDE}")
         if manifest is not None and inner.files != manifest.files:
             raise VerifyError(f"{path.name}: the manifest inside lists other files than the one beside it; "
                               "rebuild the package")
@@ -125,15 +116,15 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
             if wanted := sorted({line.rsplit(" ", 1)[-1] for line in unresolved} & driver):
                 log.line(f"from the GPU driver at run time: {', '.join(wanted)}")
             # The package's own install script, into a prefix of the clean system; then run from there.
-            box.exec(["sh", f"{PKG}/share/ollama/install.sh", PREFIX])
-            version = box.exec([f"{PREFIX}/bin/ollama", "--version"], capture=True)
+            box.exec(["sh", f"{PKG}/{PackageLayout.SHARE}/install.sh", PREFIX])
+            version = box.exec([f"{PREFIX}/{PackageLayout.BIN}", "--version"], capture=True)
             if inner.version not in version:
-                problems.append(f"bin/ollama --version does not name {inner.version}: {version.strip()!r}")
+                problems.append(f"{PackageLayout.BIN} --version does not name {inner.version}: {version.strip()!r}")
             if problems:  # a package that does not resolve is not run
                 raise VerifyError(f"{path.name} failed verification:\n  " + "\n  ".join(problems))
             unit = modelrun.check_unit(lambda argv: box.exec(argv, capture=True), PKG, PREFIX)
             log.line(f"systemd unit: {'checked, ' + ('; '.join(unit.problems) or 'no problems') if unit.checked else 'not checked (no systemd-analyze on the floor)'}")
-            problems += [f"share/ollama/ollama.service: {p}" for p in unit.problems]
+            problems += [f"{PackageLayout.SHARE}/ollama.service: {p}" for p in unit.problems]
             ran = modelrun.run(lambda argv: box.exec(argv, capture=True), prefix=PREFIX,
                                model_path=f"{MODEL_DIR}/{model.name}")
             log.line(f"model run: {ran.summary()}")
@@ -144,15 +135,15 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
     log.line(f"verified on a clean {suite}: every library resolves, {version}, "
              f"{ran.tokens} tokens generated at {ran.tokens_per_s:.1f} tokens/s on {ran.backend}")
     return Verified(package=Packaged(archive=path, manifest=manifest or inner), suite=suite,
-                    version_output=version.strip(),
+                    version_output=version.strip(), sha256=sha256 or file_sha256(path),
                     details={"model_run": {"tokens": ran.tokens, "tokens_per_s": ran.tokens_per_s,
                                            "backend": ran.backend}, "unit_checked": unit.checked})
 
 
 def manifest_beside(path: Path) -> schema.Manifest | None:
-    """The manifest.json beside an archive when it describes that archive (as `nox -s build` leaves
-    them in dist/<target>/), else None: the archive is then checked against the manifest inside only."""
-    beside = path.parent / "manifest.json"
+    """The manifest beside an archive when it describes that archive (as `nox -s build` leaves them in
+    dist/<target>/), else None: the archive is then checked against the manifest inside only."""
+    beside = path.parent / PackageLayout.BESIDE
     if not beside.is_file():
         return None
     found = schema.Manifest.load(beside)

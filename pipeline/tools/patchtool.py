@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline.config import series
 from pipeline.config.settings import Settings
-from pipeline.config.targets import Matrix
+from pipeline.config.targets import Matrix, tag_version
 from pipeline.errors import CommandError, ConfigError, PatchError, SourceError
 from pipeline.infra import fsutil, git, runner
 from pipeline.upstream import llamacpp
@@ -62,7 +62,7 @@ class Verdict:
 
 def repository(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log) -> Path:
     url = settings.source or next(iter(matrix.targets.values())).source.url
-    gitdir = git.repository(url, list(refs), settings.cache, log)
+    gitdir = git.repository(url, list(refs), settings.places, log)
     for ref in refs:
         if not git.commit_of(gitdir, ref, log):
             raise SourceError(f"tag {ref} not found in {url}")
@@ -88,14 +88,14 @@ def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log, *, 
 
     Only the files the series touches are exported (all `git apply` reads). With `probe`, a patch out of
     range is also tried on its own against the pristine tree (Verdict.probe)."""
-    patch_series = series.load(settings.patches_dir, matrix.targets)
+    patch_series = matrix.patches(settings.patches_dir)
     refs = list(refs) or default_refs(matrix)
     gitdir = gitdir or repository(matrix, settings, refs, log)
     paths = series_paths(patch_series)
     verdicts: list[Verdict] = []
     with tempfile.TemporaryDirectory(prefix="ollama-pipeline-check-") as tmp:
         for ref in refs:
-            version = series.upstream_version(ref)
+            version = tag_version(ref)
             pristine = Path(tmp) / ref / "upstream"
             commit = git.commit_of(gitdir, ref, log)
             git.export(gitdir, commit, pristine, log, paths=paths)
@@ -176,9 +176,9 @@ def table(verdicts: Sequence[Verdict]) -> str:
 def in_range(matrix: Matrix, settings: Settings, ref: str, targets: Sequence[str] = ()) -> list[series.Patch]:
     """The patches `apply` tries on `ref`, in order: in range of its version, carried by one of `targets`
     (default: any target)."""
-    version = series.upstream_version(ref)
+    version = tag_version(ref)
     wanted = set(targets) or set(matrix.targets)
-    return [p for p in series.load(settings.patches_dir, matrix.targets) if p.admits(version)
+    return [p for p in matrix.patches(settings.patches_dir) if p.admits(version)
             and wanted & set(p.targets)]
 
 
@@ -307,7 +307,7 @@ def refresh(matrix: Matrix, settings: Settings, work: Path, log: Log) -> dict[st
             probe = Path(tmp) / "probe" / name
             probe.parent.mkdir(exist_ok=True)
             probe.write_bytes(data)
-            series.parse(probe, matrix.targets)
+            series.parse(probe, matrix.targets, matrix.groups)
         for name, data in new_files.items():
             dest = settings.patches_dir / name
             if dest.exists() and dest.read_bytes() == data:
@@ -338,7 +338,7 @@ def test(matrix: Matrix, settings: Settings, ref: str, log: Log, go_target: str 
     with tempfile.TemporaryDirectory(prefix="ollama-pipeline-test-", dir=settings.cache) as tmp:
         work = Path(tmp) / "tree"
         applied = apply(matrix, settings, ref, work, log)
-        patch_series = [p for p in series.load(settings.patches_dir, matrix.targets) if p.name in applied]
+        patch_series = [p for p in matrix.patches(settings.patches_dir) if p.name in applied]
         packages = touched_go_packages(patch_series)
         if not packages:
             log.line("no patch in range touches Go code; nothing to test")

@@ -34,9 +34,8 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from pipeline.config import series
 from pipeline.config.settings import Settings
-from pipeline.config.targets import Matrix, go_version, planned_go
+from pipeline.config.targets import Matrix, go_version, planned_go, tag_version
 from pipeline.errors import PipelineError, UsageError, one_line
 from pipeline.infra import git
 from pipeline.upstream import layouts, llamacpp
@@ -61,7 +60,7 @@ class TagFacts:
 
 def versions(tags: Sequence[str], since: str, rc: bool = False) -> list[str]:
     """The tags that are versions >= since, oldest first; pre-releases only with `rc`."""
-    start = series.upstream_version(since)
+    start = tag_version(since)
     found = []
     for tag in tags:
         if not tag.startswith("v"):
@@ -114,7 +113,7 @@ def report(matrix: Matrix, settings: Settings, log: Log, *, since: str = "v0.12.
     {"result": "builds and verifies" | "fails", "detail": ...}."""
     url = settings.source or next(iter(matrix.targets.values())).source.url
     if git.is_local(url):
-        gitdir = git.repository(url, [], settings.cache, log)
+        gitdir = git.repository(url, [], settings.places, log)
         all_tags = git.local_tags(gitdir, log)
     else:
         all_tags = git.remote_tags(url, log)
@@ -122,7 +121,7 @@ def report(matrix: Matrix, settings: Settings, log: Log, *, since: str = "v0.12.
     if not tags:
         raise UsageError(f"no upstream tag from {since} on in {url}; check --since and the source's tags")
     if not git.is_local(url):
-        gitdir = git.repository(url, tags, settings.cache, log)
+        gitdir = git.repository(url, tags, settings.places, log)
     verdicts = patchtool.check(matrix, settings, tags, log, probe=True, gitdir=gitdir)
     by_tag: dict[str, list[patchtool.Verdict]] = {}
     for v in verdicts:
@@ -150,7 +149,7 @@ def report(matrix: Matrix, settings: Settings, log: Log, *, since: str = "v0.12.
     counts = Counter(p["verdict"] for r in rows for p in r["patches"].values())
     alone = Counter(p["probe"].split(" (")[0] for r in rows for p in r["patches"].values() if p["probe"])
     return {"source": url, "since": since, "rc": rc, "build_target": build_target,
-            "patches": [p.name for p in series.load(settings.patches_dir, matrix.targets)],
+            "patches": [p.name for p in matrix.patches(settings.patches_dir)],
             "tags": rows, "summary": {"tags": len(rows), "verdicts": dict(sorted(counts.items())),
                                       "out_of_range_alone": dict(sorted(alone.items())),
                                       "layouts": dict(Counter(r["layout"] for r in rows))}}

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from pipeline import cli
-from pipeline.tools import memtest
+from pipeline.tools.memtest import driver as mt_driver
 from pipeline.config.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.upstream
@@ -46,7 +46,7 @@ def test_12b_on_two_k80_dies_moves_from_two_gpus_to_one(engine, ollama_source, c
     assert all(c["ok"] for c in row["checks"])
     assert "GPUs used: 2" in text and "GPUs used: 1" in text
     # The driver was put into temporary trees only, never into the cache's trees
-    assert not list(cache_dir.rglob(memtest.DRIVER_NAME))
+    assert not list(cache_dir.rglob(mt_driver.DRIVER_NAME))
 
     # A second run compiles nothing: both sides' test binaries come from the cache
     code = cli.main(["memtest", "--source", ollama_source, "--ref", "v0.12.5", "--json", str(output),

@@ -12,6 +12,7 @@ import pytest
 from packaging.version import Version
 
 from pipeline.config import series, targets
+from pipeline.config.targets import tag_version
 from pipeline.config.settings import Settings
 from pipeline.infra.log import Log
 from pipeline.tools import track
@@ -74,16 +75,16 @@ def test_verdicts_match_git_apply_on_each_tags_tree(report):
     the tag: the report's "applies" / "conflicts" must be what git says, at every tag."""
     rep, gitdir, settings = report
     matrix = targets.load(settings.targets_file)
-    patch_series = series.load(settings.patches_dir, matrix.targets)
+    patch_series = matrix.patches(settings.patches_dir)
     checked = 0
     for row in rep["tags"]:
-        in_range = [p for p in patch_series if p.admits(series.upstream_version(row["tag"]))]
+        in_range = [p for p in patch_series if p.admits(tag_version(row["tag"]))]
         for patch in patch_series:
             verdict = row["patches"][patch.name]["verdict"]
             if patch not in in_range:
                 assert verdict == "out of range", (row["tag"], patch.name, verdict)
         for target in matrix.targets:
-            carried = series.for_target(patch_series, target, series.upstream_version(row["tag"]))
+            carried = series.for_target(patch_series, target, tag_version(row["tag"]))
             if not carried:
                 continue
             with tempfile.TemporaryDirectory() as tmp:

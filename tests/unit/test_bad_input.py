@@ -19,7 +19,6 @@ import zstandard
 
 from pipeline import errors, stages
 from pipeline.cli import main
-from pipeline.release import publish
 
 from .conftest import PROJECT, SIMPLE_DIFF, TARGETS_FILE, package_stage, patch_text
 
@@ -36,7 +35,7 @@ class Case:
     culprit: str
     env: tuple[tuple[str, str], ...] = ()
     setup: Callable[[Path], None] | None = None
-    tool: str = "pipeline"  # or "publish": python -m pipeline.release.publish
+    tool: str = "pipeline"  # or "publish": python -m pipeline publish
 
 
 def project_snapshot() -> dict[str, tuple[int, int]]:
@@ -426,7 +425,7 @@ def run_case(case: Case, tmp: Path, capsys, monkeypatch) -> str:
         case.setup(tmp)
     argv = [a.replace("{tmp}", str(tmp)) for a in case.argv]
     capsys.readouterr()
-    code = (publish.main if case.tool == "publish" else main)(argv)
+    code = main(["publish", *argv] if case.tool == "publish" else argv)
     err = capsys.readouterr().err
     assert code == case.code, f"exit code {code}, wanted {case.code}: {err}"
     return err

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.tools import memtest
+from pipeline.tools.memtest import driver as mt_driver, report as mt_reports, run as mt_workbench, scenario as mt_scenarios
 from pipeline.errors import ConfigError, SourceError
 
 GIB = 2**30
@@ -66,14 +66,14 @@ def edit(text: str, old: str, new: str) -> str:
 
 
 def test_scenario_is_read_into_frozen_typed_objects(tmp_path):
-    s = memtest.load(write(tmp_path, K80_PAIR))
+    s = mt_scenarios.load(write(tmp_path, K80_PAIR))
     assert s.name == "k80x2-12b"
     assert s.gpus[0].free == 11468 * MIB and s.gpus[0].total == 12 * GIB
     assert len(s.gpu_list) == 2
     assert s.model.architecture == "llama" and s.model.quantization == "Q4_K_M" and s.model.head_size == 256
-    assert s.options == memtest.Options(num_ctx=4096)
-    assert s.checks == (memtest.Check("before", "gpus_used", "==", 2), memtest.Check("after", "gpus_used", "==", 1),
-                        memtest.Check("after", "layers_on_gpu", ">=", 49))
+    assert s.options == mt_scenarios.Options(num_ctx=4096)
+    assert s.checks == (mt_scenarios.Check("before", "gpus_used", "==", 2), mt_scenarios.Check("after", "gpus_used", "==", 1),
+                        mt_scenarios.Check("after", "layers_on_gpu", ">=", 49))
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.model.block_count = 1  # type: ignore[misc]
 
@@ -81,7 +81,7 @@ def test_scenario_is_read_into_frozen_typed_objects(tmp_path):
 def test_unknown_key_is_refused_with_file_table_key_and_suggestion(tmp_path):
     path = write(tmp_path, edit(K80_PAIR, "embedding_length", "embeding_length"))
     with pytest.raises(ConfigError) as err:
-        memtest.load(path)
+        mt_scenarios.load(path)
     msg = str(err.value)
     assert str(path) in msg and "[model]" in msg and "'embeding_length'" in msg
     assert "did you mean 'embedding_length'?" in msg
@@ -90,86 +90,86 @@ def test_unknown_key_is_refused_with_file_table_key_and_suggestion(tmp_path):
 def test_unknown_expectation_metric_is_refused_with_suggestion(tmp_path):
     path = write(tmp_path, edit(K80_PAIR, "gpus_used = 1", "gpu_used = 1"))
     with pytest.raises(ConfigError, match=r"\[expect.after\] unknown key 'gpu_used' \(did you mean 'gpus_used'\?\)"):
-        memtest.load(path)
+        mt_scenarios.load(path)
 
 
 def test_unknown_top_level_table_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'option' \(did you mean 'options'\?\)"):
-        memtest.load(write(tmp_path, edit(K80_PAIR, "[options]", "[option]")))
+        mt_scenarios.load(write(tmp_path, edit(K80_PAIR, "[options]", "[option]")))
 
 
 def test_wrong_type_names_key_and_expected_type(tmp_path):
     path = write(tmp_path, edit(K80_PAIR, "num_ctx = 4096", 'num_ctx = "4096"'))
     with pytest.raises(ConfigError, match=r"\[options\] key 'num_ctx' must be an integer, got a string"):
-        memtest.load(path)
+        mt_scenarios.load(path)
     with pytest.raises(ConfigError, match=r"\[gpus\] key 'free' must be a size"):
-        memtest.load(write(tmp_path, edit(K80_PAIR, 'free = "11468 MiB"', 'free = "lots"')))
+        mt_scenarios.load(write(tmp_path, edit(K80_PAIR, 'free = "11468 MiB"', 'free = "lots"')))
     with pytest.raises(ConfigError, match=r"\[model\] key 'tied_embeddings' must be true or false, got an integer"):
-        memtest.load(write(tmp_path, edit(K80_PAIR, "tied_embeddings = true", "tied_embeddings = 1")))
+        mt_scenarios.load(write(tmp_path, edit(K80_PAIR, "tied_embeddings = true", "tied_embeddings = 1")))
 
 
 def test_missing_key_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"\[model\] missing key 'vocab_size' \(an integer\)"):
-        memtest.load(write(tmp_path, edit(K80_PAIR, "vocab_size = 262144\n", "")))
+        mt_scenarios.load(write(tmp_path, edit(K80_PAIR, "vocab_size = 262144\n", "")))
 
 
 def test_ollama_engine_architecture_is_refused_with_the_reason(tmp_path):
     path = write(tmp_path, edit(K80_PAIR, "[model]\n", '[model]\narchitecture = "gemma3n"\n'))
     with pytest.raises(ConfigError, match="runs on the Ollama engine.*estimateGPULayers.*gemma3.*llama"):
-        memtest.load(path)
+        mt_scenarios.load(path)
 
 
 def test_gemma3_takes_the_create_layout_path(tmp_path):
-    s = memtest.load(write(tmp_path, edit(K80_PAIR, "[model]\n", '[model]\narchitecture = "gemma3"\n')))
+    s = mt_scenarios.load(write(tmp_path, edit(K80_PAIR, "[model]\n", '[model]\narchitecture = "gemma3"\n')))
     assert s.model.placement == "createLayout"
-    data = memtest.driver_input(s)
+    data = mt_driver.driver_input(s)
     assert data["placement"] == "createLayout"
     kv = {e["key"]: e["value"] for e in data["kv"]}
     assert kv["general.architecture"] == "gemma3" and kv["gemma3.attention.sliding_window"] == 1024
-    assert memtest.driver_input(memtest.load(write(tmp_path, K80_PAIR)))["placement"] == "estimateGPULayers"
+    assert mt_driver.driver_input(mt_scenarios.load(write(tmp_path, K80_PAIR)))["placement"] == "estimateGPULayers"
 
 
 def test_gpu_values_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="must be one of CUDA, ROCm"):
-        memtest.load(write(tmp_path, edit(K80_PAIR, 'library = "CUDA"', 'library = "cuda"')))
+        mt_scenarios.load(write(tmp_path, edit(K80_PAIR, 'library = "CUDA"', 'library = "cuda"')))
     with pytest.raises(ConfigError, match="'compute' of a CUDA GPU must be a compute capability"):
-        memtest.load(write(tmp_path, edit(K80_PAIR, 'compute = "3.7"', 'compute = "gfx906"')))
+        mt_scenarios.load(write(tmp_path, edit(K80_PAIR, 'compute = "3.7"', 'compute = "gfx906"')))
     with pytest.raises(ConfigError, match="'free'.*is more than 'total'"):
-        memtest.load(write(tmp_path, edit(K80_PAIR, 'total = "12 GiB"', 'total = "8 GiB"')))
+        mt_scenarios.load(write(tmp_path, edit(K80_PAIR, 'total = "12 GiB"', 'total = "8 GiB"')))
 
 
 def test_bad_expectation_value_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"key 'layers_on_gpu' must be an integer or a comparison"):
-        memtest.load(write(tmp_path, edit(K80_PAIR, '">= 49"', '"about 49"')))
+        mt_scenarios.load(write(tmp_path, edit(K80_PAIR, '">= 49"', '"about 49"')))
     with pytest.raises(ConfigError, match=r"key 'fits' must be true or false"):
-        memtest.load(write(tmp_path, edit(K80_PAIR, "gpus_used = 2", 'fits = "yes"')))
+        mt_scenarios.load(write(tmp_path, edit(K80_PAIR, "gpus_used = 2", 'fits = "yes"')))
 
 
 def test_sizes_and_compute_numbers():
-    assert memtest.parse_size("11.2 GiB", "x") == int(11.2 * GIB)
-    assert memtest.parse_size("457 MiB", "x") == 457 * MIB
-    assert memtest.parse_size("32 GB", "x") == 32 * 10**9
-    assert memtest.parse_size(1024, "x") == 1024
-    assert memtest.compute_numbers("CUDA", "3.7") == (3, 7)
-    assert memtest.compute_numbers("ROCm", "gfx906") == (9, 6)
-    assert memtest.compute_numbers("ROCm", "gfx1103") == (0x11, 3)  # Ollama logs gfx%x%02x
+    assert mt_scenarios.parse_size("11.2 GiB", "x") == int(11.2 * GIB)
+    assert mt_scenarios.parse_size("457 MiB", "x") == 457 * MIB
+    assert mt_scenarios.parse_size("32 GB", "x") == 32 * 10**9
+    assert mt_scenarios.parse_size(1024, "x") == 1024
+    assert mt_scenarios.compute_numbers("CUDA", "3.7") == (3, 7)
+    assert mt_scenarios.compute_numbers("ROCm", "gfx906") == (9, 6)
+    assert mt_scenarios.compute_numbers("ROCm", "gfx1103") == (0x11, 3)  # Ollama logs gfx%x%02x
 
 
 def test_folder_of_scenarios_and_duplicate_names(tmp_path):
     write(tmp_path, K80_PAIR, "b.toml")
     write(tmp_path, K80_PAIR, "a.toml")
-    assert [s.name for s in memtest.load_all([tmp_path])] == ["a", "b"]
+    assert [s.name for s in mt_scenarios.load_all([tmp_path])] == ["a", "b"]
     with pytest.raises(ConfigError, match="not found"):
-        memtest.load_all([tmp_path / "missing.toml"])
+        mt_scenarios.load_all([tmp_path / "missing.toml"])
 
 
 def test_shipped_scenarios_parse():
-    names = [s.name for s in memtest.load_all([])]
+    names = [s.name for s in mt_scenarios.load_all([])]
     assert {"k80x2-12b", "k80-4b", "mi50x2-70b", "780m-8b"} <= set(names)
 
 
 def test_driver_input_describes_a_weightless_gguf(tmp_path):
-    data = memtest.driver_input(memtest.load(write(tmp_path, K80_PAIR)))
+    data = mt_driver.driver_input(mt_scenarios.load(write(tmp_path, K80_PAIR)))
     kv = {e["key"]: e["value"] for e in data["kv"]}
     assert kv["general.architecture"] == "llama" and kv["llama.block_count"] == 48
     assert kv["llama.attention.key_length"] == 256
@@ -191,27 +191,27 @@ def test_explicit_tensors_replace_the_synthesized_ones(tmp_path):
         type = "Q8_0"
         shape = [3840, 4096]
     """)
-    data = memtest.driver_input(memtest.load(write(tmp_path, text)))
+    data = mt_driver.driver_input(mt_scenarios.load(write(tmp_path, text)))
     assert [t["name"] for t in data["tensors"][:2]] == ["blk.0.attn_q.weight", "blk.1.attn_q.weight"]
 
 
 def test_versions_without_memory_go_are_refused():
-    memtest.check_ref("v0.12.5")
-    memtest.check_ref("v0.12.10")
+    mt_scenarios.check_ref("v0.12.5")
+    mt_scenarios.check_ref("v0.12.10")
     for ref in ("v0.12.11", "v0.13.0", "v0.11.10"):
         with pytest.raises(ConfigError, match="llm/memory.go"):
-            memtest.check_ref(ref)
+            mt_scenarios.check_ref(ref)
 
 
 def test_driver_is_rendered_for_the_trees_gpu_type():
     old = "func estimateGPULayers(gpus []discover.GpuInfo, f *ggml.GGML, projectors []string) {"
     new = "func estimateGPULayers(gpus []ml.DeviceInfo, f *ggml.GGML, projectors []string) {"
-    go_old, go_new = memtest.render_driver(old), memtest.render_driver(new)
+    go_old, go_new = mt_driver.render_driver(old), mt_driver.render_driver(new)
     assert "make([]discover.GpuInfo," in go_old and "gpus[i].MinimumMemory = 457" in go_old
     assert "make([]ml.DeviceInfo," in go_new and "g.MinimumMemory()" in go_new
     assert '"github.com/ollama/ollama/ml"' in go_new and "{{" not in go_new
     with pytest.raises(SourceError, match="estimateGPULayers"):
-        memtest.render_driver("package llm\n")
+        mt_driver.render_driver("package llm\n")
 
 
 @pytest.mark.skipif(subprocess.run(["which", "gofmt"], capture_output=True).returncode != 0,
@@ -219,7 +219,7 @@ def test_driver_is_rendered_for_the_trees_gpu_type():
 def test_rendered_driver_is_gofmt_clean(tmp_path):
     for sig in ("[]discover.GpuInfo", "[]ml.DeviceInfo"):
         src = tmp_path / "driver_test.go"
-        src.write_text(memtest.render_driver(f"func estimateGPULayers(gpus {sig}, f)"))
+        src.write_text(mt_driver.render_driver(f"func estimateGPULayers(gpus {sig}, f)"))
         out = subprocess.run(["gofmt", "-l", "-e", str(src)], capture_output=True, text=True)
         assert out.returncode == 0 and out.stdout == "", out.stderr
 
@@ -249,8 +249,8 @@ RESULTS = {
 
 @pytest.fixture
 def report(tmp_path):
-    scenario = memtest.load(write(tmp_path, K80_PAIR))
-    return memtest.report([scenario], RESULTS, ref="v0.12.5", commit="3db2e6b" + "0" * 33,
+    scenario = mt_scenarios.load(write(tmp_path, K80_PAIR))
+    return mt_reports.report([scenario], RESULTS, ref="v0.12.5", commit="3db2e6b" + "0" * 33,
                           patches=["0003-x.patch", "0004-y.patch"])
 
 
@@ -258,18 +258,18 @@ def test_expectations_are_evaluated_per_side(report):
     checks = report["scenarios"][0]["checks"]
     assert [(c["side"], c["metric"], c["actual"], c["ok"]) for c in checks] == [
         ("before", "gpus_used", 2, True), ("after", "gpus_used", 1, True), ("after", "layers_on_gpu", 49, True)]
-    assert memtest.failed(report) == []
+    assert mt_reports.failed(report) == []
 
 
 def test_a_failed_expectation_is_reported():
-    checks = [memtest.Check("after", "gpus_used", "==", 2), memtest.Check("before", "vram", "<=", 10 * GIB),
-              memtest.Check("before", "fits", "==", True)]
+    checks = [mt_scenarios.Check("after", "gpus_used", "==", 2), mt_scenarios.Check("before", "vram", "<=", 10 * GIB),
+              mt_scenarios.Check("before", "fits", "==", True)]
     sides = {"before": {"gpus_used": 2, "vram": 13 * GIB, "fits": True}, "after": {"gpus_used": 1}}
-    assert [c["ok"] for c in memtest.evaluate(checks, sides)] == [False, False, True]
+    assert [c["ok"] for c in mt_reports.evaluate(checks, sides)] == [False, False, True]
 
 
 def test_report_text_shows_layers_memory_and_graph_per_gpu(report):
-    text = memtest.render(report)
+    text = mt_reports.render(report)
     assert "upstream v0.12.5 (3db2e6b00000); after = + 0003-x.patch, 0004-y.patch" in text
     assert "2x Tesla K80 (CUDA 3.7, 11.20 GiB of 12.00 GiB free)" in text
     lines = text.splitlines()
@@ -296,8 +296,8 @@ def test_report_json_round_trips(report):
 def test_unknown_graph_split_renders_as_question_mark(report):
     est = RESULTS["before"]["k80x2-12b"]["layout"]
     result = {**RESULTS["before"]["k80x2-12b"], "layout": {**est, "graph_per_gpu": None}}
-    assert [g["graph"] for g in memtest.summarize(result)["per_gpu"]] == [None, None]
-    assert memtest.gib(None) == "?"
+    assert [g["graph"] for g in mt_reports.summarize(result)["per_gpu"]] == [None, None]
+    assert mt_reports.gib(None) == "?"
 
 
 def test_cli_refuses_an_unsupported_ref_before_any_work(tmp_path, capsys):
@@ -313,48 +313,48 @@ def test_cli_reports_a_bad_scenario(tmp_path, capsys):
 
 def test_unknown_target_is_refused_before_any_export(settings, log):
     with pytest.raises(ConfigError, match=r"unknown target 'sm37' \(did you mean 'sm_37'\?\)"):
-        memtest.run(settings, log, [], "v0.12.5", targets=["sm37"])
+        mt_workbench.run(settings, log, [], "v0.12.5", targets=["sm37"])
 
 
 def test_host_go_without_go_on_path_is_refused(settings, log, monkeypatch):
-    monkeypatch.setattr(memtest.shutil, "which", lambda name: None)
+    monkeypatch.setattr(mt_workbench.shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match="--host-go: no `go` on PATH"):
-        memtest.run(settings, log, [], "v0.12.5", host_go=True)
+        mt_workbench.run(settings, log, [], "v0.12.5", host_go=True)
 
 
 def test_report_names_the_placement_path_and_the_go_warnings(tmp_path):
-    scenario = memtest.load(write(tmp_path, K80_PAIR))
+    scenario = mt_scenarios.load(write(tmp_path, K80_PAIR))
     results = {side: {"k80x2-12b": dict(r["k80x2-12b"])} for side, r in RESULTS.items()}
     results["after"]["k80x2-12b"]["warnings"] = ["invalid OLLAMA_GRAPH_SECONDARY_RATIO value=abc"]
-    rep = memtest.report([scenario], results, ref="v0.12.5", commit="3db2e6b" + "0" * 33, patches=[])
+    rep = mt_reports.report([scenario], results, ref="v0.12.5", commit="3db2e6b" + "0" * 33, patches=[])
     assert rep["scenarios"][0]["before"]["placement"] == "estimateGPULayers"
     assert rep["scenarios"][0]["after"]["warnings"] == ["invalid OLLAMA_GRAPH_SECONDARY_RATIO value=abc"]
-    text = memtest.render(rep)
+    text = mt_reports.render(rep)
     assert "placement path: estimateGPULayers (llm/memory.go, llama engine)" in text
     assert "after   Go warning: invalid OLLAMA_GRAPH_SECONDARY_RATIO value=abc" in text
     results["before"]["k80x2-12b"]["placement"] = results["after"]["k80x2-12b"]["placement"] = "createLayout"
-    text = memtest.render(memtest.report([scenario], results, ref="v0.12.5", commit="0" * 40, patches=[]))
+    text = mt_reports.render(mt_reports.report([scenario], results, ref="v0.12.5", commit="0" * 40, patches=[]))
     assert "placement path: createLayout (llm/server.go, Ollama engine) from a synthesized runner memory report" in text
 
 
 def test_graph_secondary_is_the_graph_beyond_the_largest_one():
     rows = [{"layers": 20, "graph": 1300, "reserved": 400}, {"layers": 29, "graph": 340, "reserved": 1350},
             {"layers": 0, "graph": 0, "reserved": 0}]
-    assert memtest.graph_secondary(rows) == 340
+    assert mt_reports.graph_secondary(rows) == 340
     # createLayout: what it reserved itself, not the report's graph
-    assert memtest.graph_secondary(rows, "createLayout") == 400
-    assert memtest.graph_secondary(rows[:1]) == 0
-    assert memtest.graph_secondary([{"layers": 1, "graph": None, "reserved": None}, *rows]) is None
+    assert mt_reports.graph_secondary(rows, "createLayout") == 400
+    assert mt_reports.graph_secondary(rows[:1]) == 0
+    assert mt_reports.graph_secondary([{"layers": 1, "graph": None, "reserved": None}, *rows]) is None
 
 
 def test_an_unknown_metric_value_fails_its_expectation():
-    check = memtest.Check("before", "graph_secondary", "<=", 400 * MIB)
-    [result] = memtest.evaluate([check], {"before": {"graph_secondary": None}})
+    check = mt_scenarios.Check("before", "graph_secondary", "<=", 400 * MIB)
+    [result] = mt_reports.evaluate([check], {"before": {"graph_secondary": None}})
     assert result["ok"] is False and result["actual"] is None
 
 
 def test_create_layout_rows_show_what_create_layout_reserved(tmp_path):
-    scenario = memtest.load(write(tmp_path, K80_PAIR))
+    scenario = mt_scenarios.load(write(tmp_path, K80_PAIR))
     results = {side: {"k80x2-12b": json.loads(json.dumps(r["k80x2-12b"]))} for side, r in RESULTS.items()}
     for side in results:
         res = results[side]["k80x2-12b"]
@@ -362,11 +362,11 @@ def test_create_layout_rows_show_what_create_layout_reserved(tmp_path):
         res["layout"]["tensor_split"] = [29, 20]
         res["layout"]["graph_per_gpu"] = [340 * MIB, 1300 * MIB]
         res["layout"]["reserved_graph"] = [384 * MIB, -1]
-    rep = memtest.report([scenario], results, ref="v0.12.5", commit="0" * 40, patches=[])
+    rep = mt_reports.report([scenario], results, ref="v0.12.5", commit="0" * 40, patches=[])
     gpus = rep["scenarios"][0]["before"]["per_gpu"]
     assert [g["reserved"] for g in gpus] == [384 * MIB, None]
     assert rep["scenarios"][0]["before"]["graph_secondary"] is None  # one GPU's reservation unknown
-    text = memtest.render(rep)
+    text = mt_reports.render(rep)
     header = next(line for line in text.splitlines() if line.split()[:1] == ["GPU"])
     assert header.split()[-1] == "reserved" and "0.38 GiB" in text
 
@@ -374,17 +374,17 @@ def test_create_layout_rows_show_what_create_layout_reserved(tmp_path):
 # ------------------------------------------------------------------------------ binary cache and lock
 
 def test_cache_key_changes_with_every_input():
-    base = memtest.cache_key("a" * 40, [("0003.patch", b"x")], b"driver", "builder img:1")
-    assert base == memtest.cache_key("a" * 40, [("0003.patch", b"x")], b"driver", "builder img:1")
+    base = mt_workbench.cache_key("a" * 40, [("0003.patch", b"x")], b"driver", "builder img:1")
+    assert base == mt_workbench.cache_key("a" * 40, [("0003.patch", b"x")], b"driver", "builder img:1")
     assert len({base,
-                memtest.cache_key("b" * 40, [("0003.patch", b"x")], b"driver", "builder img:1"),
-                memtest.cache_key("a" * 40, [("0003.patch", b"y")], b"driver", "builder img:1"),
-                memtest.cache_key("a" * 40, [("0004.patch", b"x")], b"driver", "builder img:1"),
-                memtest.cache_key("a" * 40, [], b"driver", "builder img:1"),
-                memtest.cache_key("a" * 40, [("0003.patch", b"x")], b"driver2", "builder img:1"),
-                memtest.cache_key("a" * 40, [("0003.patch", b"x")], b"driver", "builder img:2")}) == 7
+                mt_workbench.cache_key("b" * 40, [("0003.patch", b"x")], b"driver", "builder img:1"),
+                mt_workbench.cache_key("a" * 40, [("0003.patch", b"y")], b"driver", "builder img:1"),
+                mt_workbench.cache_key("a" * 40, [("0004.patch", b"x")], b"driver", "builder img:1"),
+                mt_workbench.cache_key("a" * 40, [], b"driver", "builder img:1"),
+                mt_workbench.cache_key("a" * 40, [("0003.patch", b"x")], b"driver2", "builder img:1"),
+                mt_workbench.cache_key("a" * 40, [("0003.patch", b"x")], b"driver", "builder img:2")}) == 7
     two = [("0003.patch", b"x"), ("0004.patch", b"y")]
-    assert memtest.cache_key("a" * 40, two, b"d", "t") != memtest.cache_key("a" * 40, two[::-1], b"d", "t")
+    assert mt_workbench.cache_key("a" * 40, two, b"d", "t") != mt_workbench.cache_key("a" * 40, two[::-1], b"d", "t")
 
 
 def test_a_second_memtest_waits_for_the_lock(tmp_path, log):
@@ -395,10 +395,10 @@ def test_a_second_memtest_waits_for_the_lock(tmp_path, log):
     order: list[str] = []
 
     def another():
-        with memtest.locked(lock, log):
+        with mt_workbench.locked(lock, log):
             order.append("second")
 
-    with memtest.locked(lock, log):
+    with mt_workbench.locked(lock, log):
         assert lock.read_text() == str(os.getpid())
         second = threading.Thread(target=another)
         second.start()
@@ -429,22 +429,22 @@ def test_a_second_run_reuses_the_test_binaries(settings, log, monkeypatch, tmp_p
 
     patch = tmp_path / "0003.patch"
     patch.write_text("diff")
-    monkeypatch.setattr(memtest.patchtool, "repository", lambda *a: tmp_path)
-    monkeypatch.setattr(memtest.git, "commit_of", lambda *a: "c" * 40)
-    monkeypatch.setattr(memtest.git, "export", lambda gitdir, commit, tree, log: tree.mkdir(parents=True))
-    monkeypatch.setattr(memtest.gobox, "builder_image", lambda *a: "builder:1")
-    monkeypatch.setattr(memtest.patchtool, "in_range",
+    monkeypatch.setattr(mt_workbench.patchtool, "repository", lambda *a: tmp_path)
+    monkeypatch.setattr(mt_workbench.git, "commit_of", lambda *a: "c" * 40)
+    monkeypatch.setattr(mt_workbench.git, "export", lambda gitdir, commit, tree, log: tree.mkdir(parents=True))
+    monkeypatch.setattr(mt_workbench.gobox, "builder_image", lambda *a: "builder:1")
+    monkeypatch.setattr(mt_workbench.patchtool, "in_range",
                         lambda *a: [types.SimpleNamespace(name="0003.patch", path=patch)])
-    monkeypatch.setattr(memtest.patchtool, "apply",
+    monkeypatch.setattr(mt_workbench.patchtool, "apply",
                         lambda m, s, ref, tree, *a: tree.mkdir(parents=True) or ["0003.patch"])
-    monkeypatch.setattr(memtest, "_compile", compile_)
-    monkeypatch.setattr(memtest, "_execute", execute)
+    monkeypatch.setattr(mt_workbench, "_compile", compile_)
+    monkeypatch.setattr(mt_workbench, "_execute", execute)
 
-    first = memtest.run(settings, log, [], "v0.12.5")
+    first = mt_workbench.run(settings, log, [], "v0.12.5")
     assert compiled == ["before", "after"] and first["patches"] == ["0003.patch"]
-    second = memtest.run(settings, log, [], "v0.12.5")
+    second = mt_workbench.run(settings, log, [], "v0.12.5")
     assert compiled == ["before", "after"] and second["patches"] == ["0003.patch"]
     patch.write_text("diff changed")  # a changed patch: only the patched side compiles again
-    memtest.run(settings, log, [], "v0.12.5")
+    mt_workbench.run(settings, log, [], "v0.12.5")
     assert compiled == ["before", "after", "after"]
     assert len(list((settings.cache / "memtest" / "bin").glob("*.test"))) == 3

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import PublishError, UsageError
-from pipeline.release import publish
+from pipeline.cli import main
 
 PUB = PublishError.exit_code
 FAKE = Path(__file__).with_name("fake_gh.py")
@@ -88,7 +88,7 @@ def published_exactly(state: dict, folder: Path, tag: str = TAG) -> bool:
 
 
 def run(folder: Path, tag: str = TAG, *extra: str) -> int:
-    return publish.main([*extra, "--", tag, str(folder)])
+    return main(["publish", *extra, "--", tag, str(folder)])
 
 
 def test_a_first_run_drafts_uploads_checks_and_publishes(gh, folder):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config.places import Places
 from pipeline.infra import git as source_git
 from pipeline.errors import SourceError
 
@@ -29,7 +30,7 @@ def upstream(tmp_path) -> tuple[Path, str]:
 
 def resolve(url: str, tag: str, commit: str, cache: Path, log) -> Path:
     """What the source stage does: the git directory holding `tag`, verified to point at `commit`."""
-    gitdir = source_git.repository(url, [tag], cache, log)
+    gitdir = source_git.repository(url, [tag], Places(dist=cache.parent / "dist", cache=cache), log)
     source_git.verify_tag(gitdir, tag, commit, url, log)
     return gitdir
 

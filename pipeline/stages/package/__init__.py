@@ -19,7 +19,8 @@ from pathlib import Path
 from pipeline.config.paths import POLICIES, RUNTIME_TEMPLATES
 from pipeline.config.policy import load_policy
 from pipeline.config.settings import Settings
-from pipeline.errors import PackageError
+from pipeline.errors import ConfigError, PackageError
+from pipeline.formats import PackageLayout
 from pipeline.closure import sysroot
 from pipeline.infra import archive, fsutil, templates
 from pipeline.closure.walk import Closure
@@ -41,19 +42,20 @@ def key(plan: Plan, settings: Settings) -> object:
             schema.VERSION]
 
 
-def outdir(plan: Plan, settings: Settings) -> Path:
-    return settings.dist / plan.out
+def artifacts(packaged: Packaged) -> tuple[Path, ...]:
+    """The archive: with its manifest, what every release holds of a target."""
+    return (packaged.archive,)
 
 
 def run(ctx: Context, *, build: BuildResult) -> Packaged:
     """Write the target's archive and manifest, or reuse them when they match this package hash."""
     plan, log, settings = ctx.plan, ctx.log, ctx.settings
-    folder = outdir(plan, settings)
+    folder = ctx.places.target(plan.out)
     path = folder / plan.archive_name
-    beside = folder / schema.BESIDE
+    beside = folder / PackageLayout.BESIDE
     if (current := _current(path, beside, ctx.hash)) is not None:
         ctx.stage.cached(f"{path.name} matches package hash {ctx.hash[:12]}")
-        return Packaged(archive=path, manifest=current)
+        return current
 
     root = build.root
     found = _closure(ctx, build)
@@ -63,18 +65,18 @@ def run(ctx: Context, *, build: BuildResult) -> Packaged:
     if pruned:
         log.line(f"pruned {len(pruned)} Tensile files of archs the runtime never asks for "
                  f"({sum(p.stat().st_size for _, p in pruned) / 1e6:.0f} MB); serving {', '.join(serves)}")
-    if "bin/ollama" not in {e[0] for e in entries}:
-        raise PackageError(f"the build produced no bin/ollama under {root}; see {log.path}")
-    with fsutil.scratch_dir(settings.cache / "scratch", f"{plan.name}-strip") as scratch:
+    if PackageLayout.BIN not in {e[0] for e in entries}:
+        raise PackageError(f"the build produced no {PackageLayout.BIN} under {root}; see {log.path}")
+    with fsutil.scratch_dir(settings.places.scratch, f"{plan.name}-strip") as scratch:
         stripped: dict[str, dict] = {}
         if serves and plan.target.package.strip_gpu_code:
             own = [b.library for b in plan.backends if b.library]
             entries, stripped = gpucode.strip(entries, own, serves, Path(scratch), log)
         manifest = _manifest(ctx, build, entries, found, pruned, stripped)
-        generated = {**runtime_files(plan), schema.INSIDE: manifest.inside()}
+        generated = {**runtime_files(plan), PackageLayout.INSIDE: manifest.inside()}
         log.line(f"writing {path} ({len(entries)} entries, mtime {build.source_date_epoch})")
         # The archive, its manifest and SHA256SUMS are written in full before any of them is published.
-        with fsutil.atomic_files(path, beside, folder / "SHA256SUMS") as (new_archive, new_beside, new_sums):
+        with fsutil.atomic_files(path, beside, folder / PackageLayout.SUMS) as (new_archive, new_beside, new_sums):
             with open(new_archive, "wb") as f:
                 archive.write(f, entries, generated, epoch=build.source_date_epoch,
                               fmt=plan.target.package.format, level=plan.target.package.level)
@@ -91,16 +93,17 @@ def _with_archive(manifest: schema.Manifest, record: schema.ArchiveRecord) -> sc
     return dataclasses.replace(manifest, archive=record)
 
 
-def _current(path: Path, beside: Path, package_hash: str) -> schema.Manifest | None:
-    """The manifest beside an archive that is this package hash's, unchanged since; else None."""
+def _current(path: Path, beside: Path, package_hash: str) -> Packaged | None:
+    """The package whose manifest beside its archive is this package hash's, unchanged since; else None."""
     if not (path.is_file() and beside.is_file()):
         return None
     try:
-        recorded = schema.Manifest.load(beside)
-    except PackageError:
+        recorded = Packaged.from_json(beside.read_text(encoding="utf-8"), beside.parent)
+    except (PackageError, ConfigError, OSError, UnicodeDecodeError):
         return None
-    if (recorded.hashes.get("package") != package_hash or recorded.archive is None
-            or recorded.archive.size != path.stat().st_size or recorded.archive.sha256 != file_sha256(path)):
+    archive = recorded.manifest.archive
+    if (recorded.manifest.hashes.get("package") != package_hash or recorded.archive != path
+            or archive.size != path.stat().st_size or archive.sha256 != file_sha256(path)):
         return None
     return recorded
 
@@ -110,7 +113,7 @@ def _closure(ctx: Context, build: BuildResult) -> Closure | None:
     if not plan.builder.policy:
         ctx.log.line(f"builder {plan.builder_name} names no library policy: no libraries are bundled")
         return None
-    folder = ctx.settings.cache / "sysroots" / plan.hashes["builder"][:24]
+    folder = ctx.places.sysroot(plan.hashes["builder"])
     return sysroot.resolve(build.image.tag, load_policy(plan.builder.policy), build.root, folder,
                            ctx.settings, ctx.log)
 
@@ -154,7 +157,7 @@ def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]],
         floor = schema.Floor(policy=found.policy.name, suite=found.policy.suite,
                              needs=types.MappingProxyType({p: u.version for p, u in found.max_versions.items()}),
                              allows=found.policy.max_versions)
-        owners = sysroot.owners(ctx.settings.cache / "sysroots" / plan.hashes["builder"][:24])
+        owners = sysroot.owners(ctx.places.sysroot(plan.hashes["builder"]))
         came_from = {b.soname: owners.get(b.found_at, "?") for b in found.bundles}
     return schema.Manifest(
         manifest_version=schema.VERSION,
@@ -185,7 +188,7 @@ def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]],
 
 def runtime_files(plan: Plan) -> dict[str, bytes]:
     """share/ollama/: env file, systemd unit, install script and README, from pipeline/templates/runtime."""
-    return {f"share/ollama/{name.removesuffix('.j2')}":
+    return {f"{PackageLayout.SHARE}/{name.removesuffix('.j2')}":
             templates.render(RUNTIME_TEMPLATES, name, target=plan.target, version=plan.version,
                              patches=plan.patches).encode()
             for name in templates.names(RUNTIME_TEMPLATES)}

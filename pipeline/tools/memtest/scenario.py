@@ -1,0 +1,346 @@
+"""Memory scenarios: the schema of a scenario TOML (GPUs, a model's shape, request options and the
+expectations on the result), loaded into frozen records with the one typed loader; and the upstream
+versions the workbench knows."""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import SpecifierSet
+
+from pipeline.config import loader
+from pipeline.config.paths import SCENARIOS
+from pipeline.config.targets import tag_version
+from pipeline.errors import ConfigError
+from pipeline.records import record
+
+SCENARIOS_DIR = SCENARIOS
+# Versions whose llama-engine placement lives in llm/memory.go (it moved out in v0.12.11).
+SUPPORTED = SpecifierSet(">=0.12.0,<0.12.11")
+# Architectures whose synthesized shapes Ollama estimates with estimateGPULayers (the llama engine).
+ARCHITECTURES = ("llama", "qwen2")
+# Ollama-engine architectures the workbench synthesizes: ollamaServer.Load places them with createLayout
+# in llm/server.go from the memory the runner reports, which the driver synthesizes from the shapes.
+CREATE_LAYOUT = ("gemma3",)
+# These always run on the Ollama engine in v0.12.x, which lays models out on its own.
+OLLAMA_ENGINE = ("gemma3", "gemma3n", "mistral3", "qwen3moe", "llama4", "mllama", "qwen25vl", "gptoss",
+                 "gpt-oss")
+LIBRARIES = ("CUDA", "ROCm")
+# Tensor types per role for a file type; a simplification of llama.cpp's mixes (Q4_K_M keeps Q6_K for
+# ffn_down and the embeddings, as the patches' own tests model a 12B Q4_K_M).
+QUANTIZATIONS: dict[str, dict[str, str]] = {
+    "F32": {"default": "F32"},
+    "F16": {"default": "F16"},
+    "BF16": {"default": "BF16"},
+    "Q8_0": {"default": "Q8_0"},
+    "Q6_K": {"default": "Q6_K"},
+    "Q5_K_M": {"default": "Q5_K", "ffn_down": "Q6_K", "embeddings": "Q6_K"},
+    "Q4_K_M": {"default": "Q4_K", "ffn_down": "Q6_K", "embeddings": "Q6_K"},
+    "Q4_0": {"default": "Q4_0", "embeddings": "Q6_K"},
+}
+TENSOR_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
+                "Q5_K", "Q6_K")
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)?\s*$")
+OPS = ("==", "!=", ">=", "<=", ">", "<")
+_CHECK = re.compile(r"^\s*(==|!=|>=|<=|>|<)?\s*(.+?)\s*$")
+
+
+Size = typing.NewType("Size", int)
+# Checked before anything is compiled: sizes beyond these overflow the Go driver's arithmetic or make
+# files no estimator run needs.
+MAX_SIZE = 2**50  # 1 PiB
+MAX_GPUS = 64
+MAX_DIMENSION = 2**24
+
+
+@record
+class Gpu:
+    count: int = 1
+    library: str
+    name: str = ""
+    total: Size
+    free: Size
+    compute: str  # CUDA compute capability "3.7", or a ROCm "gfx906"
+    driver: str = ""  # "470.82"
+    integrated: bool = False
+    minimum: Size | None = None  # Ollama's reserve per GPU (457 MiB for CUDA and ROCm)
+
+    def __post_init__(self):
+        if self.library not in LIBRARIES:
+            raise ValueError(f"key 'library' must be one of {', '.join(LIBRARIES)}, got {self.library!r} "
+                             "(v0.12.x discovery reports 'CUDA' and 'ROCm')")
+        if not 1 <= self.count <= MAX_GPUS:
+            raise ValueError(f"key 'count' must be 1 to {MAX_GPUS}, got {self.count}")
+        if self.free > self.total:
+            raise ValueError(f"key 'free' ({self.free} bytes) is more than 'total' ({self.total} bytes)")
+        compute_numbers(self.library, self.compute)
+        if self.driver and not re.fullmatch(r"\d+(\.\d+)?", self.driver):
+            raise ValueError(f"key 'driver' must look like '470.82', got {self.driver!r}")
+
+
+@record
+class TensorSpec:
+    name: str
+    type: str
+    shape: tuple[int, ...]
+
+    def __post_init__(self):
+        if self.type not in TENSOR_TYPES:
+            raise ValueError(f"key 'type' must be one of {', '.join(TENSOR_TYPES)}, got {self.type!r}"
+                             f"{loader.hint(self.type, TENSOR_TYPES)}")
+        if not self.shape or any(d < 1 for d in self.shape):
+            raise ValueError(f"key 'shape' of tensor {self.name!r} must list positive dimensions")
+        if len(self.shape) > 4 or any(d > MAX_DIMENSION for d in self.shape):
+            raise ValueError(f"key 'shape' of tensor {self.name!r}: at most 4 dimensions of at most "
+                             f"{MAX_DIMENSION} each")
+
+
+@record
+class Model:
+    architecture: str = "llama"
+    block_count: int
+    embedding_length: int
+    feed_forward_length: int
+    head_count: int
+    head_count_kv: int
+    head_dim: int = 0  # 0: embedding_length / head_count
+    vocab_size: int
+    context_length: int
+    quantization: str = "Q4_K_M"
+    tied_embeddings: bool = False  # the output layer is token_embd (no output.weight)
+    # Explicit tensor descriptions replace the synthesized ones: per block (named without "blk.N.")
+    # and outside the blocks.
+    block_tensors: tuple[TensorSpec, ...] = ()
+    tensors: tuple[TensorSpec, ...] = ()
+
+    def __post_init__(self):
+        if self.architecture in OLLAMA_ENGINE and self.architecture not in CREATE_LAYOUT:
+            raise ValueError(
+                f"key 'architecture' {self.architecture!r} runs on the Ollama engine in v0.12.x, which "
+                "does not use estimateGPULayers; memtest synthesizes the runner's memory report for "
+                f"{', '.join(CREATE_LAYOUT)} only; describe the model's shape with one of those or a "
+                f"llama-engine architecture ({', '.join(ARCHITECTURES)})")
+        if self.architecture not in ARCHITECTURES + CREATE_LAYOUT:
+            raise ValueError(f"key 'architecture' must be one of {', '.join(ARCHITECTURES + CREATE_LAYOUT)}, "
+                             f"got {self.architecture!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"key 'quantization' must be one of {', '.join(QUANTIZATIONS)}, got "
+                             f"{self.quantization!r}{loader.hint(self.quantization, QUANTIZATIONS)}")
+        for key in ("block_count", "embedding_length", "feed_forward_length", "head_count", "head_count_kv",
+                    "vocab_size", "context_length"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"key {key!r} must be at least 1, got {getattr(self, key)}")
+            if getattr(self, key) > MAX_DIMENSION:
+                raise ValueError(f"key {key!r} must be at most {MAX_DIMENSION}, got {getattr(self, key)}")
+        if self.head_count % self.head_count_kv:
+            raise ValueError(f"key 'head_count' ({self.head_count}) must be a multiple of 'head_count_kv' "
+                             f"({self.head_count_kv})")
+
+    @property
+    def placement(self) -> str:
+        """The placement path Ollama v0.12.x takes for this architecture."""
+        return "createLayout" if self.architecture in CREATE_LAYOUT else "estimateGPULayers"
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.embedding_length // self.head_count
+
+
+@record
+class Options:
+    num_ctx: int = 4096
+    num_batch: int = 512
+    num_parallel: int = 1
+    num_gpu: int = -1  # -1: as many layers as fit
+
+    def __post_init__(self):
+        for key in ("num_ctx", "num_batch", "num_parallel"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"key {key!r} must be at least 1, got {getattr(self, key)}")
+            if getattr(self, key) > MAX_DIMENSION:
+                raise ValueError(f"key {key!r} must be at most {MAX_DIMENSION}, got {getattr(self, key)}")
+        if self.num_gpu < -1:
+            raise ValueError(f"key 'num_gpu' must be -1 (automatic) or a layer count, got {self.num_gpu}")
+
+
+@record(positional=True)
+class Check:
+    side: str  # before | after
+    metric: str
+    op: str
+    value: int | bool
+
+
+# What an expectation may test, and the type of its value.
+METRICS: dict[str, type] = {
+    "gpus_used": int,       # GPUs holding layers when the model is laid out over every GPU
+    "layers_on_gpu": int,   # layers offloaded in that layout (blocks + output)
+    "fits": bool,           # predictServerFit over every GPU: all layers on GPUs
+    "scheduler_gpus": int,  # GPUs holding layers after pickBestFullFitByLibrary chose them (Load)
+    "vram": Size,           # estimated VRAM of the layout, all GPUs together
+    # graph reserved on the GPUs with layers other than the one reserving the most (the output GPU),
+    # all together: what a split reserves beyond the one whole graph
+    "graph_secondary": Size,
+}
+
+
+@record
+class Scenario:
+    name: str
+    path: Path
+    description: str
+    gpus: tuple[Gpu, ...]
+    model: Model
+    options: Options
+    env: Mapping[str, str]
+    checks: tuple[Check, ...]
+
+    @property
+    def gpu_list(self) -> list[Gpu]:
+        return [g for g in self.gpus for _ in range(g.count)]
+
+
+TOP_LEVEL = ("description", "gpus", "model", "options", "env", "expect")
+
+
+def find(paths: Sequence[str | Path]) -> list[Path]:
+    """Scenario files from files and folders (a folder: its *.toml, sorted); default: scenarios/."""
+    files: list[Path] = []
+    for p in [Path(p) for p in paths] or [SCENARIOS_DIR]:
+        if p.is_dir():
+            found = sorted(p.glob("*.toml"))
+            if not found:
+                raise ConfigError(f"{p}: no scenario files (*.toml) in this folder")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"scenario {p} not found (give .toml files or folders of them)")
+    return list(dict.fromkeys(files))
+
+
+def load_all(paths: Sequence[str | Path]) -> list[Scenario]:
+    scenarios = [load(p) for p in find(paths)]
+    seen: dict[str, Path] = {}
+    for s in scenarios:
+        if s.name in seen:
+            raise ConfigError(f"{s.path}: scenario name {s.name!r} is also used by {seen[s.name]}")
+        seen[s.name] = s.path
+    return scenarios
+
+
+def load(path: Path) -> Scenario:
+    return parse(loader.read(Path(path), "scenario"), Path(path))
+
+
+def parse(doc: Mapping[str, Any], path: Path) -> Scenario:
+    where = f"{path}:"
+    loader.reject_unknown(doc, TOP_LEVEL, f"{where} top level", "key")
+    for key in ("gpus", "model"):
+        if key not in doc:
+            raise ConfigError(f"{where} missing table [{key}]")
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{where} key 'description' must be a string, got {loader.tname(description)}")
+    raw_gpus = doc["gpus"]
+    if isinstance(raw_gpus, dict):
+        gpus = (loader.build(Gpu, raw_gpus, f"{where} [gpus]", converters=CONVERTERS),)
+    elif isinstance(raw_gpus, list) and raw_gpus:
+        gpus = tuple(loader.build(Gpu, t, f"{where} [[gpus]] #{i + 1}", converters=CONVERTERS)
+                     for i, t in enumerate(raw_gpus))
+    else:
+        raise ConfigError(f"{where} [gpus] must be a table or an array of tables ([[gpus]])")
+    if len({g.library for g in gpus}) > 1:
+        raise ConfigError(f"{where} [gpus] mixes libraries; Ollama estimates one library at a time")
+    model = loader.build(Model, doc["model"], f"{where} [model]", converters=CONVERTERS)
+    options = loader.build(Options, doc.get("options", {}), f"{where} [options]", converters=CONVERTERS)
+    env = doc.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise ConfigError(f"{where} [env] must be a table of strings (OLLAMA_FLASH_ATTENTION = \"1\")")
+    return Scenario(name=path.stem, path=path, description=description, gpus=gpus, model=model,
+                    options=options, env=types.MappingProxyType(dict(env)),
+                    checks=_checks(doc.get("expect", {}), f"{where} [expect]"))
+
+
+def _checks(table: Any, where: str) -> tuple[Check, ...]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table with [expect.before] and/or [expect.after]")
+    loader.reject_unknown(table, ("before", "after"), where, "table")
+    checks = []
+    for side, items in table.items():
+        here = f"{where[:-1]}.{side}]"
+        if not isinstance(items, dict):
+            raise ConfigError(f"{here} must be a table (gpus_used = 1, layers_on_gpu = \">= 49\")")
+        loader.reject_unknown(items, METRICS, here)
+        for metric, raw in items.items():
+            checks.append(Check(side, metric, *_expectation(METRICS[metric], raw, f"{here} key {metric!r}")))
+    return tuple(checks)
+
+
+def _expectation(kind: type, raw: Any, what: str) -> tuple[str, int | bool]:
+    wanted = {bool: "true or false", int: "an integer or a comparison such as \">= 49\"",
+              Size: "a size or a comparison such as \"<= 11 GiB\""}[kind]
+    if kind is bool:
+        if type(raw) is not bool:
+            raise ConfigError(f"{what} must be {wanted}, got {loader.tname(raw)}")
+        return "==", raw
+    if type(raw) is int:
+        return "==", raw
+    if not isinstance(raw, str):
+        raise ConfigError(f"{what} must be {wanted}, got {loader.tname(raw)}")
+    m = _CHECK.match(raw)
+    try:
+        if not m:
+            raise ValueError(raw)
+        op, operand = m[1] or "==", m[2]
+        value = parse_size(operand, what) if kind is Size else int(operand)
+    except (ValueError, ConfigError):
+        raise ConfigError(f"{what} must be {wanted} (operators {' '.join(OPS)}), got {raw!r}") from None
+    return op, value
+
+
+def parse_size(value: Any, what: str) -> int:
+    """Bytes from an integer or a string with a unit ("11.2 GiB", "457 MiB", "32 GB")."""
+    if type(value) is int and 0 <= value <= MAX_SIZE:
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m and (m[2] or "B").upper() in _UNITS and len(m[1]) <= 20:
+            size = int(float(m[1]) * _UNITS[(m[2] or "B").upper()])
+            if size <= MAX_SIZE:
+                return size
+    raise ConfigError(f"{what} must be a size up to 1 PiB: bytes or a string such as \"11.2 GiB\" or \"457 MiB\" "
+                      f"(units {', '.join(u.replace('I', 'i') for u in _UNITS)}), got {value!r}")
+
+
+parse_size.describes = "a size such as \"11.2 GiB\" or a number of bytes"
+CONVERTERS = {Size: parse_size}
+
+
+def compute_numbers(library: str, compute: str) -> tuple[int, int]:
+    """(major, minor) as Ollama stores them: CUDA "3.7" is (3, 7); ROCm "gfx906" is (9, 6) and
+    "gfx1103" (0x11, 0x03), the inverse of the gfx%x%02x Ollama logs."""
+    if library == "ROCm":
+        m = re.fullmatch(r"gfx([0-9a-f]{1,2})([0-9a-f]{2})", compute)
+        if not m:
+            raise ValueError(f"key 'compute' of a ROCm GPU must be a gfx name such as 'gfx906', got {compute!r}")
+        return int(m[1], 16), int(m[2], 16)
+    m = re.fullmatch(r"(\d+)\.(\d+)", compute)
+    if not m:
+        raise ValueError(f"key 'compute' of a CUDA GPU must be a compute capability such as '3.7', "
+                         f"got {compute!r}")
+    return int(m[1]), int(m[2])
+
+
+def check_ref(ref: str) -> None:
+    if not SUPPORTED.contains(tag_version(ref), prereleases=True):
+        raise ConfigError(f"memtest needs an upstream ref with llm/memory.go's estimateGPULayers, v0.12.0 to "
+                          f"v0.12.10 ({SUPPORTED}); {ref} lays models out elsewhere (llm/memory.go was removed "
+                          "in v0.12.11)")
