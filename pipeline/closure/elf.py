@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
@@ -10,7 +9,6 @@ from elftools.elf.dynamic import DynamicSection, DynamicSegment
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerNeedSection
 
-from pipeline.config.policy import NUMERIC, vkey
 from pipeline.errors import ClosureError
 from pipeline.records import record
 
@@ -29,20 +27,6 @@ class ElfInfo:
     runpath: tuple[str, ...]
     # (library, version) pairs of .gnu.version_r: ("libc.so.6", "GLIBC_2.34").
     version_needs: tuple[tuple[str, str], ...]
-
-    def max_version(self, prefix: str, libraries: Iterable[str] | None = None) -> str | None:
-        """The highest PREFIX_x.y this object needs (from `libraries` only, when given), or None."""
-        allowed = None if libraries is None else set(libraries)
-        best: tuple[tuple[int, ...], str] | None = None
-        for library, name in self.version_needs:
-            p, _, version = name.rpartition("_")
-            if p != prefix or not NUMERIC.fullmatch(version):
-                continue
-            if allowed is not None and library not in allowed:
-                continue
-            if best is None or vkey(version) > best[0]:
-                best = (vkey(version), name)
-        return best[1] if best else None
 
 
 def read_elf(path: Path) -> ElfInfo | None:

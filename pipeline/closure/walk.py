@@ -21,26 +21,21 @@ libc.so.6, GLIBCXX_3.4.32 from libstdc++.so.6, ...) are compared with the policy
 that needs more than the oldest supported system has is refused, naming the object and the version.
 
 A policy is data, pipeline/config/policies/<name>.toml, read into a frozen `Policy` with the same typed loader
-and messages as targets.toml.
-
-Typical use (the package stage, after `cmake --install`, with the builder image exported to a folder):
-
-    policy = closure.load_policy("debian-trixie")
-    result = closure.compute(build_dir / "dist", sysroot, policy)   # raises ClosureError on problems
-    closure.install(result, build_dir / "dist")                     # copies result.bundles in
+and messages as targets.toml. The package stage resolves a build's closure inside its builder image
+(pipeline.closure.sysroot) and adds the bundles to the archive's entries.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.config.policy import NUMERIC, Policy, load_policy, vkey
 from pipeline.errors import ClosureError
+from pipeline.formats import PackageLayout
 from pipeline.closure.elf import ElfInfo, read_elf
 from pipeline.closure.resolver import Resolver, expand
 from pipeline.records import record
@@ -64,7 +59,7 @@ class Root:
                              f"(search: {', '.join(self.search) or 'nothing'})")
 
 
-def ollama_roots(package: Path, *, binary: str = "bin/ollama", libdir: str = "lib/ollama") -> list[Root]:
+def ollama_roots(package: Path, *, binary: str = PackageLayout.BIN, libdir: str = PackageLayout.LIBDIR) -> list[Root]:
     """The roots of an Ollama package: bin/ollama, and every shared object under lib/ollama.
 
     bin/ollama is started by the user, without LD_LIBRARY_PATH and without RPATH: all it needs must
@@ -362,18 +357,3 @@ def compute(package: Path, sysroot: Path, policy: Policy | str, *, library_path:
     resolver = Resolver(sysroot, library_path=library_path)
     return walk(package, ollama_roots(package), resolver, policy, check=check)
 
-
-def install(closure: Closure, package: Path) -> list[Path]:
-    """Copy the closure's bundles into the package; returns the files written."""
-    package = Path(package)
-    written = []
-    for bundle in closure.bundles:
-        dest = package / bundle.dest
-        if os.path.lexists(dest):
-            raise ClosureError(f"{bundle.dest} already exists in {package}; not replacing it with "
-                               f"{bundle.found_at}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(bundle.source, dest)
-        dest.chmod(0o644)
-        written.append(dest)
-    return written

@@ -31,7 +31,7 @@ from pipeline.infra.toolchain import SRC
 from pipeline.formats import PackageLayout
 from pipeline.upstream import layouts
 from pipeline.stages.plan import Context, Plan
-from pipeline.stages.results import OUTPUT, BuilderImage, BuildResult, PatchedTree, StepTime
+from pipeline.stages.results import BuilderImage, BuildResult, PatchedTree, StepTime
 
 def key(plan: Plan, settings: Settings) -> object:
     # SOURCE_DATE_EPOCH reaches the build (and the archive's mtimes through it): it is an input too. The
@@ -84,8 +84,8 @@ def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildRe
         if dropped[0]:
             log.line(f"dropped {dropped[0]} rocBLAS Tensile files ({logs.size(dropped[1])}) of archs the "
                      f"runtime never asks for; kept {', '.join(plan.target.runtime.archs)}")
-        os.rename(scratch / layouts.OUTPUT, ctx.staging / OUTPUT)
-    return BuildResult(root=ctx.staging / OUTPUT, image=builder, version=plan.version, source_date_epoch=epoch,
+        os.rename(scratch / layouts.OUTPUT, ctx.staging / layouts.OUTPUT)
+    return BuildResult(root=ctx.staging / layouts.OUTPUT, image=builder, version=plan.version, source_date_epoch=epoch,
                        seconds=round(time.monotonic() - started, 1), steps=tuple(timings),
                        code_objects=types.MappingProxyType(code_objects),
                        builder_packages=types.MappingProxyType(packages), tensile_dropped=dropped)

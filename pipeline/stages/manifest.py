@@ -1,7 +1,8 @@
 """The package manifest: one schema, in one module, read and written only through it.
 
-Two copies exist: lib/ollama/manifest.json inside the archive (everything but the archive's own
-checksum) and dist/<target>/manifest.json beside it (with `archive`: name, size, sha256). Release
+Two copies exist (their names are pipeline.formats.PackageLayout's): lib/ollama/manifest.json inside
+the archive (everything but the archive's own checksum) and dist/<target>/manifest.json beside it (with
+`archive`: name, size, sha256). Release
 assembly, verification and the runtime image read it with `Manifest.load`, which refuses a file that
 does not match the schema with one line naming the file and the key.
 """
@@ -19,8 +20,6 @@ from pipeline.errors import ConfigError, PackageError
 from pipeline.records import record
 
 VERSION = 2
-INSIDE = "lib/ollama/manifest.json"
-BESIDE = "manifest.json"
 
 
 @record
@@ -151,9 +150,6 @@ class Manifest:
         except ValueError as exc:
             raise PackageError(f"{path}: not valid JSON ({exc}); rebuild the package") from None
         return cls.from_dict(doc, str(path))
-
-    def regular_files(self) -> dict[str, FileRecord]:
-        return {f.path: f for f in self.files if f.link is None and f.sha256 is not None}
 
 
 def _plain(value: Any) -> Any:

@@ -25,6 +25,7 @@ from pipeline.errors import ConfigError
 from pipeline.formats import PackageLayout
 from pipeline.records import record
 from pipeline.stages.manifest import Manifest
+from pipeline.upstream import layouts
 
 
 class Result:
@@ -119,10 +120,6 @@ class StepTime:
     seconds: float
 
 
-# The folder of a finished build that holds its output (bin/ollama, lib/ollama/...).
-OUTPUT = "dist"
-
-
 @record
 class BuildResult(Result):
     """Ollama's build output (`root`: bin/ollama, lib/ollama/...) and how it was made."""
@@ -144,7 +141,7 @@ class BuildResult(Result):
 
     @classmethod
     def _give(cls, where, needs):
-        return {"root": where / OUTPUT}
+        return {"root": where / layouts.OUTPUT}
 
 
 @record

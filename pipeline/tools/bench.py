@@ -103,7 +103,7 @@ def _noop(name: str, settings: Settings) -> dict:
     if settings.source:
         env["OLLAMA_SOURCE"] = settings.source
     start = time.monotonic()
-    with Log(name, settings.dist / "bench-noop.log") as log:
+    with Log(name, settings.places.log("bench-noop")) as log:
         proc = runner.run(log, cmd, cwd=PROJECT_ROOT, env=env, capture=True, quiet=True, check=False)
     seconds = time.monotonic() - start
     cached = proc.stderr.decode(errors="replace").count("cached (")

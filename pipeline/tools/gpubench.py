@@ -162,7 +162,7 @@ def ccache_stats(output: str) -> dict[str, int]:
 def measure(plan: Plan, settings: Settings) -> dict:
     """Cold and warm compile seconds of SOURCES for the target's archs and upstream's full list."""
     backend = gpu_backend(plan)
-    with Log(plan.name, settings.dist / plan.out / "gpubench.log") as log:
+    with Log(plan.name, settings.places.target_log(plan.out, "gpubench")) as log:
         ready = orchestrate.results_of(plan, settings, log, ["patches", "builder"])
         tree, image = ready["patches"].path, ready["builder"].tag
         presets = json.loads((tree / "CMakePresets.json").read_text())
@@ -176,7 +176,7 @@ def measure(plan: Plan, settings: Settings) -> dict:
             "image_size_bytes": engine.client().images.get(image).attrs["Size"],
             "sources": list(SOURCES),
         }
-        scratch = settings.cache / "scratch" / f"gpubench-{plan.name}-{os.getpid()}"
+        scratch = settings.places.scratch / f"gpubench-{plan.name}-{os.getpid()}"
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         mounts = [Mount(SRC, str(tree), type="bind", read_only=True),

@@ -27,8 +27,6 @@ import pytest
 from pipeline.hashing import file_sha256
 from pipeline import stages
 from pipeline.infra import container, owner
-from pipeline.stages import image as image_stage
-from pipeline.stages import verify as verify_stage
 
 from . import miniollama
 from .conftest import PROJECT, write_matrix
@@ -92,8 +90,9 @@ class Project:
     def new_runtime_env(self) -> None:
         self.overrides["runtime"]["env"]["KILL_TEST_CHANGE"] = str(self.n)
 
-    def forget(self, record: str) -> None:
-        (self.folder / record).unlink()
+    def forget(self, stage: str) -> None:
+        """Remove a stage's record beside the package."""
+        stages.record_file(next(s for s in stages.STAGES if s.name == stage), self.folder).unlink()
 
 
 # A change per stage that makes it (and every stage after it) redo. A new stage needs one here.
@@ -103,8 +102,8 @@ CHANGES: dict[str, Callable[[Project], None]] = {
     "builder": Project.new_cmake_variable,  # the builder image stays cached; see the docstring
     "build": Project.new_cmake_variable,
     "package": Project.new_runtime_env,
-    "verify": lambda p: p.forget(verify_stage.RECORD),
-    "image": lambda p: p.forget(image_stage.RECORD),
+    "verify": lambda p: p.forget("verify"),
+    "image": lambda p: p.forget("image"),
 }
 
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
-from pipeline import orchestrate, stages
+from pipeline import cli, orchestrate, stages
+from pipeline.records import record
+from pipeline.stages import builder as builder_stage
 from pipeline.stages.plan import Context, Plan
+from pipeline.stages.results import BuilderImage, BuildResult, Result
+from pipeline.upstream import layouts
 
 from . import test_layering as layering
-from .conftest import git, make_repo
+from .conftest import TARGETS_FILE, git, make_repo, retagged
 
 STAGES_DIR = Path(stages.__file__).parent
 
@@ -127,3 +133,108 @@ def test_lean_discards_once_nothing_later_needs_it_and_a_second_run_redoes_the_w
     assert "lean: keep freed 64.0 KiB" in outcome.log.read_text()
     orchestrate.build_target(plan, settings, table=table)
     assert events[8:] == ["work", "after", "last"]
+
+
+def test_a_recorded_result_is_reused_and_a_damaged_record_is_rebuilt_not_a_crash(tmp_path, matrix, settings):
+    """The orchestrator keeps the source stage's record; a record that is not JSON, of another shape or
+    of another hash is absent: the stage runs again and writes a good one."""
+    matrix, commit = cpu_of_a_generated_repo(tmp_path, matrix)
+    table = (next(s for s in stages.STAGES if s.name == "source"),)
+    plan = stages.plan_for(matrix, matrix.targets["cpu"], settings, table=table)
+    record = stages.record_file(table[0], settings.places.tree("source", plan.hashes["source"]))
+
+    first = orchestrate.build_target(plan, settings, table=table)
+    assert first.stages[0][1] == "done" and json.loads(record.read_text())["hash"] == plan.hashes["source"]
+    again = orchestrate.build_target(plan, settings, table=table)
+    assert again.stages[0][1] == "cached" and again.results["source"] == first.results["source"]
+
+    good = json.loads(record.read_text())
+    for damaged in ("{not json", json.dumps({**good, "commit_time": "noon"}), json.dumps(["a", "list"]),
+                    json.dumps({**good, "hash": "0" * 64}), json.dumps({**good, "unknown": 1})):
+        record.write_text(damaged)
+        outcome = orchestrate.build_target(plan, settings, table=table)
+        assert outcome.stages[0][1] == "done", damaged
+        assert outcome.results["source"] == first.results["source"]
+        assert json.loads(record.read_text()) == good
+
+
+@record
+class Signed(Result):
+    """The result type of a stage the test adds: a file beside the archive naming its sha256."""
+
+    _given = ("path",)
+
+    path: Path
+    digest: str
+
+    @classmethod
+    def _give(cls, where, needs):
+        return {"path": where / f"{needs['package'].archive.name}.sig"}
+
+
+def _sign_run(ctx: Context, *, package) -> Signed:
+    digest = hashlib.sha256(package.archive.read_bytes()).hexdigest()
+    path = ctx.folder / f"{package.archive.name}.sig"
+    path.write_text(f"{digest}\n")
+    return Signed(path=path, digest=digest)
+
+
+SIGN = stages.Stage(name="sign", version=1, needs=("package",), key=lambda plan, settings: "test key",
+                    run=_sign_run, result=Signed, where=stages.in_target_folder, default=False,
+                    option=stages.Option(flag="--sign", help="sign the archive"),
+                    artifacts=lambda signed: (signed.path,), description="the archive's signature")
+
+
+def _fake_builder(ctx: Context) -> BuilderImage:
+    return BuilderImage(tag=builder_stage.image_tag(ctx.plan), id="sha256:" + "ab" * 32)
+
+
+def _fake_build(ctx: Context, *, patches, builder) -> BuildResult:
+    """What a build leaves (bin/ollama, lib/ollama/...), without a compiler: the unit tier has no engine."""
+    root = ctx.staging / layouts.OUTPUT
+    (root / "lib/ollama").mkdir(parents=True)
+    (root / "bin").mkdir()
+    (root / "bin/ollama").write_bytes(b"\x7fELF fake ollama\n")
+    (root / "bin/ollama").chmod(0o755)
+    (root / "lib/ollama/libx.so").write_bytes(b"fake library\n")
+    return BuildResult(root=root, image=builder, version=ctx.plan.version,
+                       source_date_epoch=patches.source.commit_time, seconds=0.0, steps=(), code_objects={})
+
+
+def test_a_new_stage_with_a_flag_and_a_release_asset_is_one_table_entry(tmp_path, capsys, monkeypatch):
+    """A "sign" stage after package, added to a copy of the table as one entry (with its result type,
+    which stands for its module): `build --sign` runs it, a second build finds its record, and `release`
+    publishes its .sig with a line in SHA256SUMS. No command-line or release code names it. The copied
+    table's builder and build stages make a fake build instead of calling Docker."""
+    repo = make_repo(tmp_path / "upstream", {"main.go": "package main\n"})
+    git(repo, "tag", "v1.2.3")
+    text = retagged(TARGETS_FILE.read_text(), "v1.2.3", git(repo, "rev-parse", "HEAD"))
+    # No library policy: the closure would copy libraries out of the builder image (Docker).
+    text = text.replace('policy = "debian-bullseye"\n', "", 1)
+    targets_file = tmp_path / "targets.toml"
+    targets_file.write_text(text)
+    fakes = {"builder": _fake_builder, "build": _fake_build}
+    table = tuple(dataclasses.replace(s, run=fakes.get(s.name, s.run)) for s in stages.STAGES) + (SIGN,)
+    monkeypatch.setattr(stages, "STAGES", table)
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    dist = tmp_path / "dist"
+    build = ["build", "cpu", "--targets-file", str(targets_file), "--source", str(repo), "--dist", str(dist),
+             "--no-verify"]
+
+    assert cli.parser().parse_args([*build, "--sign"]).stage_sign is True
+    assert cli.main(build) == 0
+    assert "==> sign" not in capsys.readouterr().err  # optional: only when asked
+    assert cli.main([*build, "--sign"]) == 0
+    assert "<== sign: done" in capsys.readouterr().err
+    archive = dist / "cpu" / "ollama-1.2.3-cpu.tar.zst"
+    signature = archive.with_name(archive.name + ".sig")
+    assert signature.read_text() == hashlib.sha256(archive.read_bytes()).hexdigest() + "\n"
+    assert json.loads((dist / "cpu" / "sign.json").read_text())["artifacts"] == [signature.name]
+    assert cli.main([*build, "--sign"]) == 0
+    assert "<== sign: cached" in capsys.readouterr().err
+
+    assert cli.main(["release", "--targets-file", str(targets_file), "--dist", str(dist)]) == 0
+    release = dist / "release"
+    assert (release / signature.name).read_bytes() == signature.read_bytes()
+    sums = (release / "SHA256SUMS").read_text()
+    assert f"{hashlib.sha256(signature.read_bytes()).hexdigest()}  {signature.name}\n" in sums

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from pipeline.formats import PackageLayout
 from pipeline.gpu import offload
 from pipeline.infra.log import Log
 
@@ -28,7 +29,7 @@ def strip(entries: list[tuple[str, Path]], backends: Iterable[str], keep: Sequen
     out, reports = [], {}
     for rel, path in entries:
         name = rel.rsplit("/", 1)[-1]
-        if (rel.startswith("lib/ollama/") and ".so" in name and name not in own and "/library/" not in rel
+        if (rel.startswith(f"{PackageLayout.LIBDIR}/") and ".so" in name and name not in own and "/library/" not in rel
                 and path.is_file() and not path.is_symlink() and offload.has_offload_code(path)):
             dest = scratch / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
