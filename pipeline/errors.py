@@ -107,7 +107,8 @@ class ModelRunError(VerifyError):
         text = f"model run failed at {step}: {message}"
         if output.strip():
             text += "\n  output:\n" + last(output)
-        text += f"\n  server log (last {tail} lines):\n" + (last(server_log) if server_log.strip() else "    (empty)")
+        logged = last(server_log) if server_log.strip() else "    (empty)"
+        text += f"\n  server log (last {tail} lines):\n" + logged
         super().__init__(text)
 
 

@@ -23,7 +23,8 @@ def archive_name(version: str, target: str, fmt: str) -> str:
 
 
 def is_archive_name(filename: str) -> bool:
-    return Path(filename).name == filename and filename.startswith(f"{PREFIX}-") and filename.endswith(SUFFIXES)
+    return (Path(filename).name == filename and filename.startswith(f"{PREFIX}-")
+            and filename.endswith(SUFFIXES))
 
 
 def archive_glob(target: str) -> list[str]:

@@ -159,7 +159,8 @@ def read_record(stage: stage_table.Stage, folder: Path, stage_hash: str, needs: 
         return None
 
 
-def record_doc(stage: stage_table.Stage, folder: Path, stage_hash: str, log: Log | None = None) -> dict | None:
+def record_doc(stage: stage_table.Stage, folder: Path, stage_hash: str,
+               log: Log | None = None) -> dict | None:
     """The JSON object of a stage's record of `stage_hash`, or None (absent, damaged, another hash)."""
     path = stage_table.record_file(stage, folder)
     try:
@@ -179,7 +180,8 @@ def recorded_artifacts(stage: stage_table.Stage, folder: Path, stage_hash: str) 
     """The files a stage's record of `stage_hash` in `folder` lists for the release ([] without one)."""
     doc = record_doc(stage, folder, stage_hash)
     names = doc.get("artifacts") if doc is not None else None
-    if not isinstance(names, list) or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..")
+    if not isinstance(names, list) or not all(isinstance(n, str) and n and "/" not in n
+                                              and n not in (".", "..")
                                               for n in names):
         return []
     return [folder / n for n in names]

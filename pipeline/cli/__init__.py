@@ -44,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.run(args)
         return 0
     except KeyboardInterrupt:
-        print("interrupted: containers removed, previous artifacts kept; run again to continue", file=sys.stderr)
+        print("interrupted: containers removed, previous artifacts kept; run again to continue",
+              file=sys.stderr)
         return INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
         error = from_exception(exc)

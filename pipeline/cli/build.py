@@ -31,7 +31,8 @@ def configure(sub, table) -> None:
 
     t = sub.add_parser("targets", parents=[common], help="show the matrix")
     t.add_argument("--json", action="store_true", help="machine-readable, for CI matrices")
-    t.add_argument("--ref", type=parents.tag, help="the matrix at this pinned upstream tag: the targets that build it")
+    t.add_argument("--ref", type=parents.tag,
+                   help="the matrix at this pinned upstream tag: the targets that build it")
     t.add_argument("--builds", action="store_true",
                    help="with --json: the release workflow's build jobs, one per builder with its targets "
                         "({builder, targets, names, commit})")
@@ -67,7 +68,8 @@ def cmd_verify(args) -> None:
     for archive in args.archives:
         path = Path(archive).resolve()
         if not path.is_file():
-            raise UsageError(f"{archive}: no such archive file; give the path of an ollama-*.tar.zst or .tar.gz")
+            raise UsageError(f"{archive}: no such archive file; give the path of an ollama-*.tar.zst "
+                             "or .tar.gz")
         beside = verify.manifest_beside(path)
         with Log("verify", settings.places.log("verify")) as log:
             verify.verify_archive(path, settings, log, manifest=beside)
@@ -131,7 +133,8 @@ def cmd_plan(args) -> None:
     settings = parents.settings(args)
     matrix = targets.load(settings.targets_file)
     patch_series = matrix.patches(settings.patches_dir)
-    plans = [stages.plan_for(matrix, t, settings, patch_series) for t in parents.selected(args, matrix, settings)]
+    chosen = parents.selected(args, matrix, settings)
+    plans = [stages.plan_for(matrix, t, settings, patch_series) for t in chosen]
     if args.json:
         print(json.dumps([ci_record(p) for p in plans], indent=2))
         return

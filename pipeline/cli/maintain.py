@@ -53,18 +53,22 @@ def configure(sub, table) -> None:
     mt.add_argument("--json", help="where the report goes as JSON (default: dist/memtest.json)")
     mt.set_defaults(run=cmd_memtest)
 
-    tr = sub.add_parser("track", parents=[common], help="every upstream tag from a version on: patch verdicts, "
-                                                         "build layout, and with --build whether a target builds")
-    tr.add_argument("--since", type=parents.tag, default="v0.12.5", help="first upstream tag (default: v0.12.5)")
+    tr = sub.add_parser("track", parents=[common],
+                        help="every upstream tag from a version on: patch verdicts, build layout, and with "
+                             "--build whether a target builds")
+    tr.add_argument("--since", type=parents.tag, default="v0.12.5",
+                    help="first upstream tag (default: v0.12.5)")
     tr.add_argument("--rc", action="store_true", help="include release candidates")
-    tr.add_argument("--build", metavar="TARGET", help="also build, package and verify TARGET at every pinned tag")
+    tr.add_argument("--build", metavar="TARGET",
+                    help="also build, package and verify TARGET at every pinned tag")
     tr.add_argument("--source", help=parents.SOURCE_HELP)
     tr.add_argument("--json", help="where the report goes as JSON (default: dist/track.json)")
     tr.add_argument("--markdown", help="where the report goes as markdown (default: dist/track.md)")
     tr.set_defaults(run=cmd_track)
 
-    cl = sub.add_parser("clean", parents=[common], help="remove the pipeline's caches, containers, images and "
-                                                         "volumes; say how much space that freed")
+    cl = sub.add_parser("clean", parents=[common],
+                        help="remove the pipeline's caches, containers, images and volumes; say how much "
+                             "space that freed")
     cl.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     cl.add_argument("--cache-only", action="store_true", help="only the cache folder; leave Docker alone")
     cl.set_defaults(run=cmd_clean)
@@ -76,12 +80,12 @@ def configure(sub, table) -> None:
     bn.add_argument("--gpu", action="store_true", help="instead: cold and warm compile time of a few GPU "
                                                        "sources, target archs against upstream's full list")
     bn.add_argument("--disk", action="store_true",
-                    help="instead: peak disk of each release job's cold `build TARGET... --image --lean`, on a "
-                         "private dockerd with an empty data root (needs root); components sampled every few "
-                         "seconds")
+                    help="instead: peak disk of each release job's cold `build TARGET... --image --lean`, "
+                         "on a private dockerd with an empty data root (needs root); components sampled "
+                         "every few seconds")
     bn.add_argument("--builder-twice", action="store_true",
-                    help="instead: build each target's builder a second time on a private dockerd with an empty "
-                         "data root (needs root) and compare the package versions of the two images")
+                    help="instead: build each target's builder a second time on a private dockerd with an "
+                         "empty data root (needs root) and compare the package versions of the two images")
     bn.add_argument("--output", help="where the numbers go (default: dist/bench.json)")
     bn.set_defaults(run=cmd_bench)
 
@@ -97,14 +101,16 @@ def cmd_patches(args) -> None:
             verdicts = patchtool.check(matrix, settings, args.ref, log)
             print(patchtool.table(verdicts))
             if json_out is not None:
-                fsutil.write_text(json_out, json.dumps([dataclasses.asdict(v) for v in verdicts], indent=2) + "\n")
+                rows = [dataclasses.asdict(v) for v in verdicts]
+                fsutil.write_text(json_out, json.dumps(rows, indent=2) + "\n")
             if bad := patchtool.failed(verdicts):
                 raise PatchError("; ".join(f"{v.patch} conflicts with {v.ref} ({v.detail}; targets "
                                            f"{' '.join(v.targets)})" for v in bad))
         elif args.action == "apply":
             names = patchtool.apply(matrix, settings, args.ref, Path(args.into).resolve(), log, args.target)
             print(f"{args.into}: upstream {args.ref} + {len(names)} commit(s): {', '.join(names) or 'none'}")
-            print(f"edit with git (commit --amend, rebase -i), then: nox -s patches -- refresh --from {args.into}")
+            print("edit with git (commit --amend, rebase -i), then: nox -s patches -- refresh --from "
+                  f"{args.into}")
         elif args.action == "refresh":
             changes = patchtool.refresh(matrix, settings, Path(args.work).resolve(), log)
             for kind, names in changes.items():
@@ -137,7 +143,8 @@ def cmd_track(args) -> None:
     matrix = targets.load(settings.targets_file)
     build = None
     if args.build:
-        build = track.builder(matrix, settings, args.build, lambda plan: orchestrate.build_target(plan, settings))
+        build = track.builder(matrix, settings, args.build,
+                              lambda plan: orchestrate.build_target(plan, settings))
     with Log("track", settings.places.log("track")) as log:
         rep = track.report(matrix, settings, log, since=args.since, rc=args.rc, build=build,
                            build_target=args.build or "")
@@ -174,7 +181,7 @@ def cmd_clean(args) -> None:
     if not args.dry_run:
         failed = clean.remove(settings, items)
         if failed:
-            print(clean.report([i for i in items if not any(f.startswith(f"{i.kind} {i.name}:") for f in failed)],
-                               dry_run=False))
+            removed = [i for i in items if not any(f.startswith(f"{i.kind} {i.name}:") for f in failed)]
+            print(clean.report(removed, dry_run=False))
             raise PipelineError(f"could not remove {len(failed)} item(s): {'; '.join(failed)}")
     print(clean.report(items, dry_run=args.dry_run))

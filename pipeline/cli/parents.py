@@ -30,7 +30,8 @@ def positive(value: str) -> int:
 
 def tag(value: str) -> str:
     if problem := names.ref_problem(value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a valid git tag ({problem}); use a tag such as v0.12.5")
+        raise argparse.ArgumentTypeError(f"{value!r} is not a valid git tag ({problem}); use a tag "
+                                         "such as v0.12.5")
     return value
 
 
@@ -68,12 +69,13 @@ def build_options(table: Sequence[stages.Stage]) -> Parser:
     p = Parser(add_help=False)
     p.add_argument("--dist", help="output folder (default: dist/ of the project)")
     p.add_argument("--jobs", type=positive, help="parallel compile jobs (default: CPU count)")
-    p.add_argument("--debian-mirror", help="Debian mirror for base and builder images "
-                                           "(default: PIPELINE_DEBIAN_MIRROR, then this machine's apt sources)")
+    p.add_argument("--debian-mirror", help="Debian mirror for base and builder images (default: "
+                                           "PIPELINE_DEBIAN_MIRROR, then this machine's apt sources)")
     p.add_argument("--lean", action="store_true", help=LEAN_HELP)
     for stage in table:
         if stage.option is not None:
-            p.add_argument(stage.option.flag, action="store_true", dest=option_dest(stage), help=stage.option.help)
+            p.add_argument(stage.option.flag, action="store_true", dest=option_dest(stage),
+                           help=stage.option.help)
     return p
 
 
@@ -90,8 +92,8 @@ def stage_choice(args, table: Sequence[stages.Stage], add: Sequence[str] = ()) -
     for name in add:
         for left_out in skip:
             if left_out in stages.needed(table, name):
-                raise UsageError(f"the {name} stage needs the {left_out} stage ({by_name[left_out].description}): "
-                                 f"drop {by_name[left_out].option.flag}")
+                raise UsageError(f"the {name} stage needs the {left_out} stage "
+                                 f"({by_name[left_out].description}): drop {by_name[left_out].option.flag}")
     return skip, add
 
 

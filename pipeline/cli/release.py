@@ -18,14 +18,16 @@ def configure(sub, table) -> None:
     rl = sub.add_parser("release", parents=[common], help="assemble built targets into dist/release/")
     rl.add_argument("targets", nargs="*", metavar="TARGET",
                     help="names or globs (default: every target with an archive in dist/<target>/)")
-    rl.add_argument("--all", action="store_true", help="every target of the matrix; one not built is an error")
+    rl.add_argument("--all", action="store_true",
+                    help="every target of the matrix; one not built is an error")
     rl.add_argument("--dist", help="folder of the builds; the release goes to its release/ (default: dist/)")
     rl.add_argument("--dry-run", action="store_true",
                     help="assemble into dist/release.dry-run/ (dist/release/ is left as it is), then "
                          "print what the release workflow would publish")
     rl.set_defaults(run=cmd_release)
 
-    pb = sub.add_parser("publish", parents=[common], help="publish dist/release/ as the GitHub release of a tag",
+    pb = sub.add_parser("publish", parents=[common],
+                        help="publish dist/release/ as the GitHub release of a tag",
                         description=publish.__doc__.split("\n")[0])
     pb.add_argument("tag", help="the release's tag (it must exist on GitHub: --verify-tag)")
     pb.add_argument("folder", nargs="?", help="the assembled release (default: dist/release)")

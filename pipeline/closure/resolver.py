@@ -14,7 +14,8 @@ from pipeline.records import record
 
 # Where glibc's loader looks last (after RPATH, LD_LIBRARY_PATH, RUNPATH and ld.so.cache), in the
 # order of a Debian/Ubuntu x86-64 system: the multiarch folders, then the traditional ones.
-DEFAULT_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib")
+DEFAULT_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib",
+                "/usr/lib")
 
 # Values of the loader's dynamic string tokens on Debian x86-64 ($ORIGIN is per object).
 _TOKENS = {"LIB": "lib/x86_64-linux-gnu", "PLATFORM": "x86_64"}
@@ -155,7 +156,8 @@ class Resolver:
 
 
 def expand(entries: Iterable[str], origin: PurePosixPath | None) -> list[str]:
-    """RPATH/RUNPATH entries with $ORIGIN, $LIB and $PLATFORM replaced; $ORIGIN ones dropped without origin."""
+    """RPATH/RUNPATH entries with $ORIGIN, $LIB and $PLATFORM replaced; $ORIGIN ones dropped without
+    origin."""
     values = {**_TOKENS, "ORIGIN": str(origin)}
 
     def token(m: re.Match[str]) -> str:

@@ -59,7 +59,8 @@ class Root:
                              f"(search: {', '.join(self.search) or 'nothing'})")
 
 
-def ollama_roots(package: Path, *, binary: str = PackageLayout.BIN, libdir: str = PackageLayout.LIBDIR) -> list[Root]:
+def ollama_roots(package: Path, *, binary: str = PackageLayout.BIN,
+                 libdir: str = PackageLayout.LIBDIR) -> list[Root]:
     """The roots of an Ollama package: bin/ollama, and every shared object under lib/ollama.
 
     bin/ollama is started by the user, without LD_LIBRARY_PATH and without RPATH: all it needs must
@@ -192,7 +193,8 @@ def walk(package: Path, roots: Sequence[Root], resolver: Resolver, policy: Polic
 
     # Shallow folders first, so that a library both lib/ollama and lib/ollama/rocm need lands once,
     # in lib/ollama, where both find it.
-    ordered = sorted(roots, key=lambda r: (r.bundle_into is not None, (r.bundle_into or "").count("/"), r.path))
+    ordered = sorted(roots, key=lambda r: (r.bundle_into is not None, (r.bundle_into or "").count("/"),
+                                           r.path))
     queue: list[_Item] = []
     for root in ordered:
         file = package / root.path
@@ -321,7 +323,8 @@ def _in_package(package: Path, dirs: Iterable[str], soname: str, who: str,
     return None
 
 
-def _versions(objects: Mapping[str, ElfInfo], policy: Policy) -> tuple[dict[str, VersionUse], list[VersionUse]]:
+def _versions(objects: Mapping[str, ElfInfo],
+              policy: Policy) -> tuple[dict[str, VersionUse], list[VersionUse]]:
     best: dict[str, tuple[tuple[int, ...], VersionUse]] = {}
     worst: dict[tuple[str, str, str], VersionUse] = {}
     provided = set(policy.provided)

@@ -113,7 +113,8 @@ def check_url(url: object, where: str, schemes: tuple[str, ...] = URL_SCHEMES, *
         raise ConfigError(f"{where} must be a string, got {url!r}")
     problem = url_problem(url, schemes, local=local)
     if problem:
-        allowed = ", ".join(f"{s}://" for s in schemes) + (", user@host:path or a local path" if local else "")
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        allowed += ", user@host:path or a local path" if local else ""
         raise ConfigError(f"{where} {url!r} is not allowed: {problem}; use {allowed}")
     return url
 

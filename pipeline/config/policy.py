@@ -61,7 +61,8 @@ class Policy:
                 raise ValueError(f"key 'host_libraries': {soname!r} must also be in never_bundle (the host's "
                                  "copy is used, never one from the package)")
         if bool(self.host_libraries) != bool(self.host_packages):
-            raise ValueError("host_libraries and host_packages go together: the packages provide the libraries")
+            raise ValueError("host_libraries and host_packages go together: the packages provide the "
+                             "libraries")
         for pkg in self.host_packages:
             if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", pkg):
                 raise ValueError(f"key 'host_packages': {pkg!r} is not a Debian package name")

@@ -101,7 +101,8 @@ def parse(path: Path, known_targets: Iterable[str] | None = None,
             fields[m["key"]] = m["value"].strip()
     for key in FIELDS:
         if not fields.get(key):
-            raise ConfigError(f"{path}: header field {key!r} is missing or empty (fields: {', '.join(FIELDS)})")
+            raise ConfigError(f"{path}: header field {key!r} is missing or empty (fields: "
+                              f"{', '.join(FIELDS)})")
     status = fields["Upstream-Status"]
     kind, _, detail = status.partition(" ")
     if kind not in STATUS_KINDS:
@@ -127,7 +128,8 @@ def parse(path: Path, known_targets: Iterable[str] | None = None,
         for name in named:
             if name not in known and name not in groups:
                 raise ConfigError(f"{path}: Targets names {name!r}, which is not a target or a group of "
-                                  f"targets.toml (targets: {', '.join(known)}; groups: {', '.join(groups) or 'none'})")
+                                  f"targets.toml (targets: {', '.join(known)}; groups: "
+                                  f"{', '.join(groups) or 'none'})")
             carried += [t for t in groups.get(name, (name,)) if t not in carried]
         targets = tuple(carried)
     return Patch(name=path.name, path=path, sha256=file_sha256(path), subject=subject,

@@ -106,9 +106,10 @@ class Settings:
                                   f"1700000000), got {raw!r}; unset it to use the upstream commit's time")
             values["source_date_epoch"] = int(raw)
         if env.get("PIPELINE_JOBS"):
-            if not (env["PIPELINE_JOBS"].isascii() and env["PIPELINE_JOBS"].isdigit()) or int(env["PIPELINE_JOBS"]) < 1:
-                raise UsageError(f"PIPELINE_JOBS must be a positive whole number, got {env['PIPELINE_JOBS']!r}")
-            values["jobs"] = int(env["PIPELINE_JOBS"])
+            jobs = env["PIPELINE_JOBS"]
+            if not (jobs.isascii() and jobs.isdigit()) or int(jobs) < 1:
+                raise UsageError(f"PIPELINE_JOBS must be a positive whole number, got {jobs!r}")
+            values["jobs"] = int(jobs)
         values["keep_containers"] = env.get("PIPELINE_KEEP_CONTAINERS", "") not in ("", "0")
         values["download_urls"] = {k.removeprefix("PIPELINE_URL_").lower(): v for k, v in env.items()
                                    if k.startswith("PIPELINE_URL_") and v}
@@ -118,8 +119,8 @@ class Settings:
 
 
 # Every variable Settings reads.
-READ = ("PIPELINE_TARGETS", "PIPELINE_DIST", "PIPELINE_CACHE", "PIPELINE_PATCHES", "XDG_CACHE_HOME", "OLLAMA_SOURCE",
-        "LLAMA_CPP_SOURCE", "PIPELINE_REF",
+READ = ("PIPELINE_TARGETS", "PIPELINE_DIST", "PIPELINE_CACHE", "PIPELINE_PATCHES", "XDG_CACHE_HOME",
+        "OLLAMA_SOURCE", "LLAMA_CPP_SOURCE", "PIPELINE_REF",
         "PIPELINE_DEBIAN_MIRROR", "PIPELINE_DEBIAN_SNAPSHOT", "PIPELINE_DEBIAN_SNAPSHOT_URL", "GOPROXY",
         "SSL_CERT_FILE", "PIPELINE_HOST_CA", "SOURCE_DATE_EPOCH", "PIPELINE_JOBS", "PIPELINE_KEEP_CONTAINERS")
 
@@ -156,8 +157,8 @@ def _check_values(values: dict, env: dict[str, str]) -> None:
             names.check_url(values["debian_mirror"], "--debian-mirror / PIPELINE_DEBIAN_MIRROR",
                             names.MIRROR_SCHEMES, local=False)
         if values.get("debian_snapshot_url") is not None:
-            names.check_url(values["debian_snapshot_url"], "PIPELINE_DEBIAN_SNAPSHOT_URL", names.MIRROR_SCHEMES,
-                            local=False)
+            names.check_url(values["debian_snapshot_url"], "PIPELINE_DEBIAN_SNAPSHOT_URL",
+                            names.MIRROR_SCHEMES, local=False)
         if values.get("go_proxy") is not None and any(c in values["go_proxy"] for c in " \t\n\r\0"):
             raise ConfigError(f"GOPROXY {values['go_proxy']!r} holds whitespace; use a comma-separated list "
                               "of URLs, direct or off")

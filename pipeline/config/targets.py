@@ -272,7 +272,8 @@ def planned_go(target: Target, builder: Builder, tag: str) -> str:
 
 def go_toolchain(builder: Builder, needed: Version) -> str:
     """The bin folder of the builder's oldest Go toolchain at least as new as `needed`."""
-    fits = sorted((go_version(v), path) for v, path in builder.go_toolchains.items() if go_version(v) >= needed)
+    fits = sorted((go_version(v), path) for v, path in builder.go_toolchains.items()
+                  if go_version(v) >= needed)
     if not fits:
         have = ", ".join(builder.go_toolchains) or "none declared"
         raise ConfigError(f"this upstream version needs Go >= {needed} and the builder carries no such Go "
@@ -299,7 +300,8 @@ class Matrix:
     def serves(self, builder: str) -> tuple[str, ...]:
         """The GPU archs the runtimes of a builder's targets ask for (runtime.archs), sorted: a builder
         keeps only these archs' rocBLAS Tensile files."""
-        return tuple(sorted({a for t in self.targets.values() if t.builder == builder for a in t.runtime.archs}))
+        mine = [t for t in self.targets.values() if t.builder == builder]
+        return tuple(sorted({a for t in mine for a in t.runtime.archs}))
 
     def pin(self, tag: str) -> str:
         """The pinned commit of an upstream tag; an unpinned tag is refused with how to pin it."""
@@ -333,7 +335,8 @@ class Matrix:
         explicit = {sel for sel in selectors if sel in self.targets}
         kept = [t for t in chosen if t.name in explicit or t.admits(ref) or ref == t.source.tag]
         if not kept:
-            raise SelectionError(f"no selected target builds upstream {ref} (see `versions` in {self.path.name})")
+            raise SelectionError(f"no selected target builds upstream {ref} (see `versions` in "
+                                 f"{self.path.name})")
         return [self.at(t, ref) for t in kept]
 
     def select(self, selectors: Iterable[str]) -> list[Target]:
@@ -448,7 +451,8 @@ def _builder(table: Any, downloads: Mapping[str, Download], where: str) -> Build
         raise ConfigError(f"{where} downloads names a table twice: {', '.join(named)}")
     chosen = tuple(downloads[n] for n in named)
     if len({d.name for d in chosen}) != len(chosen):
-        raise ConfigError(f"{where} downloads two files of the same name: {', '.join(d.name for d in chosen)}")
+        raise ConfigError(f"{where} downloads two files of the same name: "
+                          f"{', '.join(d.name for d in chosen)}")
     return loader.build(Builder, {k: v for k, v in table.items() if k != "downloads"}, where,
                         given={"downloads": chosen})
 
@@ -510,8 +514,8 @@ def _check_target(t: Target, builders: Mapping[str, Builder], backends: Mapping[
         try:
             SpecifierSet(t.versions)
         except InvalidSpecifier:
-            raise ConfigError(f"{where} versions {t.versions!r} is not a version specifier (e.g. \">=0.12.6\")") \
-                from None
+            raise ConfigError(f"{where} versions {t.versions!r} is not a version specifier "
+                              "(e.g. \">=0.12.6\")") from None
         if not t.admits(t.source.tag):
             raise ConfigError(f"{where} source.tag {t.source.tag} is outside the target's versions "
                               f"({t.versions}); pin a tag it builds")
@@ -566,13 +570,14 @@ def _check_version_format(fmt: str, where: str) -> None:
     try:
         parts = list(string.Formatter().parse(fmt))
     except ValueError as exc:
-        raise ConfigError(f"{what} is not a format string ({exc}); use e.g. \"{{version}}+{{target}}\"") from None
+        raise ConfigError(f"{what} is not a format string ({exc}); use e.g. "
+                          "\"{version}+{target}\"") from None
     for _literal, field, spec, conversion in parts:
         if field is None:
             continue
         if field not in ("version", "target") or spec or conversion:
-            raise ConfigError(f"{what}: only {{version}} and {{target}} may be used, got "
-                              f"{{{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}")
+            given = f"{field}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}"
+            raise ConfigError(f"{what}: only {{version}} and {{target}} may be used, got {{{given}}}")
     if "{version}" not in fmt:
         raise ConfigError(f"{what} must contain {{version}}")
     sample = fmt.format(version="0.0.0", target="t")

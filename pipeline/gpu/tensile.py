@@ -81,7 +81,8 @@ def prune(entries: list[tuple[str, Path]], serves: tuple[str, ...]):
     return [e for e in entries if e[0] not in drop_names], [e for e in entries if e[0] in drop_names]
 
 
-def coverage(serves: Iterable[str], code_objects: Mapping[str, Iterable[str]], paths: Iterable[str]) -> list[str]:
+def coverage(serves: Iterable[str], code_objects: Mapping[str, Iterable[str]],
+             paths: Iterable[str]) -> list[str]:
     """Each arch the runtime asks for needs GPU code in the backend (`code_objects`: library -> archs)
     and, where rocBLAS ships (a Tensile file among `paths`), Tensile files; returns the problems."""
     code = {arch for found in code_objects.values() for arch in found}

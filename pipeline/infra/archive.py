@@ -106,7 +106,8 @@ def gzip_tar(path: Path, scratch: Path, limit: int | None = None) -> Path:
     if path.name.endswith(".tar.gz"):
         return path
     out = scratch / (path.name.rsplit(".", 1)[0] + ".gz")
-    with _open_checked(out, scratch) as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as dst:
+    with _open_checked(out, scratch) as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as dst:
         _decompress(path, dst, scratch, limit)
     return out
 
@@ -145,14 +146,15 @@ def _decompress(path: Path, dst: BinaryIO, scratch: Path, limit: int | None) -> 
             for block in (_zstd_blocks(src, path) if path.name.endswith(".tar.zst") else _gzip_blocks(src)):
                 written += len(block)
                 if written > limit:
-                    raise PackageError(f"{path.name}: decompresses to more than {limit} bytes, more than its "
-                                       "manifest's files add up to; refusing it (a broken or hostile archive)")
+                    raise PackageError(f"{path.name}: decompresses to more than {limit} bytes, more than "
+                                       "its manifest's files add up to; refusing it (a broken or hostile "
+                                       "archive)")
                 dst.write(block)
     except zstandard.ZstdError as exc:
         raise PackageError(f"{path.name}: not a valid zstd stream ({exc}); the archive is damaged") from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise PackageError(f"{path.name}: cannot decompress ({exc or 'truncated'}); the archive is damaged or "
-                           "of another format") from None
+        raise PackageError(f"{path.name}: cannot decompress ({exc or 'truncated'}); the archive is "
+                           "damaged or of another format") from None
     except OSError as exc:
         raise PackageError(f"{path.name}: cannot decompress into {scratch} ({exc.strerror or exc})") from None
 
@@ -233,8 +235,9 @@ def unpack(path: Path, dest: Path, scratch: Path, manifest_member: str = Package
         try:
             tar.extractall(dest, members=members, filter="data")
         except tarfile.FilterError as exc:
-            raise PackageError(f"{path.name}: unsafe member {getattr(exc, 'tarinfo', None) and exc.tarinfo.name!r} "
-                               f"({exc}); refusing the archive") from None
+            member = getattr(exc, "tarinfo", None) and exc.tarinfo.name
+            raise PackageError(f"{path.name}: unsafe member {member!r} ({exc}); refusing the "
+                               "archive") from None
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise PackageError(f"{path.name}: cannot unpack ({exc}); the archive is damaged") from None
     found = dest / manifest_member

@@ -36,11 +36,15 @@ def mirror(settings: Settings) -> str:
     return found
 
 
-_DEFAULT_MIRROR = re.compile(r"""^\s*(?:default_mirror\s+|DEF_MIRROR=["']?)(https?://\S+?/debian)/?["']?\s*$""",
+_DEFAULT_MIRROR = re.compile(r"""^\s*(?:default_mirror\s+|DEF_MIRROR=["']?)"""
+                             r"""(https?://\S+?/debian)/?["']?\s*$""",
                              re.MULTILINE)
 
 
-def debootstrap_mirror(suite: str = "sid", scripts: Path = Path("/usr/share/debootstrap/scripts")) -> str | None:
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
+
+
+def debootstrap_mirror(suite: str = "sid", scripts: Path = DEBOOTSTRAP_SCRIPTS) -> str | None:
     """The Debian archive debootstrap uses when given no mirror: the suite script's `default_mirror`, else
     the DEF_MIRROR of the debootstrap program. Only a Debian archive (a .../debian URL) counts: on
     distributions whose debootstrap defaults to their own archive this finds nothing."""

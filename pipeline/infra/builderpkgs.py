@@ -39,7 +39,8 @@ def parse(text: str) -> dict[str, str]:
             rows.append((name, arch, version))
     counts = Counter(arch for _, arch, _ in rows if arch != "all")
     native = counts.most_common(1)[0][0] if counts else "all"
-    versions = {name if arch in (native, "all") else f"{name}:{arch}": version for name, arch, version in rows}
+    versions = {name if arch in (native, "all") else f"{name}:{arch}": version
+                for name, arch, version in rows}
     return dict(sorted(versions.items()))
 
 

@@ -114,7 +114,8 @@ def sweep_dead(log: Log | None = None, *, force: bool = False) -> list[str]:
                 continue
             removed.append(c.short_id)
             if log is not None:
-                log.line(f"removed container {c.short_id} left by a killed run (pid {c.labels.get(owner.PID_LABEL)})")
+                log.line(f"removed container {c.short_id} left by a killed run (pid "
+                         f"{c.labels.get(owner.PID_LABEL)})")
     return removed
 
 

@@ -48,7 +48,8 @@ def atomic_files(*paths: Path) -> Iterator[tuple[Path, ...]]:
         for path in paths:
             path.parent.mkdir(parents=True, exist_ok=True)
             owner.sweep(path.parent)  # what a killed run left here
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{owner.mark()}", suffix=".partial", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{owner.mark()}", suffix=".partial",
+                                       dir=path.parent)
             os.close(fd)
             tmps.append(Path(tmp))
         yield tuple(tmps)

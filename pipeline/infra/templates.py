@@ -36,7 +36,8 @@ def render(folder: Path, name: str, filters: Mapping[str, Callable[..., Any]] | 
     except jinja2.UndefinedError as exc:
         raise ConfigError(f"template {folder / name}: {exc.message}") from None
     except jinja2.TemplateSyntaxError as exc:
-        raise ConfigError(f"template {exc.filename or folder / name}, line {exc.lineno}: {exc.message}") from None
+        raise ConfigError(f"template {exc.filename or folder / name}, line {exc.lineno}: "
+                          f"{exc.message}") from None
 
 
 def names(folder: Path) -> list[str]:

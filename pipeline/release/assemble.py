@@ -110,7 +110,8 @@ def locate(dist: Path, target: str) -> tuple[Path, Manifest]:
         raise PackageError(f"{manifest_file}: the manifest is for target {manifest.target!r}, not {target!r}")
     if manifest.archive is None or not formats.is_archive_name(manifest.archive.name):
         raise PackageError(f"{manifest_file}: no archive name, or not an archive file name "
-                           f"({formats.archive_name('VERSION', target, 'tar.zst')}); rebuild with: {build_command(target)}")
+                           f"({formats.archive_name('VERSION', target, 'tar.zst')}); rebuild with: "
+                           f"{build_command(target)}")
     archive = folder / manifest.archive.name
     if not archive.is_file():
         raise PackageError(f"target {target!r}: {manifest_file} names {archive.name}, which is not in "
@@ -147,8 +148,10 @@ def assemble(targets: Sequence[str], dist: Path, *, out: Path | None = None, lim
     for target, archive, manifest in located:
         verify(archive, manifest, target)
     table = stage_table.STAGES if table is None else table
-    extras = {target: stage_artifacts(table, archive.parent, manifest) for target, archive, manifest in located}
-    every = [*names, *(f"{a.name}.manifest.json" for _, a, _ in located), *(p.name for x in extras.values() for p in x)]
+    extras = {target: stage_artifacts(table, archive.parent, manifest) for target, archive, manifest
+              in located}
+    every = [*names, *(f"{a.name}.manifest.json" for _, a, _ in located),
+             *(p.name for found in extras.values() for p in found)]
     if len(set(every)) != len(every):
         raise PackageError(f"two files of the release would have the same name: {', '.join(sorted(every))}")
 
@@ -218,7 +221,8 @@ def _copy(target: str, archive: Path, manifest: Manifest, stage: Path, limit: in
         copied.append(Asset(name=path.name, size=(stage / path.name).stat().st_size,
                             sha256=file_sha256(stage / path.name)))
     return Entry(target=target, source=archive, manifest=manifest, archive=whole_asset,
-                 parts=tuple(written) if count > 1 else (), manifest_asset=manifest_asset, extras=tuple(copied))
+                 parts=tuple(written) if count > 1 else (), manifest_asset=manifest_asset,
+                 extras=tuple(copied))
 
 
 def sha256sums(entries: Sequence[Entry], stage: Path) -> str:
@@ -243,7 +247,8 @@ def render_join(entries: Sequence[Entry]) -> str:
              "GitHub refuses release assets of 2 GiB or more, so these archives are published in parts.",
              f"Download every part and {SUMS}, then:", "", "```sh"]
     lines += [join_command(e) for e in entries if e.split]
-    lines += ["```", "", f"(`sha256sum -c --ignore-missing {SUMS}` when you downloaded only some assets.)", ""]
+    lines += ["```", "",
+              f"(`sha256sum -c --ignore-missing {SUMS}` when you downloaded only some assets.)", ""]
     return "\n".join(lines)
 
 

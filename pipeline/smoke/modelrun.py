@@ -76,7 +76,8 @@ pid=$!
 step=ready
 i=0
 until "$ollama" list >/dev/null 2>&1; do
-  kill -0 "$pid" 2>/dev/null || { wait "$pid"; code=$?; pid=; finish fail "ollama serve exited with code $code"; }
+  kill -0 "$pid" 2>/dev/null ||
+    { wait "$pid"; code=$?; pid=; finish fail "ollama serve exited with code $code"; }
   [ "$i" -ge "$((limit * 2))" ] && finish fail "ollama serve did not answer on $OLLAMA_HOST within ${limit}s"
   sleep 0.5; i=$((i + 1))
 done
@@ -218,7 +219,8 @@ UNIT_SCRIPT = r"""
 pkg=$1 prefix=$2
 if ! command -v systemd-analyze >/dev/null 2>&1; then echo "skipped: no systemd-analyze"; exit 0; fi
 work=$(mktemp -d)
-sh "$pkg/share/ollama/install.sh" --unit "$prefix" >"$work/ollama.service" || { echo "failed: install.sh --unit"; exit 0; }
+sh "$pkg/share/ollama/install.sh" --unit "$prefix" >"$work/ollama.service" ||
+  { echo "failed: install.sh --unit"; exit 0; }
 if out=$(systemd-analyze verify "$work/ollama.service" 2>&1); then echo "ok"; else echo "failed:"; fi
 printf '%s\n' "$out"
 rm -rf "$work"

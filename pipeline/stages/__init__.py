@@ -83,8 +83,10 @@ STAGES: tuple[Stage, ...] = (
           where=source.where, staged=True, reuse=source.reuse,
           description="the pinned upstream commit, verified and exported"),
     Stage(name="patches", version=2, needs=("source",), key=patches.key, run=patches.run, result=PatchedTree,
-          where=patches.where, staged=True, reuse=patches.reuse, description="the target's patch series applied"),
-    Stage(name="builder", version=1, needs=(), key=builder.key, run=builder.run, description="the builder image"),
+          where=patches.where, staged=True, reuse=patches.reuse,
+          description="the target's patch series applied"),
+    Stage(name="builder", version=1, needs=(), key=builder.key, run=builder.run,
+          description="the builder image"),
     Stage(name="build", version=2, needs=("patches", "builder"), key=build.key, run=build.run,
           result=BuildResult, where=build.where, staged=True, reuse=build.reuse, discard=build.discard,
           description="Ollama's cmake and go build in the builder"),
@@ -115,7 +117,8 @@ def hashes(plan: Plan, settings: Settings, table: Sequence[Stage] | None = None)
 
 
 def plan_for(matrix: Matrix, target: Target, settings: Settings,
-             patch_series: Sequence[series.Patch] | None = None, table: Sequence[Stage] | None = None) -> Plan:
+             patch_series: Sequence[series.Patch] | None = None,
+             table: Sequence[Stage] | None = None) -> Plan:
     """A target's plan with the hash of every stage."""
     plan = resolve(matrix, target, settings, patch_series)
     return dataclasses.replace(plan, hashes=types.MappingProxyType(hashes(plan, settings, table)))

@@ -65,7 +65,8 @@ def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildRe
         mounts, env = toolchain.mounts(settings)
         mounts[:0] = [
             Mount(SRC, str(patches.path), type="bind", read_only=True),
-            *(Mount(f"{SRC}/{sub}", str(scratch / sub), type="bind") for sub in (layouts.BUILD, layouts.OUTPUT)),
+            *(Mount(f"{SRC}/{sub}", str(scratch / sub), type="bind")
+              for sub in (layouts.BUILD, layouts.OUTPUT)),
         ]
         env.update(CMAKE_BUILD_PARALLEL_LEVEL=str(settings.jobs), SOURCE_DATE_EPOCH=str(epoch))
         started = time.monotonic()
@@ -85,8 +86,9 @@ def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildRe
             log.line(f"dropped {dropped[0]} rocBLAS Tensile files ({logs.size(dropped[1])}) of archs the "
                      f"runtime never asks for; kept {', '.join(plan.target.runtime.archs)}")
         os.rename(scratch / layouts.OUTPUT, ctx.staging / layouts.OUTPUT)
-    return BuildResult(root=ctx.staging / layouts.OUTPUT, image=builder, version=plan.version, source_date_epoch=epoch,
-                       seconds=round(time.monotonic() - started, 1), steps=tuple(timings),
+    return BuildResult(root=ctx.staging / layouts.OUTPUT, image=builder, version=plan.version,
+                       source_date_epoch=epoch, seconds=round(time.monotonic() - started, 1),
+                       steps=tuple(timings),
                        code_objects=types.MappingProxyType(code_objects),
                        builder_packages=types.MappingProxyType(packages), tensile_dropped=dropped)
 
@@ -97,7 +99,8 @@ def _check_gpu_code(plan: Plan, box: Container, log) -> dict[str, tuple[str, ...
     for backend in plan.backends:
         if not backend.gpu_code:
             continue
-        library = "/".join(p for p in (layouts.OUTPUT, PackageLayout.LIBDIR, backend.runner_dir, backend.library) if p)
+        parts = (layouts.OUTPUT, PackageLayout.LIBDIR, backend.runner_dir, backend.library)
+        library = "/".join(p for p in parts if p)
         output = box.exec(archs.inspect_command(backend.gpu_code, library), capture=True)
         found[backend.library] = tuple(archs.check(backend.gpu_code, library, plan.target.gpu_archs, output))
         log.line(f"{backend.library}: {', '.join(found[backend.library])} (as requested)")

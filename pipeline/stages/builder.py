@@ -59,11 +59,12 @@ def run(ctx: Context) -> BuilderImage:
         elif download.url.startswith(registries.PLACEHOLDERS):
             buildargs[download.build_arg] = registries.expand(download.url, settings)
     log.line(f"building {tag} from docker/{plan.builder.template}")
+    host_ca = settings.ca_bundle.read_bytes() if settings.ca_bundle else b""
     image_id = images.build(key(plan, settings), tag, log, buildargs=buildargs,
                            labels={"org.ollama-pipeline.builder": plan.builder_name,
                                    images.LABEL_HASH: plan.hashes["builder"]},
                            # The host's CA bundle (empty without one) for a download stage behind a
                            # TLS-inspecting proxy; it changes no hash and reaches no final image.
-                           files={"host-ca.crt": settings.ca_bundle.read_bytes() if settings.ca_bundle else b""},
+                           files={"host-ca.crt": host_ca},
                            what=f"builder image (docker/{plan.builder.template})")
     return BuilderImage(tag=tag, id=image_id)

@@ -79,7 +79,8 @@ def run(ctx: Context, *, verify: Verified) -> RuntimeImage:
     with fsutil.scratch_dir(ctx.places.scratch, f"{plan.name}-image") as tmp:
         packed = archive.gzip_tar(verify.package.archive, Path(tmp))
         log.line(f"building {name} on {base} from {verify.package.archive.name}")
-        image_id = images.build(dockerfile, name, log, buildargs={"DEBIAN_MIRROR": baseimage.mirror(settings)},
+        image_id = images.build(dockerfile, name, log,
+                                buildargs={"DEBIAN_MIRROR": baseimage.mirror(settings)},
                                 labels={images.LABEL_HASH: ctx.hash,
                                         "org.ollama-pipeline.target": plan.name},
                                 files={"package.tar.gz": packed}, what="runtime image")

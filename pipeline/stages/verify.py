@@ -66,14 +66,15 @@ def run(ctx: Context, *, package: Packaged) -> Verified:
     return verify_archive(package.archive, ctx.settings, ctx.log, manifest=package.manifest)
 
 
-def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema.Manifest | None = None) -> Verified:
+def verify_archive(path: Path, settings: Settings, log: Log, *,
+                   manifest: schema.Manifest | None = None) -> Verified:
     """Raise VerifyError listing every problem; return what was checked. `manifest` is the one beside
     the archive when the caller has it (the archive's own checksum is then checked too)."""
     sha256 = None
     if manifest is not None and manifest.archive is not None:
         if manifest.archive.name != path.name:
-            raise VerifyError(f"{path.name}: its manifest describes {manifest.archive.name}; verify the archive "
-                              "the manifest names, or rebuild")
+            raise VerifyError(f"{path.name}: its manifest describes {manifest.archive.name}; verify the "
+                              "archive the manifest names, or rebuild")
         sha256 = file_sha256(path)
         if path.stat().st_size != manifest.archive.size or sha256 != manifest.archive.sha256:
             raise VerifyError(f"{path.name}: differs from the sha256 its manifest records (changed after the "
@@ -88,7 +89,8 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
             raise VerifyError(f"{path.name}: the manifest inside lists other files than the one beside it; "
                               "rebuild the package")
         problems = archive.check_files(root, inner.files, path.name)
-        problems += tensile.coverage(inner.tensile.serves, inner.gpu_code_objects, [f.path for f in inner.files])
+        problems += tensile.coverage(inner.tensile.serves, inner.gpu_code_objects,
+                                     [f.path for f in inner.files])
         for rel, record in inner.stripped.items():
             problems += [f"{rel}: {p}" for p in offload.stray_code(root / rel, record.get("keep_archs", []))]
         if problems:
@@ -107,10 +109,10 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
             if policy and policy.host_packages:
                 # What a host installs for the package (the Vulkan loader): from the floor's own suite.
                 log.line(f"installing on the floor, as a host would: {' '.join(policy.host_packages)}")
-                box.exec(["sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-                          "--no-install-recommends " + " ".join(policy.host_packages)])
-            unresolved = [line.strip() for line in box.exec(["sh", "-c", _LDD, PKG], capture=True).splitlines()
-                          if line.strip()]
+                box.exec(["sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get "
+                          "install -y -qq --no-install-recommends " + " ".join(policy.host_packages)])
+            ldd = box.exec(["sh", "-c", _LDD, PKG], capture=True)
+            unresolved = [line.strip() for line in ldd.splitlines() if line.strip()]
             problems += [f"{line}: not found on a clean {suite}" for line in unresolved
                          if line.rsplit(" ", 1)[-1] not in driver]
             if wanted := sorted({line.rsplit(" ", 1)[-1] for line in unresolved} & driver):
@@ -119,11 +121,14 @@ def verify_archive(path: Path, settings: Settings, log: Log, *, manifest: schema
             box.exec(["sh", f"{PKG}/{PackageLayout.SHARE}/install.sh", PREFIX])
             version = box.exec([f"{PREFIX}/{PackageLayout.BIN}", "--version"], capture=True)
             if inner.version not in version:
-                problems.append(f"{PackageLayout.BIN} --version does not name {inner.version}: {version.strip()!r}")
+                problems.append(f"{PackageLayout.BIN} --version does not name {inner.version}: "
+                                f"{version.strip()!r}")
             if problems:  # a package that does not resolve is not run
                 raise VerifyError(f"{path.name} failed verification:\n  " + "\n  ".join(problems))
             unit = modelrun.check_unit(lambda argv: box.exec(argv, capture=True), PKG, PREFIX)
-            log.line(f"systemd unit: {'checked, ' + ('; '.join(unit.problems) or 'no problems') if unit.checked else 'not checked (no systemd-analyze on the floor)'}")
+            checked = f"checked, {'; '.join(unit.problems) or 'no problems'}" if unit.checked \
+                else "not checked (no systemd-analyze on the floor)"
+            log.line(f"systemd unit: {checked}")
             problems += [f"{PackageLayout.SHARE}/ollama.service: {p}" for p in unit.problems]
             ran = modelrun.run(lambda argv: box.exec(argv, capture=True), prefix=PREFIX,
                                model_path=f"{MODEL_DIR}/{model.name}")

@@ -87,7 +87,8 @@ def _package(plan, outcome, settings: Settings) -> dict:
                                         "code_bytes_after": s["code_bytes_after"]}
                                  for path, s in manifest.stripped.items()},
            "installed_bytes_without_zeroed_code": sum(f.size or 0 for f in manifest.files)
-                                                  - sum(s["zeroed_bytes"] for s in manifest.stripped.values()),
+                                                  - sum(s["zeroed_bytes"]
+                                                        for s in manifest.stripped.values()),
            # Measured only when the warm-up run packed and verified (not reused from an earlier run).
            "package_and_verify_seconds": (round(times["package"] + times["verify"], 2)
                                           if "package" in times and "verify" in times else None)}
@@ -161,10 +162,10 @@ SAMPLE_SECONDS = 5.0
 
 def disk(selection: list[str], settings: Settings, output: Path, *, interval: float = SAMPLE_SECONDS,
          report: dict | None = None, ref: str | None = None) -> dict:
-    """Peak and final disk of a cold `build TARGET... --image --lean` per release job (the selected targets of one
-    builder, as the release workflow groups them), each on a fresh engine; numbers go under "disk" of the
-    report, keyed by the job's targets joined with '+' (and @REF with ref: the jobs build that pinned tag;
-    partial results are written as they come)."""
+    """Peak and final disk of a cold `build TARGET... --image --lean` per release job (the selected
+    targets of one builder, as the release workflow groups them), each on a fresh engine; numbers go
+    under "disk" of the report, keyed by the job's targets joined with '+' (and @REF with ref: the jobs
+    build that pinned tag; partial results are written as they come)."""
     if os.geteuid() != 0:
         raise UsageError("bench --disk starts a private dockerd and so must run as root (sudo)")
     if not shutil.which("dockerd"):
@@ -198,7 +199,8 @@ def builder_twice(selection: list[str], settings: Settings, output: Path) -> dic
             mine = builderpkgs.package_versions(first)
             root = Path(tempfile.mkdtemp(prefix="optwice-"))
             try:
-                with PrivateEngine(root / "engine", root / "docker", output.parent / f"bench-twice-{builder}.dockerd.log") as eng, \
+                with PrivateEngine(root / "engine", root / "docker",
+                                   output.parent / f"bench-twice-{builder}.dockerd.log") as eng, \
                         engine.using(eng.host, "host"):
                     fresh = dataclasses.replace(settings, cache=root / "cache")
                     second = orchestrate.results_of(plan, fresh, log, ["builder"])["builder"].tag
@@ -239,7 +241,8 @@ def _disk_job(name: str, names: list[str], settings: Settings, logs: Path, inter
     log_path = logs / f"bench-disk-{name}.log"
     start = time.monotonic()
     try:
-        with PrivateEngine(root / "engine", folders["docker"], logs / f"bench-disk-{name}.dockerd.log") as eng:
+        with PrivateEngine(root / "engine", folders["docker"],
+                           logs / f"bench-disk-{name}.dockerd.log") as eng:
             cmd = [sys.executable, "-m", "pipeline", "build", *names, *RELEASE_JOB_FLAGS, "--quiet",
                    "--targets-file", str(settings.targets_file), "--dist", str(folders["dist"]),
                    *(["--ref", ref] if ref else [])]
@@ -324,8 +327,8 @@ class PrivateEngine:
         self.state.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         ns = f"ollama-pipeline-bench-{os.getpid()}"
-        made = subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], capture_output=True,
-                              text=True, check=False)
+        made = subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"],
+                              capture_output=True, text=True, check=False)
         if made.returncode != 0:
             raise DockerError(f"could not create the private engine's bridge {self.bridge}: "
                               f"{one_line(made.stderr) or made.returncode}")
@@ -348,7 +351,8 @@ class PrivateEngine:
         deadline = time.monotonic() + self.start_seconds
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise DockerError(f"the private dockerd exited ({self._proc.returncode}); see {self.log_path}")
+                raise DockerError(f"the private dockerd exited ({self._proc.returncode}); see "
+                                  f"{self.log_path}")
             try:
                 docker.DockerClient(base_url=self.host, timeout=10).ping()
                 return
@@ -366,7 +370,8 @@ class PrivateEngine:
         return {"layers_bytes": df.get("LayersSize", 0),
                 "images": {", ".join(i.get("RepoTags") or [i["Id"][:19]]): i.get("Size", 0)
                            for i in df.get("Images") or []},
-                "volumes": {v["Name"]: (v.get("UsageData") or {}).get("Size", -1) for v in df.get("Volumes") or []},
+                "volumes": {v["Name"]: (v.get("UsageData") or {}).get("Size", -1)
+                            for v in df.get("Volumes") or []},
                 "build_cache_bytes": sum(b.get("Size", 0) for b in df.get("BuildCache") or [])}
 
     def __exit__(self, *exc) -> None:

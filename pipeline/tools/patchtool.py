@@ -117,10 +117,12 @@ def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log, *, 
                 verdict = _collapse(patch, ref, version, per_patch[patch.name])
                 if verdict.verdict == "out of range" and _backport_in(patch, gitdir, commit, log):
                     verdict = dataclasses.replace(verdict, detail=f"{verdict.detail}; upstream has it: the "
-                                                  f"backported commit {patch.upstream_status.split()[1][:12]} is in {ref}")
+                                                  "backported commit "
+                                                  f"{patch.upstream_status.split()[1][:12]} is in {ref}")
                 if probe and verdict.verdict == "out of range":
                     alone = _try(patch, pristine, log, dry=True)
-                    verdict = dataclasses.replace(verdict, probe=alone[0] + (f" ({alone[1]})" if alone[1] else ""))
+                    probed = alone[0] + (f" ({alone[1]})" if alone[1] else "")
+                    verdict = dataclasses.replace(verdict, probe=probed)
                 verdicts.append(verdict)
             shutil.rmtree(Path(tmp) / ref)
     return verdicts
@@ -236,8 +238,8 @@ def _state(work: Path, patches_dir: Path) -> dict:
         raise ConfigError(f"{state_path}: base {base!r} is not a commit id; make the work tree again")
     for name in recorded:
         if not isinstance(name, str) or not series.NAME.match(name):
-            raise ConfigError(f"{state_path}: {name!r} is not a patch name of {patches_dir}; make the work tree "
-                              "again with `patches apply`")
+            raise ConfigError(f"{state_path}: {name!r} is not a patch name of {patches_dir}; make the work "
+                              "tree again with `patches apply`")
     return {"base": base, "names": recorded}
 
 
@@ -283,7 +285,8 @@ def refresh(matrix: Matrix, settings: Settings, work: Path, log: Log) -> dict[st
     used_numbers = {int(name[:4]) for name in existing | set(state["names"])}
     changes: dict[str, list[str]] = {"unchanged": [], "updated": [], "added": [], "removed": []}
     with tempfile.TemporaryDirectory(prefix="ollama-pipeline-refresh-") as tmp:
-        runner.run(log, ["git", "-C", work.resolve(), *FORMAT_PATCH, "-o", tmp, f"{state['base']}..HEAD", "--"],
+        runner.run(log, ["git", "-C", work.resolve(), *FORMAT_PATCH, "-o", tmp, f"{state['base']}..HEAD",
+                         "--"],
                    capture=True, quiet=True)
         produced = sorted(Path(tmp).glob("*.patch"))
         kept: set[str] = set()
@@ -292,8 +295,8 @@ def refresh(matrix: Matrix, settings: Settings, work: Path, log: Log) -> dict[st
             raw = path.read_bytes()
             name = identity(raw.decode("utf-8", "replace"))
             if name is not None and (not series.NAME.match(name) or name not in state["names"]):
-                raise ConfigError(f"{path.name[5:]}: its {TRAILER} trailer names {name!r}, which this work tree "
-                                  f"did not apply; remove the trailer line from the commit message")
+                raise ConfigError(f"{path.name[5:]}: its {TRAILER} trailer names {name!r}, which this work "
+                                  "tree did not apply; remove the trailer line from the commit message")
             if name is None or name in kept:
                 number = max(used_numbers | {0}) + 1
                 if number > 9999:

@@ -244,8 +244,8 @@ def render(rep: dict) -> str:
     short = [(r["tag"], r.get("go_short", [])) for r in rep["tags"] if r.get("go_short")]
     if short:
         lines += ["", "## Go older than go.mod's", "",
-                  "Builds run with GOTOOLCHAIN=local: add a rule to `[defaults.go] toolchains` and a toolchain "
-                  "to the builders' `go_toolchains`.", ""]
+                  "Builds run with GOTOOLCHAIN=local: add a rule to `[defaults.go] toolchains` and a "
+                  "toolchain to the builders' `go_toolchains`.", ""]
         lines += [f"- {tag}: {'; '.join(items)}" for tag, items in short]
     details = [(r["tag"], name, _cell(p)) for r in rep["tags"] for name, p in r["patches"].items()
                if p["verdict"] in ("conflicts", "already upstream")]

@@ -48,7 +48,8 @@ class Layout:
     def admits(self, version: Version) -> bool:
         return SpecifierSet(self.versions).contains(version, prereleases=True)
 
-    def steps(self, target: Target, backends: tuple[Backend, ...], builder: Builder, version: str) -> list[Step]:
+    def steps(self, target: Target, backends: tuple[Backend, ...], builder: Builder,
+              version: str) -> list[Step]:
         raise NotImplementedError
 
 
@@ -63,7 +64,8 @@ class InTree(Layout):
     # ggml's core source: from v0.30 the tree keeps a stub of the folder, not this file.
     MARKER = "ml/backend/ggml/ggml/src/ggml.c"
 
-    def steps(self, target: Target, backends: tuple[Backend, ...], builder: Builder, version: str) -> list[Step]:
+    def steps(self, target: Target, backends: tuple[Backend, ...], builder: Builder,
+              version: str) -> list[Step]:
         steps: list[Step] = []
         # Every configure sees the target's GPU archs: Ollama's CMakeLists enables a GPU language whenever
         # its compiler is found, even for the CPU preset, and CUDA then defaults to "native" archs, which
@@ -120,5 +122,6 @@ def go_path(target: Target, builder: Builder) -> dict[str, str]:
     try:
         bindir = go_toolchain(builder, needed)
     except ConfigError as exc:
-        raise ConfigError(f"target {target.name} at {target.source.tag} (builder {target.builder}): {exc}") from None
+        raise ConfigError(f"target {target.name} at {target.source.tag} (builder {target.builder}): "
+                          f"{exc}") from None
     return {"PATH": ":".join((bindir, *builder.path, *SYSTEM_PATH))}

@@ -58,8 +58,9 @@ def supply(tree: Path, tag: str, ref: str, config: LlamaCpp, settings: Settings,
     commit = pinned(config, tag, ref)
     url = settings.llama_cpp_source or config.url
     if not url:
-        raise SourceError(f"upstream {ref} builds llama.cpp {tag}: set LLAMA_CPP_SOURCE to a clone or mirror "
-                          "of llama.cpp (or [upstream.llama_cpp] url in targets.toml); the build never fetches")
+        raise SourceError(f"upstream {ref} builds llama.cpp {tag}: set LLAMA_CPP_SOURCE to a clone or "
+                          "mirror of llama.cpp (or [upstream.llama_cpp] url in targets.toml); the build "
+                          "never fetches")
     gitdir = git.repository(url, [tag], settings.places, log, origin=ORIGIN)
     git.verify_tag(gitdir, tag, commit, url, log, pin="[upstream.llama_cpp.pins]")
     inner = None if paths is None else {p.removeprefix(f"{DIR}/") for p in paths if p.startswith(f"{DIR}/")}

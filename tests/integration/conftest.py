@@ -93,6 +93,7 @@ def write_matrix(path: Path, repo: Path, commit: str, *, tag: str = "v1.2.3", na
         target["gpu_archs"] = own["gpu_archs"]
     target.update(target_overrides)
     doc = {
+        "downloads": project["downloads"],
         "builders": project["builders"],
         "backends": project["backends"],
         "targets": {name: target},

@@ -214,7 +214,7 @@ def test_a_new_stage_with_a_flag_and_a_release_asset_is_one_table_entry(tmp_path
     targets_file = tmp_path / "targets.toml"
     targets_file.write_text(text)
     fakes = {"builder": _fake_builder, "build": _fake_build}
-    table = tuple(dataclasses.replace(s, run=fakes.get(s.name, s.run)) for s in stages.STAGES) + (SIGN,)
+    table = (*(dataclasses.replace(s, run=fakes.get(s.name, s.run)) for s in stages.STAGES), SIGN)
     monkeypatch.setattr(stages, "STAGES", table)
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
     dist = tmp_path / "dist"

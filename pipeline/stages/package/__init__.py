@@ -76,7 +76,8 @@ def run(ctx: Context, *, build: BuildResult) -> Packaged:
         generated = {**runtime_files(plan), PackageLayout.INSIDE: manifest.inside()}
         log.line(f"writing {path} ({len(entries)} entries, mtime {build.source_date_epoch})")
         # The archive, its manifest and SHA256SUMS are written in full before any of them is published.
-        with fsutil.atomic_files(path, beside, folder / PackageLayout.SUMS) as (new_archive, new_beside, new_sums):
+        sums = folder / PackageLayout.SUMS
+        with fsutil.atomic_files(path, beside, sums) as (new_archive, new_beside, new_sums):
             with open(new_archive, "wb") as f:
                 archive.write(f, entries, generated, epoch=build.source_date_epoch,
                               fmt=plan.target.package.format, level=plan.target.package.level)
@@ -155,10 +156,12 @@ def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]],
     came_from: dict[str, str] = {}
     if found is not None:
         floor = schema.Floor(policy=found.policy.name, suite=found.policy.suite,
-                             needs=types.MappingProxyType({p: u.version for p, u in found.max_versions.items()}),
+                             needs=types.MappingProxyType({p: u.version
+                                                           for p, u in found.max_versions.items()}),
                              allows=found.policy.max_versions)
         owners = sysroot.owners(ctx.places.sysroot(plan.hashes["builder"]))
         came_from = {b.soname: owners.get(b.found_at, "?") for b in found.bundles}
+    pruned_bytes = sum(p.stat().st_size for _, p in pruned)
     return schema.Manifest(
         manifest_version=schema.VERSION,
         target=t.name,
@@ -181,7 +184,7 @@ def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]],
         library_packages=came_from,
         gpu_code_objects=build.code_objects,
         tensile=schema.Tensile(serves=t.runtime.archs, pruned_files=len(pruned) + build.tensile_dropped[0],
-                               pruned_bytes=sum(p.stat().st_size for _, p in pruned) + build.tensile_dropped[1]),
+                               pruned_bytes=pruned_bytes + build.tensile_dropped[1]),
         stripped=stripped,
     )
 

@@ -29,16 +29,17 @@ def strip(entries: list[tuple[str, Path]], backends: Iterable[str], keep: Sequen
     out, reports = [], {}
     for rel, path in entries:
         name = rel.rsplit("/", 1)[-1]
-        if (rel.startswith(f"{PackageLayout.LIBDIR}/") and ".so" in name and name not in own and "/library/" not in rel
-                and path.is_file() and not path.is_symlink() and offload.has_offload_code(path)):
+        if (rel.startswith(f"{PackageLayout.LIBDIR}/") and ".so" in name and name not in own
+                and "/library/" not in rel and path.is_file() and not path.is_symlink()
+                and offload.has_offload_code(path)):
             dest = scratch / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             report = offload.strip_file(path, dest, keep)
             if report.changed:
                 reports[rel] = report.to_dict()
                 log.line(f"{rel}: kept the code objects of {', '.join(keep)} "
-                         f"({report.code_bytes_after / 1e6:.0f} of {report.code_bytes_before / 1e6:.0f} MB of "
-                         f"GPU code; {len(report.entries('dropped'))} other entries zeroed)")
+                         f"({report.code_bytes_after / 1e6:.0f} of {report.code_bytes_before / 1e6:.0f} "
+                         f"MB of GPU code; {len(report.entries('dropped'))} other entries zeroed)")
                 out.append((rel, dest))
                 continue
         out.append((rel, path))

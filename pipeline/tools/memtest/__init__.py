@@ -9,6 +9,6 @@ metadata and tensor descriptions only (ggml.WriteGGUF, as llm/memory_test.go doe
 estimateGPULayers, predictServerFit and pickBestFullFitByLibrary. Results come back as JSON; the
 scenarios' expectations are evaluated and the report rendered.
 
-    scenario TOML ─▶ load (frozen) ─▶ input JSON ─▶ test binaries (before, after; cached) ─▶ results ─▶ report
-      scenario.py                      driver.py     run.py                                            report.py
+    scenario TOML ─▶ load (frozen) ─▶ input JSON ─▶ test binaries (before, after; cached) ─▶ report
+      scenario.py                      driver.py     run.py                                    report.py
 """

@@ -24,8 +24,8 @@ def tensors(model: Model) -> list[dict]:
     block = [TensorSpec(name=n, type=t, shape=s) for n, t, s in (
         ("attn_norm.weight", "F32", (e,)), ("attn_q.weight", main, (e, q)), ("attn_k.weight", main, (e, kv)),
         ("attn_v.weight", main, (e, kv)), ("attn_output.weight", main, (q, e)),
-        ("ffn_norm.weight", "F32", (e,)), ("ffn_gate.weight", main, (e, ff)), ("ffn_up.weight", main, (e, ff)),
-        ("ffn_down.weight", down, (ff, e)))]
+        ("ffn_norm.weight", "F32", (e,)), ("ffn_gate.weight", main, (e, ff)),
+        ("ffn_up.weight", main, (e, ff)), ("ffn_down.weight", down, (ff, e)))]
     rest = [TensorSpec(name="output_norm.weight", type="F32", shape=(e,)),
             TensorSpec(name="token_embd.weight", type=embd_type, shape=(e, model.vocab_size))]
     if not model.tied_embeddings:
@@ -59,7 +59,8 @@ def driver_input(s: Scenario) -> dict:
                      "driver_major": int(dmajor or 0), "driver_minor": int(dminor or 0),
                      "integrated": g.integrated})
     o = s.options
-    return {"name": s.name, "placement": m.placement, "kv": [{"key": k, "type": t, "value": v} for k, t, v in kv],
+    return {"name": s.name, "placement": m.placement,
+            "kv": [{"key": k, "type": t, "value": v} for k, t, v in kv],
             "vocab_size": m.vocab_size, "tensors": tensors(m), "gpus": gpus, "num_ctx": o.num_ctx,
             "num_batch": o.num_batch, "num_parallel": o.num_parallel, "num_gpu": o.num_gpu,
             "env": dict(s.env)}

@@ -61,7 +61,8 @@ def evaluate(checks: Sequence[Check], sides: Mapping[str, Mapping[str, Any]]) ->
             continue
         ok = {"==": actual == c.value, "!=": actual != c.value, ">=": actual >= c.value,
               "<=": actual <= c.value, ">": actual > c.value, "<": actual < c.value}[c.op]
-        out.append({"side": c.side, "metric": c.metric, "op": c.op, "value": c.value, "actual": actual, "ok": ok})
+        out.append({"side": c.side, "metric": c.metric, "op": c.op, "value": c.value, "actual": actual,
+                    "ok": ok})
     return out
 
 
@@ -90,10 +91,10 @@ def _gpu_label(g: Gpu) -> str:
 
 def _path_label(placement: str) -> str:
     if placement == "createLayout":
-        return ("createLayout (llm/server.go, Ollama engine) from a synthesized runner memory report: per GPU "
-                "the weights and cache of its layers, the whole graph on the GPU with the output layer, the "
-                "per-layer graph on the others (graph: the report's; reserved: what createLayout subtracted for "
-                "it, by its own accounting, to 0.1 GiB)")
+        return ("createLayout (llm/server.go, Ollama engine) from a synthesized runner memory report: per "
+                "GPU the weights and cache of its layers, the whole graph on the GPU with the output layer, "
+                "the per-layer graph on the others (graph: the report's; reserved: what createLayout "
+                "subtracted for it, by its own accounting, to 0.1 GiB)")
     return "estimateGPULayers (llm/memory.go, llama engine)"
 
 
@@ -109,7 +110,8 @@ def _value(metric: str, v: Any) -> str:
 
 def render(rep: Mapping[str, Any]) -> str:
     """The report as text: per scenario and side, the layout over every GPU, then the checks."""
-    lines = [f"upstream {rep['ref']} ({rep['commit'][:12]}); after = + {', '.join(rep['patches']) or 'no patch'}"]
+    lines = [f"upstream {rep['ref']} ({rep['commit'][:12]}); after = + "
+             f"{', '.join(rep['patches']) or 'no patch'}"]
     for s in rep["scenarios"]:
         o = s["options"]
         lines += ["", f"{s['name']}: {s['description']}".rstrip(": "),
@@ -122,7 +124,8 @@ def render(rep: Mapping[str, Any]) -> str:
         table = [("", "GPU", "layers", "memory", "graph") + (("reserved",) if layout else ())]
         for side in ("before", "after"):
             for i, g in enumerate(s[side]["per_gpu"]):
-                table.append((side if i == 0 else "", g["gpu"], str(g["layers"]), gib(g["memory"]), gib(g["graph"]))
+                table.append((side if i == 0 else "", g["gpu"], str(g["layers"]), gib(g["memory"]),
+                              gib(g["graph"]))
                              + ((gib(g.get("reserved")),) if layout else ()))
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
         lines += ["  " + "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in
@@ -135,7 +138,8 @@ def render(rep: Mapping[str, Any]) -> str:
                          f"{gib(r['vram'])} VRAM, fits: {'yes' if r['fits'] else 'no'}, GPUs used: "
                          f"{r['gpus_used']}, graph beyond the output GPU's: {gib(r.get('graph_secondary'))}; "
                          f"scheduler (fewest GPUs that fit): {len(picked)} "
-                         f"({', '.join(picked) or 'none'}), {sched['layers_on_gpu']} layers, {gib(sched['vram'])}")
+                         f"({', '.join(picked) or 'none'}), {sched['layers_on_gpu']} layers, "
+                         f"{gib(sched['vram'])}")
         for side in ("before", "after"):
             for w in s[side]["warnings"]:
                 lines.append(f"  {side:6}  Go warning: {w}")

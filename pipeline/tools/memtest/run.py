@@ -52,9 +52,11 @@ def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *
         commit = git.commit_of(gitdir, ref, log)
         image = None if host_go else gobox.builder_image(matrix, settings, log)
         tool = _host_toolchain(log) if host_go else f"builder {image}"
-        series_in_range = [(p.name, p.path.read_bytes()) for p in patchtool.in_range(matrix, settings, ref, targets)]
+        in_range = patchtool.in_range(matrix, settings, ref, targets)
+        series_in_range = [(p.name, p.path.read_bytes()) for p in in_range]
         driver = (TEMPLATES / DRIVER_TEMPLATE).read_bytes()
-        keys = {"before": cache_key(commit, (), driver, tool), "after": cache_key(commit, series_in_range, driver, tool)}
+        keys = {"before": cache_key(commit, (), driver, tool),
+                "after": cache_key(commit, series_in_range, driver, tool)}
         binaries = {side: home / "bin" / f"{key}.test" for side, key in keys.items()}
         meta = home / "bin" / f"{keys['after']}.json"
         applied = json.loads(meta.read_text())["applied"] if meta.is_file() else None
@@ -71,7 +73,8 @@ def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *
                     applied = patchtool.apply(matrix, settings, ref, tree, log, targets)
                 _compile(tree, binaries[side], settings, log, matrix, image)
                 if side == "after":
-                    fsutil.write_text(meta, json.dumps({"ref": ref, "commit": commit, "applied": applied}) + "\n")
+                    record = {"ref": ref, "commit": commit, "applied": applied}
+                    fsutil.write_text(meta, json.dumps(record) + "\n")
                 shutil.rmtree(tree, ignore_errors=True)
             log.line(f"patched tree: {ref} + {', '.join(applied or []) or 'no patch in range'}")
             _prune(home / "bin", keep={*binaries.values(), meta})
@@ -99,8 +102,8 @@ def locked(path: Path, log: Log):
 
 
 def _host_toolchain(log: Log) -> str:
-    out = runner.run(log, ["go", "env", "GOVERSION", "GOOS", "GOARCH", "CC", "CXX", "CGO_CFLAGS", "CGO_CXXFLAGS",
-                           "CGO_LDFLAGS"], capture=True, quiet=True).stdout.decode()
+    out = runner.run(log, ["go", "env", "GOVERSION", "GOOS", "GOARCH", "CC", "CXX", "CGO_CFLAGS",
+                           "CGO_CXXFLAGS", "CGO_LDFLAGS"], capture=True, quiet=True).stdout.decode()
     return "host " + " ".join(out.split())
 
 
@@ -120,7 +123,8 @@ def _compile(tree: Path, binary: Path, settings: Settings, log: Log, matrix, ima
     """`go test -c` of the tree's llm package with the driver in it, into `binary`."""
     memory_go = tree / "llm" / "memory.go"
     if not memory_go.is_file():
-        raise SourceError(f"{memory_go.relative_to(tree.parent)} is missing; memtest needs v0.12.0 to v0.12.10")
+        raise SourceError(f"{memory_go.relative_to(tree.parent)} is missing; memtest needs v0.12.0 to "
+                          "v0.12.10")
     (tree / "llm" / DRIVER_NAME).write_text(render_driver(memory_go.read_text()))
     (tree / IO_DIR).mkdir()
     argv = ["go", "test", "-c", "-vet=off", "-o", f"{IO_DIR}/memtest.test", "./llm"]
@@ -143,8 +147,8 @@ def _compile(tree: Path, binary: Path, settings: Settings, log: Log, matrix, ima
     os.replace(tree / IO_DIR / "memtest.test", binary)
 
 
-def _execute(folder: Path, binaries: Mapping[str, Path], inputs: list[dict], settings: Settings, log: Log, matrix,
-             image: str | None) -> dict[str, dict]:
+def _execute(folder: Path, binaries: Mapping[str, Path], inputs: list[dict], settings: Settings, log: Log,
+             matrix, image: str | None) -> dict[str, dict]:
     """Run each side's test binary on the scenarios; results by side and scenario name."""
     folder.mkdir()
     (folder / "input.json").write_text(json.dumps(inputs))

@@ -316,7 +316,8 @@ def parse_size(value: Any, what: str) -> int:
             size = int(float(m[1]) * _UNITS[(m[2] or "B").upper()])
             if size <= MAX_SIZE:
                 return size
-    raise ConfigError(f"{what} must be a size up to 1 PiB: bytes or a string such as \"11.2 GiB\" or \"457 MiB\" "
+    raise ConfigError(f"{what} must be a size up to 1 PiB: bytes or a string such as \"11.2 GiB\" or "
+                      "\"457 MiB\" "
                       f"(units {', '.join(u.replace('I', 'i') for u in _UNITS)}), got {value!r}")
 
 
@@ -330,7 +331,8 @@ def compute_numbers(library: str, compute: str) -> tuple[int, int]:
     if library == "ROCm":
         m = re.fullmatch(r"gfx([0-9a-f]{1,2})([0-9a-f]{2})", compute)
         if not m:
-            raise ValueError(f"key 'compute' of a ROCm GPU must be a gfx name such as 'gfx906', got {compute!r}")
+            raise ValueError("key 'compute' of a ROCm GPU must be a gfx name such as 'gfx906', got "
+                             f"{compute!r}")
         return int(m[1], 16), int(m[2], 16)
     m = re.fullmatch(r"(\d+)\.(\d+)", compute)
     if not m:
@@ -342,5 +344,5 @@ def compute_numbers(library: str, compute: str) -> tuple[int, int]:
 def check_ref(ref: str) -> None:
     if not SUPPORTED.contains(tag_version(ref), prereleases=True):
         raise ConfigError(f"memtest needs an upstream ref with llm/memory.go's estimateGPULayers, v0.12.0 to "
-                          f"v0.12.10 ({SUPPORTED}); {ref} lays models out elsewhere (llm/memory.go was removed "
-                          "in v0.12.11)")
+                          f"v0.12.10 ({SUPPORTED}); {ref} lays models out elsewhere (llm/memory.go was "
+                          "removed in v0.12.11)")
