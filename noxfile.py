@@ -48,7 +48,8 @@ def image(session: nox.Session) -> None:
 
 @nox.session
 def verify(session: nox.Session) -> None:
-    """Verify archives in a clean container of their runtime floor: `nox -s verify -- dist/gfx906/*.tar.zst`."""
+    """Verify archives in a clean container of their runtime floor:
+    `nox -s verify -- dist/gfx906/*.tar.zst`."""
     _install(session)
     session.run("python", "-m", "pipeline", "verify", *session.posargs)
 

@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: containers removed, previous artifacts kept; run again to continue",
               file=sys.stderr)
         return INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
+    except Exception as exc:
         error = from_exception(exc)
         if "--traceback" in argv or os.environ.get("PIPELINE_TRACEBACK", "") not in ("", "0"):
             traceback.print_exc()

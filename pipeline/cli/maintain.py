@@ -26,7 +26,7 @@ def configure(sub, table) -> None:
     c = psub.add_parser("check", parents=[common], help="does each patch apply to each upstream ref?")
     c.add_argument("--ref", action="append", default=[], type=parents.tag,
                    help="upstream tag (repeatable; default: the tags of targets.toml)")
-    c.add_argument("--json", help="also write the verdicts as JSON to this file")
+    c.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON to this file")
     c.add_argument("--source", help=parents.SOURCE_HELP)
     a = psub.add_parser("apply", parents=[common], help="a git work tree with one commit per patch")
     a.add_argument("--ref", required=True, type=parents.tag)
@@ -50,7 +50,7 @@ def configure(sub, table) -> None:
     mt.add_argument("--target", action="append", default=[],
                     help="only patches carried by this target (default: every patch in range)")
     mt.add_argument("--host-go", action="store_true", help="run go on this machine instead of the Go builder")
-    mt.add_argument("--json", help="where the report goes as JSON (default: dist/memtest.json)")
+    parents.report_option(mt, "--json", "dist/memtest.json", "the report as JSON")
     mt.set_defaults(run=cmd_memtest)
 
     tr = sub.add_parser("track", parents=[common],
@@ -62,8 +62,8 @@ def configure(sub, table) -> None:
     tr.add_argument("--build", metavar="TARGET",
                     help="also build, package and verify TARGET at every pinned tag")
     tr.add_argument("--source", help=parents.SOURCE_HELP)
-    tr.add_argument("--json", help="where the report goes as JSON (default: dist/track.json)")
-    tr.add_argument("--markdown", help="where the report goes as markdown (default: dist/track.md)")
+    parents.report_option(tr, "--json", "dist/track.json", "the report as JSON")
+    parents.report_option(tr, "--markdown", "dist/track.md", "the report as markdown")
     tr.set_defaults(run=cmd_track)
 
     cl = sub.add_parser("clean", parents=[common],
@@ -86,7 +86,7 @@ def configure(sub, table) -> None:
     bn.add_argument("--builder-twice", action="store_true",
                     help="instead: build each target's builder a second time on a private dockerd with an "
                          "empty data root (needs root) and compare the package versions of the two images")
-    bn.add_argument("--output", help="where the numbers go (default: dist/bench.json)")
+    parents.report_option(bn, "--output", "dist/bench.json", "the numbers")
     bn.set_defaults(run=cmd_bench)
 
 
@@ -123,7 +123,7 @@ def cmd_patches(args) -> None:
 
 def cmd_memtest(args) -> None:
     settings = parents.settings(args)
-    output = parents.output(args.json or settings.places.report("memtest"), "--json")
+    output = parents.output(args.json, "--json", settings.places.report("memtest"))
     scenarios = scenario.load_all(args.scenarios)
     ref = args.ref or patchtool.default_refs(targets.load(settings.targets_file))[0]
     scenario.check_ref(ref)
@@ -138,8 +138,8 @@ def cmd_memtest(args) -> None:
 
 def cmd_track(args) -> None:
     settings = parents.settings(args)
-    json_out = parents.output(args.json or settings.places.report("track"), "--json")
-    md_out = parents.output(args.markdown or settings.places.report("track", "md"), "--markdown")
+    json_out = parents.output(args.json, "--json", settings.places.report("track"))
+    md_out = parents.output(args.markdown, "--markdown", settings.places.report("track", "md"))
     matrix = targets.load(settings.targets_file)
     build = None
     if args.build:
@@ -158,7 +158,7 @@ def cmd_track(args) -> None:
 def cmd_bench(args) -> None:
     settings = parents.settings(args)
     chosen = ["--all", *args.targets] if args.all else args.targets
-    output = parents.output(args.output or settings.places.report("bench"), "--output")
+    output = parents.output(args.output, "--output", settings.places.report("bench"))
     if args.builder_twice:
         if args.disk or args.cold or args.gpu or args.ref:
             raise UsageError("--builder-twice builds builders only: drop --disk, --cold, --gpu and --ref")

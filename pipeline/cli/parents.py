@@ -79,6 +79,11 @@ def build_options(table: Sequence[stages.Stage]) -> Parser:
     return p
 
 
+def report_option(p: argparse.ArgumentParser, flag: str, default: str, what: str = "the report") -> None:
+    """An output file of a tool: `flag FILE`, by default `default` (a file of dist/, see `output`)."""
+    p.add_argument(flag, metavar="FILE", help=f"where {what} goes (default: {default})")
+
+
 def option_dest(stage: stages.Stage) -> str:
     return f"stage_{stage.name}"
 
@@ -126,10 +131,10 @@ def known_target(name: str, matrix: targets.Matrix, flag: str) -> None:
                          f"{', '.join(matrix.targets)}")
 
 
-def output(value: str | os.PathLike, flag: str) -> Path:
-    """An output file named on the command line (or its default), checked before any work: not a
-    folder, and its folder can be made and written."""
-    value = os.fspath(value)
+def output(value: str | os.PathLike | None, flag: str, default: Path | None = None) -> Path:
+    """An output file named on the command line, else `default` (a report of dist/: Places.report),
+    checked before any work: not a folder, and its folder can be made and written."""
+    value = os.fspath(default if value is None and default is not None else value or "")
     if not value or "\0" in value:
         raise UsageError(f"{flag} {value!r}: give a file path")
     path = Path(value).resolve()

@@ -8,8 +8,8 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
-from pipeline.errors import ClosureError
 from pipeline.closure.elf import ElfInfo, read_elf
+from pipeline.errors import ClosureError
 from pipeline.records import record
 
 # Where glibc's loader looks last (after RPATH, LD_LIBRARY_PATH, RUNPATH and ld.so.cache), in the

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from docker.types import Mount
 
+from pipeline.closure import walk
 from pipeline.config.policy import Policy
 from pipeline.config.settings import Settings
-from pipeline.closure import walk
 from pipeline.infra import fsutil, toolchain
 from pipeline.infra.container import Container
 from pipeline.infra.log import Log

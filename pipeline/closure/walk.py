@@ -33,11 +33,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pipeline.closure.elf import ElfInfo, read_elf
+from pipeline.closure.resolver import Resolver, expand
 from pipeline.config.policy import NUMERIC, Policy, load_policy, vkey
 from pipeline.errors import ClosureError
 from pipeline.formats import PackageLayout
-from pipeline.closure.elf import ElfInfo, read_elf
-from pipeline.closure.resolver import Resolver, expand
 from pipeline.records import record
 
 # --- roots ------------------------------------------------------------------------------------

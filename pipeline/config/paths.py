@@ -6,8 +6,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1]
 PROJECT_ROOT = PACKAGE.parent
-# jinja2 templates shipped with the package: runtime/ (share/ollama of a package), release notes,
-# the runtime image's Dockerfile, the memory workbench's Go driver.
+# jinja2 templates shipped with the package: runtime/ (share/ollama of a package), release notes and
+# the memory workbench's Go driver. (The Dockerfiles of builder and runtime images are docker/'s.)
 TEMPLATES = PACKAGE / "templates"
 RUNTIME_TEMPLATES = TEMPLATES / "runtime"
 # Library policies: what the oldest system a package runs on provides.

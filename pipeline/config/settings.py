@@ -4,13 +4,13 @@ because they describe the machine, not the build."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.config.paths import DOCKER_TEMPLATES, PATCHES, PROJECT_ROOT, TARGETS_FILE
 from pipeline.config import names
+from pipeline.config.paths import DOCKER_TEMPLATES, PATCHES, PROJECT_ROOT, TARGETS_FILE
 from pipeline.config.places import Places
 from pipeline.errors import ConfigError, UsageError
 from pipeline.records import record

@@ -34,9 +34,9 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from pipeline import formats
 from pipeline.config import loader, names, series
 from pipeline.errors import ConfigError, SelectionError
-from pipeline import formats
 from pipeline.records import record
 
 SHA1_HEX = frozenset("0123456789abcdef")
@@ -439,16 +439,8 @@ def _builder(table: Any, downloads: Mapping[str, Download], where: str) -> Build
     """A [builders.NAME] table, its `downloads` naming [downloads] tables."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
-    named = table.get("downloads", [])
-    if not isinstance(named, list) or not all(isinstance(n, str) for n in named):
-        raise ConfigError(f"{where} key 'downloads' must be a list of names of [downloads] tables "
-                          "(downloads = [\"cmake\", \"go\"]), each pinned once under [downloads.NAME]")
-    for n in named:
-        if n not in downloads:
-            raise ConfigError(f"{where} downloads names {n!r}, which is not a [downloads] table"
-                              f"{loader.hint(n, downloads)}; defined: {', '.join(downloads) or 'none'}")
-    if len(set(named)) != len(named):
-        raise ConfigError(f"{where} downloads names a table twice: {', '.join(named)}")
+    named = _names(table.get("downloads", []), downloads, f"{where} downloads", "a [downloads] table",
+                   'downloads = ["cmake", "go"], each pinned once under [downloads.NAME]')
     chosen = tuple(downloads[n] for n in named)
     if len({d.name for d in chosen}) != len(chosen):
         raise ConfigError(f"{where} downloads two files of the same name: "
@@ -457,15 +449,23 @@ def _builder(table: Any, downloads: Mapping[str, Download], where: str) -> Build
                         given={"downloads": chosen})
 
 
+def _names(value: Any, known: Mapping[str, Any], where: str, what: str, example: str) -> tuple[str, ...]:
+    """A list of names, each one of `known` (`what`: what they name), none twice."""
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise ConfigError(f"{where} must be a list of names, each of {what} ({example})")
+    for n in value:
+        if n not in known:
+            raise ConfigError(f"{where} names {n!r}, which is not {what}{loader.hint(n, known)}; "
+                              f"known: {', '.join(known) or 'none'}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where} names one twice: {', '.join(value)}")
+    return tuple(value)
+
+
 def _group(name: str, members: Any, targets: Mapping[str, Target], where: str) -> tuple[str, ...]:
-    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
-        raise ConfigError(f"{where} must be a list of target names (memory = [\"sm_37\", \"gfx906\"])")
-    for m in members:
-        if m not in targets:
-            raise ConfigError(f"{where} names {m!r}, which is not a target{loader.hint(m, targets)}; "
-                              f"known: {', '.join(targets)}")
-    if len(set(members)) != len(members):
-        raise ConfigError(f"{where} names a target twice: {', '.join(members)}")
+    members = _names(members, targets, where, "a target", 'memory = ["sm_37", "gfx906"]')
+    if not members:
+        raise ConfigError(f"{where} names no target; list the targets of the group")
     if name in targets:
         raise ConfigError(f"{where}: a group may not have a target's name; rename the group")
     return tuple(members)

@@ -297,7 +297,7 @@ def build_ccob(version: int, method: int, payload: bytes) -> bytes:
 
 
 def _decompressed_payload(buf, b: Bundle) -> bytes:
-    version, method, hsize, total, usize, _ = _ccob_header(buf, b.offset)
+    _version, method, hsize, _total, usize, _ = _ccob_header(buf, b.offset)
     data = bytes(buf[b.offset + hsize:b.offset + b.span])
     out, _used = _decompress(method, data, usize)
     if len(out) != usize:

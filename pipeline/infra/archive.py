@@ -25,6 +25,7 @@ from pipeline.errors import PackageError
 from pipeline.formats import SUFFIXES, PackageLayout, archive_glob
 from pipeline.hashing import file_sha256
 
+
 def find(folder: Path, target: str) -> list[Path]:
     """The archives of `target` in `folder` (any version, any format), sorted."""
     if not folder.is_dir():

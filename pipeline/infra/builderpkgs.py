@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from pipeline.infra import engine
 from pipeline.errors import DockerError
+from pipeline.infra import engine
 
 if TYPE_CHECKING:
     from pipeline.infra.container import Container

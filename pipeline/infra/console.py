@@ -114,10 +114,9 @@ class Console:
                 print(text, file=self.stream)
             print(f"--- full log: {log_path} ---" if log_path else "---", file=self.stream, flush=True)
         if self.summary is not None and stages:
-            with contextlib.suppress(OSError):
-                with open(self.summary, "a", encoding="utf-8") as f:
-                    f.write(step_summary(self.target, stages, elapsed, failed=failed,
-                                         tail=list(self.tail) if failed else [], log_path=log_path))
+            with contextlib.suppress(OSError), open(self.summary, "a", encoding="utf-8") as f:
+                f.write(step_summary(self.target, stages, elapsed, failed=failed,
+                                     tail=list(self.tail) if failed else [], log_path=log_path))
         if self.timings_file is not None and stages and not failed:
             timings = dict(self.estimate)
             timings.update({name: round(secs, 1) for name, outcome, secs in stages

@@ -60,11 +60,8 @@ class Container:
             self.log.line(f"keeping container {self._container.short_id} (PIPELINE_KEEP_CONTAINERS)")
             return
         # A second Ctrl-C (or the SIGTERM nox sends after SIGINT) must not cut the clean-up short.
-        with _signals_held():
-            try:
-                self._container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
+        with _signals_held(), contextlib.suppress(docker.errors.NotFound):
+            self._container.remove(force=True)
         self._container = None
 
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,

@@ -1,7 +1,9 @@
 """The one command runner: prints `+ command`, streams output into the log, raises CommandError.
 
-Nothing else in the pipeline starts a process; commands inside containers go through
-Container.exec, which shares the echo and streaming below.
+Every command of a build and of the maintainer tools goes through here; commands inside containers go
+through Container.exec, which shares the echo and streaming below. Two callers start processes
+themselves, for a reason each: registries asks `go env GOPROXY` once, before any log exists, and
+bench runs a private dockerd (and a build against it) whose lifetime it manages.
 """
 
 from __future__ import annotations

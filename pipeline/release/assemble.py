@@ -20,18 +20,18 @@ import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from pipeline.config.paths import TEMPLATES
 from pipeline import formats, orchestrate
 from pipeline import stages as stage_table
+from pipeline.config.paths import TEMPLATES
 from pipeline.config.places import release_folder, target_folder
-from pipeline.formats import PackageLayout
 from pipeline.errors import PackageError
+from pipeline.formats import PackageLayout
+from pipeline.hashing import file_sha256
 from pipeline.infra import archive as archives
 from pipeline.infra import fsutil, templates
-from pipeline.hashing import file_sha256
 from pipeline.infra.log import size as log_size
-from pipeline.stages.manifest import Manifest
 from pipeline.records import record
+from pipeline.stages.manifest import Manifest
 
 # GitHub refuses release assets of 2 GiB and more; larger archives are published in parts.
 ASSET_LIMIT = 2**31 - 1

@@ -22,8 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import CommandError, PublishError
 from pipeline.infra import runner
-from pipeline.errors import (CommandError, PublishError)
 from pipeline.infra.log import Log
 from pipeline.records import record
 

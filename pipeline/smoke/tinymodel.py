@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from pipeline.records import record
 
 ARCH = "llama"

@@ -23,15 +23,16 @@ from docker.types import Mount
 
 from pipeline.config.places import Places
 from pipeline.config.settings import Settings
+from pipeline.formats import PackageLayout
 from pipeline.gpu import archs, tensile
 from pipeline.infra import builderpkgs, fsutil, toolchain
 from pipeline.infra import log as logs
 from pipeline.infra.container import Container
 from pipeline.infra.toolchain import SRC
-from pipeline.formats import PackageLayout
-from pipeline.upstream import layouts
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import BuilderImage, BuildResult, PatchedTree, StepTime
+from pipeline.upstream import layouts
+
 
 def key(plan: Plan, settings: Settings) -> object:
     # SOURCE_DATE_EPOCH reaches the build (and the archive's mtimes through it): it is an input too. The

@@ -20,14 +20,14 @@ import gzip
 import time
 from pathlib import Path
 
-from pipeline.config.settings import Settings
 from docker.types import Mount
 
+from pipeline.config.settings import Settings
 from pipeline.errors import CommandError, DockerError, ModelRunError
-from pipeline.infra import archive, baseimage, fsutil, images, templates
-from pipeline.smoke import modelrun, tinymodel
-from pipeline.infra.container import Container
 from pipeline.hashing import file_sha256
+from pipeline.infra import archive, baseimage, fsutil, images, templates
+from pipeline.infra.container import Container
+from pipeline.smoke import modelrun, tinymodel
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import RuntimeImage, Verified
 

@@ -115,7 +115,7 @@ class Manifest:
     archive: ArchiveRecord | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        return plain(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -152,12 +152,14 @@ class Manifest:
         return cls.from_dict(doc, str(path))
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A record as JSON-ready data: records as objects (fields that are None left out), mappings as
+    objects, tuples as lists."""
     if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
                 if getattr(value, f.name) is not None}
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

@@ -16,17 +16,16 @@ import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.config import series
-from pipeline.config import places
+from pipeline import formats
+from pipeline.config import places, series
 from pipeline.config.places import Places
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Backend, Builder, LlamaCpp, Matrix, Target, tag_version
-from pipeline import formats
 from pipeline.infra import baseimage
 from pipeline.infra.log import Log, StageResult
+from pipeline.records import record
 from pipeline.upstream import layouts
 from pipeline.upstream.layouts import Step
-from pipeline.records import record
 
 
 @record

@@ -24,7 +24,7 @@ from pipeline.config import loader
 from pipeline.errors import ConfigError
 from pipeline.formats import PackageLayout
 from pipeline.records import record
-from pipeline.stages.manifest import Manifest
+from pipeline.stages.manifest import Manifest, plain
 from pipeline.upstream import layouts
 
 
@@ -36,7 +36,7 @@ class Result:
     _given: ClassVar[tuple[str, ...]] = ()
 
     def to_record(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)
                 if f.name not in self._given and getattr(self, f.name) is not None}
 
     def to_json(self) -> str:
@@ -57,17 +57,6 @@ class Result:
         except ValueError as exc:
             raise ConfigError(f"{where}: not valid JSON ({exc})") from None
         return cls.from_record(doc, where, **needs)
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if getattr(value, f.name) is not None}
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
 
 
 # The folder a tree stage keeps its tree in, beside its record.

@@ -23,13 +23,13 @@ from docker.types import Mount
 from pipeline.config.policy import load_policy
 from pipeline.config.settings import Settings
 from pipeline.errors import VerifyError
-from pipeline.gpu import offload, tensile
-from pipeline.infra import archive, baseimage, fsutil
-from pipeline.smoke import modelrun, tinymodel
-from pipeline.infra.container import Container
 from pipeline.formats import PackageLayout
+from pipeline.gpu import offload, tensile
 from pipeline.hashing import file_sha256
+from pipeline.infra import archive, baseimage, fsutil
+from pipeline.infra.container import Container
 from pipeline.infra.log import Log
+from pipeline.smoke import modelrun, tinymodel
 from pipeline.stages import manifest as schema
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import Packaged, Verified

@@ -26,9 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import docker
 import docker.errors
 
+import docker
 from pipeline import orchestrate, stages
 from pipeline.config import targets
 from pipeline.config.paths import PROJECT_ROOT
@@ -134,10 +134,9 @@ def _cold(matrix: targets.Matrix, target: targets.Target, settings: Settings) ->
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         for name in toolchain.VOLUMES:
-            try:
+            # Best effort: the benchmark's own throw-away volumes.
+            with contextlib.suppress(docker.errors.DockerException):
                 engine.client().volumes.get(toolchain.volume_name(cold, name)).remove(force=True)
-            except docker.errors.DockerException:
-                pass  # best effort: the benchmark's own throw-away volumes
 
 
 # --- Disk: peak disk of one release build job, measured on an engine of its own ----------------------
@@ -236,7 +235,7 @@ def _disk_job(name: str, names: list[str], settings: Settings, logs: Path, inter
     folders = {c: root / c for c in DISK_COMPONENTS}
     for f in folders.values():
         f.mkdir()
-    peak = {c: 0 for c in DISK_COMPONENTS}
+    peak = dict.fromkeys(DISK_COMPONENTS, 0)
     peak_total, peak_at, samples = 0, 0.0, 0
     log_path = logs / f"bench-disk-{name}.log"
     start = time.monotonic()

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -18,10 +19,10 @@ from pathlib import Path
 import docker.errors
 
 from pipeline.config.settings import Settings
-from pipeline.infra.log import size as log_size
 from pipeline.errors import DockerError
 from pipeline.infra import engine, images
 from pipeline.infra.container import LABEL as CONTAINER_LABEL
+from pipeline.infra.log import size as log_size
 from pipeline.records import record
 
 
@@ -36,10 +37,8 @@ def folder_size(path: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
     return total
 
 

@@ -25,11 +25,11 @@ from pipeline.config.settings import Settings
 from pipeline.config.targets import Matrix, tag_version
 from pipeline.errors import CommandError, ConfigError, PatchError, SourceError
 from pipeline.infra import fsutil, git, runner
-from pipeline.upstream import llamacpp
 from pipeline.infra.git import conflict_location
 from pipeline.infra.log import Log
-from pipeline.tools import gobox
 from pipeline.records import record
+from pipeline.tools import gobox
+from pipeline.upstream import llamacpp
 
 # Fixed identity and dates keep the work tree's commits, and so the refreshed files, reproducible.
 IDENTITY = {"GIT_AUTHOR_NAME": "ollama-pipeline", "GIT_AUTHOR_EMAIL": "maintainers@ollama-pipeline.invalid",

@@ -38,10 +38,10 @@ from pipeline.config.settings import Settings
 from pipeline.config.targets import Matrix, go_version, planned_go, tag_version
 from pipeline.errors import PipelineError, UsageError, one_line
 from pipeline.infra import git
-from pipeline.upstream import layouts, llamacpp
 from pipeline.infra.log import Log
-from pipeline.tools import patchtool
 from pipeline.records import record
+from pipeline.tools import patchtool
+from pipeline.upstream import layouts, llamacpp
 
 PRESETS = ("CUDA 11", "ROCm 6", "ROCm 7", "Vulkan")
 ARCHS = ("gfx906", "gfx1103")

@@ -73,7 +73,7 @@ class InTree(Layout):
         gpu = {b.arch_variable: ";".join(target.gpu_archs) for b in backends if b.arch_variable}
         for backend in backends:
             defines = {"OLLAMA_RUNNER_DIR": backend.runner_dir}
-            defines.update({var: "ccache" for var in backend.launchers})
+            defines.update(dict.fromkeys(backend.launchers, "ccache"))
             defines.update(gpu)
             defines.update(backend.cache_variables)
             if backend.gpu_code:

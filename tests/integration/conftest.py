@@ -105,8 +105,8 @@ def write_matrix(path: Path, repo: Path, commit: str, *, tag: str = "v1.2.3", na
 @pytest.fixture
 def settings_for(tmp_path, cache_dir):
     def make(matrix: Path, **overrides) -> settings_mod.Settings:
-        values = dict(targets_file=matrix, dist=tmp_path / "dist", cache=cache_dir,
-                      patches_dir=tmp_path / "patches")
+        values = {"targets_file": matrix, "dist": tmp_path / "dist", "cache": cache_dir,
+                  "patches_dir": tmp_path / "patches"}
         values.update(overrides)
         # The fixture is the source here, whatever the environment says about upstream.
         env = {k: v for k, v in os.environ.items() if k != "OLLAMA_SOURCE" and not k.startswith("PIPELINE_")}

@@ -15,15 +15,12 @@ from pathlib import Path
 import pytest
 from docker.types import Mount
 
-from pipeline import stages
-from pipeline.errors import VerifyError
-from pipeline.infra import container
-from pipeline import orchestrate
+from pipeline import orchestrate, stages
 from pipeline.config import targets
-from pipeline.stages import verify
-from pipeline.errors import CommandError, PatchError
+from pipeline.errors import CommandError, PatchError, VerifyError
+from pipeline.infra import baseimage, container
 from pipeline.infra.log import Log
-from pipeline.infra import baseimage
+from pipeline.stages import verify
 
 from . import miniollama
 from .conftest import PROJECT, write_matrix
@@ -64,7 +61,7 @@ def test_mini_project_builds_into_a_tarball_whose_binary_reports_the_stamped_ver
         engine, mini_project, settings_for, tmp_path):
     repo, commit = mini_project
     settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit))
-    plan, outcome = build(settings.targets_file, settings)
+    _plan, outcome = build(settings.targets_file, settings)
 
     assert outcome.archive == settings.dist / "cpu" / "ollama-1.2.3-cpu.tar.gz"
     assert [name for name, _, _ in outcome.stages] == [s.name for s in stages.select(stages.STAGES)]
@@ -192,7 +189,7 @@ def test_patch_that_does_not_apply_stops_before_any_build(engine, mini_project, 
 
 def test_interrupted_build_removes_its_container_and_leaves_no_archive(
         engine, mini_project, settings_for, tmp_path):
-    repo, commit = mini_project
+    repo, _commit = mini_project
     # A slow step makes sure the interrupt lands while the container runs.
     (repo / "CMakeLists.txt").write_text(miniollama.CMAKE + 'execute_process(COMMAND sleep 120)\n')
     slow = miniollama.commit_files(repo, "slow configure", tag="v1.2.3")
@@ -240,6 +237,6 @@ def test_verify_names_a_library_missing_from_the_package(engine, mini_project, s
         for path in sorted(root.rglob("*")):
             tar.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
 
-    with pytest.raises(VerifyError, match=r"lib/ollama/libggml-cpu.so needs libggml-base.so"):
-        with Log("verify", tmp_path / "verify.log") as log:
-            verify.verify_archive(broken, settings, log)
+    with pytest.raises(VerifyError, match=r"lib/ollama/libggml-cpu.so needs libggml-base.so"), \
+            Log("verify", tmp_path / "verify.log") as log:
+        verify.verify_archive(broken, settings, log)

@@ -8,12 +8,11 @@ import tarfile
 import pytest
 from docker.types import Mount
 
-from pipeline.stages import builder as builder_stage
-from pipeline import stages
+from pipeline import orchestrate, stages
+from pipeline.config import targets
 from pipeline.errors import GpuCodeError
 from pipeline.gpu import archs
-from pipeline import orchestrate
-from pipeline.config import targets
+from pipeline.stages import builder as builder_stage
 
 from . import miniollama
 from .conftest import write_matrix
@@ -37,7 +36,8 @@ def build_gpu(name, mini_project, settings_for, tmp_path):
 
 def in_builder(engine, plan, root, script: str) -> str:
     """Run a listing tool of the builder image on the unpacked package."""
-    return engine.containers.run(builder_stage.image_tag(plan), ["sh", "-c", script], remove=True, working_dir="/pkg",
+    return engine.containers.run(builder_stage.image_tag(plan), ["sh", "-c", script], remove=True,
+                                 working_dir="/pkg",
                                  mounts=[Mount("/pkg", str(root), type="bind", read_only=True)]).decode()
 
 
@@ -62,7 +62,8 @@ def test_cuda_target_compiles_real_sm_37_code_and_no_ptx(engine, mini_project, s
     plan, info, root = build_gpu("sm_37", mini_project, settings_for, tmp_path)
 
     assert info.code_objects["libggml-cuda.so"] == ("sass:sm_37",)
-    listing = in_builder(engine, plan, root, f"cuobjdump --list-elf {CUDA_LIB}; cuobjdump --list-ptx {CUDA_LIB}")
+    listing = in_builder(engine, plan, root, f"cuobjdump --list-elf {CUDA_LIB}; cuobjdump --list-ptx "
+                                             f"{CUDA_LIB}")
     assert archs.found("cuda", listing) == {"sass:sm_37"}
     assert ".sm_37.cubin" in listing
 

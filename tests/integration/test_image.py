@@ -26,7 +26,7 @@ def test_image_is_made_from_the_verified_archive_and_a_second_run_is_a_noop(
     repo, commit = mini_project
     settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit,
                                          runtime={"env": {"OLLAMA_KEEP_ALIVE": "10m"}}))
-    plan, outcome = build_with_image(settings)
+    _plan, outcome = build_with_image(settings)
     made = outcome.results["image"]
     assert [name for name, _, _ in outcome.stages][-2:] == ["verify", "image"]
     assert made.tag == "ollama-pipeline/ollama:1.2.3-cpu"
@@ -36,7 +36,8 @@ def test_image_is_made_from_the_verified_archive_and_a_second_run_is_a_noop(
     manifest = outcome.results["package"].manifest
     assert labels["org.opencontainers.image.version"] == "1.2.3+cpu"
     assert labels["org.opencontainers.image.revision"] == commit
-    assert labels["org.ollama-pipeline.archive.sha256"] == manifest.archive.sha256 == file_sha256(outcome.archive)
+    assert labels["org.ollama-pipeline.archive.sha256"] == manifest.archive.sha256 \
+        == file_sha256(outcome.archive)
     config = image.attrs["Config"]
     assert config["Entrypoint"] == ["/usr/bin/ollama"] and config["Cmd"] == ["serve"]
     assert "OLLAMA_KEEP_ALIVE=10m" in config["Env"] and "OLLAMA_HOST=0.0.0.0:11434" in config["Env"]

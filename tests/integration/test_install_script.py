@@ -13,9 +13,9 @@ from docker.types import Mount
 from pipeline import stages
 from pipeline.config import targets
 from pipeline.config.settings import Settings
-from pipeline.smoke import modelrun
 from pipeline.infra.container import Container
 from pipeline.infra.log import Log
+from pipeline.smoke import modelrun
 
 from ..unit.test_install_script import unpack_fake
 from .conftest import PROJECT

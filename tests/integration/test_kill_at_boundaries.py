@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.hashing import file_sha256
 from pipeline import stages
+from pipeline.hashing import file_sha256
 from pipeline.infra import container, owner
 
 from . import miniollama
@@ -133,7 +133,8 @@ def env_for(settings) -> dict[str, str]:
 
 
 def command(settings, image: bool) -> list[str]:
-    return [sys.executable, "-m", "pipeline", "build", "cpu", *(["--image"] if image else []), "--targets-file",
+    return [sys.executable, "-m", "pipeline", "build", "cpu", *(["--image"] if image else []),
+            "--targets-file",
             str(settings.targets_file), "--dist", str(settings.dist)]
 
 
@@ -238,7 +239,8 @@ def test_kill_9_at_every_stage_boundary_keeps_the_good_output_and_the_next_run_c
             assert all(re.search(f"<== {s.name}: (done|cached)", log) for s in ran), log
             consistent(folder)
             for pid in dead:
-                assert debris(settings, pid) == [], f"after the run that followed {stage.name}: {pid}'s debris"
+                assert debris(settings, pid) == [], \
+                    f"after the run that followed {stage.name}: {pid}'s debris"
                 assert containers_of(engine, pid) == [], f"after the run that followed {stage.name}"
     finally:
         for pid in dead:

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from pipeline import cli
-from pipeline.tools.memtest import driver as mt_driver
 from pipeline.config.settings import PROJECT_ROOT
+from pipeline.tools.memtest import driver as mt_driver
 
 pytestmark = pytest.mark.upstream
 

@@ -15,16 +15,17 @@ from pipeline.config import targets
 from pipeline.config.settings import Settings
 from pipeline.infra import archive as archives
 from pipeline.infra import baseimage
-from pipeline.smoke import modelrun, tinymodel
 from pipeline.infra.container import Container
 from pipeline.infra.log import Log
+from pipeline.smoke import modelrun, tinymodel
 
 from .conftest import PROJECT, write_matrix
 from .test_build_pipeline import build, unpack
 
 needs_upstream = pytest.mark.skipif(
     not os.environ.get("OLLAMA_SOURCE"),
-    reason="OLLAMA_SOURCE is unset: point it at a clone or mirror of Ollama to build the real upstream source")
+    reason="OLLAMA_SOURCE is unset: point it at a clone or mirror of Ollama to build the real upstream "
+           "source")
 
 
 def model_run(settings, root: Path, tmp_path: Path, *, model: Path | None = None, suite: str = "trixie"):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.tools import patchtool
 from pipeline.config import targets
 from pipeline.errors import CommandError
 from pipeline.infra.log import Log
+from pipeline.tools import patchtool
 
 from . import miniollama
 from .conftest import write_matrix

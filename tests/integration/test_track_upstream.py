@@ -12,8 +12,8 @@ import pytest
 from packaging.version import Version
 
 from pipeline.config import series, targets
-from pipeline.config.targets import tag_version
 from pipeline.config.settings import Settings
+from pipeline.config.targets import tag_version
 from pipeline.infra.log import Log
 from pipeline.tools import track
 
@@ -35,7 +35,7 @@ def git(gitdir: Path, *args: str, check: bool = True) -> subprocess.CompletedPro
 def report(tmp_path_factory):
     settings = Settings.from_env(targets_file=PROJECT / "targets.toml", dist=tmp_path_factory.mktemp("dist"))
     matrix = targets.load(settings.targets_file)
-    with Log("track", settings.dist / "track.log", console=open(os.devnull, "w")) as log:  # noqa: SIM115
+    with Log("track", settings.dist / "track.log", console=open(os.devnull, "w")) as log:
         rep = track.report(matrix, settings, log)
     gitdir = Path(git(Path(settings.source), "rev-parse", "--absolute-git-dir").stdout.decode().strip()) \
         if (Path(settings.source) / ".git").exists() else Path(settings.source)
@@ -61,10 +61,12 @@ def test_every_release_tag_from_v0_12_5_to_the_newest_is_listed_in_order(report)
 def test_layouts_are_what_each_tree_holds(report):
     rep, gitdir, _ = report
     for row in rep["tags"]:
-        has_version_file = git(gitdir, "cat-file", "-e", f"{row['commit']}:LLAMA_CPP_VERSION", check=False).returncode == 0
+        has_version_file = git(gitdir, "cat-file", "-e", f"{row['commit']}:LLAMA_CPP_VERSION",
+                               check=False).returncode == 0
         assert row["layout"] == ("fetched" if has_version_file else "in-tree"), row["tag"]
         if has_version_file:
-            assert row["llama_cpp"] == git(gitdir, "show", f"{row['commit']}:LLAMA_CPP_VERSION").stdout.decode().strip()
+            shown = git(gitdir, "show", f"{row['commit']}:LLAMA_CPP_VERSION")
+            assert row["llama_cpp"] == shown.stdout.decode().strip()
     rows = {r["tag"]: r for r in rep["tags"]}
     assert rows["v0.24.0"]["layout"] == "in-tree" and rows["v0.30.0"]["layout"] == "fetched"
     assert rows["v0.30.0"]["llama_cpp"] == "b9452"
@@ -94,7 +96,8 @@ def test_verdicts_match_git_apply_on_each_tags_tree(report):
                                         capture_output=True).returncode == 0
                     verdict = row["patches"][patch.name]["verdict"]
                     if ok:
-                        subprocess.run(["git", "apply", str(patch.path)], cwd=tmp, capture_output=True, check=True)
+                        subprocess.run(["git", "apply", str(patch.path)], cwd=tmp, capture_output=True,
+                                       check=True)
                         assert verdict in ("applies", "already upstream"), (row["tag"], patch.name, verdict)
                     else:
                         assert verdict != "applies", (row["tag"], patch.name, verdict)
@@ -102,10 +105,12 @@ def test_verdicts_match_git_apply_on_each_tags_tree(report):
     assert checked >= 20  # v0.12.5 (0001-0005), v0.12.7-v0.12.10 (0006/0007), v0.24-v0.29 (0008/0009) ...
     rows = {r["tag"]: r for r in rep["tags"]}
     assert {n: p["verdict"] for n, p in rows["v0.24.0"]["patches"].items()
-            if p["verdict"] != "out of range"} == {"0008-cmake-build-gfx906-and-gfx1103-v0.24.patch": "applies",
+            if p["verdict"]
+            != "out of range"} == {"0008-cmake-build-gfx906-and-gfx1103-v0.24.patch": "applies",
                                                    "0009-cuda-build-kepler-sm37-v0.24.patch": "applies"}
     assert all(p["verdict"] == "out of range" for p in rows["v0.30.0"]["patches"].values())
-    assert "upstream has it" in rows["v0.14.0"]["patches"]["0005-discover-count-gtt-memory-of-amd-igpus.patch"]["detail"]
+    gtt = rows["v0.14.0"]["patches"]["0005-discover-count-gtt-memory-of-amd-igpus.patch"]
+    assert "upstream has it" in gtt["detail"]
 
 
 def _write_files(gitdir: Path, commit: str, patches, root: Path) -> None:

@@ -8,11 +8,10 @@ import re
 
 import pytest
 
-from pipeline import stages
-from pipeline import orchestrate
-from pipeline.infra import archive as archives
+from pipeline import orchestrate, stages
 from pipeline.config import targets
 from pipeline.config.settings import Settings
+from pipeline.infra import archive as archives
 
 from .conftest import PROJECT
 from .test_build_pipeline import run_packaged

@@ -8,14 +8,14 @@ import signal
 import subprocess
 from pathlib import Path
 
-import docker
 import docker.client
 import pytest
 
+import docker
 import pipeline.infra.engine
 from pipeline.config import targets
-from pipeline.infra.log import Log
 from pipeline.config.settings import Settings
+from pipeline.infra.log import Log
 
 PROJECT = Path(__file__).resolve().parents[2]
 TARGETS_FILE = PROJECT / "targets.toml"
@@ -109,7 +109,8 @@ def commit_files(repo: Path, files: dict[str, str | bytes], message: str) -> str
 def retagged(text: str, tag: str, commit: str) -> str:
     """targets.toml's text with the default upstream tag and commit replaced (a generated repository's
     v1.0.0, say) and the caps at v0.30 lifted: generated versions are numbered from 1.0."""
-    text = text.replace('tag = "v0.12.5"', f'tag = "{tag}"').replace("3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b", commit)
+    text = text.replace('tag = "v0.12.5"', f'tag = "{tag}"')
+    text = text.replace("3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b", commit)
     return re.sub(r'^versions = "<0\.30"\n', "", text, flags=re.M).replace(',<0.30"', '"')
 
 
@@ -126,7 +127,7 @@ def settings(tmp_path) -> Settings:
 
 @pytest.fixture
 def log(tmp_path):
-    with Log("test", tmp_path / "logs" / "test.log", console=open(os.devnull, "w")) as lg:  # noqa: SIM115
+    with Log("test", tmp_path / "logs" / "test.log", console=open(os.devnull, "w")) as lg:
         yield lg
         lg.console.close()
 
@@ -169,7 +170,8 @@ def package_stage(the_plan, build_root: Path, dist: Path, log: Log, *, epoch: in
     from pipeline.stages.results import BuilderImage, BuildResult
 
     plan = dataclasses.replace(the_plan, builder=dataclasses.replace(the_plan.builder, policy=""))
-    build = BuildResult(root=build_root, image=BuilderImage(tag="ollama-pipeline/builder-test:0", id=image_id),
+    image = BuilderImage(tag="ollama-pipeline/builder-test:0", id=image_id)
+    build = BuildResult(root=build_root, image=image,
                         version=plan.version, source_date_epoch=epoch, seconds=0.0, steps=(),
                         code_objects=code_objects or {})
     handle = StageResult()

@@ -36,7 +36,7 @@ def test_the_package_becomes_a_gzip_tar_with_the_same_entries(tmp_path, fmt):
 def test_a_truncated_archive_is_one_error(tmp_path):
     path = tmp_path / "ollama-1.0-cpu.tar.zst"
     path.write_bytes(archive.ZSTD_MAGIC + b"\0\0")
-    with pytest.raises(PackageError, match="ollama-1.0-cpu.tar.zst"):
+    with pytest.raises(PackageError, match=r"ollama-1.0-cpu.tar.zst"):
         archive.gzip_tar(path, tmp_path)
     with pytest.raises(PackageError, match="not a package archive"):
         archive.gzip_tar(tmp_path / "ollama.zip", tmp_path)

@@ -77,9 +77,11 @@ GFX906 = 'gpu_archs = ["gfx906"]'
 MATRIX_CASES = [
     Case("target-name-escapes", TARGETS, CFG, "'../evil'", setup=matrix_with(CPU, '[targets."../evil"]')),
     Case("target-name-absolute", TARGETS, CFG, "'/tmp/x'", setup=matrix_with(CPU, '[targets."/tmp/x"]')),
-    Case("target-name-release", TARGETS, CFG, "'release' is reserved", setup=matrix_with(CPU, "[targets.release]")),
+    Case("target-name-release", TARGETS, CFG, "'release' is reserved",
+         setup=matrix_with(CPU, "[targets.release]")),
     Case("target-name-all", TARGETS, CFG, "'all' is reserved", setup=matrix_with(CPU, "[targets.all]")),
-    Case("target-name-patches", TARGETS, CFG, "'patches' is reserved", setup=matrix_with(CPU, "[targets.patches]")),
+    Case("target-name-patches", TARGETS, CFG, "'patches' is reserved",
+         setup=matrix_with(CPU, "[targets.patches]")),
     Case("target-name-upper", TARGETS, CFG, "'CPU'", setup=matrix_with(CPU, "[targets.CPU]")),
     Case("target-name-space", TARGETS, CFG, "'a b'", setup=matrix_with(CPU, '[targets."a b"]')),
     Case("target-name-empty", TARGETS, CFG, "''", setup=matrix_with(CPU, '[targets.""]')),
@@ -95,7 +97,8 @@ MATRIX_CASES = [
          setup=matrix_with(GFX906, 'gpu_archs = ["gfx906;touch x"]')),
     Case("arch-unknown-cuda", TARGETS, CFG, "'38-real'",
          setup=matrix_with('gpu_archs = ["37-real"]', 'gpu_archs = ["38-real"]')),
-    Case("arch-duplicate", TARGETS, CFG, "twice", setup=matrix_with(GFX906, 'gpu_archs = ["gfx906", "gfx906"]')),
+    Case("arch-duplicate", TARGETS, CFG, "twice",
+         setup=matrix_with(GFX906, 'gpu_archs = ["gfx906", "gfx906"]')),
     Case("runtime-arch-outside", TARGETS, CFG, "runtime.archs 'gfx1030'",
          setup=matrix_with('runtime.archs = ["gfx906"]', 'runtime.archs = ["gfx1030"]')),
     Case("version-format-attr", TARGETS, CFG, "{version.__class__}",
@@ -107,17 +110,21 @@ MATRIX_CASES = [
     Case("version-format-index", TARGETS, CFG, "{0}", setup=matrix_with(FMT, 'version_format = "{0}"')),
     Case("version-format-no-version", TARGETS, CFG, "must contain {version}",
          setup=matrix_with(FMT, 'version_format = "{target}"')),
-    Case("version-format-space", TARGETS, CFG, "version_format", setup=matrix_with(FMT, 'version_format = "{version} -X x"')),
-    Case("version-format-broken", TARGETS, CFG, "version_format", setup=matrix_with(FMT, 'version_format = "{version"')),
+    Case("version-format-space", TARGETS, CFG, "version_format",
+         setup=matrix_with(FMT, 'version_format = "{version} -X x"')),
+    Case("version-format-broken", TARGETS, CFG, "version_format",
+         setup=matrix_with(FMT, 'version_format = "{version"')),
     Case("version-variable-option", TARGETS, CFG, "version_variable",
          setup=matrix_with('version_variable = "github.com/ollama/ollama/version.Version"',
                            'version_variable = "x -X y.z"')),
-    Case("url-option", TARGETS, CFG, "'--upload-pack=touch x'", setup=matrix_with(URL, 'url = "--upload-pack=touch x"')),
+    Case("url-option", TARGETS, CFG, "'--upload-pack=touch x'",
+         setup=matrix_with(URL, 'url = "--upload-pack=touch x"')),
     Case("url-dash", TARGETS, CFG, "'-oProxyCommand=x'", setup=matrix_with(URL, 'url = "-oProxyCommand=x"')),
     Case("url-ext-transport", TARGETS, CFG, "ext::", setup=matrix_with(URL, 'url = "ext::sh -c touch% x"')),
     Case("url-fd-transport", TARGETS, CFG, "fd::", setup=matrix_with(URL, 'url = "fd::3"')),
     Case("url-scheme", TARGETS, CFG, "'ftp'", setup=matrix_with(URL, 'url = "ftp://example.com/x.git"')),
-    Case("url-host-dash", TARGETS, CFG, "ssh://-oProxyCommand", setup=matrix_with(URL, 'url = "ssh://-oProxyCommand=x/y"')),
+    Case("url-host-dash", TARGETS, CFG, "ssh://-oProxyCommand",
+         setup=matrix_with(URL, 'url = "ssh://-oProxyCommand=x/y"')),
     Case("url-newline", TARGETS, CFG, "source.url", setup=matrix_with(URL, 'url = "https://a/b\\n--c"')),
     Case("tag-option", TARGETS, CFG, "'--help'", setup=matrix_with(TAG, 'tag = "--help"')),
     Case("tag-dotdot", TARGETS, CFG, "'v1..2'", setup=matrix_with(TAG, 'tag = "v1..2"')),
@@ -131,11 +138,13 @@ MATRIX_CASES = [
     Case("targets-file-folder", ("targets", "--targets-file", "{tmp}"), CFG, "is a folder"),
     Case("targets-file-missing", ("targets", "--targets-file", "{tmp}/none.toml"), CFG, "none.toml"),
     Case("unknown-key", TARGETS, CFG, "'gpu_arches'", setup=matrix_with(GFX906, 'gpu_arches = ["gfx906"]')),
-    Case("wrong-type", TARGETS, CFG, "'backends'", setup=matrix_with('backends = ["cpu"]', 'backends = "cpu"')),
+    Case("wrong-type", TARGETS, CFG, "'backends'",
+         setup=matrix_with('backends = ["cpu"]', 'backends = "cpu"')),
     Case("bool-for-int", TARGETS, CFG, "compression_level", setup=matrix_with(
         'format = "tar.zst"', 'format = "tar.zst"\ncompression_level = true')),
     Case("format-unknown", TARGETS, CFG, "'zip'", setup=matrix_with('format = "tar.zst"', 'format = "zip"')),
-    Case("level-range", TARGETS, CFG, "99", setup=matrix_with('format = "tar.zst"', 'format = "tar.zst"\ncompression_level = 99')),
+    Case("level-range", TARGETS, CFG, "99",
+         setup=matrix_with('format = "tar.zst"', 'format = "tar.zst"\ncompression_level = 99')),
     Case("builder-undefined", TARGETS, CFG, "'nosuch'", setup=matrix_with(
         'builder = "debian-rocm"', 'builder = "nosuch"')),
     Case("name-key", TARGETS, CFG, "'name'", setup=matrix_with(
@@ -156,7 +165,8 @@ CLI_CASES = [
     Case("source-dash", ("plan", "cpu", "--source=-oProxyCommand=touch x"), USE, "-oProxyCommand"),
     Case("source-upload-pack", ("plan", "cpu", "--source=--upload-pack=touch x"), USE, "--upload-pack"),
     Case("source-ext", ("plan", "cpu", "--source", "ext::sh -c touch% x"), USE, "ext::"),
-    Case("source-host-dash", ("plan", "cpu", "--source", "ssh://-oProxyCommand=x/y"), USE, "ssh://-oProxyCommand"),
+    Case("source-host-dash", ("plan", "cpu", "--source", "ssh://-oProxyCommand=x/y"), USE,
+         "ssh://-oProxyCommand"),
     Case("source-scp-dash", ("plan", "cpu", "--source", "x@-host:path"), USE, "x@-host:path"),
     Case("mirror-scheme", ("build", "cpu", "--debian-mirror", "ftp://mirror.example/debian"), USE, "ftp"),
     Case("mirror-dash", ("build", "cpu", "--debian-mirror=-x"), USE, "'-x'"),
@@ -174,7 +184,8 @@ CLI_CASES = [
     Case("json-under-file", ("memtest", "--json", "{tmp}/file/m.json"), USE, "is a file",
          setup=lambda tmp: (tmp / "file").write_text("x")),
     Case("bench-output-folder", ("bench", "cpu", "--output", "{tmp}"), USE, "is a folder"),
-    Case("patches-unknown-target", ("patches", "apply", "--ref", "v0.12.5", "--into", "{tmp}/w", "--target", "nosuch"),
+    Case("patches-unknown-target",
+         ("patches", "apply", "--ref", "v0.12.5", "--into", "{tmp}/w", "--target", "nosuch"),
          USE, "'nosuch'"),
 ]
 
@@ -183,16 +194,21 @@ CLI_CASES = [
 ENV_CASES = [
     Case("epoch-word", ("plan", "cpu"), USE, "'soon'", env=(("SOURCE_DATE_EPOCH", "soon"),)),
     Case("epoch-negative", ("plan", "cpu"), USE, "'-1'", env=(("SOURCE_DATE_EPOCH", "-1"),)),
-    Case("epoch-huge", ("plan", "cpu"), USE, "'99999999999999'", env=(("SOURCE_DATE_EPOCH", "99999999999999"),)),
-    Case("epoch-arabic-digits", ("plan", "cpu"), USE, "SOURCE_DATE_EPOCH", env=(("SOURCE_DATE_EPOCH", "\u0661\u0662"),)),
+    Case("epoch-huge", ("plan", "cpu"), USE, "'99999999999999'",
+         env=(("SOURCE_DATE_EPOCH", "99999999999999"),)),
+    Case("epoch-arabic-digits", ("plan", "cpu"), USE, "SOURCE_DATE_EPOCH",
+         env=(("SOURCE_DATE_EPOCH", "\u0661\u0662"),)),
     Case("epoch-float", ("plan", "cpu"), USE, "'1.5'", env=(("SOURCE_DATE_EPOCH", "1.5"),)),
     Case("jobs-env-zero", ("plan", "cpu"), USE, "PIPELINE_JOBS", env=(("PIPELINE_JOBS", "0"),)),
     Case("jobs-env-word", ("plan", "cpu"), USE, "PIPELINE_JOBS", env=(("PIPELINE_JOBS", "all"),)),
-    Case("source-env-dash", ("plan", "cpu"), USE, "OLLAMA_SOURCE", env=(("OLLAMA_SOURCE", "--upload-pack=x"),)),
+    Case("source-env-dash", ("plan", "cpu"), USE, "OLLAMA_SOURCE",
+         env=(("OLLAMA_SOURCE", "--upload-pack=x"),)),
     Case("source-env-ext", ("plan", "cpu"), USE, "ext::", env=(("OLLAMA_SOURCE", "ext::sh -c x"),)),
-    Case("mirror-env", ("build", "cpu"), USE, "PIPELINE_DEBIAN_MIRROR", env=(("PIPELINE_DEBIAN_MIRROR", "-x"),)),
+    Case("mirror-env", ("build", "cpu"), USE, "PIPELINE_DEBIAN_MIRROR",
+         env=(("PIPELINE_DEBIAN_MIRROR", "-x"),)),
     Case("goproxy-newline", ("plan", "cpu"), USE, "GOPROXY", env=(("GOPROXY", "https://a\nb"),)),
-    Case("targets-env-missing", ("targets",), CFG, "none.toml", env=(("PIPELINE_TARGETS", "{tmp}/none.toml"),)),
+    Case("targets-env-missing", ("targets",), CFG, "none.toml",
+         env=(("PIPELINE_TARGETS", "{tmp}/none.toml"),)),
 ]
 
 # --- the patch series (PIPELINE_PATCHES) ------------------------------------------------------------
@@ -210,7 +226,8 @@ GOOD = patch_text("fix", SIMPLE_DIFF)
 SERIES_ENV = (("PIPELINE_PATCHES", "{tmp}/patches"),)
 PATCH_CASES = [
     Case("patch-name-short", ("plan", "cpu"), CFG, "1-fix.patch", SERIES_ENV, patches({"1-fix.patch": GOOD})),
-    Case("patch-name-upper", ("plan", "cpu"), CFG, "0001-Fix.patch", SERIES_ENV, patches({"0001-Fix.patch": GOOD})),
+    Case("patch-name-upper", ("plan", "cpu"), CFG, "0001-Fix.patch", SERIES_ENV,
+         patches({"0001-Fix.patch": GOOD})),
     Case("patch-number-twice", ("plan", "cpu"), CFG, "0001", SERIES_ENV,
          patches({"0001-a.patch": GOOD, "0001-b.patch": GOOD})),
     Case("patch-targets-empty", ("plan", "cpu"), CFG, "Targets", SERIES_ENV,
@@ -250,14 +267,19 @@ def scenario(old: str, new: str) -> Callable[[Path], None]:
 MEMTEST = ("memtest", "{tmp}/s.toml", "--json", "{tmp}/m.json")
 SCENARIO_CASES = [
     Case("scenario-size-word", MEMTEST, CFG, "'lots'", setup=scenario('total = "16 GiB"', 'total = "lots"')),
-    Case("scenario-size-negative", MEMTEST, CFG, "'-16 GiB'", setup=scenario('total = "16 GiB"', 'total = "-16 GiB"')),
+    Case("scenario-size-negative", MEMTEST, CFG, "'-16 GiB'",
+         setup=scenario('total = "16 GiB"', 'total = "-16 GiB"')),
     Case("scenario-size-huge", MEMTEST, CFG, "'99999999999 TiB'",
          setup=scenario('total = "16 GiB"', 'total = "99999999999 TiB"')),
-    Case("scenario-count-huge", MEMTEST, CFG, "'count'", setup=scenario('integrated = true', 'integrated = true\ncount = 100000')),
-    Case("scenario-blocks-huge", MEMTEST, CFG, "'block_count'", setup=scenario('block_count = 32', 'block_count = 999999999999')),
+    Case("scenario-count-huge", MEMTEST, CFG, "'count'",
+         setup=scenario('integrated = true', 'integrated = true\ncount = 100000')),
+    Case("scenario-blocks-huge", MEMTEST, CFG, "'block_count'",
+         setup=scenario('block_count = 32', 'block_count = 999999999999')),
     Case("scenario-missing", ("memtest", "{tmp}/none.toml", "--json", "{tmp}/m.json"), CFG, "none.toml"),
-    Case("scenario-not-toml", MEMTEST, CFG, "not valid TOML", setup=lambda tmp: (tmp / "s.toml").write_text("[gpus\n")),
-    Case("scenario-not-utf8", MEMTEST, CFG, "not UTF-8", setup=lambda tmp: (tmp / "s.toml").write_bytes(b"x = \"\xff\"")),
+    Case("scenario-not-toml", MEMTEST, CFG, "not valid TOML",
+         setup=lambda tmp: (tmp / "s.toml").write_text("[gpus\n")),
+    Case("scenario-not-utf8", MEMTEST, CFG, "not UTF-8",
+         setup=lambda tmp: (tmp / "s.toml").write_bytes(b"x = \"\xff\"")),
 ]
 
 # --- archives (verify) ------------------------------------------------------------------------------
@@ -297,21 +319,28 @@ ARCHIVE_CASES = [
     Case("archive-wrong-format", VERIFY, PKG, NAME, setup=archive_file(b"\x1f\x8b\x08\x00" + b"\0" * 50)),
     Case("archive-random-gz", ("verify", "{tmp}/ollama-0.12.5-cpu.tar.gz"), PKG, "ollama-0.12.5-cpu.tar.gz",
          setup=archive_file(b"\x1f\x8b\x08\x00garbage" * 10, "ollama-0.12.5-cpu.tar.gz")),
-    Case("archive-truncated-gz", ("verify", "{tmp}/ollama-0.12.5-cpu.tar.gz"), PKG, "ollama-0.12.5-cpu.tar.gz",
+    Case("archive-truncated-gz", ("verify", "{tmp}/ollama-0.12.5-cpu.tar.gz"), PKG,
+         "ollama-0.12.5-cpu.tar.gz",
          setup=lambda tmp: (tmp / "ollama-0.12.5-cpu.tar.gz").write_bytes(
              __import__("gzip").compress(VALID_TAR * 20)[:-30])),
-    Case("archive-not-archive-name", ("verify", "{tmp}/x.zip"), PKG, "x.zip", setup=archive_file(b"PK", "x.zip")),
+    Case("archive-not-archive-name", ("verify", "{tmp}/x.zip"), PKG, "x.zip",
+         setup=archive_file(b"PK", "x.zip")),
     Case("archive-not-tar-inside", VERIFY, PKG, NAME, setup=archive_file(zst(b"not a tar" * 100))),
     Case("archive-trailing-data", VERIFY, PKG, "after the end", setup=archive_file(zst(VALID_TAR) + b"junk")),
-    Case("archive-absolute-member", VERIFY, PKG, "'/etc/evil'", setup=archive_file(zst(tar_of(member("/etc/evil"))))),
-    Case("archive-dotdot-member", VERIFY, PKG, "'../evil'", setup=archive_file(zst(tar_of(member("../evil"))))),
-    Case("archive-inner-dotdot", VERIFY, PKG, "'lib/../../evil'", setup=archive_file(zst(tar_of(member("lib/../../evil"))))),
+    Case("archive-absolute-member", VERIFY, PKG, "'/etc/evil'",
+         setup=archive_file(zst(tar_of(member("/etc/evil"))))),
+    Case("archive-dotdot-member", VERIFY, PKG, "'../evil'",
+         setup=archive_file(zst(tar_of(member("../evil"))))),
+    Case("archive-inner-dotdot", VERIFY, PKG, "'lib/../../evil'",
+         setup=archive_file(zst(tar_of(member("lib/../../evil"))))),
     Case("archive-escaping-link", VERIFY, PKG, "'lib/x'", setup=archive_file(zst(tar_of(
         member("lib/x", tarfile.SYMTYPE, "../../etc/passwd"))))),
     Case("archive-absolute-link", VERIFY, PKG, "'lib/y'", setup=archive_file(zst(tar_of(
         member("lib/y", tarfile.SYMTYPE, "/etc/passwd"))))),
-    Case("archive-device", VERIFY, PKG, "'dev/sda'", setup=archive_file(zst(tar_of(member("dev/sda", tarfile.BLKTYPE))))),
-    Case("archive-fifo", VERIFY, PKG, "'fifo'", setup=archive_file(zst(tar_of(member("fifo", tarfile.FIFOTYPE))))),
+    Case("archive-device", VERIFY, PKG, "'dev/sda'",
+         setup=archive_file(zst(tar_of(member("dev/sda", tarfile.BLKTYPE))))),
+    Case("archive-fifo", VERIFY, PKG, "'fifo'",
+         setup=archive_file(zst(tar_of(member("fifo", tarfile.FIFOTYPE))))),
     Case("archive-hard-link", VERIFY, PKG, "'lib/h'", setup=archive_file(zst(tar_of(
         member("bin/ollama"), member("lib/h", tarfile.LNKTYPE, "/etc/shadow"))))),
     Case("archive-duplicate", VERIFY, PKG, "appears twice", setup=archive_file(zst(tar_of(
@@ -354,7 +383,9 @@ SNAP = "PIPELINE_DEBIAN_SNAPSHOT"
 SNAP_URL = "PIPELINE_DEBIAN_SNAPSHOT_URL"
 GOOD_SNAP = (SNAP, "20261101T000000Z")
 RELEASE = ("release", "cpu", "--dist", "{tmp}/dist")
-PUBLISH_NOTES = lambda tmp: ((tmp / "rel").mkdir(), (tmp / "rel" / "RELEASE_NOTES.md").write_text("# notes\n"))  # noqa: E731
+def PUBLISH_NOTES(tmp):
+    (tmp / "rel").mkdir()
+    (tmp / "rel" / "RELEASE_NOTES.md").write_text("# notes\n")
 SWEEP_CASES = [
     Case("image-no-verify", ("image", "cpu", "--no-verify"), USE, "--no-verify"),
     Case("build-image-no-verify", ("build", "cpu", "--image", "--no-verify"), USE, "--no-verify"),
@@ -367,7 +398,8 @@ SWEEP_CASES = [
     Case("publish-dash-tag-after-dashes", ("--", "--upload-pack=x", "{tmp}/rel"), USE, "'--upload-pack=x'",
          setup=PUBLISH_NOTES, tool="publish"),
     Case("publish-bad-tag", ("v1..2", "{tmp}/rel"), USE, "'v1..2'", setup=PUBLISH_NOTES, tool="publish"),
-    Case("publish-missing-folder", ("v1.0", "{tmp}/none/rel"), USE, "none/rel is not a folder", tool="publish"),
+    Case("publish-missing-folder", ("v1.0", "{tmp}/none/rel"), USE, "none/rel is not a folder",
+         tool="publish"),
     Case("publish-folder-is-file", ("v1.0", "{tmp}/f"), USE, "f is not a folder",
          setup=lambda tmp: (tmp / "f").write_text("x"), tool="publish"),
     Case("publish-no-notes", ("v1.0", "{tmp}/rel"), errors.PublishError.exit_code, "RELEASE_NOTES.md",
@@ -376,9 +408,11 @@ SWEEP_CASES = [
          errors.FileProblem.exit_code, "/proc/none", setup=PUBLISH_NOTES, tool="publish"),
     Case("snapshot-word", ("plan", "cpu"), USE, "'yesterday'", env=((SNAP, "yesterday"),)),
     Case("snapshot-arabic-digits", ("plan", "cpu"), USE, SNAP,
-         env=((SNAP, "\u0662" * 8 + "T" + "\u0660" * 6 + "Z"), (SNAP_URL, "https://snapshot.example/archive/debian"))),
+         env=((SNAP, "\u0662" * 8 + "T" + "\u0660" * 6 + "Z"),
+              (SNAP_URL, "https://snapshot.example/archive/debian"))),
     Case("snapshot-without-url", ("plan", "cpu"), USE, SNAP_URL, env=(GOOD_SNAP,)),
-    Case("snapshot-url-dash", ("plan", "cpu"), USE, SNAP_URL, env=(GOOD_SNAP, (SNAP_URL, "-oProxyCommand=x"))),
+    Case("snapshot-url-dash", ("plan", "cpu"), USE, SNAP_URL,
+         env=(GOOD_SNAP, (SNAP_URL, "-oProxyCommand=x"))),
     Case("snapshot-url-ftp", ("plan", "cpu"), USE, "'ftp'", env=(GOOD_SNAP, (SNAP_URL, "ftp://snapshot/x"))),
     Case("snapshot-url-newline", ("plan", "cpu"), USE, SNAP_URL,
          env=(GOOD_SNAP, (SNAP_URL, "https://a/b\ndeb http://evil/ x main"))),
@@ -390,7 +424,8 @@ SWEEP_CASES = [
     Case("beyond-unknown-arch", TARGETS, CFG, "runtime.archs 'gfx9999'", setup=matrix_with(
         'runtime.archs = ["gfx906"]', 'runtime.archs = ["gfx9999"]\nruntime.archs_beyond_gpu_archs = true')),
     Case("beyond-injection", TARGETS, CFG, "runtime.archs 'gfx906;touch x'", setup=matrix_with(
-        'runtime.archs = ["gfx906"]', 'runtime.archs = ["gfx906;touch x"]\nruntime.archs_beyond_gpu_archs = true')),
+        'runtime.archs = ["gfx906"]',
+        'runtime.archs = ["gfx906;touch x"]\nruntime.archs_beyond_gpu_archs = true')),
     Case("runtime-arch-twice", TARGETS, CFG, "twice", setup=matrix_with(
         'runtime.archs = ["gfx906"]', 'runtime.archs = ["gfx906", "gfx906"]')),
     Case("memtest-json-in-proc", ("memtest", "--json", "/proc/none/m.json"), USE, "/proc"),
@@ -399,18 +434,25 @@ SWEEP_CASES = [
     Case("targets-file-fifo", TARGETS, CFG, "not a regular file", setup=fifo("targets.toml")),
     Case("targets-file-device", ("targets", "--targets-file", "/dev/zero"), CFG, "/dev/zero"),
     Case("patch-fifo", ("plan", "cpu"), CFG, "0001-a.patch", SERIES_ENV, fifo("patches/0001-a.patch")),
-    Case("scenario-fifo", ("memtest", "{tmp}/s.toml", "--json", "{tmp}/m.json"), CFG, "s.toml", setup=fifo("s.toml")),
+    Case("scenario-fifo", ("memtest", "{tmp}/s.toml", "--json", "{tmp}/m.json"), CFG, "s.toml",
+         setup=fifo("s.toml")),
     Case("env-mirror-not-utf8", ("build", "cpu"), USE, "PIPELINE_DEBIAN_MIRROR",
          env=(("PIPELINE_DEBIAN_MIRROR", not_utf8("http://?/debian")),)),
-    Case("env-source-not-utf8", ("plan", "cpu"), USE, "OLLAMA_SOURCE", env=(("OLLAMA_SOURCE", not_utf8("{tmp}/?")),)),
-    Case("env-cache-not-utf8", ("plan", "cpu"), USE, "PIPELINE_CACHE", env=(("PIPELINE_CACHE", not_utf8("{tmp}/?")),)),
+    Case("env-source-not-utf8", ("plan", "cpu"), USE, "OLLAMA_SOURCE",
+         env=(("OLLAMA_SOURCE", not_utf8("{tmp}/?")),)),
+    Case("env-cache-not-utf8", ("plan", "cpu"), USE, "PIPELINE_CACHE",
+         env=(("PIPELINE_CACHE", not_utf8("{tmp}/?")),)),
     Case("env-goproxy-not-utf8", ("plan", "cpu"), USE, "GOPROXY", env=(("GOPROXY", not_utf8("https://?")),)),
-    Case("env-targets-not-utf8", ("targets",), USE, "PIPELINE_TARGETS", env=(("PIPELINE_TARGETS", not_utf8("{tmp}/?")),)),
+    Case("env-targets-not-utf8", ("targets",), USE, "PIPELINE_TARGETS",
+         env=(("PIPELINE_TARGETS", not_utf8("{tmp}/?")),)),
     Case("arg-dist-not-utf8", ("build", "cpu", "--dist", not_utf8("{tmp}/?")), USE, "dist"),
-    Case("release-manifest-dotdot", RELEASE, PKG, "manifest.json", setup=release_manifest("../ollama-0.12.5-cpu.tar.zst")),
-    Case("release-manifest-slash", RELEASE, PKG, "manifest.json", setup=release_manifest("sub/ollama-0.12.5-cpu.tar.zst")),
+    Case("release-manifest-dotdot", RELEASE, PKG, "manifest.json",
+         setup=release_manifest("../ollama-0.12.5-cpu.tar.zst")),
+    Case("release-manifest-slash", RELEASE, PKG, "manifest.json",
+         setup=release_manifest("sub/ollama-0.12.5-cpu.tar.zst")),
     Case("release-manifest-absolute", RELEASE, PKG, "manifest.json", setup=release_manifest("/etc/passwd")),
-    Case("release-manifest-not-archive", RELEASE, PKG, "manifest.json", setup=release_manifest("manifest.json")),
+    Case("release-manifest-not-archive", RELEASE, PKG, "manifest.json",
+         setup=release_manifest("manifest.json")),
 ]
 
 CASES = MATRIX_CASES + CLI_CASES + ENV_CASES + PATCH_CASES + SCENARIO_CASES + ARCHIVE_CASES + SWEEP_CASES
@@ -456,7 +498,8 @@ def test_bad_input_is_refused_in_one_line(case, tmp_path, capsys, monkeypatch):
                                                                "source-dash", "epoch-word")],
                          ids=lambda c: c.id)
 def test_traceback_flag_shows_the_traceback(case, tmp_path, capsys, monkeypatch):
-    case = dataclasses.replace(case, argv=(*case.argv, "--traceback") if case.argv[0] != "patches" else case.argv)
+    argv = (*case.argv, "--traceback") if case.argv[0] != "patches" else case.argv
+    case = dataclasses.replace(case, argv=argv)
     tmp = tmp_path / "case"
     tmp.mkdir()
     err = run_case(case, tmp, capsys, monkeypatch)
@@ -494,7 +537,8 @@ def rewrite(archive: Path, change: Callable[[str, bytes], bytes | None]) -> None
 
 
 def test_verify_names_a_file_changed_after_packaging(built, tmp_path, capsys):
-    rewrite(built, lambda name, data: data.replace(b"library", b"LIBRARY") if name.endswith("libx.so") else data)
+    rewrite(built, lambda name, data: data.replace(b"library", b"LIBRARY") if name.endswith("libx.so")
+            else data)
     (built.parent / "manifest.json").unlink()  # the manifest inside is all that is left to check against
     assert main(["verify", str(built)]) == VFY
     err = capsys.readouterr().err

@@ -21,5 +21,6 @@ def test_a_default_that_is_not_a_debian_archive_is_not_taken(tmp_path, monkeypat
 
 def test_the_configured_mirror_wins_over_every_default(monkeypatch):
     monkeypatch.setattr(baseimage, "machine_debian_mirror", lambda: "http://machine.example/debian")
-    assert baseimage.mirror(Settings(debian_mirror="http://chosen.example/debian")) == "http://chosen.example/debian"
+    chosen = "http://chosen.example/debian"
+    assert baseimage.mirror(Settings(debian_mirror=chosen)) == chosen
     assert baseimage.mirror(Settings()) == "http://machine.example/debian"

@@ -86,7 +86,8 @@ def test_private_engine_has_its_own_roots_and_touches_no_network(tmp_path, monke
         assert "--bridge=none" not in cmd
         for flag in (f"--bridge={eng.bridge}", "--iptables=false", "--ip6tables=false"):
             assert flag in cmd
-        for option, value in (("--data-root", tmp_path / "docker"), ("--exec-root", tmp_path / "engine" / "exec"),
+        for option, value in (("--data-root", tmp_path / "docker"),
+                              ("--exec-root", tmp_path / "engine" / "exec"),
                               ("--pidfile", tmp_path / "engine" / "docker.pid"), ("--host", eng.host)):
             assert cmd[cmd.index(option) + 1] == str(value)
         assert eng.host == f"unix://{tmp_path}/engine/docker.sock"
@@ -178,7 +179,8 @@ def test_disk_reports_peak_and_final_per_component_and_removes_everything(fake_j
     assert list(scratch.iterdir()) == []
 
 
-def test_disk_interrupted_stops_the_build_and_the_engine_and_removes_the_scratch(fake_job, tmp_path, monkeypatch):
+def test_disk_interrupted_stops_the_build_and_the_engine_and_removes_the_scratch(fake_job, tmp_path,
+                                                                                  monkeypatch):
     settings, scratch = fake_job
     monkeypatch.setenv("FAKE_SLEEP", "30")
     monkeypatch.setattr(bench.time, "sleep", lambda s: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 from pipeline.cli import main
 from pipeline.config.targets import load
 from pipeline.errors import SelectionError, UsageError

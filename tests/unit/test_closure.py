@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.closure import elf
+from pipeline.closure import walk as closure
+from pipeline.closure.resolver import Resolver
+from pipeline.closure.walk import Root
 from pipeline.config import policy as policy_mod
 from pipeline.config.policy import NUMERIC, vkey
-from pipeline.closure import walk as closure, elf
-from pipeline.errors import ClosureError
-from pipeline.closure.walk import Root
-from pipeline.closure.resolver import Resolver
-from pipeline.errors import ConfigError, PackageError
+from pipeline.errors import ClosureError, ConfigError, PackageError
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build ELF fixtures")
 
@@ -155,14 +155,16 @@ def test_system_libraries_are_not_bundled(tmp_path, elves):
     result = closure.compute(_package(tmp_path, elves), _sysroot(tmp_path, elves), _policy())
     assert "libc.so.6" not in {b.soname for b in result.bundles}
     # libmid calls nothing of libc, so the linker left it out of its DT_NEEDED.
-    assert sorted(result.system["libc.so.6"]) == ["bin/ollama", f"{CUDA}/libbase.so.1", f"{CUDA}/libggml-cuda.so"]
+    assert sorted(result.system["libc.so.6"]) == ["bin/ollama", f"{CUDA}/libbase.so.1",
+                                                  f"{CUDA}/libggml-cuda.so"]
     assert result.to_dict()["system"] == {"libc.so.6": list(result.system["libc.so.6"])}
 
 
 def test_binary_needing_an_unprovided_library_is_an_error(tmp_path, elves):
     # bin/ollama is started without LD_LIBRARY_PATH and has no RPATH: a bundled copy would not load.
     pkg = _place(tmp_path / "pkg", {"bin/ollama": elves["main_base"]})
-    with pytest.raises(ClosureError, match=r"bin/ollama needs libbase\.so\.1 .*started without LD_LIBRARY_PATH"):
+    with pytest.raises(ClosureError, match=r"bin/ollama needs libbase\.so\.1 .*started without "
+                                           r"LD_LIBRARY_PATH"):
         closure.compute(pkg, _sysroot(tmp_path, elves), _policy())
 
 
@@ -184,7 +186,8 @@ def test_missing_driver_library_is_not_an_error(tmp_path, elves):
 
 def test_driver_library_in_the_package_is_an_error(tmp_path, elves):
     pkg = _package(tmp_path, elves, {f"{CUDA}/libggml-cuda.so": "gpu", f"{CUDA}/libcuda.so.1": "cuda"})
-    with pytest.raises(ClosureError, match=rf"{CUDA}/libcuda\.so\.1 is in the package.*comes with the driver"):
+    with pytest.raises(ClosureError,
+                       match=rf"{CUDA}/libcuda\.so\.1 is in the package.*comes with the driver"):
         closure.compute(pkg, _sysroot(tmp_path, elves), _policy())
 
 
@@ -248,7 +251,8 @@ def test_ld_so_conf_of_the_sysroot_is_searched(tmp_path, elves):
     (sysroot / "etc/ld.so.conf.d").mkdir()
     (sysroot / "etc/ld.so.conf.d/vendor.conf").write_text("/opt/vendor/lib\n")
     result = closure.compute(pkg, sysroot, _policy())
-    assert {b.found_at for b in result.bundles} == {"/opt/vendor/lib/libv.so.1", "/opt/vendor/lib/libvdep.so.1"}
+    assert {b.found_at for b in result.bundles} == {"/opt/vendor/lib/libv.so.1",
+                                                    "/opt/vendor/lib/libvdep.so.1"}
 
 
 def test_library_path_is_searched_like_ld_library_path(tmp_path, elves):
@@ -334,7 +338,8 @@ def _amdgpu(tmp_path: Path, elves) -> Path:
 
 
 def test_roots_are_the_binary_and_every_shared_object_under_lib_ollama(tmp_path, elves):
-    pkg = _package(tmp_path, elves, {f"{CUDA}/libggml-cuda.so": "backend", "lib/ollama/libggml-cpu.so": "cpu"})
+    pkg = _package(tmp_path, elves, {f"{CUDA}/libggml-cuda.so": "backend",
+                                     "lib/ollama/libggml-cpu.so": "cpu"})
     _place(pkg, {"lib/ollama/rocm/rocblas/library/TensileLibrary_gfx906.co": _amdgpu(tmp_path, elves),
                  "lib/ollama/libggml-cpu-link.so": "libggml-cpu.so"})
     (pkg / "lib/ollama/rocm/rocblas/library/TensileLibrary.dat").write_bytes(b"\x82msgpack")
@@ -369,7 +374,8 @@ def test_glibc_at_or_below_the_floor_passes_and_the_highest_is_recorded(tmp_path
     assert highest.library == "libc.so.6"
     each = [_max_version(elf.read_elf(f), "GLIBC") for f in
             (pkg / "bin/ollama", pkg / CUDA / "libggml-cuda.so", elves["mid"], elves["base"])]
-    assert highest.version == max(filter(None, each), key=lambda v: [int(x) for x in v.split("_")[1].split(".")])
+    assert highest.version == max(filter(None, each),
+                                  key=lambda v: [int(x) for x in v.split("_")[1].split(".")])
     exact = highest.version.split("_")[1]
     assert closure.compute(pkg, sysroot, _policy(max_versions={"GLIBC": exact})).problems == ()
 
@@ -377,7 +383,8 @@ def test_glibc_at_or_below_the_floor_passes_and_the_highest_is_recorded(tmp_path
 def _max_version(info, prefix: str, libraries=None) -> str | None:
     """The highest PREFIX_x.y an object needs (from `libraries` only, when given), or None."""
     versions = [name for library, name in info.version_needs if name.rpartition("_")[0] == prefix
-                and (libraries is None or library in libraries) and NUMERIC.fullmatch(name.rpartition("_")[2])]
+                and (libraries is None or library in libraries)
+                and NUMERIC.fullmatch(name.rpartition("_")[2])]
     return max(versions, key=lambda v: vkey(v.rpartition("_")[2]), default=None)
 
 
@@ -425,7 +432,8 @@ def test_every_shipped_policy_states_a_full_floor_and_a_debian_suite_to_verify_o
         assert {"GLIBC", "GLIBCXX", "CXXABI", "GCC"} == set(p.max_versions), name
         assert "libcuda.so.1" in p.never_bundle and "libstdc++.so.6" in p.provided, name
         # The verify container's glibc covers the floor.
-        assert p.suite in suites and p.allows(f"GLIBC_{p.glibc}") and not p.allows(f"GLIBC_{suites[p.suite]}.1")
+        assert p.suite in suites and p.allows(f"GLIBC_{p.glibc}")
+        assert not p.allows(f"GLIBC_{suites[p.suite]}.1")
         assert policy_mod.vkey(p.glibc) <= policy_mod.vkey(suites[p.suite]), name
 
 
@@ -434,8 +442,8 @@ def test_lowered_floors():
     Ubuntu 22.04 for the vendor ROCm flavor."""
     floors = {n: (policy_mod.load_policy(n).suite, dict(closure.load_policy(n).max_versions))
               for n in ("debian-bullseye", "debian-rocm", "ubuntu-22.04")}
-    assert floors["debian-bullseye"] == ("bullseye", {"GLIBC": "2.31", "GLIBCXX": "3.4.28", "CXXABI": "1.3.12",
-                                                      "GCC": "7.0.0"})
+    assert floors["debian-bullseye"] == ("bullseye", {"GLIBC": "2.31", "GLIBCXX": "3.4.28",
+                                                      "CXXABI": "1.3.12", "GCC": "7.0.0"})
     assert floors["debian-rocm"][1]["GLIBC"] == "2.38" and floors["debian-rocm"][1]["GLIBCXX"] == "3.4.32"
     assert floors["ubuntu-22.04"][1]["GLIBC"] == "2.35" and floors["ubuntu-22.04"][1]["GLIBCXX"] == "3.4.30"
     bullseye = policy_mod.load_policy("debian-bullseye")
@@ -443,8 +451,8 @@ def test_lowered_floors():
 
 
 def test_unknown_policy_name_is_refused_with_suggestion():
-    with pytest.raises(ConfigError, match="unknown library policy 'debian-bookwrm' .did you mean "
-                                          "'debian-bookworm'"):
+    with pytest.raises(ConfigError, match=r"unknown library policy 'debian-bookwrm' .did you mean "
+                                          r"'debian-bookworm'"):
         policy_mod.load_policy("debian-bookwrm")
 
 

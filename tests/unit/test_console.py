@@ -78,7 +78,8 @@ def test_github_step_summary_gets_a_table_per_target(tmp_path, monkeypatch):
 def test_step_summary_of_a_failure_holds_the_last_lines(tmp_path):
     summary = tmp_path / "summary.md"
     with pytest.raises(RuntimeError), \
-            Log("cpu", tmp_path / "build.log", policy=Console(io.StringIO(), github=True, summary=summary)) as log:
+            Log("cpu", tmp_path / "build.log",
+                policy=Console(io.StringIO(), github=True, summary=summary)) as log:
         build(log, lines=80, fail=True)
     text = summary.read_text()
     assert "### cpu: failed in " in text
@@ -110,7 +111,8 @@ def test_quiet_needs_a_terminal_and_is_off_under_github_actions(monkeypatch):
 
 def test_quiet_prints_the_last_50_lines_when_the_run_fails(tmp_path):
     term = Terminal()
-    with pytest.raises(RuntimeError), Log("cpu", tmp_path / "build.log", policy=Console(term, quiet=True)) as log:
+    with pytest.raises(RuntimeError), Log("cpu", tmp_path / "build.log",
+                                          policy=Console(term, quiet=True)) as log:
         build(log, lines=120, fail=True)
     shown = term.getvalue()
     tail = shown[shown.index("--- the last 50 lines of the log ---"):]

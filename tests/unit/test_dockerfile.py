@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from pipeline import stages
-from pipeline.stages import builder as dockerfile
-from pipeline.infra import baseimage
-from pipeline.errors import ConfigError
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Builder, load
+from pipeline.errors import ConfigError
+from pipeline.infra import baseimage
+from pipeline.stages import builder as dockerfile
 
 from .conftest import PROJECT, TARGETS_FILE
 
@@ -43,7 +43,8 @@ def test_rendered_dockerfile_matches_golden_file(request, matrix, name):
     rendered = dockerfile.render(PROJECT / "docker", builder,
                                  base_image=baseimage.name(Settings().image_prefix, builder.suite),
                                  serves=matrix.serves(name))
-    compare_with_golden(request, rendered, GOLDEN / f"{name}.Dockerfile", f"docker/{builder.template} for {name}")
+    compare_with_golden(request, rendered, GOLDEN / f"{name}.Dockerfile",
+                        f"docker/{builder.template} for {name}")
 
 
 def test_every_golden_file_belongs_to_a_builder_or_the_runtime_image():
@@ -88,16 +89,17 @@ def test_missing_template_is_a_config_error_naming_the_folder(tmp_path):
 
 def test_runtime_image_dockerfile_matches_golden_file(request):
     """The image stage's Dockerfile for a fixed manifest: base, environment, labels, entrypoint."""
+    from pipeline.infra import templates
     from pipeline.stages import image
     from pipeline.stages.manifest import VERSION, Manifest
-    from pipeline.infra import templates
 
     manifest = Manifest.from_dict({
         "manifest_version": VERSION, "target": "gfx1103", "description": "AMD Radeon 780M",
         "version": "0.12.5+gfx1103",
         "upstream": {"url": "https://github.com/ollama/ollama.git", "tag": "v0.12.5",
                      "commit": "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b", "version": "0.12.5"},
-        "patches": [], "builder": {"name": "debian-rocm", "image": "b:1", "image_id": "sha256:0", "template": "t",
+        "patches": [],
+        "builder": {"name": "debian-rocm", "image": "b:1", "image_id": "sha256:0", "template": "t",
                                    "suite": "trixie", "packages": []},
         "backends": ["CPU", "ROCm 6"], "gpu_archs": ["gfx1100", "gfx1103"],
         "runtime_env": {"HSA_OVERRIDE_GFX_VERSION": "11.0.0"}, "hashes": {}, "source_date_epoch": 1,

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from pipeline.stages import builder as dockerfile
 from pipeline.config import targets
+from pipeline.stages import builder as dockerfile
 
 from .conftest import PROJECT, TARGETS_FILE
 
@@ -31,7 +31,8 @@ def instructions(text: str) -> list[tuple[str, str]]:
 
 def rendered(name: str) -> list[tuple[str, str]]:
     builder = MATRIX.builders[name]
-    text = dockerfile.render(PROJECT / "docker", builder, base_image=f"ollama-pipeline/debian:{builder.suite}")
+    text = dockerfile.render(PROJECT / "docker", builder,
+                             base_image=f"ollama-pipeline/debian:{builder.suite}")
     return instructions(text)
 
 

@@ -24,10 +24,9 @@ def test_atomic_file_replaces_the_file_on_success(tmp_path):
 def test_atomic_file_keeps_the_old_file_on_exception(tmp_path, error):
     path = tmp_path / "out.bin"
     path.write_bytes(b"old")
-    with pytest.raises(error):
-        with fsutil.atomic_file(path) as f:
-            f.write(b"half of the new")
-            raise error
+    with pytest.raises(error), fsutil.atomic_file(path) as f:
+        f.write(b"half of the new")
+        raise error
     assert path.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
@@ -54,10 +53,9 @@ def test_staging_dir_is_removed_on_exception_and_the_old_folder_kept(tmp_path, e
     final = tmp_path / "result"
     final.mkdir()
     (final / "kept").write_text("old")
-    with pytest.raises(error):
-        with fsutil.staging_dir(final) as staging:
-            (staging / "half").write_text("new")
-            raise error
+    with pytest.raises(error), fsutil.staging_dir(final) as staging:
+        (staging / "half").write_text("new")
+        raise error
     assert not staging.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result"]
     assert sorted(p.name for p in final.iterdir()) == ["kept"]
@@ -67,10 +65,9 @@ def test_atomic_files_publish_together_or_not_at_all(tmp_path):
     a, b = tmp_path / "a.tar", tmp_path / "a.json"
     a.write_bytes(b"old archive")
     b.write_bytes(b"old manifest")
-    with pytest.raises(Boom):
-        with fsutil.atomic_files(a, b) as (new_a, new_b):
-            new_a.write_bytes(b"new archive")
-            raise Boom
+    with pytest.raises(Boom), fsutil.atomic_files(a, b) as (new_a, new_b):
+        new_a.write_bytes(b"new archive")
+        raise Boom
     assert (a.read_bytes(), b.read_bytes()) == (b"old archive", b"old manifest")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.tar"]
 

@@ -16,7 +16,8 @@ from pipeline.upstream import layouts
 from .conftest import TARGETS_FILE
 from .test_targets import MINIMAL, edited, write
 
-CARRIES = MINIMAL.replace('template = "t.j2"\n', 'template = "t.j2"\npath = ["/usr/local/go/bin", "/opt/cmake/bin"]\n'
+CARRIES = MINIMAL.replace('template = "t.j2"\n', 'template = "t.j2"\npath = ["/usr/local/go/bin", '
+                                                 '"/opt/cmake/bin"]\n'
                           'go_toolchains = { "1.24.7" = "/usr/local/go/bin", "1.26.11" = "/opt/go1.26/bin", '
                           '"1.25.3" = "/opt/go1.25/bin" }\n', 1) + """
 [defaults.go]
@@ -78,9 +79,11 @@ def test_selection_picks_the_oldest_fit_not_the_first_listed():
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ('">=0.23.1" = "1.26.0"', '"0.23.1+" = "1.26.0"', "go.toolchains key '0.23.1\\+' is not a version specifier"),
+    ('">=0.23.1" = "1.26.0"', '"0.23.1+" = "1.26.0"',
+     "go.toolchains key '0.23.1\\+' is not a version specifier"),
     ('">=0.23.1" = "1.26.0"', '">=0.23.1" = "one"', "go.toolchains '>=0.23.1'.*'one' is not a version"),
-    ('"1.26.11" = "/opt/go1.26/bin"', '"1.26.x" = "/opt/go1.26/bin"', r"\[builders.b\] go_toolchains.*'1.26.x'"),
+    ('"1.26.11" = "/opt/go1.26/bin"', '"1.26.x" = "/opt/go1.26/bin"',
+     r"\[builders.b\] go_toolchains.*'1.26.x'"),
     ('"1.26.11" = "/opt/go1.26/bin"', '"1.26.11" = "opt/go1.26/bin"', "must be an absolute bin folder"),
 ])
 def test_bad_toolchain_tables_are_config_errors(tmp_path, old, new, message):
@@ -111,7 +114,8 @@ def test_track_names_the_targets_whose_go_is_older_than_go_mod(matrix, tmp_path)
 
     assert track.go_short(matrix, "v0.24.0", "1.26.0") == []
     assert track.go_short(matrix, "v0.12.5", "1.24.0") == []
-    assert track.go_short(matrix, "v0.12.5", "1.25.0") == ["one: Go 1.24.7 < 1.25.0", "two: Go 1.24.7 < 1.25.0"]
+    assert track.go_short(matrix, "v0.12.5", "1.25.0") == ["one: Go 1.24.7 < 1.25.0",
+                                                           "two: Go 1.24.7 < 1.25.0"]
     assert track.go_short(matrix, "v0.12.5", "") == []
     no_rules = targets.load(write(tmp_path, CARRIES.split("[defaults.go]")[0]))
     assert track.go_short(no_rules, "v0.24.0", "1.26.0")[0] == "one: Go 1.24.7 < 1.26.0"

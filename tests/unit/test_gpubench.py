@@ -6,11 +6,9 @@ import json
 
 import pytest
 
-from pipeline import stages
-from pipeline.tools import bench
-from pipeline import cli
-from pipeline.tools import gpubench
+from pipeline import cli, stages
 from pipeline.errors import ConfigError, PipelineError, SelectionError
+from pipeline.tools import bench, gpubench
 
 PRESETS = {
     "version": 3,
@@ -127,7 +125,7 @@ def test_objects_are_chosen_from_ninja_targets_in_source_order():
 
 
 def test_a_source_without_an_object_in_the_library_is_an_error():
-    with pytest.raises(PipelineError, match="expected one object of getrows.cu in target ggml-hip"):
+    with pytest.raises(PipelineError, match=r"expected one object of getrows.cu in target ggml-hip"):
         gpubench.object_targets(NINJA_TARGETS, "ggml-hip", ["getrows.cu"])
     with pytest.raises(PipelineError, match="ggml-cuda"):
         gpubench.object_targets(NINJA_TARGETS, "ggml-cuda", ["arange.cu"])
@@ -157,13 +155,15 @@ def test_probe_output_names_the_refused_archs():
 
 
 def test_ccache_stats_add_direct_and_preprocessed_hits():
-    out = "stats_updated_timestamp\t1700000000\ndirect_cache_hit\t2\npreprocessed_cache_hit\t1\ncache_miss\t3\n"
+    out = ("stats_updated_timestamp\t1700000000\ndirect_cache_hit\t2\npreprocessed_cache_hit\t1\n"
+           "cache_miss\t3\n")
     assert gpubench.ccache_stats(out) == {"hits": 3, "misses": 3}
     assert gpubench.ccache_stats("") == {"hits": 0, "misses": 0}
 
 
 def test_only_targets_with_a_gpu_backend_are_benchmarked(matrix, settings):
-    assert [p.name for p in gpubench.plans(matrix, ["cpu", "gfx906", "sm_37"], settings)] == ["gfx906", "sm_37"]
+    chosen = gpubench.plans(matrix, ["cpu", "gfx906", "sm_37"], settings)
+    assert [p.name for p in chosen] == ["gfx906", "sm_37"]
     gpu = [n for n, t in matrix.targets.items() if t.gpu_archs]
     with pytest.raises(SelectionError, match=r"no GPU target selected \(cpu\).*" + ", ".join(gpu)):
         gpubench.plans(matrix, ["cpu"], settings)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import docker
 import pytest
 
+import docker
 import pipeline.infra.engine
 from pipeline import stages
+from pipeline.infra.log import StageResult
 from pipeline.stages import builder
 from pipeline.stages.plan import Context
-from pipeline.infra.log import StageResult
 
 from .conftest import DockerEngineReached
 

@@ -18,7 +18,8 @@ from pipeline.stages import package, plan
 
 FAKE_ID = '#!/bin/sh\n[ "$1" = -u ] && { echo 1000; exit 0; }\nexit 1\n'
 FAKE_GETENT = ('#!/bin/sh\n[ "$1" = group ] || exit 2\n'
-               'for g in ${FAKE_GROUPS:-}; do [ "$g" = "$2" ] && { echo "$2:x:44:"; exit 0; }; done\nexit 2\n')
+               'for g in ${FAKE_GROUPS:-}; do [ "$g" = "$2" ] && { echo "$2:x:44:"; exit 0; }; done\nexit '
+               '2\n')
 
 
 def unpack_fake(root: Path, the_plan, *, env_text: str | None = None, marker: str = "one") -> Path:

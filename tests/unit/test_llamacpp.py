@@ -12,8 +12,8 @@ from pipeline import orchestrate, stages
 from pipeline.cli import main
 from pipeline.config import targets
 from pipeline.errors import SourceError
-from pipeline.upstream import llamacpp
 from pipeline.tools import patchtool
+from pipeline.upstream import llamacpp
 
 from .conftest import TARGETS_FILE, commit_files, git, make_repo, patch_text
 
@@ -85,7 +85,7 @@ def test_without_a_llama_cpp_source_the_message_names_the_variable(repos, settin
     matrix = fetched_matrix(commit, {"b100": llama_commit})
     matrix = dataclasses.replace(matrix, llama_cpp=dataclasses.replace(matrix.llama_cpp, url=""))
     settings = dataclasses.replace(settings, source=str(ollama))
-    with pytest.raises(SourceError, match="set LLAMA_CPP_SOURCE to a clone or mirror of llama.cpp"):
+    with pytest.raises(SourceError, match=r"set LLAMA_CPP_SOURCE to a clone or mirror of llama.cpp"):
         source_of(matrix, settings, log)
 
 
@@ -93,8 +93,8 @@ def test_a_llama_cpp_source_that_is_no_repository_is_refused(repos, settings, lo
     ollama, commit, _, llama_commit = repos
     (tmp_path / "plain").mkdir()
     settings = dataclasses.replace(settings, source=str(ollama), llama_cpp_source=str(tmp_path / "plain"))
-    with pytest.raises(SourceError, match="is not a git repository; point LLAMA_CPP_SOURCE at a clone or "
-                                          "mirror of llama.cpp"):
+    with pytest.raises(SourceError, match=r"is not a git repository; point LLAMA_CPP_SOURCE at a clone or "
+                                          r"mirror of llama.cpp"):
         source_of(fetched_matrix(commit, {"b100": llama_commit}), settings, log)
 
 
@@ -135,11 +135,14 @@ def test_patches_check_and_apply_reach_llama_cpp_files(repos, settings, log, tmp
     assert (into / "llama.cpp/src/llama.cpp").is_file()  # the whole llama.cpp, to write patches against
 
 
-def test_patches_check_of_a_fetching_version_needs_no_llama_cpp_when_no_patch_touches_it(repos, settings, log):
+def test_patches_check_of_a_fetching_version_needs_no_llama_cpp_when_no_patch_touches_it(repos, settings,
+                                                                                            log):
     ollama, commit, _, _ = repos
     settings.patches_dir.mkdir()
-    diff = "diff --git a/main.go b/main.go\n--- a/main.go\n+++ b/main.go\n@@ -1 +1 @@\n-package main\n+package main // x\n"
-    (settings.patches_dir / "0001-main.patch").write_text(patch_text("main: comment", diff, applies_to=">=1.0"))
+    diff = ("diff --git a/main.go b/main.go\n--- a/main.go\n+++ b/main.go\n@@ -1 +1 @@\n-package main\n"
+            "+package main // x\n")
+    (settings.patches_dir / "0001-main.patch").write_text(patch_text("main: comment", diff,
+                                                                      applies_to=">=1.0"))
     settings = dataclasses.replace(settings, source=str(ollama))  # no LLAMA_CPP_SOURCE, no pins
     verdicts = patchtool.check(fetched_matrix(commit, {}), settings, ["v1.0.0"], log)
     assert [v.verdict for v in verdicts] == ["applies"]
@@ -148,7 +151,8 @@ def test_patches_check_of_a_fetching_version_needs_no_llama_cpp_when_no_patch_to
 def test_llama_cpp_pins_are_checked_like_upstream_pins(tmp_path):
     doc = tomllib.loads(TARGETS_FILE.read_text())
     doc["upstream"]["llama_cpp"]["pins"] = {"b100": "abc"}
-    with pytest.raises(Exception, match=r"\[upstream.llama_cpp.pins\] b100 must be a full 40-digit commit id"):
+    with pytest.raises(Exception,
+                       match=r"\[upstream.llama_cpp.pins\] b100 must be a full 40-digit commit id"):
         targets.parse(doc, TARGETS_FILE)
     doc["upstream"]["llama_cpp"]["pins"] = {"-b100": "a" * 40}
     with pytest.raises(Exception, match="not a valid git tag"):

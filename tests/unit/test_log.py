@@ -70,9 +70,8 @@ def test_stage_records_cached_with_its_reason(tmp_path):
 def test_stage_records_failed_and_reraises(tmp_path, error):
     console = io.StringIO()
     log = Log("cpu", None, console=console)
-    with pytest.raises(error):
-        with log.stage("build"):
-            raise error
+    with pytest.raises(error), log.stage("build"):
+        raise error
     assert [(n, o) for n, o, _ in log.stages] == [("build", "failed")]
     assert "<== build: failed after " in console.getvalue()
     assert log.stage_name == "-"

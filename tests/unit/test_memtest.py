@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from pipeline.tools.memtest import driver as mt_driver, report as mt_reports, run as mt_workbench, scenario as mt_scenarios
 from pipeline.errors import ConfigError, SourceError
+from pipeline.tools.memtest import driver as mt_driver
+from pipeline.tools.memtest import report as mt_reports
+from pipeline.tools.memtest import run as mt_workbench
+from pipeline.tools.memtest import scenario as mt_scenarios
 
 GIB = 2**30
 MIB = 2**20
@@ -72,7 +75,8 @@ def test_scenario_is_read_into_frozen_typed_objects(tmp_path):
     assert len(s.gpu_list) == 2
     assert s.model.architecture == "llama" and s.model.quantization == "Q4_K_M" and s.model.head_size == 256
     assert s.options == mt_scenarios.Options(num_ctx=4096)
-    assert s.checks == (mt_scenarios.Check("before", "gpus_used", "==", 2), mt_scenarios.Check("after", "gpus_used", "==", 1),
+    assert s.checks == (mt_scenarios.Check("before", "gpus_used", "==", 2),
+                        mt_scenarios.Check("after", "gpus_used", "==", 1),
                         mt_scenarios.Check("after", "layers_on_gpu", ">=", 49))
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.model.block_count = 1  # type: ignore[misc]
@@ -89,7 +93,8 @@ def test_unknown_key_is_refused_with_file_table_key_and_suggestion(tmp_path):
 
 def test_unknown_expectation_metric_is_refused_with_suggestion(tmp_path):
     path = write(tmp_path, edit(K80_PAIR, "gpus_used = 1", "gpu_used = 1"))
-    with pytest.raises(ConfigError, match=r"\[expect.after\] unknown key 'gpu_used' \(did you mean 'gpus_used'\?\)"):
+    with pytest.raises(ConfigError, match=r"\[expect.after\] unknown key 'gpu_used' \(did you mean "
+                                          r"'gpus_used'\?\)"):
         mt_scenarios.load(path)
 
 
@@ -104,7 +109,8 @@ def test_wrong_type_names_key_and_expected_type(tmp_path):
         mt_scenarios.load(path)
     with pytest.raises(ConfigError, match=r"\[gpus\] key 'free' must be a size"):
         mt_scenarios.load(write(tmp_path, edit(K80_PAIR, 'free = "11468 MiB"', 'free = "lots"')))
-    with pytest.raises(ConfigError, match=r"\[model\] key 'tied_embeddings' must be true or false, got an integer"):
+    with pytest.raises(ConfigError, match=r"\[model\] key 'tied_embeddings' must be true or false, got an "
+                                          r"integer"):
         mt_scenarios.load(write(tmp_path, edit(K80_PAIR, "tied_embeddings = true", "tied_embeddings = 1")))
 
 
@@ -115,7 +121,7 @@ def test_missing_key_is_named(tmp_path):
 
 def test_ollama_engine_architecture_is_refused_with_the_reason(tmp_path):
     path = write(tmp_path, edit(K80_PAIR, "[model]\n", '[model]\narchitecture = "gemma3n"\n'))
-    with pytest.raises(ConfigError, match="runs on the Ollama engine.*estimateGPULayers.*gemma3.*llama"):
+    with pytest.raises(ConfigError, match=r"runs on the Ollama engine.*estimateGPULayers.*gemma3.*llama"):
         mt_scenarios.load(path)
 
 
@@ -126,7 +132,8 @@ def test_gemma3_takes_the_create_layout_path(tmp_path):
     assert data["placement"] == "createLayout"
     kv = {e["key"]: e["value"] for e in data["kv"]}
     assert kv["general.architecture"] == "gemma3" and kv["gemma3.attention.sliding_window"] == 1024
-    assert mt_driver.driver_input(mt_scenarios.load(write(tmp_path, K80_PAIR)))["placement"] == "estimateGPULayers"
+    pair = mt_scenarios.load(write(tmp_path, K80_PAIR))
+    assert mt_driver.driver_input(pair)["placement"] == "estimateGPULayers"
 
 
 def test_gpu_values_are_checked(tmp_path):
@@ -134,7 +141,7 @@ def test_gpu_values_are_checked(tmp_path):
         mt_scenarios.load(write(tmp_path, edit(K80_PAIR, 'library = "CUDA"', 'library = "cuda"')))
     with pytest.raises(ConfigError, match="'compute' of a CUDA GPU must be a compute capability"):
         mt_scenarios.load(write(tmp_path, edit(K80_PAIR, 'compute = "3.7"', 'compute = "gfx906"')))
-    with pytest.raises(ConfigError, match="'free'.*is more than 'total'"):
+    with pytest.raises(ConfigError, match=r"'free'.*is more than 'total'"):
         mt_scenarios.load(write(tmp_path, edit(K80_PAIR, 'total = "12 GiB"', 'total = "8 GiB"')))
 
 
@@ -199,7 +206,7 @@ def test_versions_without_memory_go_are_refused():
     mt_scenarios.check_ref("v0.12.5")
     mt_scenarios.check_ref("v0.12.10")
     for ref in ("v0.12.11", "v0.13.0", "v0.11.10"):
-        with pytest.raises(ConfigError, match="llm/memory.go"):
+        with pytest.raises(ConfigError, match=r"llm/memory.go"):
             mt_scenarios.check_ref(ref)
 
 
@@ -227,7 +234,8 @@ def test_rendered_driver_is_gofmt_clean(tmp_path):
 # ---------------------------------------------------------------------------- results and the report
 
 def estimate(split, sizes, graphs, gpus=("GPU-0", "GPU-1")):
-    return {"gpus": list(gpus), "minimum": [457 * MIB] * len(gpus), "layers": sum(split), "tensor_split": split,
+    return {"gpus": list(gpus), "minimum": [457 * MIB] * len(gpus), "layers": sum(split),
+            "tensor_split": split,
             "gpu_sizes": sizes, "graph_per_gpu": graphs, "graph": max(graphs), "vram": sum(sizes),
             "total": sum(sizes)}
 
@@ -257,12 +265,14 @@ def report(tmp_path):
 def test_expectations_are_evaluated_per_side(report):
     checks = report["scenarios"][0]["checks"]
     assert [(c["side"], c["metric"], c["actual"], c["ok"]) for c in checks] == [
-        ("before", "gpus_used", 2, True), ("after", "gpus_used", 1, True), ("after", "layers_on_gpu", 49, True)]
+        ("before", "gpus_used", 2, True), ("after", "gpus_used", 1, True),
+        ("after", "layers_on_gpu", 49, True)]
     assert mt_reports.failed(report) == []
 
 
 def test_a_failed_expectation_is_reported():
-    checks = [mt_scenarios.Check("after", "gpus_used", "==", 2), mt_scenarios.Check("before", "vram", "<=", 10 * GIB),
+    checks = [mt_scenarios.Check("after", "gpus_used", "==", 2),
+              mt_scenarios.Check("before", "vram", "<=", 10 * GIB),
               mt_scenarios.Check("before", "fits", "==", True)]
     sides = {"before": {"gpus_used": 2, "vram": 13 * GIB, "fits": True}, "after": {"gpus_used": 1}}
     assert [c["ok"] for c in mt_reports.evaluate(checks, sides)] == [False, False, True]
@@ -333,8 +343,10 @@ def test_report_names_the_placement_path_and_the_go_warnings(tmp_path):
     assert "placement path: estimateGPULayers (llm/memory.go, llama engine)" in text
     assert "after   Go warning: invalid OLLAMA_GRAPH_SECONDARY_RATIO value=abc" in text
     results["before"]["k80x2-12b"]["placement"] = results["after"]["k80x2-12b"]["placement"] = "createLayout"
-    text = mt_reports.render(mt_reports.report([scenario], results, ref="v0.12.5", commit="0" * 40, patches=[]))
-    assert "placement path: createLayout (llm/server.go, Ollama engine) from a synthesized runner memory report" in text
+    text = mt_reports.render(mt_reports.report([scenario], results, ref="v0.12.5", commit="0" * 40,
+                                               patches=[]))
+    assert ("placement path: createLayout (llm/server.go, Ollama engine) from a synthesized runner memory "
+            "report") in text
 
 
 def test_graph_secondary_is_the_graph_beyond_the_largest_one():
@@ -384,7 +396,8 @@ def test_cache_key_changes_with_every_input():
                 mt_workbench.cache_key("a" * 40, [("0003.patch", b"x")], b"driver2", "builder img:1"),
                 mt_workbench.cache_key("a" * 40, [("0003.patch", b"x")], b"driver", "builder img:2")}) == 7
     two = [("0003.patch", b"x"), ("0004.patch", b"y")]
-    assert mt_workbench.cache_key("a" * 40, two, b"d", "t") != mt_workbench.cache_key("a" * 40, two[::-1], b"d", "t")
+    assert mt_workbench.cache_key("a" * 40, two, b"d", "t") \
+        != mt_workbench.cache_key("a" * 40, two[::-1], b"d", "t")
 
 
 def test_a_second_memtest_waits_for_the_lock(tmp_path, log):
@@ -423,7 +436,8 @@ def test_a_second_run_reuses_the_test_binaries(settings, log, monkeypatch, tmp_p
                   "graph_partial": 0, "graph_full": 0,
                   "layout": {"layers": 1, "tensor_split": [1], "gpu_sizes": [1], "gpus": ["GPU-0"], "vram": 1,
                              "total": 1},
-                  "scheduler": {"layers": 1, "tensor_split": [1], "gpu_sizes": [1], "gpus": ["GPU-0"], "vram": 1,
+                  "scheduler": {"layers": 1, "tensor_split": [1], "gpu_sizes": [1], "gpus": ["GPU-0"],
+                                "vram": 1,
                                 "total": 1}}
         return {side: {"s": result} for side in binaries}
 
@@ -431,7 +445,8 @@ def test_a_second_run_reuses_the_test_binaries(settings, log, monkeypatch, tmp_p
     patch.write_text("diff")
     monkeypatch.setattr(mt_workbench.patchtool, "repository", lambda *a: tmp_path)
     monkeypatch.setattr(mt_workbench.git, "commit_of", lambda *a: "c" * 40)
-    monkeypatch.setattr(mt_workbench.git, "export", lambda gitdir, commit, tree, log: tree.mkdir(parents=True))
+    monkeypatch.setattr(mt_workbench.git, "export", lambda gitdir, commit, tree,
+                        log: tree.mkdir(parents=True))
     monkeypatch.setattr(mt_workbench.gobox, "builder_image", lambda *a: "builder:1")
     monkeypatch.setattr(mt_workbench.patchtool, "in_range",
                         lambda *a: [types.SimpleNamespace(name="0003.patch", path=patch)])

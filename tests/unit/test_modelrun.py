@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from pipeline.smoke import modelrun
 from pipeline.errors import PackageError
+from pipeline.smoke import modelrun
 
 FAKE_OLLAMA = r"""#!/bin/sh
 # Stand-in for the CLI: serve writes ggml's lines and stays up; list answers once serve is up.
@@ -143,4 +143,5 @@ def test_check_unit_reports_the_units_own_complaints():
            "multi-user.target: Wants dependency dropped\n")
     check = modelrun.check_unit(lambda argv: out, "/opt/ollama")
     assert check.checked
-    assert check.problems == ("/tmp/x/ollama.service:7: Unknown key name 'Bogus' in section 'Service', ignoring.",)
+    assert check.problems == ("/tmp/x/ollama.service:7: Unknown key name 'Bogus' in section 'Service', "
+                              "ignoring.",)

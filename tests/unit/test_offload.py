@@ -9,8 +9,8 @@ import zlib
 
 import pytest
 
-from pipeline.gpu import offload
 from pipeline.errors import PackageError
+from pipeline.gpu import offload
 
 HOST = "host-x86_64-unknown-linux-gnu-"
 GFX906 = "hipv4-amdgcn-amd-amdhsa--gfx906"

@@ -4,8 +4,7 @@ import fcntl
 
 import pytest
 
-from pipeline import stages
-from pipeline import orchestrate
+from pipeline import orchestrate, stages
 from pipeline.errors import PipelineError
 
 

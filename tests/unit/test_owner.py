@@ -30,7 +30,8 @@ def test_sweep_removes_only_dead_owners_debris_of_this_host(tmp_path):
     kept.mkdir()
 
     assert owner.sweep(tmp_path) == [gone]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (mine, other_host, live, kept))
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(p.name for p in (mine, other_host, live, kept))
 
 
 def test_staging_dir_names_its_owner_and_clears_a_killed_runs_folder(tmp_path):

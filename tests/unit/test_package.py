@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from pipeline import stages
-from pipeline.infra import archive as archives
-from pipeline.stages import package, plan
 from pipeline.errors import PackageError
+from pipeline.infra import archive as archives
 from pipeline.infra.log import StageResult
+from pipeline.stages import package, plan
 
 from .conftest import package_stage
 
@@ -205,13 +205,14 @@ def test_edited_description_reaches_the_manifest(matrix, settings, build_dir, tm
 
 def test_manifest_states_the_floor_of_the_policy(the_plan, build_dir, tmp_path, log, monkeypatch):
     """The floor is the closure's: the policy, its suite, what the floor allows and what the package needs."""
-    from pipeline.config.policy import load_policy
     from pipeline.closure import walk as closure
+    from pipeline.config.policy import load_policy
 
     policy = load_policy("debian-bullseye")
     found = closure.Closure(policy=policy, objects=("bin/ollama",), bundles=(), in_package={}, system={},
                             driver={}, missing={}, too_new=(), problems=(),
-                            max_versions={"GLIBC": closure.VersionUse("GLIBC_2.29", "bin/ollama", "libm.so.6")})
+                            max_versions={"GLIBC": closure.VersionUse("GLIBC_2.29", "bin/ollama",
+                                                                      "libm.so.6")})
     monkeypatch.setattr(package, "_closure", lambda ctx, build: found)
     packaged, _ = package_stage(the_plan, build_dir / "dist", tmp_path / "dist", log)
     beside = json.loads((tmp_path / "dist" / "gfx1103" / "manifest.json").read_text())["floor"]

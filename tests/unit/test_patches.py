@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.infra import git as gitops
 from pipeline.config import series
-from pipeline.errors import PatchError
 from pipeline.config.series import Patch
+from pipeline.errors import PatchError
+from pipeline.infra import git as gitops
 
 from .conftest import git, make_repo, patch_text
 
@@ -103,7 +103,7 @@ def test_series_applies_in_order(tmp_path, log):
 
     # The second patch depends on the first: alone, or before it, it does not apply.
     alone = export_tree(tmp_path, ORIGINAL, "alone")
-    with pytest.raises(PatchError, match="0002-second.patch does not apply"):
+    with pytest.raises(PatchError, match=r"0002-second.patch does not apply"):
         [gitops.apply(x, alone, log) for x in [p2, p1]]
     assert snapshot(alone) == {k: v.encode() for k, v in ORIGINAL.items()}
 

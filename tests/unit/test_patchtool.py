@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tools import patchtool
 from pipeline.config import targets
-from pipeline.errors import ConfigError, PatchError
 from pipeline.config.settings import Settings
+from pipeline.errors import ConfigError, PatchError
+from pipeline.tools import patchtool
 
 from .conftest import PROJECT, git, retagged
 
@@ -112,7 +112,7 @@ def test_check_reports_each_patch_against_each_ref(env, log):
 
 def test_check_of_an_unknown_ref_names_it(env, log):
     matrix, settings = env
-    with pytest.raises(Exception, match="tag v9.9.9 not found"):
+    with pytest.raises(Exception, match=r"tag v9.9.9 not found"):
         patchtool.check(matrix, settings, ["v9.9.9"], log)
 
 
@@ -132,7 +132,7 @@ def test_apply_makes_one_commit_per_patch_in_range(env, tmp_path, log):
 
 def test_apply_skips_patches_already_upstream_and_stops_at_a_conflict(env, tmp_path, log):
     matrix, settings = env
-    with pytest.raises(PatchError, match="0002-change-b-two.patch does not apply to v1.1.0"):
+    with pytest.raises(PatchError, match=r"0002-change-b-two.patch does not apply to v1.1.0"):
         patchtool.apply(matrix, settings, "v1.1.0", tmp_path / "work", log)
     assert "skipping 0001-fix-a-five.patch: already upstream in v1.1.0" in log.path.read_text()
 

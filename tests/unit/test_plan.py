@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from pipeline.stages import builder as builder_stage
 from pipeline import stages
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
+from pipeline.stages import builder as builder_stage
 
 from .conftest import SIMPLE_DIFF, patch_text
 
@@ -168,7 +168,8 @@ def test_patch_naming_an_unknown_target_is_a_config_error_naming_the_file(matrix
 
 def test_source_date_epoch_is_an_input_of_the_build(matrix, settings):
     before = stages.plan_for(matrix, matrix.targets["cpu"], settings)
-    after = stages.plan_for(matrix, matrix.targets["cpu"], dataclasses.replace(settings, source_date_epoch=1700000000))
+    after = stages.plan_for(matrix, matrix.targets["cpu"],
+                            dataclasses.replace(settings, source_date_epoch=1700000000))
     assert changed(before.hashes, after.hashes) == affected("build")
 
 

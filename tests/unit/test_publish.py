@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import PublishError, UsageError
 from pipeline.cli import main
+from pipeline.errors import PublishError, UsageError
 
 PUB = PublishError.exit_code
 FAKE = Path(__file__).with_name("fake_gh.py")

@@ -32,11 +32,13 @@ def test_no_go_and_no_goproxy_is_one_clear_error(monkeypatch, tmp_path):
 
 def test_pypi_files_can_be_pointed_at_a_mirror(monkeypatch):
     monkeypatch.setenv("PIPELINE_PYPI_FILES", "https://files.example/")
-    assert registries.expand("{pypi_files}/packages/a/b.whl", Settings()) == "https://files.example/packages/a/b.whl"
+    assert registries.expand("{pypi_files}/packages/a/b.whl",
+                             Settings()) == "https://files.example/packages/a/b.whl"
 
 
 def test_a_url_without_placeholder_is_kept():
-    assert registries.expand("https://vendor.example/cmake.tar.gz", Settings()) == "https://vendor.example/cmake.tar.gz"
+    assert registries.expand("https://vendor.example/cmake.tar.gz",
+                             Settings()) == "https://vendor.example/cmake.tar.gz"
 
 
 def test_the_matrix_names_no_registry_host(matrix):

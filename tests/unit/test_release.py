@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from pipeline import stages
-from pipeline.release import assemble as release
 from pipeline.cli import main
 from pipeline.errors import PackageError, SelectionError
+from pipeline.release import assemble as release
 
-from .conftest import package_stage, SIMPLE_DIFF, TARGETS_FILE, patch_text
+from .conftest import SIMPLE_DIFF, TARGETS_FILE, package_stage, patch_text
 
 EPOCH = 1_700_000_000
 IMAGE_ID = "sha256:" + "cd" * 32
@@ -66,7 +66,8 @@ def test_release_holds_archives_renamed_manifests_sums_and_notes(matrix, with_pa
         "RELEASE_NOTES.md", "SHA256SUMS", cpu.name, f"{cpu.name}.manifest.json", gfx.name,
         f"{gfx.name}.manifest.json"])
     assert (out / gfx.name).read_bytes() == gfx.read_bytes()
-    assert (out / f"{gfx.name}.manifest.json").read_bytes() == (dist / "gfx1103" / "manifest.json").read_bytes()
+    beside = (dist / "gfx1103" / "manifest.json").read_bytes()
+    assert (out / f"{gfx.name}.manifest.json").read_bytes() == beside
     assert [p.name for p in result.assets] == sorted(p.name for p in out.iterdir())
     assert [e.target for e in result.entries] == ["cpu", "gfx1103"]
     assert not [p for p in dist.iterdir() if p.name.startswith(".release.")], "staging folders left"
@@ -306,21 +307,23 @@ def test_unpack_command_of_the_notes_matches_a_tar_zst_archive(matrix, settings,
 
 
 def test_notes_state_the_floor_each_package_runs_on(matrix, settings, dist, log, monkeypatch):
-    from pipeline.config.policy import load_policy
     from pipeline.closure import walk as closure
+    from pipeline.config.policy import load_policy
     from pipeline.stages import package
 
     policy = load_policy("debian-bullseye")
     found = closure.Closure(policy=policy, objects=("bin/ollama",), bundles=(), in_package={}, system={},
                             driver={}, missing={}, too_new=(), problems=(),
-                            max_versions={"GLIBC": closure.VersionUse("GLIBC_2.29", "bin/ollama", "libm.so.6"),
+                            max_versions={"GLIBC": closure.VersionUse("GLIBC_2.29", "bin/ollama",
+                                                                      "libm.so.6"),
                                           "GLIBCXX": closure.VersionUse("GLIBCXX_3.4.26", "bin/ollama",
                                                                         "libstdc++.so.6")})
     monkeypatch.setattr(package, "_closure", lambda ctx, build: found)
     build(matrix, settings, dist, log, "cpu")
     notes = (release.assemble(["cpu"], dist).folder / "RELEASE_NOTES.md").read_text()
     assert ("Runs on: glibc 2.31 and libstdc++ with GLIBCXX_3.4.28 or newer (floor `debian-bullseye`, "
-            "verified on a clean Debian bullseye); its ELF files need at most GLIBC_2.29, GLIBCXX_3.4.26") in notes
+            "verified on a clean Debian bullseye); its ELF files need at most GLIBC_2.29, "
+            "GLIBCXX_3.4.26") in notes
 
 
 def test_targets_json_states_each_targets_floor(matrix, capsys):

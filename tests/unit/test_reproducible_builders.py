@@ -21,13 +21,15 @@ SNAPSHOT_URL = "http://snapshot.invalid/archive/debian"
 
 
 def test_snapshot_comes_from_the_environment_with_its_url():
-    s = Settings.from_env({"PIPELINE_DEBIAN_SNAPSHOT": SNAPSHOT, "PIPELINE_DEBIAN_SNAPSHOT_URL": SNAPSHOT_URL + "/"})
+    s = Settings.from_env({"PIPELINE_DEBIAN_SNAPSHOT": SNAPSHOT,
+                           "PIPELINE_DEBIAN_SNAPSHOT_URL": SNAPSHOT_URL + "/"})
     assert (s.debian_snapshot, s.debian_snapshot_url) == (SNAPSHOT, SNAPSHOT_URL)
     assert baseimage.mirror(s) == f"{SNAPSHOT_URL}/{SNAPSHOT}"
     assert Settings.from_env({}).debian_snapshot is None
 
 
-@pytest.mark.parametrize("value", ["2026-11-01", "20261101", "20261101T000000", "latest", "20261101T000000Z/x"])
+@pytest.mark.parametrize("value", ["2026-11-01", "20261101", "20261101T000000", "latest",
+                                   "20261101T000000Z/x"])
 def test_a_snapshot_that_is_not_a_timestamp_is_refused(value):
     with pytest.raises(ConfigError, match="20261101T000000Z"):
         Settings.from_env({"PIPELINE_DEBIAN_SNAPSHOT": value, "PIPELINE_DEBIAN_SNAPSHOT_URL": SNAPSHOT_URL})

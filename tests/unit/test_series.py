@@ -8,7 +8,7 @@ from pipeline.config import series
 from pipeline.config.targets import tag_version
 from pipeline.errors import ConfigError
 
-from .conftest import SIMPLE_DIFF, patch_text
+from .conftest import SIMPLE_DIFF, TARGETS_FILE, patch_text
 
 TARGETS = ("cpu", "gfx1103", "gfx906", "sm_37")
 
@@ -97,3 +97,25 @@ def test_release_candidates_are_versions_too():
     assert str(tag_version("v0.12.6-rc0")) == "0.12.6rc0"
     with pytest.raises(ConfigError, match="not a version"):
         tag_version("main")
+
+
+def test_a_patch_naming_a_group_is_carried_by_its_targets(tmp_path):
+    """A target joins a patch by joining a group of targets.toml: the patch's bytes stay as they are."""
+    d = write(tmp_path, targets="memory sm_37")
+    (p,) = series.load(d, TARGETS, {"memory": ("gfx906", "gfx1103")})
+    assert p.targets == ("gfx906", "gfx1103", "sm_37")
+    before = (d / "0001-fix.patch").read_bytes()
+    (p,) = series.load(d, TARGETS, {"memory": ("gfx906", "gfx1103", "cpu")})
+    assert "cpu" in p.targets and (d / "0001-fix.patch").read_bytes() == before
+    assert [x.name for x in series.for_target([p], "cpu", "0.12.5")] == ["0001-fix.patch"]
+
+
+def test_a_name_that_is_neither_target_nor_group_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"Targets names 'memroy', which is not a target or a group"):
+        series.load(write(tmp_path, targets="memroy"), TARGETS, {"memory": ("gfx906",)})
+
+
+def test_the_project_patches_name_groups_only(matrix):
+    for p in matrix.patches(TARGETS_FILE.parent / "patches"):
+        named = next(line for line in p.path.read_text().splitlines() if line.startswith("Targets: "))
+        assert set(named.split()[1:]) <= set(matrix.groups), p.name

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ConfigError
 from pipeline.config.settings import Settings, machine_debian_mirror
+from pipeline.errors import ConfigError
 
 DEB822_WITH_SECURITY_FIRST = """\
 Types: deb

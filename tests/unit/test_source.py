@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config.places import Places
-from pipeline.infra import git as source_git
 from pipeline.errors import SourceError
+from pipeline.infra import git as source_git
 
 from .conftest import commit_files, git, make_repo
 
@@ -66,14 +66,14 @@ def test_moved_tag_is_refused_naming_both_commits(upstream, tmp_path, log):
 
 def test_missing_tag_is_refused(upstream, tmp_path, log):
     repo, commit = upstream
-    with pytest.raises(SourceError, match="tag v9.9.9 not found in"):
+    with pytest.raises(SourceError, match=r"tag v9.9.9 not found in"):
         resolve(str(repo), "v9.9.9", commit, tmp_path / "cache", log)
 
 
 def test_branch_of_the_same_name_is_not_taken_for_the_tag(upstream, tmp_path, log):
     repo, commit = upstream
     git(repo, "branch", "v2.0.0")
-    with pytest.raises(SourceError, match="tag v2.0.0 not found"):
+    with pytest.raises(SourceError, match=r"tag v2.0.0 not found"):
         resolve(str(repo), "v2.0.0", commit, tmp_path / "cache", log)
 
 

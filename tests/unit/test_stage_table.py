@@ -76,7 +76,8 @@ def test_a_new_stage_needs_one_table_entry_and_nothing_else(tmp_path, matrix, se
         return "nothing"
 
     source_stage = next(s for s in stages.STAGES if s.name == "source")
-    table = (source_stage, stages.Stage(name="noop", version=1, needs=("source",), key=noop_key, run=noop_run))
+    noop = stages.Stage(name="noop", version=1, needs=("source",), key=noop_key, run=noop_run)
+    table = (source_stage, noop)
     plan = stages.plan_for(matrix, matrix.targets["cpu"], settings, table=table)
     assert list(plan.hashes) == ["source", "noop"]
     outcome = orchestrate.build_target(plan, settings, table=table)
@@ -86,11 +87,12 @@ def test_a_new_stage_needs_one_table_entry_and_nothing_else(tmp_path, matrix, se
     assert [name for name, _, _ in outcome.stages] == ["source", "noop"]
 
 
-def test_lean_discards_once_nothing_later_needs_it_and_a_second_run_redoes_the_work(tmp_path, matrix, settings):
+def test_lean_discards_once_nothing_later_needs_it_and_a_second_run_redoes_the_work(tmp_path, matrix,
+                                                                                     settings):
     """--lean: a stage with a discard frees what it keeps (build: its cached output; image: the engine's
     copy) as soon as no stage still to run needs it; without --lean nothing is freed and the next run
     reuses it."""
-    matrix, commit = cpu_of_a_generated_repo(tmp_path, matrix)
+    matrix, _commit = cpu_of_a_generated_repo(tmp_path, matrix)
     events = []
 
     def keep_run(ctx: Context, *, source):
@@ -138,7 +140,7 @@ def test_lean_discards_once_nothing_later_needs_it_and_a_second_run_redoes_the_w
 def test_a_recorded_result_is_reused_and_a_damaged_record_is_rebuilt_not_a_crash(tmp_path, matrix, settings):
     """The orchestrator keeps the source stage's record; a record that is not JSON, of another shape or
     of another hash is absent: the stage runs again and writes a good one."""
-    matrix, commit = cpu_of_a_generated_repo(tmp_path, matrix)
+    matrix, _commit = cpu_of_a_generated_repo(tmp_path, matrix)
     table = (next(s for s in stages.STAGES if s.name == "source"),)
     plan = stages.plan_for(matrix, matrix.targets["cpu"], settings, table=table)
     record = stages.record_file(table[0], settings.places.tree("source", plan.hashes["source"]))

@@ -186,7 +186,8 @@ def test_string_where_a_list_is_expected_names_key_and_types(tmp_path):
 
 
 def test_boolean_where_an_integer_is_expected_is_refused(tmp_path):
-    err = load_error(tmp_path, edited('format = "tar.zst"\n', 'format = "tar.zst"\ncompression_level = true\n'))
+    err = load_error(tmp_path, edited('format = "tar.zst"\n', 'format = "tar.zst"\ncompression_level = '
+                                                              'true\n'))
     assert "key 'compression_level' must be an integer, got a boolean" in str(err)
 
 
@@ -197,7 +198,8 @@ def test_string_where_a_boolean_is_expected_is_refused(tmp_path):
 
 
 def test_wrong_item_type_inside_a_list_names_the_item(tmp_path):
-    err = load_error(tmp_path, edited('packages = ["clang-13", "gcc", "g++", "make", "ninja-build", "ccache", "git", '
+    err = load_error(tmp_path, edited('packages = ["clang-13", "gcc", "g++", "make", "ninja-build", '
+                                      '"ccache", "git", '
                                       '"ca-certificates",\n            "nvidia-cuda-toolkit"]',
                                       'packages = [11, "nvidia-cuda-toolkit"]'))
     assert "[builders.debian-cuda11] key 'packages' item 1 must be a string, got an integer" in str(err)
@@ -359,3 +361,68 @@ def test_cpu_and_k80_builders_have_the_bullseye_floor_and_rocm_states_its_own():
         assert b.env["CC"].startswith("clang") and b.env["CXX"].startswith("clang++"), target
     assert m.builders["debian-rocm"].policy == "debian-rocm"
     assert m.builders["vendor-rocm"].policy == "ubuntu-22.04"
+
+
+# --- downloads, pinned once --------------------------------------------------------------------------
+
+DOWNLOADS = MINIMAL.replace('[builders.b]\ntemplate = "t.j2"\n', '''[downloads.tool]
+url = "https://example.invalid/tool-1.0.tar.gz"
+sha256 = "''' + "ab" * 32 + '''"
+
+[downloads.tool-other]
+name = "tool"
+url = "https://example.invalid/tool-2.0.tar.gz"
+sha256 = "''' + "cd" * 32 + '''"
+dest = "/opt/tool"
+
+[builders.b]
+template = "t.j2"
+downloads = ["tool"]
+
+[builders.c]
+template = "t.j2"
+downloads = ["tool-other"]
+''')
+
+
+def test_builders_name_downloads_pinned_once_under_their_table(tmp_path):
+    m = targets.load(write(tmp_path, DOWNLOADS))
+    (tool,) = m.builders["b"].downloads
+    (other,) = m.builders["c"].downloads
+    assert (tool.name, tool.url, tool.sha256, tool.dest) == \
+        ("tool", "https://example.invalid/tool-1.0.tar.gz", "ab" * 32, "/usr/local")
+    # `name`: what the image calls it (its build argument TOOL_URL), whichever pin the builder takes.
+    assert (other.name, other.dest, other.build_arg) == ("tool", "/opt/tool", "TOOL_URL")
+
+
+def test_a_download_not_defined_is_refused_with_a_close_match(tmp_path):
+    err = load_error(tmp_path, DOWNLOADS.replace('downloads = ["tool"]', 'downloads = ["tol"]'))
+    assert ("[builders.b] downloads names 'tol', which is not a [downloads] table (did you mean "
+            "'tool'?)") in str(err)
+
+
+def test_a_download_written_into_the_builder_is_refused(tmp_path):
+    err = load_error(tmp_path, DOWNLOADS.replace('downloads = ["tool"]', 'downloads = [{ name = "tool" }]'))
+    assert "[builders.b] downloads must be a list of names" in str(err)
+
+
+def test_a_bad_pin_is_reported_at_its_downloads_table(tmp_path):
+    err = load_error(tmp_path, DOWNLOADS.replace("ab" * 32, "ab"))
+    assert "[downloads.tool]" in str(err) and "64 hex digits" in str(err)
+
+
+def test_every_pin_of_the_project_is_written_once(matrix):
+    text = TARGETS_FILE.read_text()
+    used = {d.sha256 for b in matrix.builders.values() for d in b.downloads}
+    assert used and all(text.count(sha) == 1 for sha in used)
+
+
+# --- groups, which patch headers name ----------------------------------------------------------------
+
+def test_groups_list_targets_and_refuse_unknown_ones(tmp_path):
+    m = targets.load(write(tmp_path, MINIMAL + '\n[groups]\nboth = ["two", "one"]\n'))
+    assert m.groups == {"both": ("two", "one")}
+    err = load_error(tmp_path, MINIMAL + '\n[groups]\nboth = ["one", "thre"]\n')
+    assert "[groups] both names 'thre', which is not a target" in str(err)
+    err = load_error(tmp_path, MINIMAL + '\n[groups]\none = ["two"]\n')
+    assert "a group may not have a target's name" in str(err)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.gpu import tensile
 from pipeline.errors import PackageError
+from pipeline.gpu import tensile
 
 NAMES = [
     "TensileLibrary_Type_SS_Contraction_l_Ailk_Bjlk_Cijk_Dijk_fallback.dat",
@@ -65,8 +65,8 @@ def test_the_build_output_drops_other_archs_files(entries, tmp_path):
                                  "TensileLibrary_Type_SS_Contraction_l_Ailk_Bjlk_Cijk_Dijk_gfx90a-xnack-.co",
                                  "TensileLibrary_lazy_gfx908.dat"} | {"libggml-gfx900.so"}
     # What is left packages as before: the package stage finds nothing more to prune.
-    kept, pruned = tensile.prune([(p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file()],
-                                 ("gfx906",))
+    left = [(p.relative_to(root).as_posix(), p) for p in root.rglob("*") if p.is_file()]
+    _kept, pruned = tensile.prune(left, ("gfx906",))
     assert pruned == []
 
 
@@ -88,7 +88,8 @@ def test_the_builder_image_deletes_the_tensile_files_no_target_serves(tmp_path):
     for name in NAMES:
         (lib / name).write_bytes(b"x")
     (tmp_path / "usr/lib/libggml-gfx900.so").write_bytes(b"elf")  # not Tensile data
-    subprocess.run(["sh", "-c", tensile.shell_command(("gfx1100", "gfx906"), roots=(str(tmp_path / "usr"),))], check=True)
+    subprocess.run(["sh", "-c", tensile.shell_command(("gfx1100", "gfx906"), roots=(str(tmp_path / "usr"),))],
+                   check=True)
     left = {p.name for p in tmp_path.rglob("*") if p.is_file()}
     assert left == {"libggml-gfx900.so", *(n for n in NAMES if "gfx90a" not in n and "gfx908" not in n)}
     with pytest.raises(ValueError):

@@ -40,8 +40,8 @@ def upstream(tmp_path) -> Path:
     commit(repo, "base", base, tag="v0.9.0")
     commit(repo, "v1", {"README": "one\n"}, tag="v1.0.0")
     git(repo, "tag", "nightly")
-    commit(repo, "rc", {"CMakePresets.json": presets("CPU", "ROCm 6", "Vulkan", rocm_targets="gfx906;gfx1100")},
-           tag="v1.1.0-rc0")
+    commit(repo, "rc", {"CMakePresets.json": presets("CPU", "ROCm 6", "Vulkan",
+                                                     rocm_targets="gfx906;gfx1100")}, tag="v1.1.0-rc0")
     git(repo, "rm", "--quiet", "llm/memory.go")
     commit(repo, "v1.1", {"CMakeLists.txt": CMAKE.replace("# line 5\n", "# upstream five\n")}, tag="v1.1.0")
     git(repo, "rm", "--quiet", "-r", "ml")
@@ -60,14 +60,15 @@ def env(tmp_path, upstream):
     commit(work, HEADER.format(subject="add notes", status="Pending", applies_to=">=1.0", targets="cpu"),
            {"NOTES": "n\n"})
     v11 = git(upstream, "rev-parse", "v1.1.0")
-    commit(work, HEADER.format(subject="backport", status=f"Backport {v11}", applies_to="<1.1", targets="cpu"),
-           {"BACKPORT": "b\n"})
+    commit(work, HEADER.format(subject="backport", status=f"Backport {v11}", applies_to="<1.1",
+                               targets="cpu"), {"BACKPORT": "b\n"})
     patches = tmp_path / "patches"
     git(work, *patchtool.FORMAT_PATCH, "-o", str(patches), "v1.0.0..HEAD")
     v1 = git(upstream, "rev-parse", "v1.0.0")
     text = retagged((PROJECT / "targets.toml").read_text(), "v1.0.0", v1)
     text = text.replace('"v0.24.0" = "c28ddc0a7b273cd286b680a6db0bef0c17bc0ec0"',
-                        f'"v2.0.0" = "{git(upstream, "rev-parse", "v2.0.0")}"\n"v1.1.0" = "{"0" * 40}"\n"v1.0.0" = "{v1}"')
+                        f'"v2.0.0" = "{git(upstream, "rev-parse", "v2.0.0")}"\n"v1.1.0" = '
+                        f'"{"0" * 40}"\n"v1.0.0" = "{v1}"')
     matrix_file = tmp_path / "targets.toml"
     matrix_file.write_text(text)
     settings = Settings(targets_file=matrix_file, patches_dir=patches, dist=tmp_path / "dist",
@@ -93,7 +94,8 @@ def test_report_verdicts_match_git_and_layouts_come_from_the_tree(env, log):
                                  "0003-backport.patch": "out of range"}
     assert rows["v1.1.0"]["patches"]["0001-edit-five.patch"]["probe"] == \
         "conflicts (CMakeLists.txt, hunk at line 3)"
-    assert (rows["v1.0.0"]["layout"], rows["v1.0.0"]["go"], rows["v1.0.0"]["memory_go"]) == ("in-tree", "1.24.0", True)
+    first = rows["v1.0.0"]
+    assert (first["layout"], first["go"], first["memory_go"]) == ("in-tree", "1.24.0", True)
     assert rows["v1.1.0"]["presets"] == ["ROCm 6", "Vulkan"] and rows["v1.1.0"]["rocm_archs"] == ["gfx906"]
     assert rows["v1.1.0"]["memory_go"] is False
     assert (rows["v2.0.0"]["layout"], rows["v2.0.0"]["llama_cpp"], rows["v2.0.0"]["go"]) == \
@@ -131,12 +133,14 @@ def test_cli_track_writes_markdown_and_json(env, tmp_path, capsys, monkeypatch):
     text = md.read_text()
     assert text.startswith("# Upstream tracking: 4 tags from v1.0.0")
     assert "| v2.0.0 | fetched | b1234 (not pinned) | 1.26.0 | - | - | no | yes | c | A | B |" in text
-    assert [r["tag"] for r in json.loads(js.read_text())["tags"]] == ["v1.0.0", "v1.1.0-rc0", "v1.1.0", "v2.0.0"]
+    assert [r["tag"] for r in json.loads(js.read_text())["tags"]] == ["v1.0.0", "v1.1.0-rc0", "v1.1.0",
+                                                                      "v2.0.0"]
     assert capsys.readouterr().out == text + "\n"
 
 
 def test_cli_track_since_a_tag_after_every_version_is_one_line(env, capsys):
     matrix, settings = env
     code = cli.main(["track", "--targets-file", str(matrix.path), "--source", settings.source, "--since",
-                     "v9.0.0", "--json", str(settings.dist / "t.json"), "--markdown", str(settings.dist / "t.md")])
+                     "v9.0.0", "--json", str(settings.dist / "t.json"), "--markdown",
+                     str(settings.dist / "t.md")])
     assert code == 11 and "no upstream tag from v9.0.0 on" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def test_an_unpinned_ref_is_refused_naming_how_to_pin_it(matrix):
 
 
 def test_a_target_outside_its_versions_is_refused_by_name_and_left_out_of_all(matrix):
-    with pytest.raises(SelectionError, match="late builds upstream >=1.3; v1.2.3 is outside"):
+    with pytest.raises(SelectionError, match=r"late builds upstream >=1.3; v1.2.3 is outside"):
         matrix.select_at(["late"], "v1.2.3")
     assert [t.name for t in matrix.select_at(["--all"], "v1.2.3")] == ["one", "two"]
     assert [t.source.tag for t in matrix.select_at(["--all"], "v1.3.0")] == ["v1.3.0"] * 3
@@ -61,7 +61,7 @@ def test_a_default_tag_outside_the_versions_is_a_config_error(tmp_path):
 
 def test_a_pin_that_contradicts_a_target_commit_is_a_config_error(tmp_path):
     text = PINNED.replace('"v1.3.0" = "89abcdef', '"v1.3.0" = "99abcdef')
-    with pytest.raises(ConfigError, match="differs from the pin of v1.3.0"):
+    with pytest.raises(ConfigError, match=r"differs from the pin of v1.3.0"):
         targets.load(write(tmp_path, text))
 
 
@@ -115,18 +115,20 @@ def test_vulkan_target_drops_the_loader_upstream_installs_and_its_policy_keeps_i
     assert drop == [("find", "dist", "(", "-name", "libvulkan.so*", ")", "-print", "-delete")]
     policy = load_policy(matrix.builders["debian-vulkan"].policy)
     assert "libvulkan.so.1" in policy.never_bundle and policy.host_packages == ("libvulkan1",)
-    with pytest.raises(SelectionError, match="vulkan builds upstream >=0.12.6"):
+    with pytest.raises(SelectionError, match=r"vulkan builds upstream >=0.12.6"):
         matrix.select_at(["vulkan"], "v0.12.5")
 
 
 def test_host_libraries_must_be_never_bundled_and_come_with_packages(tmp_path):
     from pipeline.config.policy import load_policy
 
-    base = 'suite = "trixie"\ndescription = "x"\nprovided = ["libc.so.6"]\n{extra}\n[max_versions]\nGLIBC = "2.41"\n'
+    base = ('suite = "trixie"\ndescription = "x"\nprovided = ["libc.so.6"]\n{extra}\n[max_versions]\n'
+            'GLIBC = "2.41"\n')
     bad = tmp_path / "bad.toml"
     bad.write_text(base.format(extra='host_libraries = ["libvulkan.so.1"]\nhost_packages = ["libvulkan1"]'))
     with pytest.raises(ConfigError, match="must also be in never_bundle"):
         load_policy(bad)
-    bad.write_text(base.format(extra='never_bundle = ["libvulkan.so.1"]\nhost_libraries = ["libvulkan.so.1"]'))
+    bad.write_text(base.format(extra='never_bundle = ["libvulkan.so.1"]\n'
+                                     'host_libraries = ["libvulkan.so.1"]'))
     with pytest.raises(ConfigError, match="go together"):
         load_policy(bad)

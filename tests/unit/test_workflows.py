@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.tools import bench
 from pipeline.errors import UsageError
+from pipeline.tools import bench
 
 from .conftest import PROJECT, TARGETS_FILE
 
@@ -75,7 +75,8 @@ def test_release_builds_each_builders_targets_in_one_job_with_their_images():
 
 
 # The release job's build line; `bench --disk` measures a job that passes the same flags.
-BUILD_LINE = 'read -ra targets <<< "$TARGETS" && nox -s build -- "${targets[@]}" ' + " ".join(bench.RELEASE_JOB_FLAGS)
+BUILD_LINE = ('read -ra targets <<< "$TARGETS" && nox -s build -- "${targets[@]}" '
+              + " ".join(bench.RELEASE_JOB_FLAGS))
 
 
 def test_release_jobs_free_each_targets_intermediates_as_the_disk_bench_measures():
@@ -119,7 +120,8 @@ def cache_steps(job: dict, kind: str) -> list[dict]:
 
 def test_release_caches_are_keyed_by_plan_stage_hashes_and_restored_and_saved_alike():
     build = load(RELEASE)["jobs"]["build"]
-    assert 'read -ra targets <<< "$TARGETS" && nox -s plan -- "${targets[@]}" --json > plan.json' in runs(build)
+    plan_line = 'read -ra targets <<< "$TARGETS" && nox -s plan -- "${targets[@]}" --json > plan.json'
+    assert plan_line in runs(build)
     restores, saves = cache_steps(build, "restore"), cache_steps(build, "save")
     assert [(r["with"]["path"], r["with"]["key"]) for r in restores] == \
         [(v["with"]["path"], v["with"]["key"]) for v in saves]
@@ -176,10 +178,12 @@ def test_release_uploads_archive_image_manifest_and_log_per_target_and_assembles
     jobs = load(RELEASE)["jobs"]
     for i, upload in enumerate(upload_slots(jobs["build"])):
         assert upload["with"]["name"] == f"${{{{ matrix.build.targets[{i}] }}}}"
-        # ollama-* is the archive and the saved runtime image (ollama-<version>-<target>.image.tar.gz); the
+        # ollama-* is the archive and the saved runtime image (ollama-<version>-<target>.image.tar.gz);
+        # *.json the manifest and the stages' records, which list what a stage leaves for the release; the
         # folder is TARGET@TAG when the run builds another upstream tag.
         folder = f"${{{{ matrix.build.folders[{i}] }}}}"
-        assert upload["with"]["path"].splitlines() == [f"dist/{folder}/ollama-*", f"dist/{folder}/manifest.json",
+        assert upload["with"]["path"].splitlines() == [f"dist/{folder}/ollama-*",
+                                                       f"dist/{folder}/*.json",
                                                        f"dist/{folder}/build.log"]
     release = jobs["release"]
     assert release["needs"] == "build"
@@ -192,7 +196,8 @@ def test_release_uploads_archive_image_manifest_and_log_per_target_and_assembles
 
 @pytest.mark.parametrize("workflow", ALL, ids=lambda p: p.name)
 def test_every_artifact_upload_overwrites_so_a_rerun_job_does_not_fail_on_its_name(workflow):
-    uploads = [s for _, s in steps(load(workflow)) if s.get("uses", "").startswith("actions/upload-artifact@")]
+    uploads = [s for _, s in steps(load(workflow))
+               if s.get("uses", "").startswith("actions/upload-artifact@")]
     for step in uploads:
         assert step["with"]["overwrite"] is True
 
@@ -232,7 +237,8 @@ def test_workflows_grant_nothing_by_default(workflow):
 
 @pytest.mark.parametrize("workflow", ALL, ids=lambda p: p.name)
 def test_checkouts_keep_no_credentials(workflow):
-    checkouts = [(j, s) for j, s in steps(load(workflow)) if s.get("uses", "").startswith("actions/checkout@")]
+    checkouts = [(j, s) for j, s in steps(load(workflow))
+                 if s.get("uses", "").startswith("actions/checkout@")]
     assert checkouts
     for job, step in checkouts:
         assert step.get("with", {}).get("persist-credentials") is False, f"{workflow.name} job {job}"
@@ -300,7 +306,8 @@ def test_only_allowed_actions_pinned_by_commit_sha_with_the_version_in_a_comment
 def test_no_build_logic_in_yaml_every_run_is_one_line(workflow):
     for job, step in steps(load(workflow)):
         if "run" in step:
-            assert "\n" not in step["run"].strip(), f"{workflow.name} job {job}: multi-line script {step['run']!r}"
+            assert "\n" not in step["run"].strip(), \
+                f"{workflow.name} job {job}: multi-line script {step['run']!r}"
 
 
 def test_ci_lints_and_runs_the_tests_as_the_readme_does():
@@ -380,7 +387,8 @@ def test_images_are_pushed_to_ghcr_with_version_and_target_tags_and_attested_per
     uses = [s.get("uses", "").partition("@")[0] for s in images["steps"]]
     attest = images["steps"][uses.index("actions/attest-build-provenance")]
     assert attest["with"] == {"subject-name": "${{ steps.ref.outputs.name }}",
-                              "subject-digest": "${{ steps.digest.outputs.digest }}", "push-to-registry": True}
+                              "subject-digest": "${{ steps.digest.outputs.digest }}",
+                              "push-to-registry": True}
     assert uses.index("actions/attest-build-provenance") == len(images["steps"]) - 1
     # The tokens reach no command line, and only this job may write packages.
     assert "${{" not in text

@@ -2,11 +2,14 @@
 
     BuildResult ─▶ Packaged (dist/<target>/ollama-<version>-<target>.tar.zst + manifest.json)
 
-Layout follows upstream's release archives (bin/ollama, lib/ollama/...), so the Go code finds its
-runners the same way. Into it go: the build's files; the libraries of its closure under the builder's
-library policy, taken from the builder image (pipeline.closure.sysroot); only the Tensile files of the
-archs the runtime asks for (tensile.py); share/ollama/ from the runtime templates; the manifest. The
-archive format is pipeline.infra.archive's; the manifest's schema is pipeline.stages.manifest's.
+The layout is pipeline.formats.PackageLayout, upstream's release archives' (bin/ollama, lib/ollama/...),
+so the Go code finds its runners the same way. Into it go: the build's files; the libraries of its
+closure under the builder's library policy, taken from the builder image (pipeline.closure.sysroot);
+only the Tensile files of the archs the runtime asks for (pipeline.gpu.tensile); bundled ROCm libraries
+without the GPU code of other archs (gpucode.py); share/ollama/ from the runtime templates; the
+manifest. Archives are written by pipeline.infra.archive; the manifest's schema is
+pipeline.stages.manifest's. The manifest beside the archive is the stage's record: a package whose
+manifest names this stage hash and whose archive is unchanged is reused.
 """
 
 from __future__ import annotations
@@ -16,17 +19,17 @@ import os
 import types
 from pathlib import Path
 
+from pipeline.closure import sysroot
+from pipeline.closure.walk import Closure
 from pipeline.config.paths import POLICIES, RUNTIME_TEMPLATES
 from pipeline.config.policy import load_policy
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError, PackageError
 from pipeline.formats import PackageLayout
-from pipeline.closure import sysroot
-from pipeline.infra import archive, fsutil, templates
-from pipeline.closure.walk import Closure
-from pipeline.hashing import file_sha256
-from pipeline.stages import manifest as schema
 from pipeline.gpu import tensile
+from pipeline.hashing import file_sha256
+from pipeline.infra import archive, fsutil, templates
+from pipeline.stages import manifest as schema
 from pipeline.stages.package import gpucode
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import BuildResult, Packaged

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from docker.types import Mount
 
-from pipeline.config.targets import load
 from pipeline.config.paths import TEMPLATES
 from pipeline.config.settings import Settings
+from pipeline.config.targets import load
 from pipeline.errors import ConfigError, SourceError
 from pipeline.infra import fsutil, git, owner, runner, toolchain
 from pipeline.infra.log import Log
