@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from pipeline.errors import ModelRunError, PackageError
+from pipeline.formats import PackageLayout
 from pipeline.records import record
 
 ExecFn = Callable[[Sequence[str]], str]
@@ -40,7 +41,7 @@ MARK = "=====modelrun:"
 # $5 Modelfile text, $6 model name, $7 prompt.
 SCRIPT = r"""
 prefix=$1 model_path=$2 port=$3 limit=$4 modelfile=$5 name=$6 prompt=$7
-ollama="$prefix/bin/ollama"
+ollama="$prefix/@BIN@"
 work=$(mktemp -d 2>/dev/null) || { work=/tmp/modelrun.$$; mkdir -p "$work"; }
 export OLLAMA_HOST="127.0.0.1:$port" OLLAMA_MODELS="$work/models" HOME="$work"
 step=start pid=
@@ -92,7 +93,7 @@ limited "$ollama" run "$name" "$prompt" --verbose >"$work/run.out" 2>"$work/run.
   || finish fail "ollama run exited with code $?"
 step=done
 finish ok ""
-""".replace("MARK", MARK)
+""".replace("@BIN@", PackageLayout.BIN).replace("MARK", MARK)
 
 MODELFILE = f"""\
 FROM @MODEL@
@@ -219,12 +220,12 @@ UNIT_SCRIPT = r"""
 pkg=$1 prefix=$2
 if ! command -v systemd-analyze >/dev/null 2>&1; then echo "skipped: no systemd-analyze"; exit 0; fi
 work=$(mktemp -d)
-sh "$pkg/share/ollama/install.sh" --unit "$prefix" >"$work/ollama.service" ||
+sh "$pkg/@SHARE@/install.sh" --unit "$prefix" >"$work/ollama.service" ||
   { echo "failed: install.sh --unit"; exit 0; }
 if out=$(systemd-analyze verify "$work/ollama.service" 2>&1); then echo "ok"; else echo "failed:"; fi
 printf '%s\n' "$out"
 rm -rf "$work"
-"""
+""".replace("@SHARE@", PackageLayout.SHARE)
 
 
 @record(positional=True)

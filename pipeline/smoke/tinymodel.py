@@ -8,14 +8,11 @@ prompt tokenizes. What it generates is noise; that it generates is the point.
 Deterministic: the weights come from SHAKE-256 of a seed and the tensor name (not from numpy's
 generators, whose streams may change between numpy releases), and the GGUF writer adds no time stamps,
 so the same seed gives the same bytes on every run and every machine.
-
-    python -m pipeline.smoke.tinymodel tiny.gguf
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,15 +131,3 @@ def write(path: Path, *, shape: Shape = DEFAULT_SHAPE, seed: int = SEED) -> Path
     partial.replace(path)
     return path
 
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m pipeline.smoke.tinymodel OUT.gguf", file=sys.stderr)
-        return 2
-    path = write(Path(argv[0]))
-    print(f"{path} ({path.stat().st_size} bytes, sha256 {hashlib.sha256(path.read_bytes()).hexdigest()})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -24,6 +24,7 @@ from docker.types import Mount
 
 from pipeline.config.settings import Settings
 from pipeline.errors import CommandError, DockerError, ModelRunError
+from pipeline.formats import PackageLayout
 from pipeline.hashing import file_sha256
 from pipeline.infra import archive, baseimage, fsutil, images, templates
 from pipeline.infra.container import Container
@@ -34,6 +35,8 @@ from pipeline.stages.results import RuntimeImage, Verified
 TEMPLATE = "runtime-image.Dockerfile.j2"
 MODEL_DIR = "/opt/model"
 READY_TRIES = 60
+# Where the runtime image installs the package (as upstream's image does).
+PREFIX = "/usr"
 
 
 def key(plan: Plan, settings: Settings) -> object:
@@ -98,18 +101,18 @@ def _check(name: str, version: str, scratch: Path, settings: Settings, log) -> N
     with Container(name, log, mounts=mounts, command=None, keep=settings.keep_containers) as box:
         for attempt in range(READY_TRIES):
             try:
-                box.exec(["/usr/bin/ollama", "list"], capture=True)
+                box.exec([f"{PREFIX}/{PackageLayout.BIN}", "list"], capture=True)
                 break
             except CommandError:
                 if attempt == READY_TRIES - 1:
                     raise ModelRunError("ready", f"the image's `ollama serve` did not answer within "
                                                  f"{READY_TRIES} seconds") from None
                 time.sleep(1)
-        answer = box.exec(["/usr/bin/ollama", "--version"], capture=True)
+        answer = box.exec([f"{PREFIX}/{PackageLayout.BIN}", "--version"], capture=True)
         if version not in answer or "could not connect" in answer:
             raise ModelRunError("version", f"the image's server did not answer /api/version with {version}: "
                                            f"{answer.strip()!r}")
-        ran = modelrun.run(lambda argv: box.exec(argv, capture=True), prefix="/usr",
+        ran = modelrun.run(lambda argv: box.exec(argv, capture=True), prefix=PREFIX,
                            model_path=f"{MODEL_DIR}/{model.name}")
         log.line(f"image {name}: serves {version}; model run: {ran.summary()}")
 
