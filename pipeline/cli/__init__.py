@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 from pipeline import stages
 from pipeline.cli import build, maintain, parents, release
-from pipeline.errors import INTERRUPTED, exit_codes, from_exception, one_line
+from pipeline.config.settings import flag
+from pipeline.errors import INTERRUPTED, UsageError, exit_codes, from_exception, one_line
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,13 +50,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED
     except Exception as exc:
         error = from_exception(exc)
-        if "--traceback" in argv or os.environ.get("PIPELINE_TRACEBACK", "") not in ("", "0"):
+        if "--traceback" in argv or _traceback_asked():
             traceback.print_exc()
         text = one_line(error)
         if error.log_path is not None and str(error.log_path) not in text:
             text += f"; full log: {error.log_path}"
         print(f"error: {text}", file=sys.stderr)
         return error.exit_code
+
+
+def _traceback_asked() -> bool:
+    try:
+        return flag(os.environ, "PIPELINE_TRACEBACK")
+    except UsageError:
+        return False  # refused with its own line where settings are read
 
 
 def _raise_interrupt(signum, frame):

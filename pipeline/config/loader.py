@@ -3,8 +3,9 @@ pipeline reads (targets.toml, library policies, memory scenarios).
 
 The dataclass is the schema: its fields are the allowed keys, their types are checked (TOML's bool is
 not an integer here), missing keys without a default are named, unknown keys are refused with a close
-match, and every message names the file, the table and the key. A value a field's own __post_init__
-refuses (ValueError) is reported the same way.
+match, and every message names the file, the table and the key. A field that declares the kind of its
+strings (pipeline.config.values.checked) has each string checked against it; a value a field's own
+__post_init__ refuses (ValueError) is reported the same way.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def build(cls: type, table: Any, where: str, *, partial: bool = False, exclude: 
             continue
         inner = f"{where[:-1]}.{name}]" if where.endswith("]") else f"{where} [{name}]"
         kwargs[name] = convert(hints[name], table[name], f"{where} key {name!r}", inner, partial=partial,
-                               converters=converters)
+                               converters=converters, kinds=(f.metadata.get("kind"), f.metadata.get("keys")))
     if partial:
         return kwargs
     try:
@@ -94,9 +95,11 @@ def build(cls: type, table: Any, where: str, *, partial: bool = False, exclude: 
 
 
 def convert(tp: Any, value: Any, what: str, inner: str, *, partial: bool = False,
-            converters: Converters | None = None):
-    """One value against its declared type; `what` names it, `inner` names a nested table."""
+            converters: Converters | None = None, kinds: tuple[Any, Any] = (None, None)):
+    """One value against its declared type; `what` names it, `inner` names a nested table. `kinds`: the
+    kind of the field's strings and of its keys (pipeline.config.values), checked too."""
     converters = converters or {}
+    kind, keys = kinds
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):
             return None
@@ -108,25 +111,27 @@ def convert(tp: Any, value: Any, what: str, inner: str, *, partial: bool = False
     if tp in (str, int, bool):
         if type(value) is not tp:  # bool is an int in Python; TOML keeps them apart and so do we
             raise ConfigError(f"{what} must be {describe(tp)}, got {tname(value)}")
-        return value
+        return _of_kind(value, kind, what) if tp is str else value
     origin = typing.get_origin(tp)
     if origin is tuple:
         item = typing.get_args(tp)[0]
         if not isinstance(value, list):
             raise ConfigError(f"{what} must be {describe(tp, converters)}, got {tname(value)}")
         return tuple(convert(item, v, f"{what} item {i + 1}", f"{inner[:-1]} #{i + 1}]", partial=partial,
-                             converters=converters) for i, v in enumerate(value))
+                             converters=converters, kinds=kinds) for i, v in enumerate(value))
     if origin in (Mapping, dict) or tp is Mapping:
         args = typing.get_args(tp)
         item = args[1] if len(args) == 2 else str
         if item is str:
             if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
                 raise ConfigError(f"{what} must be {describe(tp)}, got {tname(value)}")
-            return types.MappingProxyType(dict(value))
+            return types.MappingProxyType({_of_kind(k, keys, f"{what}: key"):
+                                           _of_kind(v, kind, f"{what}: {k!r} =") for k, v in value.items()})
         if not isinstance(value, dict):
             raise ConfigError(f"{what} must be a table, got {tname(value)}")
-        return types.MappingProxyType({k: convert(item, v, f"{what} key {k!r}", f"{inner[:-1]}.{k}]",
-                                                  partial=partial, converters=converters)
+        return types.MappingProxyType({_of_kind(k, keys, f"{what}: key"):
+                                       convert(item, v, f"{what} key {k!r}", f"{inner[:-1]}.{k}]",
+                                               partial=partial, converters=converters, kinds=(kind, None))
                                        for k, v in value.items()})
     if tp is Any:
         return value
@@ -135,6 +140,14 @@ def convert(tp: Any, value: Any, what: str, inner: str, *, partial: bool = False
             raise ConfigError(f"{what} must be a number, got {tname(value)}")
         return float(value)
     raise TypeError(f"unsupported schema type {tp!r}")  # a bug in a schema, not user input
+
+
+def _of_kind(value: str, kind: Any, what: str) -> str:
+    """`value` when it is of the field's declared kind (or none is declared); else one ConfigError."""
+    if kind is not None and (problem := kind.check(value)):
+        label = what if what.endswith((": key", "=")) else f"{what}:"
+        raise ConfigError(f"{label} {value!r} is not allowed ({problem}); use {kind.rule}")
+    return value
 
 
 def describe(tp: Any, converters: Converters | None = None) -> str:

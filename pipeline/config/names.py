@@ -6,9 +6,11 @@ reaches a subprocess as an option and none writes outside the folders it belongs
 
 * names of targets, builders and backends: NAME_PATTERN (lower-case letter first, then lower-case
   letters, digits, `_` and `-`; at most 40 characters), not one of RESERVED;
-* git refs (tags): what `git check-ref-format` accepts for refs/tags/<tag>, and no leading `-`;
+* git refs (tags): what `git check-ref-format` accepts for refs/tags/<tag>, no leading `-`, no quotes
+  or shell characters;
 * source URLs: https, http, ssh, git and file URLs, scp-style `user@host:path`, or a local path; never
-  a leading `-`, whitespace, control characters or a transport helper (`ext::`, `fd::`);
+  a leading `-`, whitespace, control characters, quotes or shell characters, or a transport helper
+  (`ext::`, `fd::`);
 * GPU archs: those the builder's compiler knows (KNOWN_ARCHS per code format).
 """
 
@@ -29,7 +31,9 @@ RESERVED = frozenset({*KEYWORDS, *places.CACHE_FOLDERS, *places.DIST_NAMES})
 
 URL_SCHEMES = ("https", "http", "ssh", "git", "file")
 MIRROR_SCHEMES = ("https", "http", "file")
-_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_CONTROL = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]")
+# Characters no repository or mirror URL of ours needs, and which a shell or a Dockerfile would read.
+_SHELL = "\"'`$;<>|\\"
 
 # GPU archs the builders' compilers know: clang's AMDGPU processors (ROCm 6.x), nvcc 11.x's SM numbers.
 HIP_ARCHS = frozenset({
@@ -61,6 +65,8 @@ def ref_problem(ref: str) -> str | None:
         return "it starts with '-'"
     if _CONTROL.search(ref) or any(c in ref for c in "~^:?*[\\"):
         return "it holds a space, a control character or one of ~ ^ : ? * [ \\"
+    if any(c in ref for c in _SHELL):
+        return "it holds a quote, a backslash or one of ` $ ; < > |"
     if ".." in ref or "@{" in ref or ref == "@":
         return "it holds '..' or '@{' or is '@'"
     if ref.startswith("/") or ref.endswith(("/", ".")) or "//" in ref:
@@ -87,6 +93,8 @@ def url_problem(url: str, schemes: tuple[str, ...] = URL_SCHEMES, *, local: bool
         return "it starts with '-' (it would be read as an option)"
     if _CONTROL.search(url):
         return "it holds whitespace or control characters"
+    if any(c in url for c in _SHELL):
+        return "it holds a quote, a backslash or one of ` $ ; < > |"
     if "::" in url.split("/", 1)[0] or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*::", url):
         return "transport helpers (ext::, fd::) are not allowed"
     if "://" in url:
@@ -106,6 +114,14 @@ def url_problem(url: str, schemes: tuple[str, ...] = URL_SCHEMES, *, local: bool
         if not host or host.startswith("-") or path.startswith("-"):
             return "a host or path starting with '-'"
     return None
+
+
+def local_form(url: str) -> bool:
+    """Whether git reads `url` as a local path: not a URL (scheme://) and not scp-style user@host:path."""
+    if "://" in url:
+        return False
+    head = url.split(":", 1)[0]
+    return ":" not in url or "/" in head or url.startswith((".", "/", "~"))
 
 
 def check_url(url: object, where: str, schemes: tuple[str, ...] = URL_SCHEMES, *, local: bool = True) -> str:

@@ -97,7 +97,7 @@ class Settings:
         if env.get("GOPROXY"):
             values["go_proxy"] = env["GOPROXY"]
         ca = env.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
-        if env.get("PIPELINE_HOST_CA", "1") != "0" and Path(ca).is_file():
+        if flag(env, "PIPELINE_HOST_CA", default=True) and Path(ca).is_file():
             values["ca_bundle"] = Path(ca)
         if env.get("SOURCE_DATE_EPOCH"):
             raw = env["SOURCE_DATE_EPOCH"]
@@ -110,7 +110,9 @@ class Settings:
             if not (jobs.isascii() and jobs.isdigit()) or int(jobs) < 1:
                 raise UsageError(f"PIPELINE_JOBS must be a positive whole number, got {jobs!r}")
             values["jobs"] = int(jobs)
-        values["keep_containers"] = env.get("PIPELINE_KEEP_CONTAINERS", "") not in ("", "0")
+        values["keep_containers"] = flag(env, "PIPELINE_KEEP_CONTAINERS")
+        for var in ("PIPELINE_QUIET", "PIPELINE_TRACEBACK"):
+            flag(env, var)  # read by the console and the error edge: checked here with the rest
         values["download_urls"] = {k.removeprefix("PIPELINE_URL_").lower(): v for k, v in env.items()
                                    if k.startswith("PIPELINE_URL_") and v}
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -122,7 +124,26 @@ class Settings:
 READ = ("PIPELINE_TARGETS", "PIPELINE_DIST", "PIPELINE_CACHE", "PIPELINE_PATCHES", "XDG_CACHE_HOME",
         "OLLAMA_SOURCE", "LLAMA_CPP_SOURCE", "PIPELINE_REF",
         "PIPELINE_DEBIAN_MIRROR", "PIPELINE_DEBIAN_SNAPSHOT", "PIPELINE_DEBIAN_SNAPSHOT_URL", "GOPROXY",
-        "SSL_CERT_FILE", "PIPELINE_HOST_CA", "SOURCE_DATE_EPOCH", "PIPELINE_JOBS", "PIPELINE_KEEP_CONTAINERS")
+        "SSL_CERT_FILE", "PIPELINE_HOST_CA", "SOURCE_DATE_EPOCH", "PIPELINE_JOBS", "PIPELINE_KEEP_CONTAINERS",
+        "PIPELINE_QUIET", "PIPELINE_TRACEBACK")
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def flag(env: Mapping[str, str], var: str, *, default: bool = False) -> bool:
+    """A boolean setting: 1/0, true/false, yes/no, on/off in any case; unset or empty is `default`.
+    Anything else is refused (a word meant as "off" must never turn a thing on)."""
+    raw = env.get(var, "")
+    word = raw.strip().lower()
+    if not word:
+        return default
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise UsageError(f"{var} {raw!r} is not a boolean: set it to 1/0, true/false, yes/no or on/off, or "
+                     "unset it")
 
 
 def _utf8(value: str) -> bool:
@@ -148,9 +169,9 @@ def _check_values(values: dict, env: dict[str, str]) -> None:
     try:
         if values.get("source") is not None:
             where = "--source / OLLAMA_SOURCE" if env.get("OLLAMA_SOURCE") else "--source"
-            names.check_url(values["source"], where)
+            _check_source(values["source"], where, "Ollama")
         if values.get("llama_cpp_source") is not None:
-            names.check_url(values["llama_cpp_source"], "LLAMA_CPP_SOURCE")
+            _check_source(values["llama_cpp_source"], "LLAMA_CPP_SOURCE", "llama.cpp")
         for name, url in values.get("download_urls", {}).items():
             names.check_url(url, f"PIPELINE_URL_{name.upper()}", names.MIRROR_SCHEMES, local=False)
         if values.get("debian_mirror") is not None:
@@ -174,6 +195,20 @@ def _check_values(values: dict, env: dict[str, str]) -> None:
     jobs = values.get("jobs")
     if jobs is not None and (type(jobs) is not int or jobs < 1):
         raise UsageError(f"--jobs must be a whole number of at least 1, got {jobs!r}")
+
+
+def _check_source(url: str, where: str, project: str) -> None:
+    """A repository to read instead of the matrix's URL: a URL, or a local path that is a folder (looked
+    at here, before any stage: a cached tree would never look at it again)."""
+    names.check_url(url, where)
+    if names.local_form(url):
+        path = Path(url).expanduser()
+        if not path.exists():
+            raise UsageError(f"{where} {url!r}: no such folder; give a clone or mirror of {project} "
+                             "(git clone --mirror), or a URL")
+        if not path.is_dir():
+            raise UsageError(f"{where} {url!r} is not a folder; give a clone or mirror of {project}, or a "
+                             "URL")
 
 
 def _apt_entries(text: str):

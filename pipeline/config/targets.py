@@ -35,7 +35,9 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from pipeline import formats
-from pipeline.config import loader, names, series
+from pipeline.config import loader, names, series, values
+from pipeline.config import policy as policies
+from pipeline.config.values import checked
 from pipeline.errors import ConfigError, SelectionError
 from pipeline.records import record
 
@@ -44,13 +46,13 @@ SHA1_HEX = frozenset("0123456789abcdef")
 
 @record
 class Source:
-    url: str
-    tag: str
-    commit: str
+    url: str = checked(values.URL)
+    tag: str = checked(values.TAG)
+    commit: str = checked(values.COMMIT)
     # Go variable stamped with -ldflags -X so that `ollama --version` names the build.
-    version_variable: str = "github.com/ollama/ollama/version.Version"
+    version_variable: str = checked(values.GO_VARIABLE, default="github.com/ollama/ollama/version.Version")
     # What it is stamped with: {version} is the tag without its leading "v", {target} the target name.
-    version_format: str = "{version}+{target}"
+    version_format: str = checked(values.VERSION_FORMAT, default="{version}+{target}")
 
 
 @record
@@ -62,9 +64,9 @@ class AptSuite:
     every dependency too and drag in that suite's glibc.)
     """
 
-    suite: str
-    pin: tuple[str, ...] = ()
-    components: tuple[str, ...] = ("main",)
+    suite: str = checked(values.DEBIAN_SUITE)
+    pin: tuple[str, ...] = checked(values.APT_PIN, default=())
+    components: tuple[str, ...] = checked(values.DEBIAN_COMPONENT, default=("main",))
     # Unstable's Release file is short-lived; snapshots of it need this off.
     check_valid_until: bool = True
 
@@ -73,17 +75,17 @@ class AptSuite:
 class Download:
     """A file a builder image fetches: checksum fixed here, location overridable (PIPELINE_URL_<NAME>)."""
 
-    name: str
-    url: str
-    sha256: str
-    dest: str = "/usr/local"
+    name: str = checked(values.Kind("download name", "lower-case letters, digits and _", "cmake",
+                                    values._word(r"[a-z0-9_]+", "a download name")))
+    url: str = checked(values.DOWNLOAD_URL)
+    sha256: str = checked(values.SHA256)
+    dest: str = checked(values.ABS_DIR, default="/usr/local")
     strip_components: int = 1
 
     def __post_init__(self) -> None:
-        if not self.name.replace("_", "").isalnum() or not self.name.islower():
-            raise ValueError(f"download name {self.name!r}: lower-case letters, digits and _ only")
-        if len(self.sha256) != 64 or not set(self.sha256) <= SHA1_HEX:
-            raise ValueError(f"download {self.name!r}: sha256 must be 64 hex digits")
+        if not 0 <= self.strip_components <= 16:
+            raise ValueError(f"download {self.name!r}: strip_components must be 0 to 16, got "
+                             f"{self.strip_components}")
 
     @property
     def build_arg(self) -> str:
@@ -92,28 +94,32 @@ class Download:
 
 @record
 class Builder:
-    template: str
-    description: str = ""
+    template: str = checked(values.TEMPLATE)
+    description: str = checked(values.TEXT, default="")
     # Vendor flavor: a registry image (tag, or name@sha256:digest) to build on. Empty: the Debian
     # flavor, whose base is made from `suite` with debootstrap when it cannot be had otherwise.
-    base_image: str = ""
-    suite: str = "trixie"
-    components: tuple[str, ...] = ("main",)
-    packages: tuple[str, ...] = ()
+    base_image: str = checked(values.IMAGE_REF, default="")
+    suite: str = checked(values.DEBIAN_SUITE, default="trixie")
+    components: tuple[str, ...] = checked(values.DEBIAN_COMPONENT, default=("main",))
+    packages: tuple[str, ...] = checked(values.DEBIAN_PACKAGE, default=())
     extra_suites: tuple[AptSuite, ...] = ()
     # Prepended to PATH in the image (Debian installs versioned Go under /usr/lib/go-1.XX/bin).
-    path: tuple[str, ...] = ()
-    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    path: tuple[str, ...] = checked(values.ABS_DIR, default=())
+    env: Mapping[str, str] = checked(values.ENV_VALUE, keys=values.ENV_KEY, default_factory=dict)
     downloads: tuple[Download, ...] = ()
     # The Go toolchains the image carries beside the one first on PATH: Go version -> its bin folder.
     # A target whose upstream version needs a newer Go (GoBuild.toolchains) gets the oldest one that
     # is new enough put first on PATH for its go steps.
-    go_toolchains: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    go_toolchains: Mapping[str, str] = checked(values.ABS_DIR, keys=values.GO_VERSION, default_factory=dict)
     # Cache variables this toolchain needs for every GPU backend's configure (compiler paths, say).
-    gpu_cmake_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    # Library policy (pipeline/policy/<name>.toml): what the oldest system the packages run on
+    gpu_cmake_variables: Mapping[str, str] = checked(values.CMAKE_VALUE, keys=values.CMAKE_NAME,
+                                                     default_factory=dict)
+    # Library policy (pipeline/config/policies/<name>.toml): what the oldest system the packages run on
     # provides. Everything else the package needs is bundled from the image. Empty: bundle nothing.
-    policy: str = ""
+    policy: str = checked(values.Kind("policy", "a policy of pipeline/config/policies (" +
+                                      ", ".join(policies.available_policies()) + ")", "debian-bullseye",
+                                      lambda v: None if not v or v in policies.available_policies()
+                                      else "there is no such library policy"), default="")
 
     @property
     def flavor(self) -> str:
@@ -130,41 +136,44 @@ class Builder:
 
 @record
 class Backend:
-    preset: str
-    component: str
-    runner_dir: str = ""
+    preset: str = checked(values.PRESET)
+    component: str = checked(values.COMPONENT)
+    # The backend's folder under lib/ollama (OLLAMA_RUNNER_DIR): it stays inside lib/ollama.
+    runner_dir: str = checked(values.REL_DIR, default="")
     # Cache variable that receives the target's gpu_archs (joined with ';'); empty for CPU.
-    arch_variable: str = ""
+    arch_variable: str = checked(values.Kind("CMake variable", values.CMAKE_NAME.rule, "X",
+                                             lambda v: values.CMAKE_NAME.check(v) if v else None), default="")
     # Compiler launcher variables pointed at ccache.
-    launchers: tuple[str, ...] = ("CMAKE_C_COMPILER_LAUNCHER", "CMAKE_CXX_COMPILER_LAUNCHER")
+    launchers: tuple[str, ...] = checked(values.CMAKE_NAME,
+                                         default=("CMAKE_C_COMPILER_LAUNCHER", "CMAKE_CXX_COMPILER_LAUNCHER"))
     # GPU code format of `library` ("hip" or "cuda"), checked after the build against gpu_archs.
-    gpu_code: str = ""
-    library: str = ""
+    gpu_code: str = checked(values.choice("", "hip", "cuda"), default="")
+    library: str = checked(values.FILE_NAME, default="")
     # File name patterns removed from the install output after `cmake --install` (a library the host
     # provides that upstream's install copies, such as the Vulkan loader libvulkan.so*).
-    exclude: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = checked(values.FILE_PATTERN, default=())
 
     def __post_init__(self) -> None:
         if self.gpu_code not in ("", "hip", "cuda"):
             raise ValueError(f"gpu_code must be 'hip', 'cuda' or empty, got {self.gpu_code!r}")
         if bool(self.gpu_code) != bool(self.library) or bool(self.gpu_code) != bool(self.arch_variable):
             raise ValueError("arch_variable, gpu_code and library go together: set all three or none")
-        for pattern in self.exclude:
-            if not pattern or "/" in pattern or pattern.startswith("-"):
-                raise ValueError(f"exclude {pattern!r}: a file name pattern such as \"libvulkan.so*\"")
-    cache_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    cache_variables: Mapping[str, str] = checked(values.CMAKE_VALUE, keys=values.CMAKE_NAME,
+                                                 default_factory=dict)
 
 
 @record
 class GoBuild:
-    flags: tuple[str, ...] = ("-trimpath", "-buildmode=pie")
-    ldflags: tuple[str, ...] = ("-w", "-s")
-    env: Mapping[str, str] = dataclasses.field(default_factory=lambda: {"CGO_ENABLED": "1"})
+    flags: tuple[str, ...] = checked(values.GO_FLAG, default=("-trimpath", "-buildmode=pie"))
+    # Joined with spaces into one -ldflags=: each is one word.
+    ldflags: tuple[str, ...] = checked(values.GO_FLAG, default=("-w", "-s"))
+    env: Mapping[str, str] = checked(values.ENV_VALUE, keys=values.ENV_KEY,
+                                     default_factory=lambda: {"CGO_ENABLED": "1"})
     # Upstream versions (a PEP 440 specifier such as ">=0.23.1") -> the oldest Go their go.mod's `go`
     # directive accepts (such as "1.26.0"). Builds run with GOTOOLCHAIN=local, so a version matched
     # here is built with the oldest of the builder's go_toolchains at least that new; a version that
     # matches nothing is built with the builder's default Go.
-    toolchains: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    toolchains: Mapping[str, str] = checked(values.GO_VERSION, keys=values.SPECIFIER, default_factory=dict)
 
     def required(self, tag: str) -> Version | None:
         """The oldest Go upstream `tag` builds with, by the rules above; None: the builder's default."""
@@ -175,7 +184,7 @@ class GoBuild:
 
 @record
 class Package:
-    format: str = "tar.gz"
+    format: str = checked(values.choice(*formats.FORMATS), default="tar.gz")
     # 0: the format's own default (gzip 9, zstd 12).
     compression_level: int = 0
     # Remove the GPU code of archs outside runtime.archs from bundled ROCm libraries (librocblas).
@@ -198,30 +207,32 @@ class Package:
 
 @record
 class Runtime:
-    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    env: Mapping[str, str] = checked(values.ENV_VALUE, keys=values.ENV_KEY, default_factory=dict)
     # The GPU archs the runtime will ask the backend and rocBLAS for (a 780M under
     # HSA_OVERRIDE_GFX_VERSION=11.0.0 asks for gfx1100). Tensile files of other archs are pruned.
-    archs: tuple[str, ...] = ()
+    archs: tuple[str, ...] = checked(values.ARCH, default=())
     # runtime.archs must be among gpu_archs, unless this says the runtime asks for code built elsewhere.
     archs_beyond_gpu_archs: bool = False
 
 
 @record
 class Target:
-    name: str
-    description: str
+    name: str = checked(values.NAME)
+    description: str = checked(values.TEXT)
     source: Source
-    builder: str
-    backends: tuple[str, ...]
-    gpu_archs: tuple[str, ...] = ()
+    builder: str = checked(values.NAME)
+    backends: tuple[str, ...] = checked(values.NAME)
+    gpu_archs: tuple[str, ...] = checked(values.ARCH, default=())
     # Extra cmake cache variables for every configure of this target.
-    cmake_variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    cmake_variables: Mapping[str, str] = checked(values.CMAKE_VALUE, keys=values.CMAKE_NAME,
+                                                 default_factory=dict)
     go: GoBuild = dataclasses.field(default_factory=GoBuild)
     package: Package = dataclasses.field(default_factory=Package)
     runtime: Runtime = dataclasses.field(default_factory=Runtime)
     # The upstream versions this target can be built at (a PEP 440 specifier such as ">=0.12.6": the
     # Vulkan backend entered upstream in v0.12.6). Empty: every version.
-    versions: str = ""
+    versions: str = checked(values.Kind("versions", values.SPECIFIER.rule, ">=0.12.6",
+                                        lambda v: values.specifier_problem(v) if v else None), default="")
 
     def admits(self, tag: str) -> bool:
         return not self.versions or SpecifierSet(self.versions).contains(tag_version(tag), prereleases=True)
@@ -233,15 +244,15 @@ class LlamaCpp:
     stage supplies it instead, from LLAMA_CPP_SOURCE (a local clone or mirror) or this URL, at the
     pinned commit: the build never fetches at configure time."""
 
-    url: str = ""
+    url: str = checked(values.URL, default="")
     # llama.cpp tag (b9452) -> full commit id; a tag not here, or moved, is refused.
-    pins: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    pins: Mapping[str, str] = checked(values.COMMIT, keys=values.REF, default_factory=dict)
 
 
 @record
 class Upstream:
     # tag -> full commit id of every upstream version the project has pinned.
-    pins: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    pins: Mapping[str, str] = checked(values.COMMIT, keys=values.TAG, default_factory=dict)
     llama_cpp: LlamaCpp = dataclasses.field(default_factory=LlamaCpp)
 
 
@@ -388,6 +399,11 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
     for kind in ("downloads", "builders", "backends", "targets", "groups"):
         for name in doc.get(kind, {}):
             names.check_name(name, kind[:-1], f"{path}: [{kind}.{name}]")
+    for name in doc.get("builders", {}):
+        # Its image is <prefix>/builder-<name>: a name Docker takes.
+        if problem := values.image_component_problem(f"builder-{name}"):
+            raise ConfigError(f"{path}: [builders.{name}] builder name {name!r} is not allowed: the image "
+                              f"builder-{name} would not be a Docker name ({problem})")
     upstream = loader.build(Upstream, doc.get("upstream", {}), f"{path}: [upstream]")
     pins = _check_pins(upstream.pins, f"{path}: [upstream.pins]")
     llama_cpp = dataclasses.replace(upstream.llama_cpp, pins=_check_pins(

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
+from pipeline.config.settings import flag
+
 TAIL = 50
 
 
@@ -56,7 +58,7 @@ class Console:
         github = env.get("GITHUB_ACTIONS") == "true"
         summary = Path(env["GITHUB_STEP_SUMMARY"]) if github and env.get("GITHUB_STEP_SUMMARY") else None
         isatty = getattr(stream, "isatty", lambda: False)()
-        quiet = env.get("PIPELINE_QUIET", "") not in ("", "0") and isatty and not github
+        quiet = flag(env, "PIPELINE_QUIET") and isatty and not github
         return cls(stream, github=github, quiet=quiet, summary=summary)
 
     # -- the Log calls these -------------------------------------------------------------------
@@ -67,8 +69,11 @@ class Console:
         if log_path is not None:
             self.timings_file = log_path.with_name(log_path.stem + ".timings.json")
             with contextlib.suppress(OSError, ValueError):
-                data = json.loads(self.timings_file.read_text())
-                self.estimate = {k: float(v) for k, v in data.items()}
+                data = json.loads(self.timings_file.read_text(encoding="utf-8"))
+                # Only an estimate: a file of another shape (hand-edited, damaged) is no estimate at all.
+                if isinstance(data, dict):
+                    self.estimate = {k: float(v) for k, v in data.items()
+                                     if isinstance(k, str) and type(v) in (int, float) and 0 <= v < 1e7}
 
     def line(self, text: str, *, stage_line: bool = False) -> None:
         self.tail.append(text)

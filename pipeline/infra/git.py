@@ -46,6 +46,9 @@ def repository(url: str, tags: list[str], places: Places, log: Log, *,
     _checked(url, tags)
     if is_local(url):
         return _local_gitdir(Path(url).expanduser(), log, origin)
+    if names.local_form(url):
+        raise SourceError(f"{url}: no such folder (a local path, not a URL); point {origin[0]} at a clone or "
+                          f"mirror of {origin[1]}, or fix the URL in targets.toml")
     gitdir = places.mirror(hashlib.sha256(url.encode()).hexdigest()[:16])
     for tag in tags:
         _fetch_tag(url, tag, gitdir, log, origin)

@@ -27,10 +27,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import series
+from pipeline.config import series, values
 from pipeline.config.places import Places
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Matrix, Target
+from pipeline.errors import ConfigError
 from pipeline.hashing import digest
 from pipeline.records import record
 from pipeline.stages import build, builder, image, package, patches, source, verify
@@ -121,7 +122,27 @@ def plan_for(matrix: Matrix, target: Target, settings: Settings,
              table: Sequence[Stage] | None = None) -> Plan:
     """A target's plan with the hash of every stage."""
     plan = resolve(matrix, target, settings, patch_series)
-    return dataclasses.replace(plan, hashes=types.MappingProxyType(hashes(plan, settings, table)))
+    plan = dataclasses.replace(plan, hashes=types.MappingProxyType(hashes(plan, settings, table)))
+    _check_images(plan, matrix)
+    return plan
+
+
+def _check_images(plan: Plan, matrix: Matrix) -> None:
+    """The image references the plan will make or use are ones Docker takes (its reference grammar,
+    lengths included): found here, not at the image stage after the compile."""
+    where, made = f"{matrix.path}: [targets.{plan.name}]", plan.hashes
+    refs = []
+    if "builder" in made:
+        table = f"{matrix.path}: [builders.{plan.builder_name}]"
+        refs += [(builder.image_tag(plan), f"{table} (the builder image)"),
+                 (plan.base_image, f"{table} {'base_image' if plan.builder.base_image else 'suite'} "
+                                   "(the base image)")]
+    if "image" in made:
+        refs.append((image.tag(plan), f"{where} source.tag / source.version_format (the runtime image, "
+                                      f"version {plan.version})"))
+    for ref, what in refs:
+        if problem := values.image_ref_problem(ref):
+            raise ConfigError(f"{what}: {ref!r} is not an image reference Docker takes ({problem})")
 
 
 def select(table: Sequence[Stage], *, skip: Sequence[str] = (), add: Sequence[str] = ()) -> list[Stage]:

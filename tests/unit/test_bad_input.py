@@ -125,13 +125,13 @@ MATRIX_CASES = [
     Case("url-scheme", TARGETS, CFG, "'ftp'", setup=matrix_with(URL, 'url = "ftp://example.com/x.git"')),
     Case("url-host-dash", TARGETS, CFG, "ssh://-oProxyCommand",
          setup=matrix_with(URL, 'url = "ssh://-oProxyCommand=x/y"')),
-    Case("url-newline", TARGETS, CFG, "source.url", setup=matrix_with(URL, 'url = "https://a/b\\n--c"')),
+    Case("url-newline", TARGETS, CFG, "[defaults.source] key 'url'", setup=matrix_with(URL, 'url = "https://a/b\\n--c"')),
     Case("tag-option", TARGETS, CFG, "'--help'", setup=matrix_with(TAG, 'tag = "--help"')),
     Case("tag-dotdot", TARGETS, CFG, "'v1..2'", setup=matrix_with(TAG, 'tag = "v1..2"')),
     Case("tag-space", TARGETS, CFG, "'v1 2'", setup=matrix_with(TAG, 'tag = "v1 2"')),
     Case("tag-lock", TARGETS, CFG, "'v1.lock'", setup=matrix_with(TAG, 'tag = "v1.lock"')),
     Case("tag-reflog", TARGETS, CFG, "'v1@{0}'", setup=matrix_with(TAG, 'tag = "v1@{0}"')),
-    Case("commit-short", TARGETS, CFG, "source.commit", setup=matrix_with(
+    Case("commit-short", TARGETS, CFG, "[defaults.source] key 'commit'", setup=matrix_with(
         'commit = "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b"', 'commit = "3d32249c"')),
     Case("not-utf8", TARGETS, CFG, "not UTF-8", setup=matrix_text(b"[defaults]\nbuilder = \"\xff\"\n")),
     Case("not-toml", TARGETS, CFG, "not valid TOML", setup=matrix_text("[defaults\n")),
@@ -423,7 +423,8 @@ SWEEP_CASES = [
         'runtime.archs = ["gfx906"]', 'runtime.archs = ["gfx906"]\nruntime.archs_beyond_gpu_archs = "yes"')),
     Case("beyond-unknown-arch", TARGETS, CFG, "runtime.archs 'gfx9999'", setup=matrix_with(
         'runtime.archs = ["gfx906"]', 'runtime.archs = ["gfx9999"]\nruntime.archs_beyond_gpu_archs = true')),
-    Case("beyond-injection", TARGETS, CFG, "runtime.archs 'gfx906;touch x'", setup=matrix_with(
+    Case("beyond-injection", TARGETS, CFG, "[targets.gfx906.runtime] key 'archs' item 1: 'gfx906;touch x'",
+         setup=matrix_with(
         'runtime.archs = ["gfx906"]',
         'runtime.archs = ["gfx906;touch x"]\nruntime.archs_beyond_gpu_archs = true')),
     Case("runtime-arch-twice", TARGETS, CFG, "twice", setup=matrix_with(

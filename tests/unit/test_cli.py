@@ -69,6 +69,7 @@ def test_traceback_is_shown_only_when_asked(tmp_path, capsys):
 
 
 def test_plan_prints_hashes_and_steps_without_docker(capsys, tmp_path):
+    (tmp_path / "mirror").mkdir()
     assert main(["plan", "gfx906", "--source", str(tmp_path / "mirror")]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"gfx906: 0.12.5+gfx906 from {tmp_path / 'mirror'} @ 3d32249c749c")

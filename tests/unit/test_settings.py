@@ -87,13 +87,14 @@ def test_missing_apt_folder_gives_none(tmp_path):
 
 
 def test_environment_variables_set_paths_and_options(tmp_path):
+    (tmp_path / "ollama.git").mkdir()
     s = Settings.from_env({"PIPELINE_DIST": str(tmp_path / "d"), "XDG_CACHE_HOME": str(tmp_path / "xdg"),
-                           "OLLAMA_SOURCE": "/srv/ollama.git", "PIPELINE_JOBS": "3",
+                           "OLLAMA_SOURCE": str(tmp_path / "ollama.git"), "PIPELINE_JOBS": "3",
                            "PIPELINE_KEEP_CONTAINERS": "1",
                            "PIPELINE_DEBIAN_MIRROR": "http://mirror.invalid/debian"})
     assert s.dist == tmp_path / "d"
     assert s.cache == tmp_path / "xdg" / "ollama-pipeline"
-    assert s.source == "/srv/ollama.git"
+    assert s.source == str(tmp_path / "ollama.git")
     assert s.jobs == 3
     assert s.keep_containers is True
     assert s.debian_mirror == "http://mirror.invalid/debian"
@@ -101,10 +102,10 @@ def test_environment_variables_set_paths_and_options(tmp_path):
 
 def test_pipeline_cache_wins_over_xdg_and_overrides_win_over_environment(tmp_path):
     s = Settings.from_env({"PIPELINE_CACHE": str(tmp_path / "c"), "XDG_CACHE_HOME": str(tmp_path / "xdg"),
-                           "OLLAMA_SOURCE": "/env/src", "PIPELINE_KEEP_CONTAINERS": "0"},
-                          source="/cli/src", dist=None)
+                           "OLLAMA_SOURCE": "https://env.invalid/src.git", "PIPELINE_KEEP_CONTAINERS": "0"},
+                          source="https://cli.invalid/src.git", dist=None)
     assert s.cache == tmp_path / "c"
-    assert s.source == "/cli/src"
+    assert s.source == "https://cli.invalid/src.git"
     assert s.keep_containers is False
     assert s.dist == Settings().dist
 

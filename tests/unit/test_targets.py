@@ -245,7 +245,7 @@ def test_gpu_archs_without_a_gpu_backend_is_refused(tmp_path):
 def test_bad_commit_id_is_refused(tmp_path, commit):
     err = load_error(tmp_path, edited('commit = "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b"',
                                       f'commit = "{commit}"'))
-    assert "source.commit must be a full 40-digit commit id" in str(err)
+    assert "[defaults.source] key 'commit'" in str(err) and "not a full 40-digit commit id" in str(err)
     assert repr(commit) in str(err)
 
 
@@ -257,7 +257,8 @@ def test_unknown_placeholder_in_version_format_is_refused(tmp_path):
 
 def test_unsupported_package_format_is_refused(tmp_path):
     err = load_error(tmp_path, edited('format = "tar.zst"', 'format = "zip"'))
-    assert "[targets.cpu.package] format must be one of tar.gz, tar.zst, got 'zip'" in str(err)
+    assert "[defaults.package] key 'format': 'zip' is not allowed" in str(err)
+    assert "one of 'tar.gz', 'tar.zst'" in str(err)
 
 
 def test_matrix_without_targets_is_refused(tmp_path):
