@@ -63,6 +63,7 @@ def build_target(plan: Plan, settings: Settings, *, skip: Sequence[str] = (), ad
     table = stage_table.STAGES if table is None else table
     chosen = stage_table.select(table, skip=skip, add=add)
     log_path = settings.places.target_log(plan.out)
+    owner.claim(settings.places)
     with _exclusive(plan, settings), Log(plan.name, log_path) as log:
         log.line(f"target {plan.name}: {plan.target.description}")
         log.line(f"version {plan.version} from {plan.source_url} ({plan.target.source.tag})")

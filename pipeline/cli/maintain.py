@@ -181,7 +181,8 @@ def cmd_clean(args) -> None:
     if not args.dry_run:
         failed = clean.remove(settings, items)
         if failed:
-            removed = [i for i in items if not any(f.startswith(f"{i.kind} {i.name}:") for f in failed)]
-            print(clean.report(removed, dry_run=False))
+            done = [i for i in items
+                    if i.keep or not any(f.startswith(f"{i.kind} {i.name}:") for f in failed)]
+            print(clean.report(done, dry_run=False))
             raise PipelineError(f"could not remove {len(failed)} item(s): {'; '.join(failed)}")
     print(clean.report(items, dry_run=args.dry_run))

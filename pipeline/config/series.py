@@ -25,7 +25,7 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from pipeline.config import loader
+from pipeline.config import loader, values
 from pipeline.errors import ConfigError
 from pipeline.hashing import file_sha256
 from pipeline.records import record
@@ -117,6 +117,10 @@ def parse(path: Path, known_targets: Iterable[str] | None = None,
     except InvalidSpecifier:
         raise ConfigError(f"{path}: Applies-To {fields['Applies-To']!r} is not a version specifier "
                           "(e.g. >=0.12.4,<0.12.11)") from None
+    if not values.admits_some(spec):
+        raise ConfigError(f"{path}: Applies-To {fields['Applies-To']!r} admits no version (its bounds "
+                          "contradict each other); give the range the patch applies to, such as "
+                          ">=0.12.4,<0.12.11")
     named = tuple(fields["Targets"].replace(",", " ").split())
     if not named:
         raise ConfigError(f"{path}: Targets names no target; list the groups or targets that carry the patch "

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline.config import names
+from pipeline.config import values as values_mod
 from pipeline.config.paths import DOCKER_TEMPLATES, PATCHES, PROJECT_ROOT, TARGETS_FILE
 from pipeline.config.places import Places
 from pipeline.errors import ConfigError, UsageError
@@ -48,6 +49,8 @@ class Settings:
     # SOURCE_DATE_EPOCH, read once here: archive mtimes and the build's timestamps (default: the
     # upstream commit's time).
     source_date_epoch: int | None = None
+    # Images <prefix>/builder-..., /debian:..., /ollama:... (PIPELINE_DOCKER_PREFIX sets both prefixes:
+    # a separate namespace of images and volumes, which `clean` of another prefix leaves alone).
     image_prefix: str = "ollama-pipeline"
     # Named volumes <prefix>-ccache, -go-build, -go-mod.
     volume_prefix: str = "ollama-pipeline"
@@ -110,6 +113,13 @@ class Settings:
             if not (jobs.isascii() and jobs.isdigit()) or int(jobs) < 1:
                 raise UsageError(f"PIPELINE_JOBS must be a positive whole number, got {jobs!r}")
             values["jobs"] = int(jobs)
+        if env.get("PIPELINE_DOCKER_PREFIX"):
+            prefix = env["PIPELINE_DOCKER_PREFIX"]
+            if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", prefix) \
+                    or values_mod.image_ref_problem(f"{prefix}/x"):
+                raise UsageError(f"PIPELINE_DOCKER_PREFIX {prefix!r} is not a prefix Docker takes for image "
+                                 "and volume names: lower-case letters and digits joined by . _ or -")
+            values["image_prefix"] = values["volume_prefix"] = prefix
         values["keep_containers"] = flag(env, "PIPELINE_KEEP_CONTAINERS")
         for var in ("PIPELINE_QUIET", "PIPELINE_TRACEBACK"):
             flag(env, var)  # read by the console and the error edge: checked here with the rest
@@ -125,7 +135,7 @@ READ = ("PIPELINE_TARGETS", "PIPELINE_DIST", "PIPELINE_CACHE", "PIPELINE_PATCHES
         "OLLAMA_SOURCE", "LLAMA_CPP_SOURCE", "PIPELINE_REF",
         "PIPELINE_DEBIAN_MIRROR", "PIPELINE_DEBIAN_SNAPSHOT", "PIPELINE_DEBIAN_SNAPSHOT_URL", "GOPROXY",
         "SSL_CERT_FILE", "PIPELINE_HOST_CA", "SOURCE_DATE_EPOCH", "PIPELINE_JOBS", "PIPELINE_KEEP_CONTAINERS",
-        "PIPELINE_QUIET", "PIPELINE_TRACEBACK")
+        "PIPELINE_QUIET", "PIPELINE_TRACEBACK", "PIPELINE_DOCKER_PREFIX")
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")

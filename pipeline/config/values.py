@@ -129,9 +129,14 @@ def specifier_problem(value: str) -> str | None:
         return "not a version specifier such as \">=0.12.4,<0.12.11\""
     if not len(spec):
         return "it names no version bound"
-    if not any(spec.contains(v, prereleases=True) for v in _witnesses(spec)):
+    if not admits_some(spec):
         return "it admits no version (its bounds contradict each other)"
     return None
+
+
+def admits_some(spec: SpecifierSet) -> bool:
+    """Whether a version specifier admits any version at all (">=0.13,<0.12" admits none)."""
+    return any(spec.contains(v, prereleases=True) for v in _witnesses(spec))
 
 
 def _witnesses(spec: SpecifierSet) -> list[Version]:

@@ -1,14 +1,14 @@
 """Atomic file and folder replacement: a reader sees the old thing or the new one, never half.
 
-Staging names carry their owner (pipeline.infra.owner): a run removes what killed runs left beside
-the file or folder it replaces."""
+Everything staged waits in a folder of its run's (pipeline.infra.owner.owned_dir: named for its owner,
+with the owner's marker inside): a run removes what killed runs left beside the file or folder it
+replaces, and nothing else."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -18,22 +18,10 @@ from pipeline.infra import owner
 
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """Write to a temporary file beside `path`; it replaces `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    owner.sweep(path.parent)  # what a killed run left here
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{owner.mark()}", suffix=".partial", dir=path.parent)
-    try:
-        # mkstemp makes 0600 files; outputs get the mode any new file of this user would have.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write to a temporary file beside `path` (in a folder of this run's, see owner.owned_dir); it
+    replaces `path` only if the block succeeds."""
+    with atomic_files(path) as (tmp,), open(tmp, "wb") as f:
+        yield f
 
 
 @contextlib.contextmanager
@@ -43,18 +31,17 @@ def atomic_files(*paths: Path) -> Iterator[tuple[Path, ...]]:
     rename right after the other: files that belong together (an archive, its manifest, SHA256SUMS)
     are never published one write at a time, so a kill leaves the old set unless it lands between
     two renames. On failure every temporary file is removed."""
-    tmps: list[Path] = []
+    holders: list[Path] = []
     try:
         for path in paths:
             path.parent.mkdir(parents=True, exist_ok=True)
             owner.sweep(path.parent)  # what a killed run left here
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{owner.mark()}", suffix=".partial",
-                                       dir=path.parent)
-            os.close(fd)
-            tmps.append(Path(tmp))
-        yield tuple(tmps)
+            holders.append(owner.owned_dir(path.parent, f".{path.name}", "partial"))
+        tmps = tuple(holder / path.name for holder, path in zip(holders, paths))
         for tmp in tmps:
-            os.chmod(tmp, 0o666 & ~_umask())
+            tmp.touch(mode=0o666)  # the mode any new file of this user gets
+        yield tmps
+        for tmp in tmps:
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
@@ -62,27 +49,24 @@ def atomic_files(*paths: Path) -> Iterator[tuple[Path, ...]]:
                 os.close(fd)
         for tmp, path in zip(tmps, paths):
             os.replace(tmp, path)
-    except BaseException:
-        for tmp in tmps:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        raise
+    finally:
+        for holder in holders:
+            shutil.rmtree(holder, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def scratch_dir(parent: Path, name: str) -> Iterator[Path]:
-    """A temporary folder `<name>.p<pid>-<host>.XXXX` in `parent`, removed when the block ends; what
-    killed runs left in `parent` is removed first (their names carry their owner)."""
+    """A temporary folder of this run in `parent` (owner.owned_dir: `<name>.~ollama-pipeline.p<pid>-...`),
+    removed when the block ends; what killed runs left in `parent` is removed first."""
     parent.mkdir(parents=True, exist_ok=True)
     owner.sweep(parent)
-    with tempfile.TemporaryDirectory(prefix=f"{name}{owner.mark()}", dir=parent) as tmp:
-        yield Path(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    holder = owner.owned_dir(parent, name, "scratch")
+    try:
+        work = holder / "work"
+        work.mkdir()
+        yield work
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -95,25 +79,27 @@ def staging_dir(final: Path) -> Iterator[Path]:
     """A scratch folder beside `final` that becomes `final` if the block succeeds, else is removed.
 
     The swap is two renames (old aside, new in), undone if the second fails; the old folder is removed
-    only once the new one is in place, so `final` is never half-written and never lost on failure.
+    only once the new one is in place, so `final` is never half-written and never lost on failure. The
+    new and the old folder wait inside folders of this run's (owner.owned_dir), so a kill at any point
+    leaves only what the next run's sweep removes.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     owner.sweep(final.parent)  # what a killed run left here
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{owner.mark()}", suffix=".partial", dir=final.parent))
+    holder = owner.owned_dir(final.parent, f".{final.name}", "partial")
     try:
+        tmp = holder / final.name
+        tmp.mkdir()
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         _swap(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 def _swap(new: Path, final: Path) -> None:
-    aside_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}{owner.mark()}", suffix=".old", dir=final.parent))
+    aside_dir = owner.owned_dir(final.parent, f".{final.name}", "old")
     aside = aside_dir / final.name
     try:
-        if final.exists():
+        if final.exists() or final.is_symlink():
             os.rename(final, aside)
         try:
             os.rename(new, final)
@@ -122,8 +108,8 @@ def _swap(new: Path, final: Path) -> None:
                 os.rename(aside, final)
             raise
     except BaseException:
-        with contextlib.suppress(OSError):
-            aside_dir.rmdir()  # only when empty: an old folder that could not be put back stays here
+        if not aside.exists():
+            shutil.rmtree(aside_dir, ignore_errors=True)  # an old folder that could not be put back stays
         raise
     shutil.rmtree(aside_dir, ignore_errors=True)
 

@@ -14,7 +14,7 @@ from pipeline.config import names
 from pipeline.config.places import Places
 from pipeline.config.series import Patch
 from pipeline.errors import CommandError, PatchError, SourceError
-from pipeline.infra import runner
+from pipeline.infra import owner, runner
 from pipeline.infra.log import Log
 
 
@@ -44,6 +44,7 @@ def repository(url: str, tags: list[str], places: Places, log: Log, *,
     """A git directory holding `tags`: a local repository itself, or the cache's mirror of a URL.
     `origin`: the setting that names the repository and the project it holds, for messages."""
     _checked(url, tags)
+    owner.claim(places)
     if is_local(url):
         return _local_gitdir(Path(url).expanduser(), log, origin)
     if names.local_form(url):

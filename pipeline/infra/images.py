@@ -19,6 +19,8 @@ from pipeline.infra.log import Log
 LABEL = "org.ollama-pipeline"
 # The stage hash an image was made for (builder and runtime images).
 LABEL_HASH = f"{LABEL}.hash"
+# The image prefix it was made under (ollama-pipeline): `clean` of another prefix leaves it alone.
+LABEL_PREFIX = f"{LABEL}.prefix"
 
 
 def find(tag: str):
@@ -56,7 +58,8 @@ def build(dockerfile: str, tag: str, log: Log, *, buildargs: Mapping[str, str] |
     context = _context(dockerfile, files or {})
     stream = engine.client().api.build(
         fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True, pull=False, decode=True,
-        buildargs=dict(buildargs or {}), labels={LABEL: what, **(labels or {})},
+        buildargs=dict(buildargs or {}),
+        labels={LABEL: what, LABEL_PREFIX: tag.rpartition("/")[0], **(labels or {})},
         network_mode=engine.network_mode(),
     )
     for event in stream:

@@ -26,7 +26,7 @@ from pipeline.errors import VerifyError
 from pipeline.formats import PackageLayout
 from pipeline.gpu import offload, tensile
 from pipeline.hashing import file_sha256
-from pipeline.infra import archive, baseimage, fsutil
+from pipeline.infra import archive, baseimage, fsutil, owner
 from pipeline.infra.container import Container
 from pipeline.infra.log import Log
 from pipeline.smoke import modelrun, tinymodel
@@ -81,6 +81,7 @@ def verify_archive(path: Path, settings: Settings, log: Log, *,
                               "build); rebuild it")
     # Decompression is bounded by what the manifest beside says the files add up to, where there is one.
     limit = archive.bound_for(manifest.files) if manifest is not None else None
+    owner.claim(settings.places)
     with fsutil.scratch_dir(settings.places.scratch, "verify") as tmp:
         root = Path(tmp) / "pkg"
         inside = archive.unpack(path, root, Path(tmp), limit=limit)

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from pipeline.config import series
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Matrix, tag_version
 from pipeline.errors import CommandError, ConfigError, PatchError, SourceError
-from pipeline.infra import fsutil, git, runner
+from pipeline.infra import fsutil, git, owner, runner
 from pipeline.infra.git import conflict_location
 from pipeline.infra.log import Log
 from pipeline.records import record
@@ -52,7 +51,9 @@ _DIFF_FILE = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 class Verdict:
     patch: str
     ref: str
-    verdict: str  # applies | conflicts | already upstream | out of range | not carried
+    # applies | conflicts | already upstream | out of range | not carried | blocked (it does not apply
+    # where an earlier patch of the series already conflicts: a conflict of that one, not proven its own)
+    verdict: str
     detail: str = ""
     targets: tuple[str, ...] = ()
     # With check(probe=True), for a patch out of range: what it would do on its own to the pristine tree
@@ -93,7 +94,7 @@ def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log, *, 
     gitdir = gitdir or repository(matrix, settings, refs, log)
     paths = series_paths(patch_series)
     verdicts: list[Verdict] = []
-    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-check-") as tmp:
+    with fsutil.scratch_dir(settings.places.scratch, "patches-check") as tmp:
         for ref in refs:
             version = tag_version(ref)
             pristine = Path(tmp) / ref / "upstream"
@@ -111,8 +112,15 @@ def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log, *, 
                     continue
                 tree = Path(tmp) / ref / target
                 shutil.copytree(pristine, tree, symlinks=True)
+                blocker = ""
                 for patch in carried:
-                    per_patch[patch.name][target] = _try(patch, tree, log)
+                    found = _try(patch, tree, log)
+                    if found[0] == "conflicts":
+                        if blocker:
+                            found = ("blocked", f"after {blocker}, which conflicts")
+                        else:
+                            blocker = patch.name
+                    per_patch[patch.name][target] = found
             for patch in patch_series:
                 verdict = _collapse(patch, ref, version, per_patch[patch.name])
                 if verdict.verdict == "out of range" and _backport_in(patch, gitdir, commit, log):
@@ -155,7 +163,8 @@ def _collapse(patch: series.Patch, ref: str, version, by_target: dict[str, tuple
         return Verdict(patch.name, ref, "out of range", f"Applies-To {patch.applies_to}")
     if not by_target:
         return Verdict(patch.name, ref, "not carried", "no target carries it")
-    worst = max(by_target.values(), key=lambda v: ["applies", "already upstream", "conflicts"].index(v[0]))
+    order = ["applies", "already upstream", "blocked", "conflicts"]
+    worst = max(by_target.values(), key=lambda v: order.index(v[0]))
     targets = tuple(t for t, v in by_target.items() if v == worst)
     return Verdict(patch.name, ref, worst[0], worst[1], targets)
 
@@ -168,7 +177,7 @@ def failed(verdicts: Sequence[Verdict]) -> list[Verdict]:
 def table(verdicts: Sequence[Verdict]) -> str:
     refs = list(dict.fromkeys(v.ref for v in verdicts))
     names = list(dict.fromkeys(v.patch for v in verdicts))
-    cell = {(v.patch, v.ref): v.verdict + (f" ({v.detail})" if v.verdict == "conflicts" else "")
+    cell = {(v.patch, v.ref): v.verdict + (f" ({v.detail})" if v.verdict in ("conflicts", "blocked") else "")
             + (" (upstream has it)" if "upstream has it" in v.detail else "") for v in verdicts}
     rows = [("patch", *refs)] + [(n, *(cell[(n, r)] for r in refs)) for n in names]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -186,16 +195,55 @@ def in_range(matrix: Matrix, settings: Settings, ref: str, targets: Sequence[str
 
 def apply(matrix: Matrix, settings: Settings, ref: str, into: Path, log: Log,
           targets: Sequence[str] = ()) -> list[str]:
-    """Export `ref` into a new git work tree and commit each patch in range on top (git am)."""
-    if into.exists() and any(into.iterdir()):
-        raise ConfigError(f"{into} exists and is not empty; pick a new folder for the work tree")
+    """Export `ref` into a new git work tree and commit each patch in range on top (git am).
+
+    The tree is made in a staging folder beside `into` that becomes `into` only when every patch is
+    committed (or, at a conflict, with `git am` stopped there for the maintainer): a refusal, a full
+    disk, Ctrl-C or kill -9 leave no half tree, and the next run removes what a killed one left. A
+    second run on the work tree a finished one made for the same ref and patches does nothing."""
     chosen = in_range(matrix, settings, ref, targets)
+    if into.exists() or into.is_symlink():
+        if done := _made_by_apply(into, ref, chosen):
+            log.line(f"{into}: already the work tree of {ref} with {', '.join(done) or 'no patch'}")
+            return done
+        if into.is_symlink() or not into.is_dir() or any(into.iterdir()):
+            raise ConfigError(f"{into} exists and is not empty; pick a new folder for the work tree")
     gitdir = repository(matrix, settings, [ref], log)
     commit = git.commit_of(gitdir, ref, log)
+    stopped: PatchError | None = None
+    with fsutil.staging_dir(into) as work:
+        try:
+            applied = _apply_into(work, into, gitdir, commit, matrix, settings, ref, chosen, log)
+        except PatchError as exc:
+            stopped = exc  # the tree moves into place with `git am` stopped at the conflict
+    if stopped is not None:
+        raise stopped
+    return applied
+
+
+def _made_by_apply(into: Path, ref: str, chosen: Sequence[series.Patch]) -> list[str] | None:
+    """The patches of the work tree a finished `apply` made at `into` for `ref`, when it would apply the
+    same ones again (names and files unchanged since); else None."""
+    try:
+        state = json.loads((into / ".git" / STATE_FILE).read_text(encoding="utf-8"))
+        names = [p["name"] for p in state["patches"]]
+        if state["ref"] != ref or not isinstance(names, list):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    wanted = {p.name: p for p in chosen}
+    if not set(names) <= set(wanted) or state.get("sha256") != {n: wanted[n].sha256 for n in names}:
+        return None
+    return names
+
+
+def _apply_into(into: Path, final: Path, gitdir: Path, commit: str, matrix: Matrix, settings: Settings,
+                ref: str, chosen: Sequence[series.Patch], log: Log) -> list[str]:
+    """The work of `apply` in the staging folder `into`, which becomes `final`."""
     git.export(gitdir, commit, into, log)
     if tag := llamacpp.tag_in(gitdir, commit, log):
         llamacpp.supply(into, tag, ref, matrix.llama_cpp, settings, log)
-    env = {**IDENTITY, "GIT_CEILING_DIRECTORIES": str(into.resolve().parent)}
+    env = {**IDENTITY, "GIT_CEILING_DIRECTORIES": str(into.parent)}
     gitc = ["git", "-C", into, "-c", "core.autocrlf=false", "-c", "commit.gpgsign=false"]
     runner.run(log, [*gitc, "init", "--quiet", "--initial-branch=patched"], env=env)
     runner.run(log, [*gitc, "add", "--all", "--force"], env=env, quiet=True)
@@ -214,12 +262,13 @@ def apply(matrix: Matrix, settings: Settings, ref: str, into: Path, log: Log,
                              patch.path.resolve()], env=env)
         except CommandError:
             raise PatchError(f"patch {patch.name} does not apply to {ref}; run `patches check --ref {ref}` "
-                             f"for the file and hunk (work tree left at {into}, `git am --abort` there)") \
+                             f"for the file and hunk (work tree left at {final}, `git am --abort` there)") \
                 from None
         runner.run(log, [*gitc, "commit", "--quiet", "--amend", "--no-edit", "--no-verify",
                          "--trailer", f"{TRAILER}: {patch.name}"], env=env, quiet=True)
     # Refresh rewrites only these: patches skipped or out of range stay as they are.
-    state = {"ref": ref, "base": base, "patches": [{"name": p.name, "subject": p.subject} for p in applied]}
+    state = {"ref": ref, "base": base, "patches": [{"name": p.name, "subject": p.subject} for p in applied],
+             "sha256": {p.name: p.sha256 for p in applied}}
     fsutil.write_text(into / ".git" / STATE_FILE, json.dumps(state, indent=2) + "\n")
     return [p.name for p in applied]
 
@@ -284,7 +333,8 @@ def refresh(matrix: Matrix, settings: Settings, work: Path, log: Log) -> dict[st
     existing = {p.name for p in series.load(settings.patches_dir)}
     used_numbers = {int(name[:4]) for name in existing | set(state["names"])}
     changes: dict[str, list[str]] = {"unchanged": [], "updated": [], "added": [], "removed": []}
-    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-refresh-") as tmp:
+    owner.claim(settings.places)
+    with fsutil.scratch_dir(settings.places.scratch, "patches-refresh") as tmp:
         runner.run(log, ["git", "-C", work.resolve(), *FORMAT_PATCH, "-o", tmp, f"{state['base']}..HEAD",
                          "--"],
                    capture=True, quiet=True)
@@ -337,8 +387,8 @@ def touched_go_packages(patches: Sequence[series.Patch]) -> list[str]:
 
 def test(matrix: Matrix, settings: Settings, ref: str, log: Log, go_target: str = "cpu") -> list[str]:
     """Apply the series for `ref`, then go vet and go test the touched packages in the Go builder."""
-    settings.cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-test-", dir=settings.cache) as tmp:
+    owner.claim(settings.places)
+    with fsutil.scratch_dir(settings.places.scratch, "patches-test") as tmp:
         work = Path(tmp) / "tree"
         applied = apply(matrix, settings, ref, work, log)
         patch_series = [p for p in matrix.patches(settings.patches_dir) if p.name in applied]

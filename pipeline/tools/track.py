@@ -194,14 +194,15 @@ def builder(matrix: Matrix, settings: Settings, target: str, run: Callable) -> C
 
 def _cell(p: dict) -> str:
     text = p["verdict"]
-    if p["verdict"] == "conflicts" and p["detail"]:
+    if p["verdict"] in ("conflicts", "blocked") and p["detail"]:
         text += f" ({p['detail']})"
     if p["probe"]:
         text += f"; alone: {p['probe']}"
     return text
 
 
-SHORT = {"applies": "A", "conflicts": "C", "already upstream": "U", "out of range": "-", "not carried": "n"}
+SHORT = {"applies": "A", "conflicts": "C", "already upstream": "U", "out of range": "-", "not carried": "n",
+         "blocked": "X"}
 
 
 def render(rep: dict) -> str:
@@ -215,7 +216,7 @@ def render(rep: dict) -> str:
              "Patches: " + ", ".join(f"P{i + 1} = `{n}`" for i, n in enumerate(rep["patches"])) + ". "
              "Cells: A applies, C conflicts, U already upstream, - out of range (a/c/u: what it would do "
              "on its own), B out of range and upstream has it (the patch's Backport commit is in the tag), "
-             "n not carried.", "",
+             "X blocked (it does not apply after an earlier patch that conflicts), n not carried.", "",
              "llm/memory.go (the estimator patches 0003/0004/0006/0007 and the memory workbench change) "
              "exists only up to v0.12.10: from v0.12.11 layers are placed from the memory the runner "
              "reports (createLayout), which reserves each GPU's own graph, so the graph-memory patches "

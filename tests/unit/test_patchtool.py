@@ -3,6 +3,7 @@ upstream or are out of range. Real git throughout; no Docker."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -262,3 +263,29 @@ def test_refresh_refuses_a_state_file_naming_paths_outside_patches(env, tmp_path
     with pytest.raises(ConfigError, match="is not a patch name"):
         patchtool.refresh(matrix, settings, work, log)
     assert victim.read_text() == "keep me"
+
+
+def test_a_patch_after_a_conflicting_one_is_blocked_not_a_conflict_of_its_own(env, tmp_path, upstream, log):
+    """0002 is made on top of 0001 (its context is 0001's line): where 0001 conflicts, 0002 cannot apply
+    either, and check says it is blocked by 0001 rather than reporting a second conflict. A patch after the
+    conflict that applies on its own still applies."""
+    matrix, settings = env
+    work = tmp_path / "stacked"
+    git(tmp_path, "clone", "--quiet", str(upstream), str(work))
+    git(work, "checkout", "--quiet", "v1.0.0")
+    first = sub(B, 2, "our b two")
+    steps = (("change b two", {"b.txt": first}), ("then b three", {"b.txt": sub(first, 3, "b 3")}),
+             ("add c", {"c.txt": "c\n"}))
+    for subject, files in steps:
+        commit(work, HEADER.format(subject=subject, status="Pending", applies_to=">=1.0", targets="cpu"),
+               files)
+    stacked = tmp_path / "stacked-patches"
+    git(work, *patchtool.FORMAT_PATCH, "-o", str(stacked), "v1.0.0..HEAD")
+    settings = dataclasses.replace(settings, patches_dir=stacked)
+
+    verdicts = patchtool.check(matrix, settings, ["v1.1.0"], log)
+    by = {v.patch: v for v in verdicts}
+    assert [v.verdict for v in verdicts] == ["conflicts", "blocked", "applies"]
+    assert by["0002-then-b-three.patch"].detail == "after 0001-change-b-two.patch, which conflicts"
+    assert [v.patch for v in patchtool.failed(verdicts)] == ["0001-change-b-two.patch"]
+    assert "blocked (after 0001-change-b-two.patch, which conflicts)" in patchtool.table(verdicts)

@@ -228,7 +228,7 @@ def test_failed_swap_puts_the_previous_release_back(matrix, settings, dist, log,
     real_rename = os.rename
 
     def rename(src, dst):
-        if Path(dst) == out and Path(src).name.endswith(".partial"):
+        if Path(dst) == out and Path(src).parent.name.endswith(".partial"):
             raise OSError("disk trouble")
         return real_rename(src, dst)
 
