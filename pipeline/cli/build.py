@@ -147,7 +147,8 @@ def cmd_plan(args) -> None:
         for stage, value in p.hashes.items():
             print(f"  {stage:8}{value}")
         for step in p.steps:
-            print(f"  step    {' '.join(step.argv)}")
+            env = "".join(f"{k}={v} " for k, v in step.env)
+            print(f"  step    {env}{' '.join(step.argv)}")
 
 
 def ci_record(p) -> dict:

@@ -141,10 +141,11 @@ def test_go_build_stamps_the_version(matrix, settings):
     assert p.version == "0.12.5+cpu"
     assert p.upstream_version == "0.12.5"
     go = argv_of(p, "go build")
-    assert "-ldflags=-w -s -X=github.com/ollama/ollama/version.Version=0.12.5+cpu" in go
+    assert ("-ldflags=-w -s -X=github.com/ollama/ollama/version.Version=0.12.5+cpu "
+            "-X=github.com/ollama/ollama/server.mode=release") in go
     assert go[-3:] == ("-o", "dist/bin/ollama", ".")
     (step,) = [s for s in p.steps if s.label == "go build"]
-    assert dict(step.env) == {"CGO_ENABLED": "1"}
+    assert dict(step.env) == {"CGO_ENABLED": "1", "CGO_CFLAGS": "-O3", "CGO_CXXFLAGS": "-O3"}
 
 
 def test_archive_is_named_after_version_and_target(matrix, settings):
