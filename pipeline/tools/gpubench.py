@@ -30,9 +30,9 @@ from pipeline.config.settings import Settings
 from pipeline.config.targets import Backend
 from pipeline.errors import CommandError, ConfigError, PipelineError, SelectionError, UsageError
 from pipeline.gpu import archs as gpu_archs
-from pipeline.infra import engine, toolchain
+from pipeline.infra import engine, progress, toolchain
 from pipeline.infra.container import Container
-from pipeline.infra.log import Log
+from pipeline.infra.log import Log, duration
 from pipeline.infra.toolchain import SRC
 from pipeline.stages.plan import Plan
 
@@ -331,14 +331,14 @@ def backend_runs(plan: Plan, settings: Settings, arch_lists: Sequence[Sequence[s
 def _backend_run(box: Container, log: Log, argv: Sequence[str], env: dict, backend: Backend,
                  archs: list[str], name: str, jobs: int, count: int, index: int) -> dict:
     binary_dir = f"build/{name}"
-    log.line(f"==> backend run {index + 1}/{count}: {backend.arch_variable}={';'.join(archs)}, cold")
     load = [round(x, 2) for x in os.getloadavg()]
     start = time.monotonic()
-    box.exec(configure_argv(argv, backend.arch_variable, archs, binary_dir), env=env)
-    configured = time.monotonic()
-    box.exec(["nice", "-n", str(NICE), "ninja", "-C", binary_dir, "-j", str(jobs), library_target(backend)],
-             env=env)
-    compiled = time.monotonic()
+    with log.step(f"{backend.library} for {','.join(archs)}, cold", index + 1, count):
+        box.exec(configure_argv(argv, backend.arch_variable, archs, binary_dir), env=env)
+        configured = time.monotonic()
+        box.exec(["nice", "-n", str(NICE), "ninja", "-C", binary_dir, "-j", str(jobs),
+                  library_target(backend)], env={**env, **progress.TOOL_ENV})
+        compiled = time.monotonic()
     library = box.exec(["find", binary_dir, "-name", backend.library, "-type", "f"], capture=True).split()
     if len(library) != 1:
         raise PipelineError(f"expected one {backend.library} under {binary_dir}, found {len(library)}")
@@ -348,8 +348,8 @@ def _backend_run(box: Container, log: Log, argv: Sequence[str], env: dict, backe
               "compile_seconds": round(compiled - configured, 1), "library_bytes": size,
               "code_objects": code, "load_average_at_start": load,
               "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
-    log.line(f"<== backend run {index + 1}/{count}: {';'.join(archs)} compiled in "
-             f"{result['compile_seconds']}s, {size} bytes, code for {', '.join(code)}")
+    log.line(f"{backend.library} for {','.join(archs)}: compiled in {duration(result['compile_seconds'])}, "
+             f"{size} bytes, code for {', '.join(code)}")
     return result
 
 
