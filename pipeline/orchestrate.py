@@ -55,17 +55,21 @@ def _exclusive(plan: Plan, settings: Settings):
 
 
 def build_target(plan: Plan, settings: Settings, *, skip: Sequence[str] = (), add: Sequence[str] = (),
-                 table: Sequence[stage_table.Stage] | None = None, lean: bool = False) -> Outcome:
+                 table: Sequence[stage_table.Stage] | None = None, lean: bool = False,
+                 position: tuple[int, int] = (1, 1)) -> Outcome:
     """Run the default stages of the table (less `skip`, plus the optional ones in `add`) for one plan.
     With `lean`, a stage's discard frees what it kept for later runs as soon as no stage still to run
     needs its result (the build output once packaged, the runtime image once saved): a release job
-    that builds several targets on one small disk holds little more than what dist/ keeps of each."""
+    that builds several targets on one small disk holds little more than what dist/ keeps of each.
+    `position`: this target is j of the m a command builds (the log's stage lines say it)."""
     table = stage_table.STAGES if table is None else table
     chosen = stage_table.select(table, skip=skip, add=add)
     log_path = settings.places.target_log(plan.out)
     owner.claim(settings.places)
-    with _exclusive(plan, settings), Log(plan.name, log_path) as log:
-        log.line(f"target {plan.name}: {plan.target.description}")
+    with _exclusive(plan, settings), Log(plan.name, log_path, position=position) as log:
+        log.expect_stages([stage.name for stage in chosen])
+        log.line(f"target {plan.name}" + (f" ({position[0]} of {position[1]})" if position[1] > 1 else "")
+                 + f": {plan.target.description}")
         log.line(f"version {plan.version} from {plan.source_url} ({plan.target.source.tag})")
         for stage in chosen:
             log.line(f"hash {stage.name:8} {plan.hashes[stage.name][:16]}")
@@ -84,7 +88,7 @@ def run_stages(plan: Plan, settings: Settings, log: Log, chosen: Sequence[stage_
     results: dict[str, Any] = {}
     discarded: set[str] = set()
     for i, stage in enumerate(chosen):
-        with log.stage(stage.name) as handle:
+        with log.stage(stage.name, i + 1, len(chosen)) as handle:
             ctx = _context(stage, plan, settings, log, handle)
             results[stage.name] = _result(stage, ctx, {n: results[n] for n in stage.needs})
         if not lean:

@@ -11,6 +11,7 @@ from pipeline.cli import parents
 from pipeline.config import places, targets
 from pipeline.config.policy import load_policy
 from pipeline.errors import UsageError
+from pipeline.formats import PackageLayout
 from pipeline.infra.log import Log, duration
 from pipeline.stages import builder, image, verify
 
@@ -54,13 +55,52 @@ def cmd_build(args) -> None:
     # Plan everything first: a bad patch header or template fails before any work starts.
     patch_series = matrix.patches(settings.patches_dir)
     plans = [stages.plan_for(matrix, t, settings, patch_series) for t in chosen]
-    outcomes = [orchestrate.build_target(p, settings, skip=skip, add=add, lean=args.lean) for p in plans]
-    print("", file=sys.stderr)
+    outcomes = [orchestrate.build_target(p, settings, skip=skip, add=add, lean=args.lean,
+                                         position=(i + 1, len(plans))) for i, p in enumerate(plans)]
+    print("\n" + summary(outcomes), file=sys.stderr)
+
+
+def summary(outcomes: list[orchestrate.Outcome], cwd: Path | None = None) -> str:
+    """What a build command made: per target the archive, where, its size, the time of each stage, the
+    system it runs on; then the command that comes next."""
+    cwd = Path.cwd() if cwd is None else cwd
+    total = sum(o.seconds for o in outcomes)
+    lines = [f"built {len(outcomes)} target{'s' * (len(outcomes) != 1)} in {duration(total)} "
+             "(full log of each: dist/<target>/build.log)"]
+    nexts = []
     for o in outcomes:
-        done = ", ".join(f"{name} {state}" for name, state, _ in o.stages)
-        made = " + ".join(str(p) for p in o.artifacts) or "nothing"
-        made += f" + image {o.results['image'].tag}" if "image" in o.results else ""
-        print(f"{o.target}: {made} ({duration(o.seconds)}; {done})", file=sys.stderr)
+        package = o.results.get("package")
+        archive = package.archive if package is not None else None
+        shown = _shown(archive, cwd) if archive is not None else "no archive (the package stage was left out)"
+        size = f"  {archive.stat().st_size / 1e6:.1f} MB" if archive is not None and archive.exists() else ""
+        lines.append(f"  {o.target}: {shown}{size}, {duration(o.seconds)}")
+        lines.append("    stages: " + ", ".join(f"{name} {state if state != 'done' else duration(secs)}"
+                                                for name, state, secs in o.stages))
+        floor = package.manifest.floor if package is not None else None
+        if floor is not None:
+            verified = " (verified on a clean " + floor.suite + ")" if "verify" in o.results else ""
+            lines.append(f"    runs on: glibc {floor.allows.get('GLIBC', '?')} and newer, the {floor.policy} "
+                         f"floor{verified}")
+        if "image" in o.results:
+            image = o.results["image"]
+            lines.append(f"    image: {image.tag} (saved as {_shown(image.tarball, cwd)})")
+        if archive is not None:
+            unpack = "--zstd " if archive.name.endswith(".tar.zst") else "-z "
+            folder = f"ollama-{o.target}"
+            nexts.append(f"mkdir {folder} && tar -C {folder} {unpack}-xf {_shown(archive, cwd)} && "
+                         f"sudo {folder}/{PackageLayout.SHARE}/install.sh")
+    if nexts:
+        lines.append("next: install a package on this machine (systemd service, /usr/local by default):")
+        lines += [f"  {cmd}" for cmd in nexts]
+    return "\n".join(lines)
+
+
+def _shown(path: Path, cwd: Path) -> str:
+    """A path as the user would type it: relative to the current folder when inside it."""
+    try:
+        return str(path.relative_to(cwd))
+    except ValueError:
+        return str(path)
 
 
 def cmd_verify(args) -> None:
@@ -147,7 +187,8 @@ def cmd_plan(args) -> None:
         for stage, value in p.hashes.items():
             print(f"  {stage:8}{value}")
         for step in p.steps:
-            print(f"  step    {' '.join(step.argv)}")
+            env = "".join(f"{k}={v} " for k, v in step.env)
+            print(f"  step    {env}{' '.join(step.argv)}")
 
 
 def ci_record(p) -> dict:

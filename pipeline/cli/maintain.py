@@ -79,6 +79,10 @@ def configure(sub, table) -> None:
     bn.add_argument("--cold", action="store_true", help="also time a build with empty caches")
     bn.add_argument("--gpu", action="store_true", help="instead: cold and warm compile time of a few GPU "
                                                        "sources, target archs against upstream's full list")
+    bn.add_argument("--backend-archs", action="append", metavar="ARCHS", type=parents.arch_list, default=[],
+                    help="instead: compile the target's whole GPU backend cold (no ccache) once for each "
+                         "list given (comma-separated, repeatable), in one run: "
+                         "--backend-archs gfx1100,gfx1103 --backend-archs gfx1100")
     bn.add_argument("--disk", action="store_true",
                     help="instead: peak disk of each release job's cold `build TARGET... --image --lean`, "
                          "on a private dockerd with an empty data root (needs root); components sampled "
@@ -159,6 +163,9 @@ def cmd_bench(args) -> None:
     settings = parents.settings(args)
     chosen = ["--all", *args.targets] if args.all else args.targets
     output = parents.output(args.output, "--output", settings.places.report("bench"))
+    if args.backend_archs and (args.disk or args.cold or args.gpu or args.builder_twice or args.ref):
+        raise UsageError("--backend-archs is a benchmark of its own: drop --disk, --cold, --gpu, "
+                         "--builder-twice and --ref")
     if args.builder_twice:
         if args.disk or args.cold or args.gpu or args.ref:
             raise UsageError("--builder-twice builds builders only: drop --disk, --cold, --gpu and --ref")
@@ -170,7 +177,8 @@ def cmd_bench(args) -> None:
     else:
         if args.ref:
             raise UsageError("--ref goes with --disk; the other benchmarks time the tags of targets.toml")
-        report = bench.run(chosen, settings, output, cold=args.cold, gpu=args.gpu)
+        report = bench.run(chosen, settings, output, cold=args.cold, gpu=args.gpu,
+                           backend_archs=args.backend_archs)
     print(json.dumps(report, indent=2))
     print(f"written to {output}", file=sys.stderr)
 

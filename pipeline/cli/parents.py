@@ -28,6 +28,18 @@ def positive(value: str) -> int:
     return int(value)
 
 
+def arch_list(value: str) -> list[str]:
+    """'gfx1100,gfx1103' -> ['gfx1100', 'gfx1103']: GPU archs as gpu_archs in targets.toml names them."""
+    archs = [a.strip() for a in value.split(",")]
+    if not all(archs) or len(set(archs)) != len(archs):
+        raise argparse.ArgumentTypeError(f"{value!r}: give archs separated by commas, each once "
+                                         "(gfx1100,gfx1103)")
+    for arch in archs:
+        if not (arch.isascii() and arch.replace("-", "").replace("_", "").isalnum()):
+            raise argparse.ArgumentTypeError(f"{arch!r} is not a GPU arch name (gfx1100, 37-real)")
+    return archs
+
+
 def tag(value: str) -> str:
     if problem := names.ref_problem(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a valid git tag ({problem}); use a tag "

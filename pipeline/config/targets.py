@@ -250,10 +250,34 @@ class LlamaCpp:
 
 
 @record
+class ReleaseBuild:
+    """What upstream's own Linux release build sets beyond the plain build steps, for the upstream
+    versions `versions` admits (its .github/workflows/release.yaml and Dockerfile): the go build's
+    extra -ldflags and environment, and the environment of every backend's cmake configure."""
+
+    versions: str = ""
+    go_ldflags: tuple[str, ...] = ()
+    go_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    cmake_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def admits(self, tag: str) -> bool:
+        return not self.versions or SpecifierSet(self.versions).contains(tag_version(tag), prereleases=True)
+
+    def __add__(self, other: ReleaseBuild) -> ReleaseBuild:
+        """Two rules as one: ldflags joined, environments merged (the later rule wins a key)."""
+        return ReleaseBuild(versions="", go_ldflags=(*self.go_ldflags, *other.go_ldflags),
+                            go_env=types.MappingProxyType({**self.go_env, **other.go_env}),
+                            cmake_env=types.MappingProxyType({**self.cmake_env, **other.cmake_env}))
+
+
+@record
 class Upstream:
     # tag -> full commit id of every upstream version the project has pinned.
     pins: Mapping[str, str] = checked(values.COMMIT, keys=values.TAG, default_factory=dict)
     llama_cpp: LlamaCpp = dataclasses.field(default_factory=LlamaCpp)
+    # Upstream's release build, rule by rule ([[upstream.release_build]]): every rule whose versions
+    # admit a target's tag applies, in file order.
+    release_build: tuple[ReleaseBuild, ...] = ()
 
 
 def tag_version(tag: str) -> Version:
@@ -303,6 +327,16 @@ class Matrix:
     llama_cpp: LlamaCpp = dataclasses.field(default_factory=LlamaCpp)
     # [groups]: group name -> its targets, in file order.
     groups: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    release_build: tuple[ReleaseBuild, ...] = ()
+
+    def release_build_at(self, tag: str) -> ReleaseBuild:
+        """What upstream's release build sets at `tag`: the [[upstream.release_build]] rules that admit
+        it, joined in file order."""
+        joined = ReleaseBuild()
+        for rule in self.release_build:
+            if rule.admits(tag):
+                joined = joined + rule
+        return joined
 
     def patches(self, directory: Path) -> list[series.Patch]:
         """The patch series of `directory`, its Targets checked against the matrix and groups expanded."""
@@ -410,6 +444,8 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
         upstream.llama_cpp.pins, f"{path}: [upstream.llama_cpp.pins]", versions=False))
     if llama_cpp.url:
         names.check_url(llama_cpp.url, f"{path}: [upstream.llama_cpp] url")
+    for i, rule in enumerate(upstream.release_build):
+        _check_release_build(rule, f"{path}: [[upstream.release_build]] #{i + 1}")
     downloads = {key: _download(key, table, f"{path}: [downloads.{key}]")
                  for key, table in doc.get("downloads", {}).items()}
     builders = {name: _builder(table, downloads, f"{path}: [builders.{name}]")
@@ -441,7 +477,8 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
     groups = {name: _group(name, members, targets, f"{path}: [groups] {name}")
               for name, members in doc.get("groups", {}).items()}
     return Matrix(path=path, targets=targets, builders=builders, backends=backends, pins=pins,
-                  llama_cpp=llama_cpp, groups=types.MappingProxyType(groups))
+                  llama_cpp=llama_cpp, groups=types.MappingProxyType(groups),
+                  release_build=upstream.release_build)
 
 
 def _download(key: str, table: Any, where: str) -> Download:
@@ -495,6 +532,29 @@ def _check_go_toolchains(b: Builder, where: str) -> None:
             raise ConfigError(f"{where} go_toolchains: {exc}") from None
         if not path.startswith("/"):
             raise ConfigError(f"{where} go_toolchains {version!r}: {path!r} must be an absolute bin folder")
+
+
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def _check_release_build(rule: ReleaseBuild, where: str) -> None:
+    """A release-build rule: a version specifier, -X=pkg.var=value ldflags, NAME=value environments."""
+    try:
+        SpecifierSet(rule.versions)
+    except InvalidSpecifier:
+        raise ConfigError(f"{where} versions {rule.versions!r} is not a version specifier "
+                          "(e.g. \">=0.12.5\")") from None
+    for flag in rule.go_ldflags:
+        if not flag.startswith("-") or any(c.isspace() for c in flag):
+            raise ConfigError(f"{where} go_ldflags {flag!r}: one linker flag without spaces, such as "
+                              "\"-X=github.com/ollama/ollama/server.mode=release\"")
+    for key, env in (("go_env", rule.go_env), ("cmake_env", rule.cmake_env)):
+        for name, value in env.items():
+            if not ENV_NAME.fullmatch(name):
+                raise ConfigError(f"{where} {key} {name!r} is not an environment variable name "
+                                  "(capitals, digits and _)")
+            if "\n" in value or "\0" in value:
+                raise ConfigError(f"{where} {key} {name}: the value holds a newline or NUL; give one line")
 
 
 def _check_pins(pins: Mapping[str, str], where: str, *, versions: bool = True) -> dict[str, str]:

@@ -1,11 +1,12 @@
 """What the console shows of a Log; the log file always gets every line.
 
-    plain     every line, as it is written to the log file (the default)
+    plain     every line, as it is written to the log file (the default); the pipeline's own lines are
+              marked (log.py) and carry the positions and percentages of pipeline.infra.progress
     GitHub    (GITHUB_ACTIONS=true) every line, each top-level stage folded in a ::group:: of the job's
               log, and a table of the stages appended to $GITHUB_STEP_SUMMARY when the log closes
-    quiet     (PIPELINE_QUIET=1 or `--quiet`, on a terminal) only the stage lines and one status line
-              (stage, percent done and time left, estimated from the stage times of the run before);
-              when the run fails, the last 50 lines of the log
+    quiet     (PIPELINE_QUIET=1 or `--quiet`, on a terminal) only the pipeline's stage and step lines and
+              one status line (target, stage and step positions, ninja's counter as a percentage, the
+              time left); when the run fails, the last 50 lines of the log
 
 A Log takes its policy from the environment only when it writes to the process's stderr: a Log given
 its own console stream (tests, tools capturing output) gets the plain policy unless one is passed.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
+import io
 import os
 import time
 from collections.abc import Mapping
@@ -23,12 +24,9 @@ from pathlib import Path
 from typing import TextIO
 
 from pipeline.config.settings import flag
+from pipeline.infra.progress import Progress, duration
 
 TAIL = 50
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
 
 
 class Console:
@@ -39,18 +37,13 @@ class Console:
         self.quiet = quiet
         self.summary = summary
         self.tail: collections.deque[str] = collections.deque(maxlen=tail)
-        self.refresh = refresh
+        self.every = refresh
         self.target = "-"
-        self.timings_file: Path | None = None
-        self.estimate: dict[str, float] = {}
+        self.progress = Progress("-")
         self._depth = 0
         self._group_open = False
         self._status = ""
         self._status_at = 0.0
-        self._stage = ""
-        self._stage_started = 0.0
-        self._done_estimate = 0.0
-        self._top_level: set[str] = set()  # stages not inside another: the estimate's parts
 
     @classmethod
     def from_env(cls, stream: TextIO, env: Mapping[str, str] | None = None) -> Console:
@@ -63,17 +56,11 @@ class Console:
 
     # -- the Log calls these -------------------------------------------------------------------
 
-    def attach(self, target: str, log_path: Path | None) -> None:
-        """The Log's target and file: stage times of the last run lie beside the file."""
+    def attach(self, target: str, log_path: Path | None, progress: Progress | None = None) -> None:
+        """The Log's target and where its run stands."""
         self.target = target
-        if log_path is not None:
-            self.timings_file = log_path.with_name(log_path.stem + ".timings.json")
-            with contextlib.suppress(OSError, ValueError):
-                data = json.loads(self.timings_file.read_text(encoding="utf-8"))
-                # Only an estimate: a file of another shape (hand-edited, damaged) is no estimate at all.
-                if isinstance(data, dict):
-                    self.estimate = {k: float(v) for k, v in data.items()
-                                     if isinstance(k, str) and type(v) in (int, float) and 0 <= v < 1e7}
+        if progress is not None:
+            self.progress = progress
 
     def line(self, text: str, *, stage_line: bool = False) -> None:
         self.tail.append(text)
@@ -86,29 +73,29 @@ class Console:
         else:
             self._show_status()
 
+    def refresh(self, force: bool = False) -> None:
+        """The status line again (quiet): the log calls this when ninja's counter moves (force) and
+        while a silent step runs."""
+        if self.quiet:
+            self._show_status(force=force)
+
     def stage_started(self, name: str) -> None:
         """Before the stage's first line."""
         self._depth += 1
-        if self._depth == 1:
-            self._stage, self._stage_started = name, time.monotonic()
-            self._top_level.add(name)
-            if self.github:
-                print(f"::group::{self.target}: {name}", file=self.stream, flush=True)
-                self._group_open = True
+        if self._depth == 1 and self.github:
+            print(f"::group::{self.target}: {name}", file=self.stream, flush=True)
+            self._group_open = True
 
     def stage_ended(self, name: str) -> None:
         """After the stage's last line."""
         self._depth -= 1
-        if self._depth == 0:
-            self._done_estimate += self.estimate.get(name, time.monotonic() - self._stage_started)
-            self._stage = ""
-            if self._group_open:
-                print("::endgroup::", file=self.stream, flush=True)
-                self._group_open = False
+        if self._depth == 0 and self._group_open:
+            print("::endgroup::", file=self.stream, flush=True)
+            self._group_open = False
 
     def finish(self, stages: list[tuple[str, str, float]], elapsed: float, *, failed: bool,
                log_path: Path | None) -> None:
-        """When the Log closes: the tail on failure (quiet), the step summary, the stage times."""
+        """When the Log closes: the tail on failure (quiet), the step summary."""
         self._clear_status()
         if self._group_open:
             print("::endgroup::", file=self.stream, flush=True)
@@ -122,37 +109,28 @@ class Console:
             with contextlib.suppress(OSError), open(self.summary, "a", encoding="utf-8") as f:
                 f.write(step_summary(self.target, stages, elapsed, failed=failed,
                                      tail=list(self.tail) if failed else [], log_path=log_path))
-        if self.timings_file is not None and stages and not failed:
-            timings = dict(self.estimate)
-            timings.update({name: round(secs, 1) for name, outcome, secs in stages
-                            if outcome == "done" and name in self._top_level})
-            with contextlib.suppress(OSError):
-                self.timings_file.write_text(json.dumps(timings, indent=2) + "\n")
 
     # -- quiet mode's status line ----------------------------------------------------------------
 
-    def progress(self, now: float | None = None) -> str:
-        """`stage, 42% done, about 3m10s left` from the last run's stage times; without them, the time
-        the stage has taken."""
-        now = time.monotonic() if now is None else now
-        stage = self._stage or "-"
-        in_stage = now - self._stage_started if self._stage else 0.0
-        total = sum(self.estimate.values())
-        if not total or (self._stage and self._stage not in self.estimate):
-            return f"[{self.target} {stage}] {_duration(in_stage)} in this stage (no estimate yet)"
-        current = min(in_stage, self.estimate.get(self._stage, 0.0)) if self._stage else 0.0
-        done = min(self._done_estimate + current, total)
-        return (f"[{self.target} {stage}] {100 * done / total:.0f}% done, "
-                f"about {_duration(max(total - done, 0.0))} left")
+    def status(self, now: float | None = None) -> str:
+        """`[cpu] stage 6/8 build, step 3/11 compile CPU: 40/151 (26%); about 4m10s left in this step`."""
+        return f"[{self.target}] {self.progress.status(now)}"
 
     def _show_status(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._status_at < self.refresh:
+        if not force and now - self._status_at < self.every:
             return
         self._status_at = now
-        self._status = self.progress(now)
+        self._status = self.status(now)[:self._width() - 1]
         self.stream.write("\r\x1b[K" + self._status)
         self.stream.flush()
+
+    def _width(self) -> int:
+        """The terminal's width: a status line longer than that would wrap, and \\r would not clear it."""
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns or 80
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return 80
 
     def _clear_status(self) -> None:
         if self._status:
@@ -165,9 +143,9 @@ def step_summary(target: str, stages: list[tuple[str, str, float]], elapsed: flo
                  tail: list[str], log_path: Path | None) -> str:
     """Markdown for $GITHUB_STEP_SUMMARY: the target's outcome, a row per stage, the tail on failure."""
     outcome = "failed" if failed else "done"
-    lines = [f"### {target}: {outcome} in {_duration(elapsed)}", "", "| stage | outcome | time |",
+    lines = [f"### {target}: {outcome} in {duration(elapsed)}", "", "| stage | outcome | time |",
              "| --- | --- | ---: |"]
-    lines += [f"| {name} | {result} | {_duration(secs)} |" for name, result, secs in stages]
+    lines += [f"| {name} | {result} | {duration(secs)} |" for name, result, secs in stages]
     if tail:
         lines += ["", f"<details><summary>the last {len(tail)} lines of the log</summary>", "", "```text",
                   *(t.replace("```", "'''") for t in tail), "```", "", "</details>"]

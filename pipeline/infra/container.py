@@ -61,7 +61,13 @@ class Container:
             return
         # A second Ctrl-C (or the SIGTERM nox sends after SIGINT) must not cut the clean-up short.
         with _signals_held(), contextlib.suppress(docker.errors.NotFound):
-            self._container.remove(force=True)
+            try:
+                self._container.remove(force=True)
+            except docker.errors.APIError as exc:
+                # A removal the engine is still doing (a first attempt that outlasted the client's
+                # timeout on a loaded machine) ends the container as well.
+                if exc.status_code != 409 or "already in progress" not in str(exc):
+                    raise
         self._container = None
 
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
@@ -73,7 +79,7 @@ class Container:
         exec_id = api.exec_create(self._container.id, list(argv), environment=dict(env or {}),
                                   workdir=workdir or self.workdir, user=self.user or "")["Id"]
         chunks: list[bytes] = []
-        with self.log.heartbeat(" ".join(argv[:2])):
+        with self.log.heartbeat(runner.label(argv)):
             output = api.exec_start(exec_id, stream=True)
             if capture:
                 chunks.extend(output)

@@ -62,16 +62,20 @@ def build(dockerfile: str, tag: str, log: Log, *, buildargs: Mapping[str, str] |
         labels={LABEL: what, LABEL_PREFIX: tag.rpartition("/")[0], **(labels or {})},
         network_mode=engine.network_mode(),
     )
-    for event in stream:
-        if "stream" in event:
-            for line in event["stream"].splitlines():
-                if line.strip():
-                    log.line(line)
-        elif "error" in event:
-            detail = event.get("errorDetail", {}).get("message", event["error"])
-            raise DockerError(f"{what} {tag} failed to build: {detail.strip()} (full log: {log.path})")
-        elif "aux" in event:
-            log.line(f"image {json.dumps(event['aux'])}")
+    # A RUN step can be silent for minutes (apt, a download): the heartbeat says what still runs.
+    with log.heartbeat(f"docker build of {tag}"):
+        for event in stream:
+            if "stream" in event:
+                for line in event["stream"].splitlines():
+                    if line.strip():
+                        log.line(line)
+            elif "error" in event:
+                detail = event.get("errorDetail", {}).get("message", event["error"])
+                raise DockerError(f"{what} {tag} failed to build: {detail.strip()} (full log: {log.path})")
+            elif "aux" in event:
+                aux = event["aux"]
+                log.line(f"image id {aux['ID']}" if isinstance(aux, dict) and "ID" in aux
+                         else f"image {json.dumps(aux)}")
     return engine.client().images.get(tag).id
 
 

@@ -27,6 +27,14 @@ def echo(log: Log, cmd: Sequence[str], where: str = "") -> str:
     return text
 
 
+def label(cmd: Sequence[str]) -> str:
+    """What a heartbeat calls a command: its first two words, past a `nice -n N` in front."""
+    args = list(cmd)
+    if args[:2] == ["nice", "-n"]:
+        args = args[3:]
+    return " ".join(args[:2])
+
+
 def stream(log: Log, chunks: Iterable[bytes]) -> None:
     """Split a byte stream into lines and log each; partial lines are held until complete."""
     pending = b""
@@ -73,7 +81,7 @@ def run(
         if stdin is not None:
             proc.stdin.write(stdin)
             proc.stdin.close()
-        with log.heartbeat(" ".join(args[:2])):
+        with log.heartbeat(label(args)):
             stream(log, iter(lambda: proc.stdout.read1(65536), b""))
         proc.wait()
         out = err = b""

@@ -108,6 +108,9 @@ _EVAL_RATE = re.compile(r"(?<!prompt )eval rate:\s+([0-9.]+) tokens/s")
 _LOADED = re.compile(r"load_backend: loaded (\S+) backend from (\S+)")
 _COMPUTE = re.compile(r"inference compute\b.*?\blibrary=(\S+)")
 _OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+# What gin writes at each start when the server runs in its debug mode: a binary linked without
+# upstream's release flag (-X=github.com/ollama/ollama/server.mode=release, [[upstream.release_build]]).
+GIN_DEBUG = "[GIN-debug]"
 
 
 @record(positional=True)
@@ -172,6 +175,11 @@ def parse(output: str, *, min_tokens: int = MIN_TOKENS) -> ModelRun:
             detail = (sections.get("run.out", "") + "\n" + detail).strip()
         raise ModelRunError(step, sections.get("message", "").strip() or "failed", server_log, detail)
 
+    if GIN_DEBUG in server_log:
+        line = next(x for x in server_log.splitlines() if GIN_DEBUG in x)
+        raise ModelRunError("serve", f"the server runs in gin's debug mode ({line.strip()}): bin/ollama was "
+                            "not linked as upstream's release is (-X=github.com/ollama/ollama/server.mode="
+                            "release; [[upstream.release_build]] in targets.toml)", server_log)
     err = sections.get("run.err", "")
     count, rate = _EVAL_COUNT.search(err), _EVAL_RATE.search(err)
     if not count or not rate:

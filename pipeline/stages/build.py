@@ -25,7 +25,7 @@ from pipeline.config.places import Places
 from pipeline.config.settings import Settings
 from pipeline.formats import PackageLayout
 from pipeline.gpu import archs, tensile
-from pipeline.infra import builderpkgs, fsutil, toolchain
+from pipeline.infra import builderpkgs, fsutil, progress, toolchain
 from pipeline.infra import log as logs
 from pipeline.infra.container import Container
 from pipeline.infra.toolchain import SRC
@@ -74,10 +74,11 @@ def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildRe
         timings = []
         with Container(builder.tag, log, mounts=mounts, user=toolchain.user(), env=env,
                        workdir=SRC, keep=settings.keep_containers) as box:
-            for step in plan.steps:
-                log.line(f"-- {step.label}")
+            for i, step in enumerate(plan.steps):
                 step_start = time.monotonic()
-                box.exec(step.argv, env=dict(step.env))
+                with log.step(step.label, i + 1, len(plan.steps)):
+                    # Ninja's counter as the progress display reads it (display only: not in the hash).
+                    box.exec(step.argv, env={**dict(step.env), **progress.TOOL_ENV})
                 timings.append(StepTime(step=step.label, seconds=round(time.monotonic() - step_start, 2)))
             code_objects = _check_gpu_code(plan, box, log)
             packages = builderpkgs.in_container(box)

@@ -41,7 +41,8 @@ from pipeline.tools import gpubench
 GOALS = {"noop_rebuild_seconds": 10.0, "cold_outside_toolchain_share": 0.05}
 
 
-def run(selection: list[str], settings: Settings, output: Path, *, cold: bool, gpu: bool = False) -> dict:
+def run(selection: list[str], settings: Settings, output: Path, *, cold: bool, gpu: bool = False,
+        backend_archs: list[list[str]] | None = None) -> dict:
     matrix = targets.load(settings.targets_file)
     report: dict = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -49,6 +50,12 @@ def run(selection: list[str], settings: Settings, output: Path, *, cold: bool, g
         "goals": GOALS,
         "targets": {},
     }
+    if backend_archs:  # only the whole GPU backend, cold, once per arch list (pipeline/tools/gpubench.py)
+        report["backend"] = {}
+        for plan in gpubench.plans(matrix, selection, settings):
+            report["backend"][plan.name] = gpubench.backend_runs(plan, settings, backend_archs)
+            fsutil.write_text(output, json.dumps(report, indent=2) + "\n")  # keep partial results
+        return report
     if gpu:  # only GPU compile times (pipeline/gpubench.py): the warm-up builds below take hours on GPUs
         report["gpu"] = {}
         for plan in gpubench.plans(matrix, selection, settings):

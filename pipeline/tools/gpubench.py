@@ -25,13 +25,14 @@ from pathlib import Path
 from docker.types import Mount
 
 from pipeline import orchestrate, stages
-from pipeline.config import targets
+from pipeline.config import names, targets
 from pipeline.config.settings import Settings
 from pipeline.config.targets import Backend
-from pipeline.errors import CommandError, ConfigError, PipelineError, SelectionError
-from pipeline.infra import engine, toolchain
+from pipeline.errors import CommandError, ConfigError, PipelineError, SelectionError, UsageError
+from pipeline.gpu import archs as gpu_archs
+from pipeline.infra import engine, progress, toolchain
 from pipeline.infra.container import Container
-from pipeline.infra.log import Log
+from pipeline.infra.log import Log, duration
 from pipeline.infra.toolchain import SRC
 from pipeline.stages.plan import Plan
 
@@ -253,3 +254,109 @@ def _probe_hip(box: Container, log: Log, scratch: Path, archs: list[str]) -> lis
               '2>/dev/null; then echo "ok $a"; else echo "bad $a"; fi; done')
     log.line(f"-- probing {len(archs)} HIP archs with {compiler}")
     return probe_failures(box.exec(["sh", "-c", script, "probe", compiler, *archs], capture=True))
+
+
+# --- The whole GPU backend, cold, once per arch list ---------------------------------------------------
+#
+# `bench TARGET --backend-archs A,B --backend-archs A` compiles the target's real GPU backend library
+# (ggml-hip or ggml-cuda and what it needs: the build preset's own target) from nothing once per arch
+# list, in one container of the target's builder image, with ccache off: the number is the real cold
+# compile, not three sources. Each run configures with the plan's own configure (its environment
+# included) into a fresh binary folder, compiles under `nice` and reads the archs back out of the
+# library, which must hold exactly the list.
+
+NICE = 10
+
+
+def without_launchers(argv: Sequence[str], backend: Backend) -> list[str]:
+    """The configure argv without the compiler launchers (ccache): a cold compile compiles."""
+    prefixes = tuple(f"-D{v}=" for v in backend.launchers)
+    return [a for a in argv if not a.startswith(prefixes)]
+
+
+def configure_env(plan: Plan, backend: Backend) -> dict[str, str]:
+    for step in plan.steps:
+        if step.argv[:3] == ("cmake", "--preset", backend.preset):
+            return dict(step.env)
+    raise PipelineError(f"the plan of {plan.name} has no configure step for preset {backend.preset!r}")
+
+
+def backend_runs(plan: Plan, settings: Settings, arch_lists: Sequence[Sequence[str]]) -> dict:
+    """Cold compile seconds of the target's whole GPU backend for each arch list, in one run."""
+    backend = gpu_backend(plan)
+    if not arch_lists:
+        raise ConfigError("give at least one arch list (--backend-archs gfx1100,gfx1103)")
+    for archs in arch_lists:
+        for arch in archs:
+            if problem := names.arch_problem(backend.gpu_code, arch):
+                raise UsageError(f"--backend-archs {','.join(archs)}: {arch!r}: {problem}")
+    with Log(plan.name, settings.places.target_log(plan.out, "backendbench")) as log:
+        ready = orchestrate.results_of(plan, settings, log, ["patches", "builder"])
+        tree, image = ready["patches"].path, ready["builder"].tag
+        entry: dict = {
+            "date": _now(),
+            "cpus": os.cpu_count(),
+            "jobs": settings.jobs,
+            "nice": NICE,
+            "ccache": "off",
+            "upstream": plan.tag,
+            "backend": backend.preset,
+            "library": backend.library,
+            "image": image,
+            "runs": [],
+        }
+        scratch = settings.places.scratch / f"backendbench-{plan.name}-{os.getpid()}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        mounts = [Mount(SRC, str(tree), type="bind", read_only=True),
+                  Mount(f"{SRC}/build", str(scratch), type="bind")]
+        argv = without_launchers(configure_step(plan, backend), backend)
+        env = {**configure_env(plan, backend), "CCACHE_DISABLE": "1"}
+        try:
+            with log.stage("backendbench"), Container(
+                    image, log, mounts=mounts, user=toolchain.user(), workdir=SRC,
+                    keep=settings.keep_containers) as box:
+                for i, archs in enumerate(arch_lists):
+                    entry["runs"].append(_backend_run(box, log, argv, env, backend, list(archs), f"run{i}",
+                                                      settings.jobs, len(arch_lists), i))
+                    shutil.rmtree(scratch / f"run{i}", ignore_errors=True)
+            first, last = entry["runs"][0], entry["runs"][-1]
+            if len(entry["runs"]) > 1 and last["compile_seconds"]:
+                entry["first_over_last"] = round(first["compile_seconds"] / last["compile_seconds"], 2)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return entry
+
+
+def _backend_run(box: Container, log: Log, argv: Sequence[str], env: dict, backend: Backend,
+                 archs: list[str], name: str, jobs: int, count: int, index: int) -> dict:
+    binary_dir = f"build/{name}"
+    load = [round(x, 2) for x in os.getloadavg()]
+    start = time.monotonic()
+    with log.step(f"{backend.library} for {','.join(archs)}, cold", index + 1, count):
+        box.exec(configure_argv(argv, backend.arch_variable, archs, binary_dir), env=env)
+        configured = time.monotonic()
+        box.exec(["nice", "-n", str(NICE), "ninja", "-C", binary_dir, "-j", str(jobs),
+                  library_target(backend)], env={**env, **progress.TOOL_ENV})
+        compiled = time.monotonic()
+    library = box.exec(["find", binary_dir, "-name", backend.library, "-type", "f"], capture=True).split()
+    if len(library) != 1:
+        raise PipelineError(f"expected one {backend.library} under {binary_dir}, found {len(library)}")
+    code = archs_of(box, backend, library[0], archs)
+    size = int(box.exec(["stat", "-c", "%s", library[0]], capture=True).strip())
+    result = {"archs": archs, "configure_seconds": round(configured - start, 1),
+              "compile_seconds": round(compiled - configured, 1), "library_bytes": size,
+              "code_objects": code, "load_average_at_start": load,
+              "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+    log.line(f"{backend.library} for {','.join(archs)}: compiled in {duration(result['compile_seconds'])}, "
+             f"{size} bytes, code for {', '.join(code)}")
+    return result
+
+
+def archs_of(box: Container, backend: Backend, library: str, archs: Sequence[str]) -> list[str]:
+    output = box.exec(gpu_archs.inspect_command(backend.gpu_code, library), capture=True)
+    return gpu_archs.check(backend.gpu_code, library, archs, output)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")  # noqa: UP017 (3.9)

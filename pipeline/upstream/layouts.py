@@ -17,7 +17,7 @@ from __future__ import annotations
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from pipeline.config.targets import Backend, Builder, Target, go_toolchain, tag_version
+from pipeline.config.targets import Backend, Builder, ReleaseBuild, Target, go_toolchain, tag_version
 from pipeline.errors import ConfigError
 from pipeline.formats import PackageLayout
 from pipeline.records import record
@@ -28,6 +28,10 @@ BUILD = "build"
 OUTPUT = "dist"
 # The PATH every builder image ends with (docker/_runtime.Dockerfile.j2), after the builder's own path.
 SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+# Every backend is configured for Ninja, whose [N/M] step counter the progress display reads. Upstream's
+# release Dockerfile does the same from v0.18.0 (ENV CMAKE_GENERATOR=Ninja); before, it used CMake's
+# default Makefiles, which compile with the same flags.
+CONFIGURE_ENV = {"CMAKE_GENERATOR": "Ninja"}
 
 
 @record(positional=True)
@@ -48,8 +52,10 @@ class Layout:
     def admits(self, version: Version) -> bool:
         return SpecifierSet(self.versions).contains(version, prereleases=True)
 
-    def steps(self, target: Target, backends: tuple[Backend, ...], builder: Builder,
-              version: str) -> list[Step]:
+    def steps(self, target: Target, backends: tuple[Backend, ...], builder: Builder, version: str,
+              release: ReleaseBuild | None = None) -> list[Step]:
+        """The build's commands; `release`: what upstream's release build sets at this version
+        (Matrix.release_build_at)."""
         raise NotImplementedError
 
 
@@ -64,8 +70,10 @@ class InTree(Layout):
     # ggml's core source: from v0.30 the tree keeps a stub of the folder, not this file.
     MARKER = "ml/backend/ggml/ggml/src/ggml.c"
 
-    def steps(self, target: Target, backends: tuple[Backend, ...], builder: Builder,
-              version: str) -> list[Step]:
+    def steps(self, target: Target, backends: tuple[Backend, ...], builder: Builder, version: str,
+              release: ReleaseBuild | None = None) -> list[Step]:
+        release = release or ReleaseBuild()
+        configure_env = tuple(sorted({**CONFIGURE_ENV, **release.cmake_env}.items()))
         steps: list[Step] = []
         # Every configure sees the target's GPU archs: Ollama's CMakeLists enables a GPU language whenever
         # its compiler is found, even for the CPU preset, and CUDA then defaults to "native" archs, which
@@ -82,7 +90,8 @@ class InTree(Layout):
             tag = backend.preset
             steps.append(Step(f"clean {BUILD}/ for {tag}", ("find", BUILD, "-mindepth", "1", "-delete")))
             steps.append(Step(f"configure {tag}", ("cmake", "--preset", backend.preset,
-                                                    *(f"-D{k}={v}" for k, v in defines.items()))))
+                                                    *(f"-D{k}={v}" for k, v in defines.items())),
+                              configure_env))
             steps.append(Step(f"compile {tag}", ("cmake", "--build", "--preset", backend.preset)))
             steps.append(Step(f"install {tag}", ("cmake", "--install", BUILD, "--component",
                                                   backend.component, "--strip")))
@@ -90,8 +99,8 @@ class InTree(Layout):
                 names = [arg for pattern in backend.exclude for arg in ("-o", "-name", pattern)][1:]
                 steps.append(Step(f"drop host libraries of {tag}", ("find", OUTPUT, "(", *names, ")",
                                                                      "-print", "-delete")))
-        ldflags = [*target.go.ldflags, f"-X={target.source.version_variable}={version}"]
-        go_env = tuple(sorted({**target.go.env, **go_path(target, builder)}.items()))
+        ldflags = [*target.go.ldflags, f"-X={target.source.version_variable}={version}", *release.go_ldflags]
+        go_env = tuple(sorted({**target.go.env, **release.go_env, **go_path(target, builder)}.items()))
         steps.append(Step("download Go modules", ("go", "mod", "download"), go_env))
         steps.append(Step("go build", ("go", "build", *target.go.flags, f"-ldflags={' '.join(ldflags)}",
                                        "-o", f"{OUTPUT}/{PackageLayout.BIN}", "."), go_env))

@@ -64,13 +64,15 @@ def toml_key(key: str) -> str:
 
 
 def dump_toml(doc: dict) -> str:
-    """Tables of tables of values, which is all targets.toml needs."""
+    """Tables of tables of values, and arrays of tables of values: all targets.toml needs."""
     lines = []
     for top, tables in doc.items():
         for name, table in tables.items():
-            lines.append(f"[{top}.{toml_key(name)}]")
-            lines.extend(f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items())
-            lines.append("")
+            for entry in table if isinstance(table, list) else [table]:
+                lines.append(f"[[{top}.{toml_key(name)}]]" if isinstance(table, list)
+                             else f"[{top}.{toml_key(name)}]")
+                lines.extend(f"{toml_key(k)} = {toml_value(v)}" for k, v in entry.items())
+                lines.append("")
     return "\n".join(lines)
 
 
@@ -80,9 +82,10 @@ def mini_project(tmp_path) -> tuple[Path, str]:
 
 
 def write_matrix(path: Path, repo: Path, commit: str, *, tag: str = "v1.2.3", name: str = "cpu",
-                 **target_overrides) -> Path:
-    """A targets.toml that builds the mini project with the project's own builders and backends; the
-    target takes the project's settings for `name` (builder, backends, GPU archs)."""
+                 release_build: bool = True, **target_overrides) -> Path:
+    """A targets.toml that builds the mini project with the project's own builders and backends and
+    upstream's release build flags (unless `release_build` is false); the target takes the project's
+    settings for `name` (builder, backends, GPU archs)."""
     project = tomllib.loads((PROJECT / "targets.toml").read_text())
     own = project["targets"][name]
     target = {"description": f"mini project, {name}", "builder": own.get("builder", "debian-cpu"),
@@ -98,6 +101,8 @@ def write_matrix(path: Path, repo: Path, commit: str, *, tag: str = "v1.2.3", na
         "backends": project["backends"],
         "targets": {name: target},
     }
+    if release_build:
+        doc["upstream"] = {"release_build": project["upstream"]["release_build"]}
     path.write_text(dump_toml(doc))
     return path
 

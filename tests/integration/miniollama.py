@@ -10,7 +10,8 @@ The Go main is the miniature's stand-in for Ollama's CLI and HTTP API, so that t
 `serve` (HTTP on OLLAMA_HOST: HEAD/GET /, GET /api/version, GET /api/tags, HEAD/POST /api/blobs/DIGEST,
 POST /api/create, /api/show and /api/generate, streaming NDJSON with eval_count and eval_duration),
 `create NAME -f Modelfile` (uploads the GGUF named by FROM; the server checks its digest, GGUF magic and
-tensor count), `run NAME PROMPT --verbose` (prints api.Metrics.Summary's lines), `list` and `--version`.
+tensor count), `run NAME PROMPT --verbose` (prints api.Metrics.Summary's lines), `list` and `--version`. Like Ollama's
+server it writes gin's debug-mode lines at each `serve` unless linked with server.mode=release.
 It reads the GGUF for real but holds no model: its "tokens" are words picked by a hash of the model
 digest, the prompt and the position, so they are deterministic.
 """
@@ -122,6 +123,24 @@ package version
 var Version string = "0.0.0"
 """
 
+# Ollama's server package sets gin's mode from this variable (server/routes.go); upstream's release
+# links it as "release", and gin then writes no [GIN-debug] lines at each start.
+SERVER_GO = """\
+package server
+
+var mode string = "debug"
+
+func DebugLines() []string {
+	if mode == "release" {
+		return nil
+	}
+	return []string{
+		`[GIN-debug] [WARNING] Running in "debug" mode. Switch to "release" mode in production.`,
+		`[GIN-debug] GET    /api/version --> github.com/ollama/ollama/server.(*Server).GenerateRoutes`,
+	}
+}
+"""
+
 MAIN_GO = r"""package main
 
 /*
@@ -167,6 +186,7 @@ import (
 	"time"
 	"unsafe"
 
+	ollamaserver "github.com/ollama/ollama/server"
 	"github.com/ollama/ollama/version"
 )
 
@@ -486,6 +506,9 @@ func serve() error {
 	// The wording of ggml's own line, which the pipeline's model run reads.
 	fmt.Fprintf(os.Stderr, "load_backend: loaded %s backend from %s\n", strings.ToUpper(name), lib)
 	log.Printf("level=INFO msg=\"inference compute\" id=cpu library=cpu")
+	for _, line := range ollamaserver.DebugLines() {
+		fmt.Fprintln(os.Stderr, line)
+	}
 	s := &server{models: map[string]*model{}, dir: modelsDir()}
 	if err := os.MkdirAll(filepath.Join(s.dir, "blobs"), 0o755); err != nil {
 		return err
@@ -784,6 +807,7 @@ def create(root: Path, tag: str = "v1.2.3", *, go_version: str = "1.22") -> tupl
         "ggml/gpu.cu": CUDA_KERNEL,
         "go.mod": f"module {MODULE}\n\ngo {go_version}\n",
         "version/version.go": VERSION_GO,
+        "server/server.go": SERVER_GO,
         "main.go": MAIN_GO,
     }
     for name, text in files.items():

@@ -17,7 +17,7 @@ from docker.types import Mount
 
 from pipeline import orchestrate, stages
 from pipeline.config import targets
-from pipeline.errors import CommandError, PatchError, VerifyError
+from pipeline.errors import CommandError, ModelRunError, PatchError, VerifyError
 from pipeline.infra import baseimage, container
 from pipeline.infra.log import Log
 from pipeline.stages import verify
@@ -79,7 +79,9 @@ def test_mini_project_builds_into_a_tarball_whose_binary_reports_the_stamped_ver
     assert run_packaged(engine, settings, root, "backends").strip() == "backend cpu"
 
     log = outcome.log.read_text()
-    assert "==> build" in log and "+ cmake --preset CPU" in log and "<== package: done" in log
+    chosen = [s.name for s in stages.select(stages.STAGES)]
+    assert f"] ==> stage {chosen.index('build') + 1}/{len(chosen)} build\n" in log
+    assert "+ cmake --preset CPU" in log and "<== package: done" in log
     assert (settings.dist / "cpu" / "manifest.json").exists()
     assert leftover_containers(engine, settings) == []
 
@@ -240,3 +242,35 @@ def test_verify_names_a_library_missing_from_the_package(engine, mini_project, s
     with pytest.raises(VerifyError, match=r"lib/ollama/libggml-cpu.so needs libggml-base.so"), \
             Log("verify", tmp_path / "verify.log") as log:
         verify.verify_archive(broken, settings, log)
+
+
+def test_a_binary_linked_without_upstreams_release_flags_fails_verify_in_gins_debug_mode(
+        engine, mini_project, settings_for, tmp_path):
+    repo, commit = mini_project
+    # The project's own matrix links server.mode=release (the first test's build passes verify); here
+    # the [[upstream.release_build]] rules are left out, as the pipeline built before them.
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit, release_build=False))
+    matrix = targets.load(settings.targets_file)
+    plan = stages.plan_for(matrix, matrix.targets["cpu"], settings)
+    assert "server.mode=release" not in " ".join(plan.steps[-1].argv)
+
+    with pytest.raises(ModelRunError) as failure:
+        orchestrate.build_target(plan, settings)
+    assert failure.value.step == "serve"
+    assert "the server runs in gin's debug mode ([GIN-debug] [WARNING] Running in \"debug\" mode." in str(
+        failure.value)
+
+
+def test_the_release_flags_reach_the_binary_and_the_backends(engine, mini_project, settings_for, tmp_path):
+    repo, commit = mini_project
+    # A cache of its own: the build runs (another test's build of the same hash would be reused).
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit), cache=tmp_path / "cache")
+    plan, outcome = build(settings.targets_file, settings)
+    go = next(s for s in plan.steps if s.label == "go build")
+    assert "-X=github.com/ollama/ollama/server.mode=release" in go.argv[4]
+    assert {"CGO_CFLAGS": "-O3", "CGO_CXXFLAGS": "-O3"}.items() <= dict(go.env).items()
+    log = outcome.log.read_text()
+    # Configured for Ninja (its counter in the log), and the backends linked with upstream's LDFLAGS=-s.
+    assert "[4/4 100%] Linking C shared library lib/ollama/libggml-cpu.so" in log
+    root = unpack(outcome.archive, tmp_path / "unpacked")
+    assert "ollama version is 1.2.3+cpu" in run_packaged(engine, settings, root, "--version")

@@ -21,9 +21,9 @@ HIP_LIB = "lib/ollama/rocm/libggml-hip.so"
 CUDA_LIB = "lib/ollama/cuda_v11/libggml-cuda.so"
 
 
-def build_gpu(name, mini_project, settings_for, tmp_path):
+def build_gpu(name, mini_project, settings_for, tmp_path, **overrides):
     repo, commit = mini_project
-    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit, name=name))
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit, name=name, **overrides))
     matrix = targets.load(settings.targets_file)
     plan = stages.plan_for(matrix, matrix.targets[name], settings)
     outcome = orchestrate.build_target(plan, settings)
@@ -49,9 +49,14 @@ def bundled_hip_archs(engine, plan, root) -> set[str]:
     return {line.split("--", 1)[1] for line in out.split() if line.startswith("hipv4-")}
 
 
-@pytest.mark.parametrize("name, expected", [("gfx1103", {"gfx1100", "gfx1103"}), ("gfx906", {"gfx906"})])
-def test_rocm_target_compiles_exactly_its_archs(engine, mini_project, settings_for, tmp_path, name, expected):
-    plan, info, root = build_gpu(name, mini_project, settings_for, tmp_path)
+@pytest.mark.parametrize("name, gpu_archs, expected", [
+    ("gfx1103", None, {"gfx1100"}),  # the project's own: the code the 780M runs under the override
+    ("gfx1103", ["gfx1100", "gfx1103"], {"gfx1100", "gfx1103"}),  # two archs in one backend
+    ("gfx906", None, {"gfx906"})])
+def test_rocm_target_compiles_exactly_its_archs(engine, mini_project, settings_for, tmp_path, name, gpu_archs,
+                                                expected):
+    overrides = {"gpu_archs": gpu_archs} if gpu_archs else {}
+    plan, info, root = build_gpu(name, mini_project, settings_for, tmp_path, **overrides)
 
     assert set(info.code_objects["libggml-hip.so"]) == expected
     assert bundled_hip_archs(engine, plan, root) == expected

@@ -29,7 +29,7 @@ def test_targets_json_lists_the_matrix(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == list(load(TARGETS_FILE).targets)
     gfx1103 = next(r for r in rows if r["name"] == "gfx1103")
-    assert gfx1103["gpu_archs"] == ["gfx1100", "gfx1103"]
+    assert gfx1103["gpu_archs"] == ["gfx1100"]
     assert gfx1103["runtime_env"]["HSA_OVERRIDE_GFX_VERSION"] == "11.0.0"
     assert gfx1103["commit"] == "3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b"
 
@@ -83,3 +83,23 @@ def test_unknown_command_is_a_usage_error(capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "invalid choice" in err
+
+
+def test_the_closing_summary_names_archive_size_times_and_the_next_command(matrix, settings, tmp_path, log):
+    from pipeline import orchestrate
+    from pipeline.cli import build
+    from pipeline.stages.results import Packaged
+
+    from .test_release import build as fake_build
+
+    archive = fake_build(matrix, settings, settings.dist, log, "cpu")
+    packaged = Packaged.from_json((archive.parent / "manifest.json").read_text(), archive.parent)
+    outcome = orchestrate.Outcome(
+        "cpu", {"package": packaged}, archive.parent / "build.log",
+        (("source", "cached", 0.1), ("build", "done", 612.0), ("package", "done", 8.0)), 620.5, (archive,))
+    text = build.summary([outcome], cwd=settings.dist.parent)
+    assert text.splitlines()[0] == "built 1 target in 10m20s (full log of each: dist/<target>/build.log)"
+    assert f"  cpu: dist/cpu/{archive.name}  {archive.stat().st_size / 1e6:.1f} MB, 10m20s" in text
+    assert "    stages: source cached, build 10m12s, package 8.0s" in text
+    assert (f"  mkdir ollama-cpu && tar -C ollama-cpu --zstd -xf dist/cpu/{archive.name} && "
+            "sudo ollama-cpu/share/ollama/install.sh") in text

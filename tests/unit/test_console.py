@@ -15,6 +15,9 @@ class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
 
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("a terminal of 80 columns, as far as the console can tell")
+
 
 def build(log: Log, lines: int = 3, fail: bool = False) -> None:
     with log.stage("source") as stage:
@@ -93,12 +96,26 @@ def test_quiet_on_a_terminal_shows_stage_lines_and_progress_not_command_output(t
     term = Terminal()
     policy = Console.from_env(term)
     assert policy.quiet
+    policy._width = lambda: 200
     with Log("cpu", tmp_path / "build.log", policy=policy) as log:
-        build(log, lines=200)
+        log.expect_stages(["source", "build", "package"])
+        with log.stage("source", 1, 3):
+            pass
+        with log.stage("build", 2, 3):
+            with log.step("compile CPU", 1, 2):
+                for i in range(200):
+                    log.line(f"[{i + 1}/200 {(i + 1) // 2}%] cc -c file{i}.c")
+            with log.step("go build", 2, 2):
+                pass
+        with log.stage("package", 3, 3):
+            log.line("packed")
     shown = term.getvalue()
     assert "cc -c file" not in shown
-    assert "==> build" in shown and "<== package: done" in shown
-    assert "(no estimate yet)" in shown
+    assert "==> stage 2/3 build" in shown and "--> step 1/2 compile CPU" in shown
+    assert "<== package: done" in shown
+    # ninja's counter as a percentage, with a time left from its own rate: no earlier run needed
+    assert "[cpu] stage 2/3 build, step 1/2 compile CPU: 100/200 (50%); about " in shown
+    assert "left in this step" in shown
     assert "cc -c file199.c" in (tmp_path / "build.log").read_text()  # the full log stays on disk
 
 
@@ -121,23 +138,40 @@ def test_quiet_prints_the_last_50_lines_when_the_run_fails(tmp_path):
     assert f"full log: {tmp_path / 'build.log'}" in tail
 
 
-def test_progress_is_estimated_from_the_stage_times_of_the_run_before(tmp_path):
+def test_progress_is_estimated_from_the_stage_and_step_times_of_the_run_before(tmp_path):
     path = tmp_path / "build.log"
     with Log("cpu", path, policy=Console(io.StringIO())) as log:
         build(log)
     timings = json.loads((tmp_path / "build.timings.json").read_text())
     # Top-level stages only (a nested one is inside its parent's time); a cached one says nothing.
-    assert set(timings) == {"build", "package"}
-    (tmp_path / "build.timings.json").write_text(json.dumps({"source": 10, "build": 80, "package": 10}))
+    assert set(timings["stages"]) == {"build", "package"}
+    (tmp_path / "build.timings.json").write_text(json.dumps(
+        {"stages": {"source": 10, "build": 80, "package": 10},
+         "steps": [["configure CPU", 10], ["compile CPU", 60], ["go build", 10]]}))
     policy = Console(Terminal(), quiet=True)
     log = Log("cpu", path, policy=policy)
-    with log.stage("source"):
+    log.expect_stages(["source", "build", "package"])
+    with log.stage("source", 1, 3):
         pass
-    with log.stage("build"):
-        now = policy._stage_started + 40
-        assert policy.progress(now) == "[cpu build] 50% done, about 50.0s left"
-        assert policy.progress(policy._stage_started + 500) == "[cpu build] 90% done, about 10.0s left"
+    with log.stage("build", 2, 3):
+        started = log.progress.stage.started
+        assert policy.status(started + 40) == "[cpu] stage 2/3 build; about 50.0s left for cpu"
+        with log.step("compile CPU", 2, 3):
+            step = log.progress.step.started
+            assert policy.status(step + 20) == (
+                "[cpu] stage 2/3 build, step 2/3 compile CPU; about 40.0s left in this step, "
+                "about 1m00s left for cpu")
     log.close()
+
+
+def test_the_status_line_is_cut_to_the_terminal_width():
+    term = Terminal()
+    with Log("a-target-with-a-long-name", None, policy=Console(term, quiet=True), position=(2, 3)) as log, \
+            log.stage("build", 6, 8), log.step("compile ROCm 6", 6, 11):
+        log.line("[52/105  49%] Building HIP object ml/backend/ggml/ggml/src/ggml-hip/CMakeFiles/x.o")
+    statuses = [part for part in term.getvalue().split("\r\x1b[K") if part and "\n" not in part]
+    assert statuses and max(len(s) for s in statuses) == 79
+    assert statuses[-2].startswith("[a-target-with-a-long-name] target 2/3, stage 6/8 build, step 6/11")
 
 
 def test_a_failed_run_keeps_the_stage_times_of_the_last_good_one(tmp_path):
@@ -146,3 +180,5 @@ def test_a_failed_run_keeps_the_stage_times_of_the_last_good_one(tmp_path):
     with pytest.raises(RuntimeError), Log("cpu", path, policy=Console(io.StringIO())) as log:
         build(log, fail=True)
     assert json.loads((tmp_path / "build.timings.json").read_text()) == {"build": 99.0}
+    # The older, flat form still reads as stage times.
+    assert Log("cpu", path, console=io.StringIO()).progress.last_stages == {"build": 99.0}

@@ -182,10 +182,55 @@ def test_bench_gpu_writes_only_the_gpu_section(monkeypatch, matrix, settings, tm
 def test_bench_cli_passes_gpu_through(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_run(selection, settings, output, *, cold, gpu=False):
+    def fake_run(selection, settings, output, *, cold, gpu=False, backend_archs=None):
         seen.update(selection=selection, cold=cold, gpu=gpu)
         return {}
 
     monkeypatch.setattr(bench, "run", fake_run)
     assert cli.main(["bench", "sm_37", "--gpu", "--output", str(tmp_path / "b.json")]) == 0
     assert seen == {"selection": ["sm_37"], "cold": False, "gpu": True}
+
+
+# --- the whole backend, cold, once per arch list ------------------------------------------------------
+
+def test_the_backend_run_configures_as_the_plan_does_without_ccache(matrix, settings):
+    plan = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
+    backend = gpubench.gpu_backend(plan)
+    argv = gpubench.without_launchers(gpubench.configure_step(plan, backend), backend)
+    assert not any("LAUNCHER" in a for a in argv)
+    assert "-DCMAKE_HIP_COMPILER=/usr/lib/llvm-21/bin/clang++" in argv
+    out = gpubench.configure_argv(argv, backend.arch_variable, ["gfx1100", "gfx1103"], "build/run0")
+    assert "-DAMDGPU_TARGETS=gfx1100;gfx1103" in out and "-DAMDGPU_TARGETS=gfx1100" not in out
+    # The plan's configure environment (Ninja, upstream's LDFLAGS=-s) comes along.
+    assert gpubench.configure_env(plan, backend) == {"CMAKE_GENERATOR": "Ninja", "LDFLAGS": "-s"}
+
+
+def test_bench_cli_passes_the_arch_lists_through(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run(selection, settings, output, *, cold, gpu=False, backend_archs=None):
+        seen.update(selection=selection, backend_archs=backend_archs)
+        return {}
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    assert cli.main(["bench", "gfx1103", "--backend-archs", "gfx1100,gfx1103", "--backend-archs", "gfx1100",
+                     "--output", str(tmp_path / "b.json")]) == 0
+    assert seen == {"selection": ["gfx1103"], "backend_archs": [["gfx1100", "gfx1103"], ["gfx1100"]]}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backend-archs", "gfx1100,,gfx1103"], "give archs separated by commas, each once"),
+    (["--backend-archs", "gfx1100,gfx1100"], "give archs separated by commas, each once"),
+    (["--backend-archs", "gfx1100", "--cold"], "--backend-archs is a benchmark of its own"),
+    (["--backend-archs", "gfx1100", "--ref", "v0.24.0"], "--backend-archs is a benchmark of its own"),
+])
+def test_bench_refuses_a_bad_arch_list_or_a_mix_of_modes(capsys, tmp_path, argv, message):
+    assert cli.main(["bench", "gfx1103", *argv, "--output", str(tmp_path / "b.json")]) == 11
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_an_arch_the_compiler_does_not_know_is_refused_before_any_work(matrix, settings):
+    plan = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
+    with pytest.raises(PipelineError, match="'gfx9999': not an AMDGPU processor clang knows"):
+        gpubench.backend_runs(plan, settings, [["gfx1100"], ["gfx9999"]])

@@ -128,6 +128,16 @@ def test_gpu_backend_is_preferred_over_the_cpu_one():
     assert result.tokens_per_s == 7.25
 
 
+def test_a_server_in_gins_debug_mode_fails_the_run():
+    debug = REAL_LOG + ('[GIN-debug] [WARNING] Running in "debug" mode. Switch to "release" mode in production.\n'
+                        "[GIN-debug] GET    /api/version --> ...\n")
+    with pytest.raises(modelrun.ModelRunError) as failure:
+        modelrun.parse(report(server_log=debug))
+    assert failure.value.step == "serve"
+    assert "gin's debug mode ([GIN-debug] [WARNING] Running in \"debug\" mode." in str(failure.value)
+    assert "server.mode=release" in str(failure.value)
+
+
 def test_incomplete_report_is_an_error():
     with pytest.raises(modelrun.ModelRunError, match="no complete report"):
         modelrun.parse("sh: 1: syntax error")
