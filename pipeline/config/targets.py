@@ -275,6 +275,9 @@ class Upstream:
     # tag -> full commit id of every upstream version the project has pinned.
     pins: Mapping[str, str] = dataclasses.field(default_factory=dict)
     llama_cpp: LlamaCpp = dataclasses.field(default_factory=LlamaCpp)
+    # Build layout name -> the upstream versions it builds (upstream.layouts: in-tree, llama-server).
+    # Empty: the layouts' own ranges (in-tree <0.30, llama-server >=0.30).
+    layouts: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def tag_version(tag: str) -> Version:
@@ -324,6 +327,8 @@ class Matrix:
     llama_cpp: LlamaCpp = dataclasses.field(default_factory=LlamaCpp)
     # [groups]: group name -> its targets, in file order.
     groups: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # [upstream.layouts]: build layout name -> the upstream versions it builds (empty: the code's ranges).
+    layouts: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def patches(self, directory: Path) -> list[series.Patch]:
         """The patch series of `directory`, its Targets checked against the matrix and groups expanded."""
@@ -458,6 +463,12 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
         upstream.llama_cpp.pins, f"{path}: [upstream.llama_cpp.pins]", versions=False))
     if llama_cpp.url:
         names.check_url(llama_cpp.url, f"{path}: [upstream.llama_cpp] url")
+    for layout, spec in upstream.layouts.items():
+        try:
+            SpecifierSet(spec)
+        except InvalidSpecifier:
+            raise ConfigError(f"{path}: [upstream.layouts] {layout} = {spec!r} is not a version specifier "
+                              "(e.g. \">=0.30\")") from None
     downloads = {key: _download(key, table, f"{path}: [downloads.{key}]")
                  for key, table in doc.get("downloads", {}).items()}
     builders = {name: _builder(table, downloads, f"{path}: [builders.{name}]")
@@ -490,7 +501,7 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
     groups = {name: _group(name, members, targets, f"{path}: [groups] {name}")
               for name, members in doc.get("groups", {}).items()}
     return Matrix(path=path, targets=targets, builders=builders, backends=backends, pins=pins,
-                  llama_cpp=llama_cpp, groups=types.MappingProxyType(groups))
+                  llama_cpp=llama_cpp, groups=types.MappingProxyType(groups), layouts=upstream.layouts)
 
 
 def _download(key: str, table: Any, where: str) -> Download:

@@ -20,6 +20,8 @@ replaces there (as spack picks a builder per version range):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
@@ -177,13 +179,22 @@ def go_steps(target: Target, builder: Builder, version: str) -> list[Step]:
 LAYOUTS: tuple[Layout, ...] = (LlamaServer(), InTree())
 
 
-def for_tag(tag: str) -> Layout:
-    """The layout an upstream tag builds with."""
+def for_tag(tag: str, ranges: Mapping[str, str] | None = None) -> Layout:
+    """The layout an upstream tag builds with: the first of LAYOUTS whose range admits it. `ranges`
+    ([upstream.layouts] of targets.toml: layout name -> versions) replaces the layouts' own ranges; a
+    layout it leaves out builds no version (a miniature project with made-up version numbers, say)."""
+    ranges = dict(ranges or {})
+    known = {x.name for x in LAYOUTS}
+    if unknown := sorted(set(ranges) - known):
+        raise ConfigError(f"[upstream.layouts] names no build layout {unknown[0]!r}; layouts: "
+                          f"{', '.join(sorted(known))}")
     version = tag_version(tag)
     for layout in LAYOUTS:
-        if layout.admits(version):
+        spec = ranges.get(layout.name) if ranges else layout.versions
+        if spec is not None and SpecifierSet(spec).contains(version, prereleases=True):
             return layout
-    covered = ", ".join(f"{x.name} {x.versions or 'any'}" for x in LAYOUTS)
+    covered = ", ".join(f"{x.name} {ranges.get(x.name, '-') if ranges else x.versions or 'any'}"
+                        for x in LAYOUTS)
     raise ConfigError(f"no build layout covers upstream {tag} (layouts: {covered})")
 
 

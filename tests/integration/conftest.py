@@ -80,9 +80,11 @@ def mini_project(tmp_path) -> tuple[Path, str]:
 
 
 def write_matrix(path: Path, repo: Path, commit: str, *, tag: str = "v1.2.3", name: str = "cpu",
-                 **target_overrides) -> Path:
+                 upstream: dict | None = None, **target_overrides) -> Path:
     """A targets.toml that builds the mini project with the project's own builders and backends; the
-    target takes the project's settings for `name` (builder, backends, GPU archs)."""
+    target takes the project's settings for `name` (builder, backends, GPU archs). The miniature's
+    made-up versions build with the in-tree layout (v0.12 - v0.24's interface) unless `upstream` says
+    otherwise ([upstream] tables: layouts, llama_cpp)."""
     project = tomllib.loads((PROJECT / "targets.toml").read_text())
     own = project["targets"][name]
     target = {"description": f"mini project, {name}", "builder": own.get("builder", "debian-cpu"),
@@ -97,6 +99,7 @@ def write_matrix(path: Path, repo: Path, commit: str, *, tag: str = "v1.2.3", na
         "builders": project["builders"],
         "backends": project["backends"],
         "targets": {name: target},
+        "upstream": upstream or {"layouts": {"in-tree": ">=0"}},
     }
     path.write_text(dump_toml(doc))
     return path
