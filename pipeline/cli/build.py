@@ -35,8 +35,11 @@ def configure(sub, table) -> None:
     t.add_argument("--ref", type=parents.tag,
                    help="the matrix at this pinned upstream tag: the targets that build it")
     t.add_argument("--builds", action="store_true",
-                   help="with --json: the release workflow's build jobs, one per builder with its targets "
-                        "({builder, targets, names, commit})")
+                   help="with --json: the release workflow's build jobs, one per builder with its targets, "
+                        "each at every tag it is released at ({builder, targets, names, commit, folders})")
+    t.add_argument("--releases", action="store_true",
+                   help="with --json: every target at every tag it is released at ({name, selector, "
+                        "artifact, tag, upstream_version, note, latest}), for the image jobs")
     t.set_defaults(run=cmd_targets)
 
     pl = sub.add_parser("plan", parents=[common, parents.selection()],
@@ -121,10 +124,14 @@ def cmd_targets(args) -> None:
     matrix = targets.load(settings.targets_file)
     ref = parents.ref_of(args, settings)
     chosen = matrix.select_at(["--all"], ref) if ref else list(matrix.targets.values())
-    if args.builds:
+    if args.builds or args.releases:
         if not args.json:
-            raise UsageError("--builds is a JSON list for CI: add --json")
-        print(json.dumps(build_jobs(matrix, chosen), indent=2))
+            flag = "--builds" if args.builds else "--releases"
+            raise UsageError(f"{flag} is a JSON list for CI: add --json")
+        # Without a ref, each target at every tag targets.toml releases it at.
+        released = chosen if ref else matrix.releases(chosen)
+        out = build_jobs(matrix, released) if args.builds else [release_entry(matrix, t) for t in released]
+        print(json.dumps(out, indent=2))
         return
     rows = [describe(t, matrix) for t in chosen]
     if args.json:
@@ -139,14 +146,34 @@ def cmd_targets(args) -> None:
 
 
 def build_jobs(matrix: targets.Matrix, chosen: list[targets.Target]) -> list[dict]:
-    """The release workflow's build jobs (`targets --json --builds`): one per builder with its targets,
-    their upstream commit and tag, and the dist/ folder of each (what CI uploads)."""
-    commits = {t.name: t.source.commit for t in chosen}
-    tags = {t.name: t.source.tag for t in chosen}
-    return [{"builder": builder_name, "targets": names, "names": " ".join(names), "commit": commits[names[0]],
-             "tag": tags[names[0]],
-             "folders": [places.out_folder(n, tags[n], matrix.targets[n].source.tag) for n in names]}
-            for builder_name, names in targets.build_jobs(chosen).items()]
+    """The release workflow's build jobs (`targets --json --builds`): one per builder with its targets
+    (TARGET, or TARGET@TAG at another tag than its own: the artifact names and the build command's
+    selectors), their upstream commits (the Go module cache's key) and tags, and the dist/ folder of
+    each (what CI uploads)."""
+    jobs: dict[str, list[targets.Target]] = {}
+    for t in chosen:
+        jobs.setdefault(t.builder, []).append(t)
+    out = []
+    for builder_name, members in jobs.items():
+        selectors = [matrix.selector(t) for t in members]
+        out.append({"builder": builder_name, "targets": selectors, "names": " ".join(selectors),
+                    "commit": "+".join(dict.fromkeys(t.source.commit for t in members)),
+                    "tag": members[0].source.tag, "tags": [t.source.tag for t in members],
+                    "folders": [places.out_folder(t.name, t.source.tag, matrix.targets[t.name].source.tag)
+                                for t in members]})
+    return out
+
+
+def release_entry(matrix: targets.Matrix, t: targets.Target) -> dict:
+    """One target at one release tag, as the image jobs take it: the artifact its build uploads, the
+    upstream version its assets and image tags carry, why it is released at that tag, and whether it is
+    the target's own tag (`latest`: its image also gets the plain `:<target>` tag)."""
+    own = matrix.targets[t.name].source.tag
+    selector = matrix.selector(t)
+    return {"name": t.name, "selector": selector, "artifact": selector, "tag": t.source.tag,
+            "commit": t.source.commit, "upstream_version": t.source.tag.removeprefix("v"),
+            "folder": places.out_folder(t.name, t.source.tag, own), "note": t.release_note,
+            "latest": t.source.tag == own}
 
 
 def describe(t: targets.Target, matrix: targets.Matrix) -> dict:
@@ -159,7 +186,8 @@ def describe(t: targets.Target, matrix: targets.Matrix) -> dict:
     return {"name": t.name, "description": t.description, "backends": list(t.backends),
             "gpu_archs": list(t.gpu_archs), "builder": t.builder, "tag": t.source.tag,
             "commit": t.source.commit, "upstream_version": t.source.tag.removeprefix("v"),
-            "versions": t.versions, "runtime_env": dict(t.runtime.env), "floor": floor}
+            "versions": t.versions, "runtime_env": t.runtime_env, "floor": floor,
+            "releases": [{"tag": tag, "note": t.releases.get(tag, "")} for tag in t.release_tags()]}
 
 
 def _floor_text(floor: dict | None) -> str:

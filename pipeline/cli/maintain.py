@@ -40,12 +40,12 @@ def configure(sub, table) -> None:
     ts.add_argument("--source", help=parents.SOURCE_HELP)
     pt.set_defaults(run=cmd_patches)
 
-    mt = sub.add_parser("memtest", parents=[common], help="how Ollama's estimator places scenarios on GPUs, "
+    mt = sub.add_parser("memtest", parents=[common], help="how Ollama places scenarios on GPUs, "
                                                           "upstream against patched")
     mt.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                     help="scenario .toml files or folders of them (default: scenarios/ of the project)")
     mt.add_argument("--ref", type=parents.tag,
-                    help="upstream tag, v0.12.0 to v0.12.10 (default: the tag of targets.toml)")
+                    help="upstream tag, v0.12.0 to v0.24.x (default: the tag of targets.toml)")
     mt.add_argument("--source", help=parents.SOURCE_HELP)
     mt.add_argument("--target", action="append", default=[],
                     help="only patches carried by this target (default: every patch in range)")

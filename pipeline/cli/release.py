@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline import stages
 from pipeline.cli import parents
-from pipeline.config import names, targets
+from pipeline.config import names, places, targets
 from pipeline.errors import PipelineError, UsageError
 from pipeline.infra.log import Log
 from pipeline.release import assemble, publish
@@ -17,9 +17,11 @@ def configure(sub, table) -> None:
     common = parents.common()
     rl = sub.add_parser("release", parents=[common], help="assemble built targets into dist/release/")
     rl.add_argument("targets", nargs="*", metavar="TARGET",
-                    help="names or globs (default: every target with an archive in dist/<target>/)")
+                    help="names or globs, TARGET@TAG for another upstream tag (default: every target at "
+                         "each tag it is released at with an archive in dist/<target>[@TAG]/)")
     rl.add_argument("--all", action="store_true",
-                    help="every target of the matrix; one not built is an error")
+                    help="every target of the matrix at each tag it is released at (targets.toml "
+                         "releases); one not built is an error")
     rl.add_argument("--dist", help="folder of the builds; the release goes to its release/ (default: dist/)")
     rl.add_argument("--dry-run", action="store_true",
                     help="assemble into dist/release.dry-run/ (dist/release/ is left as it is), then "
@@ -41,13 +43,23 @@ def cmd_release(args) -> None:
     settings = parents.settings(args)
     matrix = targets.load(settings.targets_file)
     if args.targets or args.all:
-        chosen = [t.name for t in parents.selected(args, matrix, settings)]
+        picked = parents.selected(args, matrix, settings)
+        # --all without a ref: every target at every tag it is released at (targets.toml releases)
+        if args.all and not parents.ref_of(args, settings):
+            picked = matrix.releases(picked)
+        chosen = [_build(matrix, t) for t in picked]
     else:
-        chosen = assemble.built(settings.dist, matrix.targets)
+        every = matrix.releases(matrix.targets.values())
+        chosen = assemble.built(settings.dist, [_build(matrix, t) for t in every])
     # A dry run assembles beside the last real release and never touches it.
     result = assemble.assemble(chosen, settings.dist, out=settings.places.release(dry_run=args.dry_run),
                                table=stages.STAGES)
     print(assemble.summary(result, dry_run=args.dry_run))
+
+
+def _build(matrix: targets.Matrix, t: targets.Target) -> assemble.Build:
+    return assemble.Build(target=t.name, note=t.release_note,
+                          folder=places.out_folder(t.name, t.source.tag, matrix.targets[t.name].source.tag))
 
 
 def cmd_publish(args) -> None:

@@ -152,6 +152,13 @@ class Backend:
     # File name patterns removed from the install output after `cmake --install` (a library the host
     # provides that upstream's install copies, such as the Vulkan loader libvulkan.so*).
     exclude: tuple[str, ...] = checked(values.FILE_PATTERN, default=())
+    # The llama/server preset (llama/server/CMakePresets.json) this backend builds with from v0.30, where
+    # the tree holds no ggml (upstream.layouts.LlamaServer): "cpu", "rocm_v7_2_user_arch", ...
+    server_preset: str = checked(values.Kind("CMake preset", values.PRESET.rule, "cpu",
+                                             lambda v: values.PRESET.check(v) if v else None), default="")
+    # The CMake targets that preset's build preset names (upstream builds only these): llama-server and
+    # llama-quantize for cpu, the ggml backend (ggml-hip, ggml-cuda, ggml-vulkan) for a GPU preset.
+    server_targets: tuple[str, ...] = checked(values.COMPONENT, default=())
 
     def __post_init__(self) -> None:
         if self.gpu_code not in ("", "hip", "cuda"):
@@ -208,11 +215,23 @@ class Package:
 @record
 class Runtime:
     env: Mapping[str, str] = checked(values.ENV_VALUE, keys=values.ENV_KEY, default_factory=dict)
+    # More environment for some upstream versions: a version specifier -> variables merged over `env`
+    # where it admits the target's version (Vulkan is behind OLLAMA_VULKAN=1 from v0.12.11 to v0.24).
+    # Their names are checked in __post_init__ (the loader checks one level of keys).
+    env_versions: Mapping[str, Mapping[str, str]] = checked(values.ENV_VALUE, keys=values.SPECIFIER,
+                                                            default_factory=dict)
     # The GPU archs the runtime will ask the backend and rocBLAS for (a 780M under
     # HSA_OVERRIDE_GFX_VERSION=11.0.0 asks for gfx1100). Tensile files of other archs are pruned.
     archs: tuple[str, ...] = checked(values.ARCH, default=())
     # runtime.archs must be among gpu_archs, unless this says the runtime asks for code built elsewhere.
     archs_beyond_gpu_archs: bool = False
+
+    def __post_init__(self) -> None:
+        for spec, extra in self.env_versions.items():
+            for key in extra:
+                if problem := values.ENV_KEY.check(key):
+                    raise ValueError(f"key 'env_versions': {spec!r}: key {key!r} is not allowed ({problem}); "
+                                     f"use {values.ENV_KEY.rule}")
 
 
 @record
@@ -233,9 +252,32 @@ class Target:
     # Vulkan backend entered upstream in v0.12.6). Empty: every version.
     versions: str = checked(values.Kind("versions", values.SPECIFIER.rule, ">=0.12.6",
                                         lambda v: values.specifier_problem(v) if v else None), default="")
+    # The upstream tags the target is released at (each a pinned tag its versions admit), with why: the
+    # release says it beside the asset. Its own source.tag is among them (the one `:<target>` images and
+    # plain `nox -s build -- TARGET` take). Empty: its own tag only.
+    releases: Mapping[str, str] = checked(values.TEXT, keys=values.TAG, default_factory=dict)
 
     def admits(self, tag: str) -> bool:
         return not self.versions or SpecifierSet(self.versions).contains(tag_version(tag), prereleases=True)
+
+    @property
+    def runtime_env(self) -> dict[str, str]:
+        """The runtime environment at this target's upstream version: runtime.env, then the env_versions
+        tables whose specifier admits the version, in file order."""
+        env = dict(self.runtime.env)
+        for spec, extra in self.runtime.env_versions.items():
+            if SpecifierSet(spec).contains(tag_version(self.source.tag), prereleases=True):
+                env.update(extra)
+        return env
+
+    def release_tags(self) -> tuple[str, ...]:
+        """The upstream tags the target is released at: its own first."""
+        return tuple(dict.fromkeys([self.source.tag, *self.releases]))
+
+    @property
+    def release_note(self) -> str:
+        """Why the target is released at its upstream version (releases), "" when not said."""
+        return self.releases.get(self.source.tag, "")
 
 
 @record
@@ -278,6 +320,9 @@ class Upstream:
     # Upstream's release build, rule by rule ([[upstream.release_build]]): every rule whose versions
     # admit a target's tag applies, in file order.
     release_build: tuple[ReleaseBuild, ...] = ()
+    # Build layout name -> the upstream versions it builds (upstream.layouts: in-tree, llama-server).
+    # Empty: the layouts' own ranges (in-tree <0.30, llama-server >=0.30).
+    layouts: Mapping[str, str] = checked(values.SPECIFIER, keys=values.NAME, default_factory=dict)
 
 
 def tag_version(tag: str) -> Version:
@@ -328,6 +373,8 @@ class Matrix:
     # [groups]: group name -> its targets, in file order.
     groups: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     release_build: tuple[ReleaseBuild, ...] = ()
+    # [upstream.layouts]: build layout name -> the upstream versions it builds (empty: the code's ranges).
+    layouts: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def release_build_at(self, tag: str) -> ReleaseBuild:
         """What upstream's release build sets at `tag`: the [[upstream.release_build]] rules that admit
@@ -372,17 +419,44 @@ class Matrix:
 
     def select_at(self, selectors: Iterable[str], ref: str | None) -> list[Target]:
         """Like select, each target at upstream `ref` (None: its own tag). Targets picked by --all or a
-        glob that cannot be built at `ref` are left out; one named outright is an error."""
-        chosen = self.select(selectors)
+        glob that cannot be built at `ref` are left out; one named outright is an error. A selector
+        TARGET@TAG names one target at one pinned tag (how the release workflow asks for each of a
+        target's release tags); it cannot be mixed with another `ref`."""
+        selectors = list(selectors)
+        tagged = [sel for sel in selectors if "@" in sel]
+        plain = [sel for sel in selectors if "@" not in sel]
+        pairs = []
+        for sel in tagged:
+            name, _, tag = sel.partition("@")
+            if name not in self.targets:
+                raise SelectionError(f"unknown target {name!r} in {sel!r}{loader.hint(name, self.targets)}; "
+                                     f"known targets: {', '.join(self.targets)}")
+            if ref is not None and tag != ref:
+                raise SelectionError(f"{sel} names upstream {tag}, but --ref (or PIPELINE_REF) asks for "
+                                     f"{ref}: give one of them")
+            pairs.append(self.at(self.targets[name], tag))
+        if pairs and not plain:
+            return _unique(pairs)
+        chosen = self.select(plain)
         if ref is None:
-            return chosen
+            return _unique(chosen + pairs)
         self.pin(ref)
-        explicit = {sel for sel in selectors if sel in self.targets}
+        explicit = {sel for sel in plain if sel in self.targets}
         kept = [t for t in chosen if t.name in explicit or t.admits(ref) or ref == t.source.tag]
         if not kept:
             raise SelectionError(f"no selected target builds upstream {ref} (see `versions` in "
                                  f"{self.path.name})")
-        return [self.at(t, ref) for t in kept]
+        return _unique([self.at(t, ref) for t in kept] + pairs)
+
+    def selector(self, target: Target) -> str:
+        """How the command line names `target` at its tag: TARGET at its own tag, else TARGET@TAG."""
+        own = self.targets[target.name].source.tag
+        return target.name if target.source.tag == own else f"{target.name}@{target.source.tag}"
+
+    def releases(self, chosen: Iterable[Target]) -> list[Target]:
+        """Each of `chosen` at every tag it is released at (Target.releases), own tag first."""
+        return [self.at(self.targets[t.name], tag) for t in chosen
+                for tag in self.targets[t.name].release_tags()]
 
     def select(self, selectors: Iterable[str]) -> list[Target]:
         """Targets matching names or globs ('gfx*'), in file order; 'all' or '--all' picks every one."""
@@ -405,6 +479,11 @@ class Matrix:
             for name in hits:
                 chosen[name] = self.targets[name]
         return [t for name, t in self.targets.items() if name in chosen]
+
+
+def _unique(chosen: Iterable[Target]) -> list[Target]:
+    """Targets without repeats of the same target at the same tag, in order."""
+    return list({(t.name, t.source.tag): t for t in chosen}.values())
 
 
 TOP_LEVEL = ("defaults", "downloads", "builders", "backends", "targets", "groups", "upstream")
@@ -446,6 +525,12 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
         names.check_url(llama_cpp.url, f"{path}: [upstream.llama_cpp] url")
     for i, rule in enumerate(upstream.release_build):
         _check_release_build(rule, f"{path}: [[upstream.release_build]] #{i + 1}")
+    for layout, spec in upstream.layouts.items():
+        try:
+            SpecifierSet(spec)
+        except InvalidSpecifier:
+            raise ConfigError(f"{path}: [upstream.layouts] {layout} = {spec!r} is not a version specifier "
+                              "(e.g. \">=0.30\")") from None
     downloads = {key: _download(key, table, f"{path}: [downloads.{key}]")
                  for key, table in doc.get("downloads", {}).items()}
     builders = {name: _builder(table, downloads, f"{path}: [builders.{name}]")
@@ -471,6 +556,7 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
         if pinned is not None and pinned != target.source.commit.lower():
             raise ConfigError(f"{where} source.commit {target.source.commit} differs from the pin of "
                               f"{target.source.tag} in [upstream.pins] ({pinned}); one of them is wrong")
+        _check_releases(target, pins, where)
         targets[name] = target
     if not targets:
         raise ConfigError(f"{path}: no [targets.NAME] table; the matrix is empty")
@@ -478,7 +564,7 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
               for name, members in doc.get("groups", {}).items()}
     return Matrix(path=path, targets=targets, builders=builders, backends=backends, pins=pins,
                   llama_cpp=llama_cpp, groups=types.MappingProxyType(groups),
-                  release_build=upstream.release_build)
+                  release_build=upstream.release_build, layouts=upstream.layouts)
 
 
 def _download(key: str, table: Any, where: str) -> Download:
@@ -567,6 +653,30 @@ def _check_pins(pins: Mapping[str, str], where: str, *, versions: bool = True) -
             raise ConfigError(f"{where} {tag} must be a full 40-digit commit id, got {commit!r}")
         out[tag] = commit.lower()
     return out
+
+
+def _check_releases(t: Target, pins: Mapping[str, str], where: str) -> None:
+    """Every release tag is pinned (or the target's own), admitted by its versions, and the own tag is
+    among them; env_versions keys are version specifiers."""
+    for spec in t.runtime.env_versions:
+        try:
+            SpecifierSet(spec)
+        except InvalidSpecifier:
+            raise ConfigError(f"{where} runtime.env_versions key {spec!r} is not a version specifier "
+                              "(e.g. \">=0.12.11,<0.30\")") from None
+    if not t.releases:
+        return
+    for tag, note in t.releases.items():
+        names.check_ref(tag, f"{where} releases")
+        if tag != t.source.tag and tag not in pins:
+            raise ConfigError(f"{where} releases {tag}: not pinned; add it to [upstream.pins] (or drop it)")
+        if not t.admits(tag):
+            raise ConfigError(f"{where} releases {tag}: outside the target's versions ({t.versions})")
+        if not note.strip():
+            raise ConfigError(f"{where} releases {tag}: say why the target is released at it (a short note)")
+    if t.source.tag not in t.releases:
+        raise ConfigError(f"{where} releases lacks the target's own tag {t.source.tag}: add it with its "
+                          "note, or move source.tag to one of them")
 
 
 def _check_target(t: Target, builders: Mapping[str, Builder], backends: Mapping[str, Backend], where: str):

@@ -14,6 +14,7 @@ the release workflow runs `nox -s publish` (publish.py) with the files of dist/r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -42,6 +43,16 @@ JOIN = "JOIN.md"
 BLOCK = 1 << 20
 
 @record
+class Build:
+    """One built target to release: its name, its folder under dist/ (TARGET, or TARGET@TAG at another
+    upstream tag than its own) and why it is released at that upstream version (targets.toml releases)."""
+
+    target: str
+    folder: str
+    note: str = ""
+
+
+@record
 class Asset:
     """One file of the release folder."""
 
@@ -62,6 +73,8 @@ class Entry:
     manifest_asset: Asset
     # What other stages left for the release beside the archive (Stage.artifacts), published as they are.
     extras: tuple[Asset, ...] = ()
+    # Why the target is released at this upstream version (manifest.upstream.version), from targets.toml.
+    note: str = ""
 
     @property
     def split(self) -> bool:
@@ -82,9 +95,9 @@ def build_command(target: str) -> str:
     return f"nox -s build -- {target}"
 
 
-def built(dist: Path, names: Iterable[str]) -> list[str]:
-    """Those of `names` (targets of the matrix, in its order) with an archive in dist/<target>/."""
-    found = [n for n in names if _archives(target_folder(dist, n), n)]
+def built(dist: Path, names: Iterable[str | Build]) -> list[str | Build]:
+    """Those of `names` (targets of the matrix, in its order, or Builds) with an archive in their folder."""
+    found = [n for n in names if _archives(target_folder(dist, _build(n).folder), _build(n).target)]
     if not found:
         raise PackageError(f"no target has a built archive in {dist}/<target>/; build one first: "
                            f"{build_command('TARGET')} (or --all)")
@@ -95,9 +108,14 @@ def _archives(folder: Path, target: str) -> list[Path]:
     return archives.find(folder, target)
 
 
-def locate(dist: Path, target: str) -> tuple[Path, Manifest]:
-    """The archive of a built target and its manifest, refused unless the two agree."""
-    folder = target_folder(dist, target)
+def _build(item: str | Build) -> Build:
+    return item if isinstance(item, Build) else Build(target=item, folder=item)
+
+
+def locate(dist: Path, target: str, folder_name: str = "") -> tuple[Path, Manifest]:
+    """The archive of a built target (in dist/<folder_name>, default dist/<target>) and its manifest,
+    refused unless the two agree."""
+    folder = target_folder(dist, folder_name or target)
     manifest_file = folder / PackageLayout.BESIDE
     if not _archives(folder, target):
         raise PackageError(f"target {target!r} has no built archive in {folder}/ "
@@ -132,23 +150,26 @@ def verify(archive: Path, manifest: Manifest, target: str) -> None:
                            f"the archive changed after the build. Rebuild with: {build_command(target)}")
 
 
-def assemble(targets: Sequence[str], dist: Path, *, out: Path | None = None, limit: int | None = None,
+def assemble(targets: Sequence[str | Build], dist: Path, *, out: Path | None = None, limit: int | None = None,
              table: Sequence[stage_table.Stage] | None = None) -> Release:
     """Verify, copy (splitting what exceeds `limit`) with what the stages of `table` left for the release,
-    write SHA256SUMS and notes; then swap into `out`."""
+    write SHA256SUMS and notes; then swap into `out`. `targets`: names (dist/<target>) or Builds (a
+    target's folder at another upstream tag, with the note of why it is released there)."""
     if not targets:
         raise PackageError(f"no target to release; build one first: {build_command('TARGET')}")
     limit = ASSET_LIMIT if limit is None else limit
     out = release_folder(dist) if out is None else out
+    builds = [_build(t) for t in targets]
+    notes = {b.folder: b.note for b in builds}
     # Everything is checked before anything is copied: a bad last target costs no copying.
-    located = [(t, *locate(dist, t)) for t in targets]
+    located = [(b.target, *locate(dist, b.target, b.folder)) for b in builds]
     names = [m.archive.name for _, _, m in located]
     if len(set(names)) != len(names):
         raise PackageError(f"two targets have the same archive name: {', '.join(sorted(names))}")
     for target, archive, manifest in located:
         verify(archive, manifest, target)
     table = stage_table.STAGES if table is None else table
-    extras = {target: stage_artifacts(table, archive.parent, manifest) for target, archive, manifest
+    extras = {archive.parent: stage_artifacts(table, archive.parent, manifest) for _, archive, manifest
               in located}
     every = [*names, *(f"{a.name}.manifest.json" for _, a, _ in located),
              *(p.name for found in extras.values() for p in found)]
@@ -156,7 +177,9 @@ def assemble(targets: Sequence[str], dist: Path, *, out: Path | None = None, lim
         raise PackageError(f"two files of the release would have the same name: {', '.join(sorted(every))}")
 
     with fsutil.staging_dir(out) as stage:
-        entries = tuple(_copy(target, archive, manifest, stage, limit, extras[target])
+        entries = tuple(dataclasses.replace(_copy(target, archive, manifest, stage, limit,
+                                                  extras[archive.parent]),
+                                            note=notes.get(archive.parent.name, ""))
                         for target, archive, manifest in located)
         if any(e.split for e in entries):
             _write(stage / JOIN, render_join(entries))

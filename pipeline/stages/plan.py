@@ -116,7 +116,7 @@ def resolve(matrix: Matrix, target: Target, settings: Settings,
         version=version,
         patches=patches,
         base_image=builder.base_image or baseimage.name(settings.image_prefix, builder.suite),
-        steps=tuple(layouts.for_tag(target.source.tag).steps(
+        steps=tuple(layouts.for_tag(target.source.tag, matrix.layouts).steps(
             target, backends, builder, version, matrix.release_build_at(target.source.tag))),
         source_date_epoch=settings.source_date_epoch,
         image_prefix=settings.image_prefix,

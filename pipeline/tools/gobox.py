@@ -5,6 +5,7 @@ workbench)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +17,17 @@ from pipeline.config.targets import Matrix
 from pipeline.infra import toolchain
 from pipeline.infra.container import Container
 from pipeline.infra.log import Log
+from pipeline.upstream import layouts
+
+
+def go_env(matrix: Matrix, ref: str, go_target: str = "cpu") -> dict[str, str]:
+    """The environment that gives the go commands of upstream `ref` the Go its go.mod needs in the
+    builder of `go_target` (PATH with that toolchain first, as the build's go steps get it; empty when
+    the builder's default Go is new enough). Builders run Go with GOTOOLCHAIN=local."""
+    target = matrix.targets[go_target]
+    if ref != target.source.tag:
+        target = dataclasses.replace(target, source=dataclasses.replace(target.source, tag=ref))
+    return layouts.go_path(target, matrix.builders[target.builder])
 
 
 def builder_image(matrix: Matrix, settings: Settings, log: Log, go_target: str = "cpu") -> str:
@@ -26,11 +38,14 @@ def builder_image(matrix: Matrix, settings: Settings, log: Log, go_target: str =
 
 @contextlib.contextmanager
 def go_container(matrix: Matrix, settings: Settings, log: Log, tree: Path, go_target: str = "cpu", *,
-                 image: str | None = None, extra: Sequence[Mount] = ()) -> Iterator[Container]:
+                 image: str | None = None, extra: Sequence[Mount] = (),
+                 ref: str | None = None) -> Iterator[Container]:
     """The builder of `go_target` (or `image`) with `tree` at /src and the toolchain caches; `extra`
-    mounts on top."""
+    mounts on top. With `ref`, the Go that upstream version needs comes first on PATH (go_env)."""
     image = image or builder_image(matrix, settings, log, go_target)
     mounts, env = toolchain.mounts(settings)
+    if ref is not None:
+        env.update(go_env(matrix, ref, go_target))
     mounts.append(Mount(toolchain.SRC, str(tree), type="bind"))
     mounts.extend(extra)
     with Container(image, log, mounts=mounts, user=toolchain.user(), env=env, workdir=toolchain.SRC,

@@ -396,7 +396,7 @@ def test(matrix: Matrix, settings: Settings, ref: str, log: Log, go_target: str 
         if not packages:
             log.line("no patch in range touches Go code; nothing to test")
             return []
-        with gobox.go_container(matrix, settings, log, work, go_target) as box:
+        with gobox.go_container(matrix, settings, log, work, go_target, ref=ref) as box:
             box.exec(["go", "vet", *packages])
             box.exec(["go", "test", "-count=1", *packages])
         return packages

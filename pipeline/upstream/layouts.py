@@ -5,14 +5,22 @@ the builder container (`Step`s, part of the build stage's hash). The layout of a
 of LAYOUTS whose range admits it, so a layout for newer versions is one class put before the ones it
 replaces there (as spack picks a builder per version range):
 
-* ``in-tree`` (every version up to now): ggml vendored under ml/backend/ggml/ggml; per backend a cmake
-  configure / build / install from Ollama's presets, then `go build`.
-
-From v0.30 the tree fetches llama.cpp at configure time and has other presets (`Default`, `MLX
-Metal`): that layout is not written yet, so targets.toml caps the versions a target builds at `<0.30`.
+* ``in-tree`` (up to v0.24): ggml vendored under ml/backend/ggml/ggml; per backend a cmake configure /
+  build / install from Ollama's presets (CMakePresets.json), then `go build`.
+* ``llama-server`` (v0.30 on): the tree holds no ggml. llama/server is a CMake project of its own that
+  builds llama.cpp's server and ggml from a llama.cpp tree (FetchContent) with Ollama's compat patch
+  applied (llama/compat), presets in llama/server/CMakePresets.json: `cpu` first (llama-server, the ggml
+  base and every CPU variant into lib/ollama/), then one GPU preset per GPU backend (its ggml backend
+  only, into lib/ollama/<runner dir>/), install component `llama-server`; then `go build`, which compiles
+  no ggml. The llama.cpp tree is the one the source stage supplied (tree/llama.cpp, pinned), copied into
+  build/ before each configure and passed as FETCHCONTENT_SOURCE_DIR_LLAMA_CPP: CMake then fetches
+  nothing and applies the compat patch to the copy (OLLAMA_LLAMA_CPP_SOURCE would skip it, and models
+  published for Ollama such as gpt-oss would not load).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -20,7 +28,9 @@ from packaging.version import Version
 from pipeline.config.targets import Backend, Builder, ReleaseBuild, Target, go_toolchain, tag_version
 from pipeline.errors import ConfigError
 from pipeline.formats import PackageLayout
+from pipeline.infra.toolchain import SRC
 from pipeline.records import record
+from pipeline.upstream import llamacpp
 
 # The folders of Ollama's tree the build writes: CMake's build folder and the install output
 # (bin/ollama, lib/ollama/...), mounted writable over the read-only tree.
@@ -67,6 +77,7 @@ class InTree(Layout):
     """
 
     name = "in-tree"
+    versions = "<0.30"
     # ggml's core source: from v0.30 the tree keeps a stub of the folder, not this file.
     MARKER = "ml/backend/ggml/ggml/src/ggml.c"
 
@@ -99,25 +110,103 @@ class InTree(Layout):
                 names = [arg for pattern in backend.exclude for arg in ("-o", "-name", pattern)][1:]
                 steps.append(Step(f"drop host libraries of {tag}", ("find", OUTPUT, "(", *names, ")",
                                                                      "-print", "-delete")))
-        ldflags = [*target.go.ldflags, f"-X={target.source.version_variable}={version}", *release.go_ldflags]
-        go_env = tuple(sorted({**target.go.env, **release.go_env, **go_path(target, builder)}.items()))
-        steps.append(Step("download Go modules", ("go", "mod", "download"), go_env))
-        steps.append(Step("go build", ("go", "build", *target.go.flags, f"-ldflags={' '.join(ldflags)}",
-                                       "-o", f"{OUTPUT}/{PackageLayout.BIN}", "."), go_env))
+        steps += go_steps(target, builder, version, release)
         return steps
 
 
+class LlamaServer(Layout):
+    """llama/server from a supplied llama.cpp tree (v0.30 on): preset `cpu`, then each GPU backend's
+    preset (Backend.server_preset), with the target's archs passed explicitly (the presets' own lists
+    leave gfx906 out, and the `*_user_arch` presets carry none), then `go build`.
+
+    Each backend configures into its own build/llama-server-<dir> (`-B`, whatever binaryDir the preset
+    names) from a fresh copy of the llama.cpp tree, and installs into dist/ (`--prefix`), so a preset's
+    folders never decide where the output lands.
+    """
+
+    name = "llama-server"
+    versions = ">=0.30"
+    PROJECT = "llama/server"
+    COMPONENT = "llama-server"
+    # The writable copy of the supplied llama.cpp the compat patch is applied to, inside build/.
+    SOURCE_COPY = f"{BUILD}/llama.cpp"
+
+    def steps(self, target: Target, backends: tuple[Backend, ...], builder: Builder, version: str,
+              release: ReleaseBuild | None = None) -> list[Step]:
+        release = release or ReleaseBuild()
+        configure_env = tuple(sorted({**CONFIGURE_ENV, **release.cmake_env}.items()))
+        steps: list[Step] = []
+        missing = [b.preset for b in backends if not b.server_preset or not b.server_targets]
+        if missing:
+            raise ConfigError(f"target {target.name} at {target.source.tag}: the backend of preset "
+                              f"{missing[0]!r} has no server_preset and server_targets (the llama/server "
+                              "preset it builds with from v0.30, and the CMake targets it builds) in "
+                              "[backends]")
+        gpu = {b.arch_variable: ";".join(target.gpu_archs) for b in backends if b.arch_variable}
+        for backend in backends:
+            folder = f"{BUILD}/llama-server-{backend.runner_dir or 'cpu'}"
+            defines = {"OLLAMA_RUNNER_DIR": backend.runner_dir,
+                       "FETCHCONTENT_SOURCE_DIR_LLAMA_CPP": f"{SRC}/{self.SOURCE_COPY}",
+                       "FETCHCONTENT_FULLY_DISCONNECTED": "ON"}
+            defines.update(dict.fromkeys(backend.launchers, "ccache"))
+            if backend.gpu_code:
+                defines.update(gpu)
+                defines.update(builder.gpu_cmake_variables)
+                # llama/server sets CMAKE_HIP_FLAGS to AMD clang's -parallel-jobs=4 whenever it is empty
+                # (ollama_set_cache_default): a toolchain that clears it (Debian's clang) gets the Release
+                # optimisation level instead, which every clang takes.
+                if defines.get("CMAKE_HIP_FLAGS") == "":
+                    defines["CMAKE_HIP_FLAGS"] = "-O3"
+            defines.update(backend.cache_variables)
+            defines.update(target.cmake_variables)
+            tag = backend.server_preset
+            steps.append(Step(f"clean {BUILD}/ for {tag}", ("find", BUILD, "-mindepth", "1", "-delete")))
+            steps.append(Step(f"copy {llamacpp.DIR} for {tag}", ("cp", "-a", llamacpp.DIR, self.SOURCE_COPY)))
+            steps.append(Step(f"configure {tag}", ("cmake", "-S", self.PROJECT, "-B", folder, "--preset", tag,
+                                                    *(f"-D{k}={v}" for k, v in defines.items())),
+                              configure_env))
+            steps.append(Step(f"compile {tag}", ("cmake", "--build", folder, "--target",
+                                                  *backend.server_targets)))
+            steps.append(Step(f"install {tag}", ("cmake", "--install", folder, "--component", self.COMPONENT,
+                                                  "--prefix", OUTPUT, "--strip")))
+            if backend.exclude:
+                names = [arg for pattern in backend.exclude for arg in ("-o", "-name", pattern)][1:]
+                steps.append(Step(f"drop host libraries of {tag}", ("find", OUTPUT, "(", *names, ")",
+                                                                     "-print", "-delete")))
+        steps += go_steps(target, builder, version, release)
+        return steps
+
+
+def go_steps(target: Target, builder: Builder, version: str, release: ReleaseBuild) -> list[Step]:
+    """`go mod download` and `go build` of bin/ollama, stamped with the version and built as upstream's
+    release builds it (`release`), with the Go the version needs (go_path)."""
+    ldflags = [*target.go.ldflags, f"-X={target.source.version_variable}={version}", *release.go_ldflags]
+    go_env = tuple(sorted({**target.go.env, **release.go_env, **go_path(target, builder)}.items()))
+    return [Step("download Go modules", ("go", "mod", "download"), go_env),
+            Step("go build", ("go", "build", *target.go.flags, f"-ldflags={' '.join(ldflags)}",
+                              "-o", f"{OUTPUT}/{PackageLayout.BIN}", "."), go_env)]
+
+
 # Newest first: a version takes the first layout that admits it.
-LAYOUTS: tuple[Layout, ...] = (InTree(),)
+LAYOUTS: tuple[Layout, ...] = (LlamaServer(), InTree())
 
 
-def for_tag(tag: str) -> Layout:
-    """The layout an upstream tag builds with."""
+def for_tag(tag: str, ranges: Mapping[str, str] | None = None) -> Layout:
+    """The layout an upstream tag builds with: the first of LAYOUTS whose range admits it. `ranges`
+    ([upstream.layouts] of targets.toml: layout name -> versions) replaces the layouts' own ranges; a
+    layout it leaves out builds no version (a miniature project with made-up version numbers, say)."""
+    ranges = dict(ranges or {})
+    known = {x.name for x in LAYOUTS}
+    if unknown := sorted(set(ranges) - known):
+        raise ConfigError(f"[upstream.layouts] names no build layout {unknown[0]!r}; layouts: "
+                          f"{', '.join(sorted(known))}")
     version = tag_version(tag)
     for layout in LAYOUTS:
-        if layout.admits(version):
+        spec = ranges.get(layout.name) if ranges else layout.versions
+        if spec is not None and SpecifierSet(spec).contains(version, prereleases=True):
             return layout
-    covered = ", ".join(f"{x.name} {x.versions or 'any'}" for x in LAYOUTS)
+    covered = ", ".join(f"{x.name} {ranges.get(x.name, '-') if ranges else x.versions or 'any'}"
+                        for x in LAYOUTS)
     raise ConfigError(f"no build layout covers upstream {tag} (layouts: {covered})")
 
 

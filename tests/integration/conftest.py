@@ -82,10 +82,12 @@ def mini_project(tmp_path) -> tuple[Path, str]:
 
 
 def write_matrix(path: Path, repo: Path, commit: str, *, tag: str = "v1.2.3", name: str = "cpu",
-                 release_build: bool = True, **target_overrides) -> Path:
+                 release_build: bool = True, upstream: dict | None = None, **target_overrides) -> Path:
     """A targets.toml that builds the mini project with the project's own builders and backends and
     upstream's release build flags (unless `release_build` is false); the target takes the project's
-    settings for `name` (builder, backends, GPU archs)."""
+    settings for `name` (builder, backends, GPU archs). The miniature's made-up versions build with the
+    in-tree layout (v0.12 - v0.24's interface) unless `upstream` says otherwise ([upstream] tables:
+    layouts, llama_cpp)."""
     project = tomllib.loads((PROJECT / "targets.toml").read_text())
     own = project["targets"][name]
     target = {"description": f"mini project, {name}", "builder": own.get("builder", "debian-cpu"),
@@ -100,9 +102,10 @@ def write_matrix(path: Path, repo: Path, commit: str, *, tag: str = "v1.2.3", na
         "builders": project["builders"],
         "backends": project["backends"],
         "targets": {name: target},
+        "upstream": dict(upstream or {"layouts": {"in-tree": ">=0"}}),
     }
     if release_build:
-        doc["upstream"] = {"release_build": project["upstream"]["release_build"]}
+        doc["upstream"].setdefault("release_build", project["upstream"]["release_build"])
     path.write_text(dump_toml(doc))
     return path
 

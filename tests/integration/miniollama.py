@@ -830,3 +830,138 @@ def commit_files(root: Path, message: str, *, tag: str | None = None) -> str:
     if tag:
         git(root, "tag", "--force", tag)
     return git(root, "rev-parse", "HEAD")
+
+
+# ---------------------------------------------------------------- the interface of v0.30 and later
+#
+# From v0.30 Ollama's tree holds no ggml: llama/server is a CMake project of its own that takes llama.cpp
+# by FetchContent (the tag in LLAMA_CPP_VERSION), applies Ollama's compat patch (llama/compat) to an
+# explicit FETCHCONTENT_SOURCE_DIR_LLAMA_CPP, and has presets of its own (llama/server/CMakePresets.json:
+# `cpu`, GPU presets such as `vulkan`) with binaryDir ../../build/llama-server-<x>, installDir ../../dist
+# and one install component, llama-server. The miniature has that interface: its "compat patch" writes
+# ollama-compat.h into the llama.cpp source it is given (and refuses a source it already patched), and the
+# miniature llama.cpp's server does not compile without that header, so a build that hands CMake a
+# read-only, unpatched or reused llama.cpp fails. FetchContent's own download is pointed at a URL that
+# cannot be reached: the build must never fetch.
+
+SERVER_CMAKE = """\
+cmake_minimum_required(VERSION 3.24)
+project(ollama-llama-server C)
+# As upstream's: every library and executable finds its neighbours in lib/ollama.
+set(CMAKE_INSTALL_RPATH "$ORIGIN")
+set(CMAKE_BUILD_RPATH "$ORIGIN")
+
+include(FetchContent)
+file(READ "${CMAKE_CURRENT_SOURCE_DIR}/../../LLAMA_CPP_VERSION" LLAMA_CPP_GIT_TAG)
+string(STRIP "${LLAMA_CPP_GIT_TAG}" LLAMA_CPP_GIT_TAG)
+
+if(DEFINED FETCHCONTENT_SOURCE_DIR_LLAMA_CPP AND NOT FETCHCONTENT_SOURCE_DIR_LLAMA_CPP STREQUAL "")
+    execute_process(COMMAND ${CMAKE_COMMAND} -DSRC=${FETCHCONTENT_SOURCE_DIR_LLAMA_CPP}
+                            -P ${CMAKE_CURRENT_SOURCE_DIR}/../compat/apply-patch.cmake
+                    RESULT_VARIABLE _compat_result)
+    if(NOT _compat_result EQUAL 0)
+        message(FATAL_ERROR "Failed to apply Ollama llama.cpp compat patch to ${FETCHCONTENT_SOURCE_DIR_LLAMA_CPP}")
+    endif()
+endif()
+
+FetchContent_Declare(llama_cpp GIT_REPOSITORY "https://llama-cpp.invalid/llama.cpp.git"
+                     GIT_TAG ${LLAMA_CPP_GIT_TAG} GIT_SHALLOW TRUE)
+FetchContent_MakeAvailable(llama_cpp)
+
+if(OLLAMA_RUNNER_DIR)
+    install(TARGETS ggml-${OLLAMA_GPU_BACKEND} LIBRARY DESTINATION lib/ollama/${OLLAMA_RUNNER_DIR}
+            COMPONENT llama-server)
+else()
+    install(TARGETS llama-server llama-quantize RUNTIME DESTINATION lib/ollama COMPONENT llama-server)
+    install(TARGETS ggml-base ggml-cpu LIBRARY DESTINATION lib/ollama COMPONENT llama-server)
+endif()
+"""
+
+APPLY_PATCH = """\
+if(EXISTS "${SRC}/ollama-compat.h")
+    message(FATAL_ERROR "${SRC} is patched already")
+endif()
+file(WRITE "${SRC}/ollama-compat.h" "#define OLLAMA_COMPAT \\"ollama-compat\\"\\n")
+"""
+
+SERVER_PRESETS = {
+    "version": 3,
+    "configurePresets": [
+        {"name": "default", "binaryDir": "${sourceDir}/../../build/llama-server",
+         "installDir": "${sourceDir}/../../dist",
+         "cacheVariables": {"CMAKE_BUILD_TYPE": "Release", "BUILD_SHARED_LIBS": "ON"}},
+        {"name": "cpu", "inherits": ["default"], "binaryDir": "${sourceDir}/../../build/llama-server-cpu",
+         "cacheVariables": {"OLLAMA_RUNNER_DIR": ""}},
+        {"name": "vulkan", "inherits": ["default"], "binaryDir": "${sourceDir}/../../build/llama-server-vulkan",
+         "cacheVariables": {"GGML_VULKAN": "ON", "OLLAMA_RUNNER_DIR": "vulkan", "OLLAMA_GPU_BACKEND": "vulkan"}},
+    ],
+    "buildPresets": [
+        {"name": "cpu", "configurePreset": "cpu", "targets": ["llama-server", "llama-quantize"]},
+        {"name": "vulkan", "configurePreset": "vulkan", "targets": ["ggml-vulkan"]},
+    ],
+}
+
+LLAMA_CMAKE = """\
+cmake_minimum_required(VERSION 3.21)
+project(llama_cpp C)
+set(CMAKE_LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+
+add_library(ggml-base SHARED ggml/base.c)
+add_library(ggml-cpu SHARED ggml/cpu.c)
+target_link_libraries(ggml-cpu PRIVATE ggml-base)
+set_target_properties(ggml-cpu PROPERTIES BUILD_RPATH "$ORIGIN" INSTALL_RPATH "$ORIGIN")
+if(GGML_VULKAN)
+    add_library(ggml-vulkan SHARED ggml/vulkan.c)
+endif()
+add_executable(llama-server tools/server.c)
+target_include_directories(llama-server PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+# As llama.cpp's server links ggml, which depends on every backend it loads at run time (GGML_BACKEND_DL).
+target_link_libraries(llama-server PRIVATE ggml-base)
+add_dependencies(llama-server ggml-cpu)
+add_executable(llama-quantize tools/quantize.c)
+"""
+
+LLAMA_SERVER_C = """\
+#include <stdio.h>
+#include "ollama-compat.h"
+
+int main(void) { puts("llama-server " OLLAMA_COMPAT); return 0; }
+"""
+
+
+def create_llama_server(root: Path, llama_root: Path, tag: str = "v1.30.0",
+                        llama_tag: str = "b100") -> tuple[Path, str, Path, str]:
+    """The v0.30 interface: an Ollama-like repository at root whose `tag` names llama.cpp `llama_tag`,
+    and that llama.cpp at llama_root; returns (root, commit, llama_root, llama commit)."""
+    llama = {
+        "CMakeLists.txt": LLAMA_CMAKE,
+        "ggml/base.c": BASE_C,
+        "ggml/cpu.c": CPU_C,
+        "ggml/vulkan.c": 'const char *ggml_backend_name(void) { return "vulkan"; }\n',
+        "tools/server.c": LLAMA_SERVER_C,
+        "tools/quantize.c": "int main(void) { return 0; }\n",
+    }
+    for name, text in llama.items():
+        path = llama_root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git(llama_root, "init", "--quiet", "--initial-branch=master")
+    llama_commit = commit_files(llama_root, "mini llama.cpp", tag=llama_tag)
+
+    files = {
+        "LLAMA_CPP_VERSION": llama_tag + "\n",
+        "llama/server/CMakeLists.txt": SERVER_CMAKE,
+        "llama/server/CMakePresets.json": json.dumps(SERVER_PRESETS, indent=2) + "\n",
+        "llama/compat/apply-patch.cmake": APPLY_PATCH,
+        "go.mod": f"module {MODULE}\n\ngo 1.22\n",
+        "version/version.go": VERSION_GO,
+        "main.go": MAIN_GO,
+    }
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git(root, "init", "--quiet", "--initial-branch=main")
+    commit = commit_files(root, "mini ollama, llama/server interface", tag=tag)
+    return root, commit, llama_root, llama_commit

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import targets
 from pipeline.config.targets import Builder
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, SelectionError
 from pipeline.upstream import layouts
 
 from .conftest import TARGETS_FILE
@@ -119,3 +119,50 @@ def test_track_names_the_targets_whose_go_is_older_than_go_mod(matrix, tmp_path)
     assert track.go_short(matrix, "v0.12.5", "") == []
     no_rules = targets.load(write(tmp_path, CARRIES.split("[defaults.go]")[0]))
     assert track.go_short(no_rules, "v0.24.0", "1.26.0")[0] == "one: Go 1.24.7 < 1.26.0"
+
+
+# ------------------------------------------------------------------ the llama/server layout (v0.30 on)
+
+@pytest.fixture
+def project_matrix():
+    return targets.load(TARGETS_FILE)
+
+
+def test_from_v0_30_targets_build_llama_server_from_the_supplied_llama_cpp(project_matrix):
+    target = project_matrix.at(project_matrix.targets["gfx906"], "v0.30.0")
+    assert layouts.for_tag("v0.30.0").name == "llama-server" and layouts.for_tag("v0.24.0").name == "in-tree"
+    builder = project_matrix.builders[target.builder]
+    backends = tuple(project_matrix.backends[b] for b in target.backends)
+    steps = layouts.for_tag("v0.30.0").steps(target, backends, builder, "0.30.0+gfx906")
+    argv = [" ".join(s.argv) for s in steps]
+    # cpu first, then the one GPU preset, each configured from a fresh copy of the pinned llama.cpp
+    configure = [a for a in argv if a.startswith("cmake -S llama/server")]
+    assert [a.split(" --preset ")[1].split()[0] for a in configure] == ["cpu", "rocm_v7_2_user_arch"]
+    assert all("-DFETCHCONTENT_SOURCE_DIR_LLAMA_CPP=/src/build/llama.cpp" in a for a in configure)
+    assert argv.count("cp -a llama.cpp build/llama.cpp") == 2
+    rocm = configure[1]
+    assert "-DAMDGPU_TARGETS=gfx906" in rocm and "-DOLLAMA_RUNNER_DIR=rocm" in rocm
+    # An empty CMAKE_HIP_FLAGS would get llama/server's -parallel-jobs=4, which Debian's clang refuses
+    assert "-DCMAKE_HIP_FLAGS=-O3" in rocm and "-DCMAKE_HIP_FLAGS= " not in rocm + " "
+    assert "cmake --build build/llama-server-rocm --target ggml-hip" in argv
+    assert "cmake --install build/llama-server-rocm --component llama-server --prefix dist --strip" in argv
+    assert argv[-1].startswith("go build ") and dict(steps[-1].env)["PATH"].startswith("/opt/go1.26/bin:")
+
+
+def test_kepler_gets_a_cuda_v11_runner_from_the_cuda_12_preset_but_stays_before_v0_30(project_matrix):
+    sm37 = project_matrix.targets["sm_37"]
+    backends = tuple(project_matrix.backends[b] for b in sm37.backends)
+    retagged = dataclasses.replace(sm37, source=dataclasses.replace(sm37.source, tag="v0.30.0"))
+    argv = [" ".join(s.argv) for s in layouts.LlamaServer().steps(retagged, backends,
+                                                                  project_matrix.builders[sm37.builder], "x")]
+    cuda = next(a for a in argv if "--preset llama_cuda_v12_user_arch" in a)
+    assert "-DOLLAMA_RUNNER_DIR=cuda_v11" in cuda and "-DCMAKE_CUDA_ARCHITECTURES=37-real" in cuda
+    with pytest.raises(SelectionError, match=r"sm_37 builds upstream <0.30"):
+        project_matrix.at(sm37, "v0.30.0")
+
+
+def test_a_backend_without_a_llama_server_preset_is_refused_at_v0_30(project_matrix):
+    target = project_matrix.at(project_matrix.targets["cpu"], "v0.30.0")
+    bare = dataclasses.replace(project_matrix.backends["cpu"], server_preset="")
+    with pytest.raises(ConfigError, match=r"no server_preset and server_targets"):
+        layouts.LlamaServer().steps(target, (bare,), project_matrix.builders["debian-cpu"], "x")

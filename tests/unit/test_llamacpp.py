@@ -160,9 +160,12 @@ def test_llama_cpp_pins_are_checked_like_upstream_pins(tmp_path):
         targets.parse(doc, TARGETS_FILE)
 
 
-def test_a_version_that_fetches_llama_cpp_is_refused_by_the_targets_until_its_build_is_written(capsys):
-    assert main(["plan", "cpu", "--ref", "v0.30.0"]) != 0
-    assert "target cpu builds upstream <0.30; v0.30.0 is outside" in capsys.readouterr().err
+def test_a_version_that_fetches_llama_cpp_plans_the_llama_server_layout_and_kepler_stays_out(capsys):
+    assert main(["plan", "cpu", "--ref", "v0.30.0"]) == 0
+    out = capsys.readouterr().out
+    assert "cmake -S llama/server -B build/llama-server-cpu --preset cpu" in out
+    assert main(["plan", "sm_37", "--ref", "v0.30.0"]) != 0
+    assert "target sm_37 builds upstream <0.30; v0.30.0 is outside" in capsys.readouterr().err
 
 
 def test_llama_cpp_source_is_checked_where_it_is_read(capsys, monkeypatch):

@@ -121,7 +121,8 @@ def test_missing_key_is_named(tmp_path):
 
 def test_ollama_engine_architecture_is_refused_with_the_reason(tmp_path):
     path = write(tmp_path, edit(K80_PAIR, "[model]\n", '[model]\narchitecture = "gemma3n"\n'))
-    with pytest.raises(ConfigError, match=r"runs on the Ollama engine.*estimateGPULayers.*gemma3.*llama"):
+    with pytest.raises(ConfigError,
+                       match=r"runs on the Ollama engine.*memory its runner reports.*gemma3.*llama"):
         mt_scenarios.load(path)
 
 
@@ -202,31 +203,75 @@ def test_explicit_tensors_replace_the_synthesized_ones(tmp_path):
     assert [t["name"] for t in data["tensors"][:2]] == ["blk.0.attn_q.weight", "blk.1.attn_q.weight"]
 
 
-def test_versions_without_memory_go_are_refused():
-    mt_scenarios.check_ref("v0.12.5")
-    mt_scenarios.check_ref("v0.12.10")
-    for ref in ("v0.12.11", "v0.13.0", "v0.11.10"):
-        with pytest.raises(ConfigError, match=r"llm/memory.go"):
-            mt_scenarios.check_ref(ref)
+def test_each_ref_takes_the_driver_of_its_placement_code():
+    assert [mt_scenarios.driver_kind(r) for r in ("v0.12.0", "v0.12.5", "v0.12.10")] == ["estimate"] * 3
+    assert [mt_scenarios.driver_kind(r) for r in ("v0.12.11", "v0.14.0", "v0.24.0", "v0.29.9-rc1")] == \
+        ["layout"] * 4
+    with pytest.raises(ConfigError, match=r"v0.30.0 places layers with llama.cpp's own fit"):
+        mt_scenarios.check_ref("v0.30.0")
+    with pytest.raises(ConfigError, match=r"v0.11.10 is older"):
+        mt_scenarios.check_ref("v0.11.10")
+
+
+def test_a_gpu_minimum_is_refused_where_the_library_fixes_it(tmp_path):
+    s = mt_scenarios.load(write(tmp_path, edit(K80_PAIR, 'driver = "470.82"\n',
+                                               'driver = "470.82"\nminimum = "500 MiB"\n')))
+    mt_scenarios.check_for_ref([s], "v0.12.5")
+    with pytest.raises(ConfigError, match=r"key 'minimum' cannot be set at v0.24.0.*457 MiB"):
+        mt_scenarios.check_for_ref([s], "v0.24.0")
 
 
 def test_driver_is_rendered_for_the_trees_gpu_type():
     old = "func estimateGPULayers(gpus []discover.GpuInfo, f *ggml.GGML, projectors []string) {"
     new = "func estimateGPULayers(gpus []ml.DeviceInfo, f *ggml.GGML, projectors []string) {"
-    go_old, go_new = mt_driver.render_driver(old), mt_driver.render_driver(new)
+    go_old, go_new = mt_driver.render_estimate(old), mt_driver.render_estimate(new)
     assert "make([]discover.GpuInfo," in go_old and "gpus[i].MinimumMemory = 457" in go_old
     assert "make([]ml.DeviceInfo," in go_new and "g.MinimumMemory()" in go_new
     assert '"github.com/ollama/ollama/ml"' in go_new and "{{" not in go_new
     with pytest.raises(SourceError, match="estimateGPULayers"):
-        mt_driver.render_driver("package llm\n")
+        mt_driver.render_estimate("package llm\n")
+
+
+SERVER_GO = """
+func (s *llmServer) createLayout(systemInfo ml.SystemInfo) {}
+func (s *llamaServer) Load(ctx context.Context) {}
+func (s *ollamaServer) Load(ctx context.Context) {}
+type LoadRequest struct {
+\tFlashAttention FA_TYPE
+}
+"""
+
+
+def test_layout_driver_follows_the_trees_flash_attention_type():
+    old = mt_driver.render_layout(SERVER_GO.replace("FA_TYPE", "bool"))
+    new = mt_driver.render_layout(SERVER_GO.replace("FA_TYPE", "ml.FlashAttentionType"))
+    assert "lr.FlashAttention = true" in old and "lr.FlashAttention = ml.FlashAttentionEnabled" in new
+    assert "s := &llamaServer{llmServer: base, ggml: f}" in new and "{{" not in new
+    with pytest.raises(SourceError, match=r"neither bool nor ml.FlashAttentionType"):
+        mt_driver.render_layout(SERVER_GO.replace("FA_TYPE", "int"))
+    with pytest.raises(SourceError, match=r"no func \(s \*llamaServer\) Load\(.*v0.12.11 to v0.24.x"):
+        mt_driver.render_layout(SERVER_GO.replace("func (s *llamaServer) Load(", "func x("))
+
+
+def test_the_tree_must_have_the_file_its_driver_drives(tmp_path):
+    tree = tmp_path / "before"
+    (tree / "llm").mkdir(parents=True)
+    (tree / "llm" / "server.go").write_text(SERVER_GO.replace("FA_TYPE", "bool"))
+    assert "llamaServer" in mt_driver.render_driver(tree, "layout")
+    with pytest.raises(SourceError, match=r"before/llm/memory.go is missing.*v0.12.0 to v0.12.10"):
+        mt_driver.render_driver(tree, "estimate")
 
 
 @pytest.mark.skipif(subprocess.run(["which", "gofmt"], capture_output=True).returncode != 0,
                     reason="no gofmt on PATH")
 def test_rendered_driver_is_gofmt_clean(tmp_path):
-    for sig in ("[]discover.GpuInfo", "[]ml.DeviceInfo"):
+    rendered = [mt_driver.render_estimate(f"func estimateGPULayers(gpus {sig}, f)")
+                for sig in ("[]discover.GpuInfo", "[]ml.DeviceInfo")]
+    rendered += [mt_driver.render_layout(SERVER_GO.replace("FA_TYPE", fa))
+                 for fa in ("bool", "ml.FlashAttentionType")]
+    for text in rendered:
         src = tmp_path / "driver_test.go"
-        src.write_text(mt_driver.render_driver(f"func estimateGPULayers(gpus {sig}, f)"))
+        src.write_text(text)
         out = subprocess.run(["gofmt", "-l", "-e", str(src)], capture_output=True, text=True)
         assert out.returncode == 0 and out.stdout == "", out.stderr
 
@@ -311,8 +356,8 @@ def test_unknown_graph_split_renders_as_question_mark(report):
 
 
 def test_cli_refuses_an_unsupported_ref_before_any_work(tmp_path, capsys):
-    assert cli.main(["memtest", "--ref", "v0.13.0", str(write(tmp_path, K80_PAIR))]) == 2
-    assert "v0.12.0 to v0.12.10" in capsys.readouterr().err
+    assert cli.main(["memtest", "--ref", "v0.30.0", str(write(tmp_path, K80_PAIR))]) == 2
+    assert "v0.12.0 to v0.24.x" in capsys.readouterr().err
 
 
 def test_cli_reports_a_bad_scenario(tmp_path, capsys):
@@ -424,9 +469,11 @@ def test_a_second_memtest_waits_for_the_lock(tmp_path, log):
 
 def test_a_second_run_reuses_the_test_binaries(settings, log, monkeypatch, tmp_path):
     compiled: list[str] = []
+    kinds: list[str] = []
 
-    def compile_(tree, binary, *args):
+    def compile_(tree, binary, *args, kind, **kw):
         compiled.append(tree.name)
+        kinds.append(kind)
         binary.parent.mkdir(parents=True, exist_ok=True)
         binary.write_bytes(b"binary")
 
@@ -463,3 +510,91 @@ def test_a_second_run_reuses_the_test_binaries(settings, log, monkeypatch, tmp_p
     mt_workbench.run(settings, log, [], "v0.12.5")
     assert compiled == ["before", "after", "after"]
     assert len(list((settings.cache / "memtest" / "bin").glob("*.test"))) == 3
+    # Another ref compiles with the driver of its placement code, under other keys
+    rep = mt_workbench.run(settings, log, [], "v0.24.0")
+    assert compiled[3:] == ["before", "after"] and kinds == ["estimate"] * 3 + ["layout"] * 2
+    assert rep["driver"] == "memtest_layout_driver_test.go.j2"
+
+
+# ---------------------------------------------------------------------------- v0.12.11 and later
+
+VERSIONED = K80_PAIR.replace("""[expect.before]
+gpus_used = 2
+""", """[expect.before]
+layers_on_gpu = 49
+
+[[expect.versions]]
+versions = "<0.12.11"
+before = { gpus_used = 2 }
+
+[[expect.versions]]
+versions = ">=0.12.11"
+before = { gpus_used = 1 }
+""")
+
+
+def test_versioned_expectations_hold_only_at_their_versions(tmp_path):
+    s = mt_scenarios.load(write(tmp_path, VERSIONED))
+    assert [(c.side, c.metric, c.value, c.versions) for c in s.checks if c.metric == "gpus_used"] == [
+        ("after", "gpus_used", 1, ""), ("before", "gpus_used", 2, "<0.12.11"),
+        ("before", "gpus_used", 1, ">=0.12.11")]
+    for ref, used in (("v0.12.5", 2), ("v0.24.0", 1)):
+        rep = mt_reports.report([s], RESULTS, ref=ref, commit="c" * 40, patches=[])
+        checks = rep["scenarios"][0]["checks"]
+        skipped = [c for c in checks if c["ok"] is None]
+        assert len(skipped) == 1 and skipped[0]["value"] != used
+        # RESULTS has upstream on two GPUs: only the v0.12.x expectation holds
+        assert bool(mt_reports.failed(rep)) == (ref == "v0.24.0")
+        assert "not for this version (versions " in mt_reports.render(rep)
+
+
+def test_versioned_expectations_are_checked(tmp_path):
+    for bad, message in (
+            ('versions = "0.12"', r"\[expect.versions\] #1 key 'versions' must be a version specifier"),
+            ('versions = ">=0.12.11"\nside = 1', r"\[expect.versions\] #1 unknown key 'side'"),
+            ('versions = ">=0.12.11"', r"\[expect.versions\] #1 has no before or after"),
+    ):
+        text = K80_PAIR + f"\n[[expect.versions]]\n{bad}\n"
+        with pytest.raises(ConfigError, match=message):
+            mt_scenarios.load(write(tmp_path, text))
+    text = K80_PAIR + '\n[[expect.versions]]\nversions = ">=0.12.11"\nbefore = { gpus = 1 }\n'
+    with pytest.raises(ConfigError, match=r"#1 before unknown key 'gpus' \(did you mean 'gpus_used'"):
+        mt_scenarios.load(write(tmp_path, text))
+
+
+def test_load_paths_count_what_create_layout_reserved(tmp_path):
+    s = mt_scenarios.load(write(tmp_path, K80_PAIR))
+    results = json.loads(json.dumps(RESULTS))
+    for side, reserved in (("before", [1.1 * GIB, 1.1 * GIB]), ("after", [0.58 * GIB, 1.1 * GIB])):
+        r = results[side]["k80x2-12b"]
+        r["placement"] = "llamaServer.Load"
+        r["layout"]["tensor_split"] = [41, 40] if side == "before" else [25, 56]
+        r["layout"]["reserved_graph"] = [int(x) for x in reserved]
+        r["scheduler"] = r["layout"]
+    rep = mt_reports.report([s], results, ref="v0.24.0", commit="c" * 40, patches=["0010.patch"],
+                            driver="memtest_layout_driver_test.go.j2")
+    row = rep["scenarios"][0]
+    assert row["before"]["graph_secondary"] == int(1.1 * GIB)
+    assert row["after"]["graph_secondary"] == int(0.58 * GIB)
+    text = mt_reports.render(rep)
+    assert "placement path: llamaServer.Load (llm/server.go, llama engine)" in text
+    assert "reserved" in text.splitlines()[6] and "Load chose the GPUs itself" in text
+    assert text.splitlines()[0].endswith("driver memtest_layout_driver_test.go.j2")
+
+
+def test_builders_go_follows_the_ref(settings):
+    from pipeline.config.targets import load
+    from pipeline.tools import gobox
+    matrix = load(settings.targets_file)
+    assert gobox.go_env(matrix, "v0.12.5") == {}
+    assert gobox.go_env(matrix, "v0.24.0")["PATH"].startswith("/opt/go1.26/bin:")
+
+
+def test_host_go_older_than_go_mod_is_refused(tmp_path, log, monkeypatch):
+    (tmp_path / "go.mod").write_text("module github.com/ollama/ollama\n\ngo 1.26.0\n")
+    out = types.SimpleNamespace(stdout=b"go1.24.7\n")
+    monkeypatch.setattr(mt_workbench.runner, "run", lambda *a, **kw: out)
+    with pytest.raises(ConfigError, match=r"go1.24.7 is older than the go 1.26.0 the tree's go.mod needs"):
+        mt_workbench._check_host_go(tmp_path, log)
+    out.stdout = b"go1.26.8\n"
+    mt_workbench._check_host_go(tmp_path, log)

@@ -37,9 +37,11 @@ def with_patch(settings):
     return settings
 
 
-def build(matrix, settings, dist: Path, log, target: str, payload: bytes = b"fake library\n") -> Path:
-    """What `nox -s build -- TARGET` leaves in dist/<target>/: package.run on a fake build folder."""
-    root = dist.parent / "build" / target
+def build(matrix, settings, dist: Path, log, target: str, payload: bytes = b"fake library\n",
+          tag: str | None = None) -> Path:
+    """What `nox -s build -- TARGET` (or TARGET@TAG) leaves in dist/<target>[@TAG]/: package.run on a fake
+    build folder."""
+    root = dist.parent / "build" / (target + (f"@{tag}" if tag else ""))
     shutil.rmtree(root, ignore_errors=True)
     (root / "dist" / "bin").mkdir(parents=True)
     (root / "dist" / "lib" / "ollama").mkdir(parents=True)
@@ -47,7 +49,8 @@ def build(matrix, settings, dist: Path, log, target: str, payload: bytes = b"fak
     ollama.write_bytes(b"\x7fELF fake ollama for " + target.encode() + b"\n")
     ollama.chmod(0o755)
     (root / "dist" / "lib" / "ollama" / "libx.so").write_bytes(payload)
-    the_plan = stages.plan_for(matrix, matrix.targets[target], settings)
+    chosen = matrix.targets[target] if tag is None else matrix.at(matrix.targets[target], tag)
+    the_plan = stages.plan_for(matrix, chosen, settings)
     packaged, _ = package_stage(the_plan, root / "dist", dist, log, epoch=EPOCH, image_id=IMAGE_ID)
     return packaged.archive
 
@@ -333,3 +336,20 @@ def test_targets_json_states_each_targets_floor(matrix, capsys):
         policy = matrix.builders[target.builder].policy
         if policy:
             assert rows[name]["floor"]["policy"] == policy and rows[name]["floor"]["GLIBC"]
+
+
+def test_a_target_released_at_two_upstream_versions_gives_two_assets_each_with_its_reason(
+        matrix, settings, dist, log):
+    old = build(matrix, settings, dist, log, "gfx1103")
+    new = build(matrix, settings, dist, log, "gfx1103", tag="v0.24.0")
+    assert (old.parent.name, new.parent.name) == ("gfx1103", "gfx1103@v0.24.0")
+    builds = [release.Build(target="gfx1103", folder="gfx1103", note="known to work on the 780M"),
+              release.Build(target="gfx1103", folder="gfx1103@v0.24.0", note="current upstream")]
+    result = release.assemble(builds, dist)
+    assert [e.archive.name for e in result.entries] == ["ollama-0.12.5-gfx1103.tar.zst",
+                                                        "ollama-0.24.0-gfx1103.tar.zst"]
+    assert [e.manifest.upstream.version for e in result.entries] == ["0.12.5", "0.24.0"]
+    notes = (result.folder / "RELEASE_NOTES.md").read_text()
+    assert "Why Ollama 0.12.5 for this target: known to work on the 780M" in notes
+    assert "Why Ollama 0.24.0 for this target: current upstream" in notes
+    assert release.built(dist, builds) == builds

@@ -132,3 +132,77 @@ def test_host_libraries_must_be_never_bundled_and_come_with_packages(tmp_path):
                                      'host_libraries = ["libvulkan.so.1"]'))
     with pytest.raises(ConfigError, match="go together"):
         load_policy(bad)
+
+
+# ------------------------------------------------------------------ release tags and TARGET@TAG
+
+RELEASED = PINNED.replace('[targets.late]', '''[targets.one.releases]
+"v1.2.3" = "the version known to work"
+"v1.3.0" = "current upstream"
+
+[targets.late]''')
+
+
+def test_a_target_is_released_at_each_of_its_release_tags_own_first(tmp_path):
+    matrix = targets.load(write(tmp_path, RELEASED))
+    released = matrix.releases(matrix.targets.values())
+    assert [(t.name, t.source.tag) for t in released] == [
+        ("one", "v1.2.3"), ("one", "v1.3.0"), ("two", "v1.2.3"), ("late", "v1.3.0")]
+    assert [matrix.selector(t) for t in released] == ["one", "one@v1.3.0", "two", "late"]
+    assert [t.release_note for t in released] == ["the version known to work", "current upstream", "", ""]
+
+
+def test_target_at_tag_selects_one_target_at_one_pinned_tag(tmp_path):
+    matrix = targets.load(write(tmp_path, RELEASED))
+    chosen = matrix.select_at(["one", "one@v1.3.0", "two"], None)
+    assert [(t.name, t.source.tag) for t in chosen] == [("one", "v1.2.3"), ("two", "v1.2.3"),
+                                                        ("one", "v1.3.0")]
+    assert matrix.select_at(["one@v1.3.0", "one@v1.3.0"], None)[0].source.commit == PIN
+    with pytest.raises(SelectionError,
+                       match=r"one@v1.3.0 names upstream v1.3.0, but --ref .* asks for v1.2.3"):
+        matrix.select_at(["one@v1.3.0"], "v1.2.3")
+    with pytest.raises(SelectionError, match=r"unknown target 'on' in 'on@v1.3.0' \(did you mean 'one'\?\)"):
+        matrix.select_at(["on@v1.3.0"], None)
+    with pytest.raises(SelectionError, match=r"late builds upstream >=1.3; v1.2.3 is outside"):
+        matrix.select_at(["late@v1.2.3"], None)
+    with pytest.raises(SelectionError, match="not pinned"):
+        matrix.select_at(["one@v9.9.9"], None)
+
+
+@pytest.mark.parametrize("releases, message", [
+    ('"v1.3.0" = "current"', r"releases lacks the target's own tag v1.2.3"),
+    ('"v1.2.3" = "ok"\n"v9.0.0" = "later"', r"releases v9.0.0: not pinned"),
+    ('"v1.2.3" = "  "', r"releases v1.2.3: say why"),
+    ('"v1.2.3" = "ok"\n"-x" = "bad"', r"not a valid git tag"),
+])
+def test_bad_release_tags_are_config_errors(tmp_path, releases, message):
+    text = PINNED.replace('[targets.late]', f'[targets.one.releases]\n{releases}\n\n[targets.late]')
+    with pytest.raises(ConfigError, match=message):
+        targets.load(write(tmp_path, text))
+    text = PINNED.replace('description = "needs 1.3"', 'description = "needs 1.3"\nreleases = { "v1.3.0" = '
+                          '"x", "v1.2.3" = "too old" }')
+    with pytest.raises(ConfigError, match=r"\[targets.late\] releases v1.2.3: outside the target's versions"):
+        targets.load(write(tmp_path, text))
+
+
+def test_runtime_environment_follows_the_upstream_version(tmp_path):
+    text = PINNED.replace('[targets.late]', '''[targets.one.runtime]
+env = { A = "1" }
+env_versions = { ">=1.3" = { B = "2", A = "3" }, "<1.3" = { C = "4" } }
+
+[targets.late]''')
+    matrix = targets.load(write(tmp_path, text))
+    one = matrix.targets["one"]
+    assert one.runtime_env == {"A": "1", "C": "4"}
+    assert matrix.at(one, "v1.3.0").runtime_env == {"A": "3", "B": "2"}
+    with pytest.raises(ConfigError, match=r"runtime.env_versions key '1.3' is not a version specifier"):
+        targets.load(write(tmp_path, text.replace('">=1.3" = {', '"1.3" = {')))
+
+
+def test_project_vulkan_is_switched_on_where_ollama_gates_it():
+    matrix = targets.load(TARGETS_FILE)
+    vulkan = matrix.targets["vulkan"]
+    assert matrix.at(vulkan, "v0.24.0").runtime_env.get("OLLAMA_VULKAN") == "1"
+    assert "OLLAMA_VULKAN" not in matrix.at(vulkan, "v0.30.0").runtime_env
+    assert matrix.at(matrix.targets["gfx1103"], "v0.30.0").runtime_env["OLLAMA_IGPU_ENABLE"] == "1"
+    assert "OLLAMA_IGPU_ENABLE" not in matrix.targets["gfx1103"].runtime_env

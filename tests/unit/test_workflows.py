@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.specifiers import SpecifierSet
 
 from pipeline.cli import main
 from pipeline.errors import UsageError
@@ -89,17 +90,41 @@ def builds_json() -> list[dict]:
     return json.loads(out.stdout)
 
 
-def test_build_jobs_are_one_per_builder_and_cover_every_target_once():
+def released(table: dict) -> list[str]:
+    """Every target at every tag targets.toml releases it at: TARGET at its own tag, TARGET@TAG else."""
+    out = []
+    for name, t in table["targets"].items():
+        own = {**table["defaults"]["source"], **t.get("source", {})}["tag"]
+        tags = dict.fromkeys([own, *t.get("releases", {})])
+        out += [name if tag == own else f"{name}@{tag}" for tag in tags]
+    return out
+
+
+def test_build_jobs_are_one_per_builder_and_cover_every_release_once():
     jobs = builds_json()
     table = tomllib.loads(TARGETS_FILE.read_text())
     default = table["defaults"]["builder"]
     builders = {name: t.get("builder", default) for name, t in table["targets"].items()}
-    assert sorted(t for j in jobs for t in j["targets"]) == sorted(builders)
+    assert sorted(t for j in jobs for t in j["targets"]) == sorted(released(table))
     assert len({j["builder"] for j in jobs}) == len(jobs) == len(set(builders.values()))
     for job in jobs:
-        assert {builders[t] for t in job["targets"]} == {job["builder"]}
+        assert {builders[t.partition("@")[0]] for t in job["targets"]} == {job["builder"]}
         assert job["names"] == " ".join(job["targets"])
-    assert ["gfx1103", "gfx906"] in [j["targets"] for j in jobs]
+        # A target at another tag builds into dist/TARGET@TAG, its own tag into dist/TARGET
+        assert job["folders"] == job["targets"] and len(job["tags"]) == len(job["targets"])
+    rocm = next(j for j in jobs if j["builder"] == builders["gfx906"])
+    assert {"gfx1103", "gfx906"} <= {t.partition("@")[0] for t in rocm["targets"]}
+
+
+def test_releases_json_lists_every_release_and_moves_the_plain_tag_only_at_the_own_tag(capsys):
+    assert main(["targets", "--json", "--releases"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    table = tomllib.loads(TARGETS_FILE.read_text())
+    assert [r["selector"] for r in rows] == released(table)
+    for r in rows:
+        assert r["artifact"] == r["folder"] == r["selector"]
+        assert r["latest"] == ("@" not in r["selector"]) and r["upstream_version"] == r["tag"][1:]
+        assert r["note"] == table["targets"][r["name"]].get("releases", {}).get(r["tag"], "")
 
 
 def upload_slots(job: dict) -> list[dict]:
@@ -335,7 +360,7 @@ def test_targets_json_is_exactly_the_matrix_of_targets_toml():
     defaults = table["defaults"]
     for row in rows:
         assert set(row) == {"name", "description", "backends", "gpu_archs", "builder", "tag", "commit",
-                            "upstream_version", "versions", "runtime_env", "floor"}
+                            "upstream_version", "versions", "runtime_env", "floor", "releases"}
         t = table["targets"][row["name"]]
         assert row["description"] == t["description"]
         assert row["builder"] == t.get("builder", defaults["builder"])
@@ -345,7 +370,14 @@ def test_targets_json_is_exactly_the_matrix_of_targets_toml():
         assert row["tag"] == source["tag"] and row["upstream_version"] == source["tag"].removeprefix("v")
         assert row["commit"] == source["commit"] == table["upstream"]["pins"][source["tag"]]
         assert row["versions"] == t.get("versions", defaults.get("versions", ""))
-        assert row["runtime_env"] == t.get("runtime", {}).get("env", {})
+        runtime = t.get("runtime", {})
+        env = dict(runtime.get("env", {}))
+        for spec, extra in runtime.get("env_versions", {}).items():
+            if SpecifierSet(spec).contains(row["upstream_version"]):
+                env.update(extra)
+        assert row["runtime_env"] == env
+        released = list(dict.fromkeys([row["tag"], *t.get("releases", {})]))
+        assert [r["tag"] for r in row["releases"]] == released
 
 
 def test_every_workflow_is_checked():
@@ -373,15 +405,18 @@ def test_images_are_pushed_to_ghcr_with_version_and_target_tags_and_attested_per
     assert images["if"] == "github.ref_type == 'tag'"
     assert images["environment"] == "release"
     assert images["permissions"] == {"packages": "write", "id-token": "write", "attestations": "write"}
-    assert images["strategy"]["matrix"] == {"target": "${{ fromJSON(needs.matrix.outputs.targets) }}"}
+    assert images["strategy"]["matrix"] == {"target": "${{ fromJSON(needs.matrix.outputs.releases) }}"}
     assert images["defaults"]["run"]["shell"] == "bash"  # pipefail: a failed `docker load` fails the step
     download = next(s for s in images["steps"] if s.get("uses", "").startswith("actions/download-artifact@"))
-    assert download["with"] == {"name": "${{ matrix.target.name }}", "path": "target"}
+    assert download["with"] == {"name": "${{ matrix.target.artifact }}", "path": "target"}
     text = "\n".join(runs(images))
     assert "docker load -i target/ollama-*.image.tar.gz" in text
     assert 'echo "name=ghcr.io/${OWNER,,}/ollama"' in text
     assert images["env"]["OWNER"] == "${{ github.repository_owner }}"
-    assert 'docker push "$NAME:$TAG" && docker push "$NAME:$TARGET"' in text
+    # Every release tag pushes <version>-<target>; only the target's own tag moves :<target>
+    assert ('docker push "$NAME:$TAG" && if [ "$LATEST" = true ]; then docker tag "$LOCAL" "$NAME:$TARGET" '
+            '&& docker push "$NAME:$TARGET"; fi') in text
+    assert images["env"]["LATEST"] == "${{ matrix.target.latest }}"
     login = next(s for s in images["steps"] if "docker login" in s.get("run", ""))
     assert "--password-stdin" in login["run"] and login["env"] == {"GH_TOKEN": "${{ github.token }}"}
     uses = [s.get("uses", "").partition("@")[0] for s in images["steps"]]

@@ -4,14 +4,20 @@ input it reads per scenario (the synthetic GGUF's metadata and tensors, the GPUs
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from pipeline.config.paths import TEMPLATES
 from pipeline.errors import SourceError
 from pipeline.infra import templates
 from pipeline.tools.memtest.scenario import QUANTIZATIONS, Model, Scenario, TensorSpec, compute_numbers
 
-DRIVER_TEMPLATE = "memtest_driver_test.go.j2"
+# The driver template of each kind (scenario.driver_kind): estimateGPULayers in llm/memory.go up to
+# v0.12.10, llamaServer.Load / ollamaServer.Load in llm/server.go from v0.12.11.
+DRIVER_TEMPLATES = {"estimate": "memtest_driver_test.go.j2", "layout": "memtest_layout_driver_test.go.j2"}
 DRIVER_NAME = "zz_pipeline_memtest_test.go"
+# What the layout driver calls in llm/server.go.
+LAYOUT_API = ("func (s *llamaServer) Load(", "func (s *ollamaServer) Load(",
+              "func (s *llmServer) createLayout(")
 
 
 def tensors(model: Model) -> list[dict]:
@@ -75,6 +81,36 @@ def gpu_api(memory_go: str) -> tuple[str, str]:
     return m[1], f"{m[1]}.{m[2]}"
 
 
-def render_driver(memory_go: str) -> str:
+def flash_attention_on(server_go: str) -> str:
+    """The Go value of "flash attention on" in this tree's LoadRequest: a bool up to v0.13.3, then
+    ml.FlashAttentionType."""
+    missing = [f for f in LAYOUT_API if f not in server_go]
+    if missing:
+        raise SourceError(f"llm/server.go has no {missing[0]}...) here; memtest's layout driver knows "
+                          "v0.12.11 to v0.24.x")
+    m = re.search(r"^\tFlashAttention\s+(bool|ml\.FlashAttentionType)\s*$", server_go, re.M)
+    if not m:
+        raise SourceError("llm/server.go: LoadRequest.FlashAttention is neither bool nor "
+                          "ml.FlashAttentionType here; memtest's layout driver knows v0.12.11 to v0.24.x")
+    return "true" if m[1] == "bool" else "ml.FlashAttentionEnabled"
+
+
+def render_estimate(memory_go: str) -> str:
     package, gpu_type = gpu_api(memory_go)
-    return templates.render(TEMPLATES, DRIVER_TEMPLATE, gpu_package=package, gpu_type=gpu_type)
+    return templates.render(TEMPLATES, DRIVER_TEMPLATES["estimate"], gpu_package=package, gpu_type=gpu_type)
+
+
+def render_layout(server_go: str) -> str:
+    return templates.render(TEMPLATES, DRIVER_TEMPLATES["layout"],
+                            flash_attention_on=flash_attention_on(server_go))
+
+
+def render_driver(tree: Path, kind: str) -> str:
+    """The driver of `kind` for the tree's llm package; a tree without the code it drives is refused."""
+    name = {"estimate": "memory.go", "layout": "server.go"}[kind]
+    source = tree / "llm" / name
+    if not source.is_file():
+        raise SourceError(f"{tree.name}/llm/{name} is missing; memtest's {kind} driver needs it "
+                          f"({'v0.12.0 to v0.12.10' if kind == 'estimate' else 'v0.12.11 to v0.24.x'})")
+    text = source.read_text()
+    return render_estimate(text) if kind == "estimate" else render_layout(text)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -16,14 +17,14 @@ from docker.types import Mount
 
 from pipeline.config.paths import TEMPLATES
 from pipeline.config.settings import Settings
-from pipeline.config.targets import load
-from pipeline.errors import ConfigError, SourceError
+from pipeline.config.targets import go_version, load
+from pipeline.errors import ConfigError
 from pipeline.infra import fsutil, git, owner, runner, toolchain
 from pipeline.infra.log import Log
 from pipeline.tools import gobox, patchtool
-from pipeline.tools.memtest.driver import DRIVER_NAME, DRIVER_TEMPLATE, driver_input, render_driver
+from pipeline.tools.memtest.driver import DRIVER_NAME, DRIVER_TEMPLATES, driver_input, render_driver
 from pipeline.tools.memtest.report import report
-from pipeline.tools.memtest.scenario import Scenario, check_ref
+from pipeline.tools.memtest.scenario import Scenario, check_for_ref, driver_kind
 
 # Where `go test -c` writes the binary in a tree, and where a run's input and results lie.
 IO_DIR = ".pipeline-memtest"
@@ -38,9 +39,12 @@ def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *
 
     Each side's test binary (`go test -c`) is kept in the cache under a key of what went into it
     (`cache_key`); a later run with the same upstream commit, patches, driver and toolchain runs the
-    kept binaries and compiles nothing. One memtest at a time per cache (`locked`)."""
+    kept binaries and compiles nothing. One memtest at a time per cache (`locked`). The driver follows
+    the ref (scenario.driver_kind): estimateGPULayers up to v0.12.10, llamaServer.Load / ollamaServer.Load
+    from v0.12.11."""
 
-    check_ref(ref)
+    kind = driver_kind(ref)
+    check_for_ref(scenarios, ref)
     if host_go and not shutil.which("go"):
         raise ConfigError("--host-go: no `go` on PATH")
     matrix = load(settings.targets_file)
@@ -51,10 +55,12 @@ def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *
         gitdir = patchtool.repository(matrix, settings, [ref], log)
         commit = git.commit_of(gitdir, ref, log)
         image = None if host_go else gobox.builder_image(matrix, settings, log)
-        tool = _host_toolchain(log) if host_go else f"builder {image}"
+        go_env = {} if host_go else gobox.go_env(matrix, ref)
+        tool = _host_toolchain(log) if host_go else f"builder {image} {go_env.get('PATH', 'default Go')}"
         in_range = patchtool.in_range(matrix, settings, ref, targets)
         series_in_range = [(p.name, p.path.read_bytes()) for p in in_range]
-        driver = (TEMPLATES / DRIVER_TEMPLATE).read_bytes()
+        template = DRIVER_TEMPLATES[kind]
+        driver = (TEMPLATES / template).read_bytes()
         keys = {"before": cache_key(commit, (), driver, tool),
                 "after": cache_key(commit, series_in_range, driver, tool)}
         binaries = {side: home / "bin" / f"{key}.test" for side, key in keys.items()}
@@ -71,7 +77,8 @@ def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *
                     git.export(gitdir, commit, tree, log)
                 else:
                     applied = patchtool.apply(matrix, settings, ref, tree, log, targets)
-                _compile(tree, binaries[side], settings, log, matrix, image)
+                _compile(tree, binaries[side], settings, log, matrix, image, kind=kind, go_env=go_env,
+                         host_go=host_go)
                 if side == "after":
                     record = {"ref": ref, "commit": commit, "applied": applied}
                     fsutil.write_text(meta, json.dumps(record) + "\n")
@@ -81,7 +88,7 @@ def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *
             inputs = [driver_input(s) for s in scenarios]
             log.stage_name = "run"
             results = _execute(Path(tmp) / "run", binaries, inputs, settings, log, matrix, image)
-    return report(scenarios, results, ref=ref, commit=commit, patches=applied or [])
+    return report(scenarios, results, ref=ref, commit=commit, patches=applied or [], driver=template)
 
 
 def cache_key(commit: str, patches: Sequence[tuple[str, bytes]], driver: bytes, toolchain: str) -> str:
@@ -107,6 +114,20 @@ def _host_toolchain(log: Log) -> str:
     return "host " + " ".join(out.split())
 
 
+def _check_host_go(tree: Path, log: Log) -> None:
+    """The host's Go must be at least the tree's go.mod `go` line (toolchains are never downloaded)."""
+    m = re.search(r"^go\s+(\S+)\s*$", (tree / "go.mod").read_text(), re.M)
+    have = runner.run(log, ["go", "env", "GOVERSION"], capture=True, quiet=True).stdout.decode().strip()
+    try:
+        old = m is not None and go_version(have) < go_version(m[1])
+    except ConfigError:
+        old = False  # a development Go ("devel ..."): let go itself decide
+    if old:
+        raise ConfigError(f"--host-go: this machine's {have} is older than the go {m[1]} the tree's "
+                          "go.mod needs; put a newer Go first on PATH or leave out --host-go (the Go builder "
+                          "has one)")
+
+
 def _prune(folder: Path, keep: set[Path]) -> None:
     """Keep the newest KEEP_BINARIES test binaries (and the ones this run uses)."""
     binaries = sorted(folder.glob("*.test"), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -119,13 +140,12 @@ def _prune(folder: Path, keep: set[Path]) -> None:
             os.utime(b)
 
 
-def _compile(tree: Path, binary: Path, settings: Settings, log: Log, matrix, image: str | None) -> None:
-    """`go test -c` of the tree's llm package with the driver in it, into `binary`."""
-    memory_go = tree / "llm" / "memory.go"
-    if not memory_go.is_file():
-        raise SourceError(f"{memory_go.relative_to(tree.parent)} is missing; memtest needs v0.12.0 to "
-                          "v0.12.10")
-    (tree / "llm" / DRIVER_NAME).write_text(render_driver(memory_go.read_text()))
+def _compile(tree: Path, binary: Path, settings: Settings, log: Log, matrix, image: str | None, *,
+             kind: str = "estimate", go_env: Mapping[str, str] | None = None, host_go: bool = False) -> None:
+    """`go test -c` of the tree's llm package with the driver of `kind` in it, into `binary`."""
+    (tree / "llm" / DRIVER_NAME).write_text(render_driver(tree, kind))
+    if host_go:
+        _check_host_go(tree, log)
     (tree / IO_DIR).mkdir()
     argv = ["go", "test", "-c", "-vet=off", "-o", f"{IO_DIR}/memtest.test", "./llm"]
     if image is None:
@@ -142,7 +162,7 @@ def _compile(tree: Path, binary: Path, settings: Settings, log: Log, matrix, ima
     else:
         # In the builder the tree is always /src and Go's build cache is the user's volume.
         with gobox.go_container(matrix, settings, log, tree, image=image) as box:
-            box.exec(argv)
+            box.exec(argv, env=dict(go_env or {}))
     binary.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tree / IO_DIR / "memtest.test", binary)
 

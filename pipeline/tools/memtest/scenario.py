@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
 
 from pipeline.config import loader
 from pipeline.config.paths import SCENARIOS
@@ -20,14 +21,20 @@ from pipeline.errors import ConfigError
 from pipeline.records import record
 
 SCENARIOS_DIR = SCENARIOS
-# Versions whose llama-engine placement lives in llm/memory.go (it moved out in v0.12.11).
-SUPPORTED = SpecifierSet(">=0.12.0,<0.12.11")
-# Architectures whose synthesized shapes Ollama estimates with estimateGPULayers (the llama engine).
+# The upstream versions the workbench drives, by where llama-engine models are placed: llm/memory.go's
+# estimateGPULayers up to v0.12.10 ("estimate" driver), llamaServer.Load's layout loop over createLayout
+# in llm/server.go from v0.12.11 (it deleted llm/memory.go) until v0.30, from which placement is
+# llama.cpp's own (`--fit` inside llama/server) and there is no Go placement code to drive.
+ESTIMATE = SpecifierSet(">=0.12.0,<0.12.11")
+LAYOUT = SpecifierSet(">=0.12.11,<0.30")
+DRIVERS = {"estimate": ESTIMATE, "layout": LAYOUT}
+# Architectures of the llama engine whose shapes the workbench synthesizes (estimateGPULayers up to
+# v0.12.10, llamaServer.Load from v0.12.11).
 ARCHITECTURES = ("llama", "qwen2")
 # Ollama-engine architectures the workbench synthesizes: ollamaServer.Load places them with createLayout
 # in llm/server.go from the memory the runner reports, which the driver synthesizes from the shapes.
 CREATE_LAYOUT = ("gemma3",)
-# These always run on the Ollama engine in v0.12.x, which lays models out on its own.
+# These always run on the Ollama engine, which lays models out from the memory its runner reports.
 OLLAMA_ENGINE = ("gemma3", "gemma3n", "mistral3", "qwen3moe", "llama4", "mllama", "qwen25vl", "gptoss",
                  "gpt-oss")
 LIBRARIES = ("CUDA", "ROCm")
@@ -123,8 +130,8 @@ class Model:
     def __post_init__(self):
         if self.architecture in OLLAMA_ENGINE and self.architecture not in CREATE_LAYOUT:
             raise ValueError(
-                f"key 'architecture' {self.architecture!r} runs on the Ollama engine in v0.12.x, which "
-                "does not use estimateGPULayers; memtest synthesizes the runner's memory report for "
+                f"key 'architecture' {self.architecture!r} runs on the Ollama engine, which lays models out "
+                "from the memory its runner reports; memtest synthesizes that report for "
                 f"{', '.join(CREATE_LAYOUT)} only; describe the model's shape with one of those or a "
                 f"llama-engine architecture ({', '.join(ARCHITECTURES)})")
         if self.architecture not in ARCHITECTURES + CREATE_LAYOUT:
@@ -145,7 +152,8 @@ class Model:
 
     @property
     def placement(self) -> str:
-        """The placement path Ollama v0.12.x takes for this architecture."""
+        """The placement path v0.12.0 - v0.12.10 take for this architecture (the estimate driver's input;
+        from v0.12.11 the layout driver asks the tree, as NewLlamaServer does, and reports the path)."""
         return "createLayout" if self.architecture in CREATE_LAYOUT else "estimateGPULayers"
 
     @property
@@ -176,6 +184,11 @@ class Check:
     metric: str
     op: str
     value: int | bool
+    # The upstream versions the expectation is for (a PEP 440 specifier; empty: every version).
+    versions: str = ""
+
+    def holds_for(self, ref: str) -> bool:
+        return not self.versions or SpecifierSet(self.versions).contains(tag_version(ref), prereleases=True)
 
 
 # What an expectation may test, and the type of its value.
@@ -270,18 +283,48 @@ def parse(doc: Mapping[str, Any], path: Path) -> Scenario:
 
 
 def _checks(table: Any, where: str) -> tuple[Check, ...]:
+    """[expect.before] / [expect.after] hold at every version; each [[expect.versions]] table holds its
+    `before` / `after` expectations at the upstream versions its `versions` specifier admits (where
+    upstream's own placement changed, such as createLayout trying one GPU first from v0.12.11)."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table with [expect.before] and/or [expect.after]")
-    loader.reject_unknown(table, ("before", "after"), where, "table")
+    loader.reject_unknown(table, ("before", "after", "versions"), where, "table")
+    checks = _side_checks(table, where, "")
+    scoped = table.get("versions", [])
+    if not isinstance(scoped, list) or not all(isinstance(t, dict) for t in scoped):
+        raise ConfigError(f"{where[:-1]}.versions] must be an array of tables ([[expect.versions]] with "
+                          "versions = \">=0.12.11\" and before / after)")
+    for i, t in enumerate(scoped):
+        here = f"{where[:-1]}.versions] #{i + 1}"
+        loader.reject_unknown(t, ("versions", "before", "after"), here)
+        spec = t.get("versions")
+        try:
+            if not isinstance(spec, str) or not spec.strip():
+                raise InvalidSpecifier(str(spec))
+            SpecifierSet(spec)
+        except InvalidSpecifier:
+            raise ConfigError(f"{here} key 'versions' must be a version specifier such as \">=0.12.11\", "
+                              f"got {spec!r}") from None
+        if not ({"before", "after"} & t.keys()):
+            raise ConfigError(f"{here} has no before or after expectations")
+        checks += _side_checks(t, here, spec)
+    return tuple(checks)
+
+
+def _side_checks(table: Mapping[str, Any], where: str, versions: str) -> list[Check]:
     checks = []
-    for side, items in table.items():
-        here = f"{where[:-1]}.{side}]"
+    for side in ("before", "after"):
+        if side not in table:
+            continue
+        items = table[side]
+        here = f"{where[:-1]}.{side}]" if not versions else f"{where} {side}"
         if not isinstance(items, dict):
             raise ConfigError(f"{here} must be a table (gpus_used = 1, layers_on_gpu = \">= 49\")")
         loader.reject_unknown(items, METRICS, here)
         for metric, raw in items.items():
-            checks.append(Check(side, metric, *_expectation(METRICS[metric], raw, f"{here} key {metric!r}")))
-    return tuple(checks)
+            op, value = _expectation(METRICS[metric], raw, f"{here} key {metric!r}")
+            checks.append(Check(side, metric, op, value, versions))
+    return checks
 
 
 def _expectation(kind: type, raw: Any, what: str) -> tuple[str, int | bool]:
@@ -341,8 +384,31 @@ def compute_numbers(library: str, compute: str) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
+def driver_kind(ref: str) -> str:
+    """The driver an upstream ref takes ("estimate" or "layout"); other refs are refused in one line."""
+    version = tag_version(ref)
+    for kind, spec in DRIVERS.items():
+        if spec.contains(version, prereleases=True):
+            return kind
+    if version >= Version("0.30"):
+        raise ConfigError(f"memtest drives Ollama's Go placement code, v0.12.0 to v0.24.x ({ESTIMATE} and "
+                          f"{LAYOUT}); from v0.30 {ref} places layers with llama.cpp's own fit inside "
+                          "llama/server, which has no Go placement code to drive")
+    raise ConfigError(f"memtest knows v0.12.0 to v0.24.x (llm/memory.go's estimateGPULayers {ESTIMATE}, "
+                      f"llamaServer.Load and createLayout {LAYOUT}); {ref} is older")
+
+
 def check_ref(ref: str) -> None:
-    if not SUPPORTED.contains(tag_version(ref), prereleases=True):
-        raise ConfigError(f"memtest needs an upstream ref with llm/memory.go's estimateGPULayers, v0.12.0 to "
-                          f"v0.12.10 ({SUPPORTED}); {ref} lays models out elsewhere (llm/memory.go was "
-                          "removed in v0.12.11)")
+    driver_kind(ref)
+
+
+def check_for_ref(scenarios: Sequence[Scenario], ref: str) -> None:
+    """What a scenario says that the ref's placement code cannot take: Ollama's reserve per GPU
+    (`minimum`) is a constant of the library from v0.12.11 (MinimumMemory())."""
+    if driver_kind(ref) != "layout":
+        return
+    for s in scenarios:
+        if any(g.minimum is not None for g in s.gpus):
+            raise ConfigError(f"{s.path}: [gpus] key 'minimum' cannot be set at {ref}: from v0.12.11 "
+                              "Ollama's reserve per GPU is fixed by the library (457 MiB for CUDA and ROCm); "
+                              "drop the key, or run at v0.12.0 to v0.12.10")
