@@ -44,7 +44,7 @@ GOALS = {"noop_rebuild_seconds": 10.0, "cold_outside_toolchain_share": 0.05}
 def run(selection: list[str], settings: Settings, output: Path, *, cold: bool, gpu: bool = False) -> dict:
     matrix = targets.load(settings.targets_file)
     report: dict = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "goals": GOALS,
         "targets": {},
@@ -224,7 +224,7 @@ def _earlier(output: Path) -> dict:
 
 
 def _header() -> dict:
-    return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "goals": GOALS}
 
 

@@ -7,11 +7,11 @@ so the Docker tier can never pass by being skipped.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
 import pytest
 
+from pipeline.config import loader
 from pipeline.config import settings as settings_mod
 
 from . import miniollama
@@ -83,7 +83,7 @@ def write_matrix(path: Path, repo: Path, commit: str, *, tag: str = "v1.2.3", na
                  **target_overrides) -> Path:
     """A targets.toml that builds the mini project with the project's own builders and backends; the
     target takes the project's settings for `name` (builder, backends, GPU archs)."""
-    project = tomllib.loads((PROJECT / "targets.toml").read_text())
+    project = loader.read(PROJECT / "targets.toml")
     own = project["targets"][name]
     target = {"description": f"mini project, {name}", "builder": own.get("builder", "debian-cpu"),
               "backends": own.get("backends", ["cpu"]),
