@@ -15,8 +15,11 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
-# Every package a session installs is held to the versions of constraints.txt (Dependabot updates it).
-CONSTRAINTS = ("--constraint", str(Path(__file__).resolve().parent / "constraints.txt"))
+# Every package a session installs is held to the versions of constraints.txt (Dependabot updates it),
+# the build backend pip fetches to build the project included (PIP_CONSTRAINT reaches that build too).
+CONSTRAINTS_FILE = str(Path(__file__).resolve().parent / "constraints.txt")
+CONSTRAINTS = ("--constraint", CONSTRAINTS_FILE)
+PIP_ENV = {"PIP_CONSTRAINT": CONSTRAINTS_FILE}
 
 
 def _install(session: nox.Session, *extras: str) -> None:
@@ -27,7 +30,7 @@ def _install(session: nox.Session, *extras: str) -> None:
                          + spec.encode()).hexdigest()[:16]
     marker = Path(session.virtualenv.location) / f".pipeline-installed-{key}"
     if not marker.exists():
-        session.install("--quiet", *CONSTRAINTS, "--editable", spec)
+        session.install("--quiet", *CONSTRAINTS, "--editable", spec, env=PIP_ENV)
         marker.write_text(spec + "\n")
 
 
@@ -122,7 +125,7 @@ def lint(session: nox.Session) -> None:
     GitHub workflows with zizmor (offline: its audits that ask the GitHub API are skipped); any zizmor
     finding fails."""
     # Pinned, in constraints.txt: a new release must not change what passes.
-    session.install("--quiet", *CONSTRAINTS, "ruff", "zizmor")
+    session.install("--quiet", *CONSTRAINTS, "ruff", "zizmor", env=PIP_ENV)
     session.run("ruff", "check", "pipeline", "tests", "noxfile.py", *session.posargs)
     session.run("zizmor", "--offline", "--no-progress", ".github")
 

@@ -73,7 +73,6 @@ def ld_cache(text: str) -> dict[str, str]:
 
 def _record_owners(box: Container, sysroot: Path, paths: list[str]) -> None:
     known = owners(sysroot)
-    for line, path in zip(box.exec(["sh", "-c", _OWNER, "sh", *paths], capture=True).splitlines(), paths,
-                          strict=False):
+    for line, path in zip(box.exec(["sh", "-c", _OWNER, "sh", *paths], capture=True).splitlines(), paths):
         known[path] = line.split(":", 1)[0] if not line.startswith("?") else "?"
     fsutil.write_text(sysroot / OWNERS, json.dumps(known, indent=2, sort_keys=True) + "\n")

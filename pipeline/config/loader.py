@@ -6,16 +6,20 @@ not an integer here), missing keys without a default are named, unknown keys are
 match, and every message names the file, the table and the key. A field that declares the kind of its
 strings (pipeline.config.values.checked) has each string checked against it; a value a field's own
 __post_init__ refuses (ValueError) is reported the same way.
+
+TOML is read with the standard library's tomllib, or its backport tomli where the Python has none (3.9,
+3.10: the same parser, published separately).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import errno
 import os
 import stat
-import tomllib
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+# `X | Y` as a type is Python 3.10's (types.UnionType); typing.Union is what 3.9 makes of it here.
+UNIONS = (typing.Union, getattr(types, "UnionType", typing.Union))
 
 # Extra field types a schema may use, each with its converter: {Size: parse_size}. A converter gets the
 # raw value and a description of where it is ("file: [table] key 'x'") and raises ConfigError.
@@ -72,7 +84,7 @@ def build(cls: type, table: Any, where: str, *, partial: bool = False, exclude: 
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table, got {tname(table)}")
     given = dict(given or {})
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in exclude and f.name not in given}
     reject_unknown(table, fields, where)
     kwargs = {}
@@ -100,7 +112,7 @@ def convert(tp: Any, value: Any, what: str, inner: str, *, partial: bool = False
     kind of the field's strings and of its keys (pipeline.config.values), checked too."""
     converters = converters or {}
     kind, keys = kinds
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+    if typing.get_origin(tp) in UNIONS:
         if value is None and type(None) in typing.get_args(tp):
             return None
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
@@ -150,9 +162,45 @@ def _of_kind(value: str, kind: Any, what: str) -> str:
     return value
 
 
+def type_hints(cls: type) -> dict[str, Any]:
+    """The evaluated field types of `cls` (its annotations are strings: `from __future__ import
+    annotations`). Python 3.9 cannot evaluate `X | None`; there it is read as typing.Union[X, None]."""
+    if sys.version_info >= (3, 10):
+        return typing.get_type_hints(cls)
+    return union_type_hints(cls)
+
+
+def union_type_hints(cls: type) -> dict[str, Any]:
+    """typing.get_type_hints for Python 3.9: each string annotation is parsed, every `a | b` in it is
+    rewritten to typing.Union[a, b], and it is evaluated in its class's module."""
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        module = sys.modules.get(klass.__module__)
+        namespace = {**(vars(module) if module else {}), "__union__": typing.Union}
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            if isinstance(annotation, str):
+                tree = _Unions().visit(ast.parse(annotation, mode="eval"))
+                code = compile(ast.fix_missing_locations(tree), f"<annotation of {name}>", "eval")
+                annotation = eval(code, namespace, dict(vars(klass)))
+            hints[name] = annotation
+    return hints
+
+
+class _Unions(ast.NodeTransformer):
+    """`a | b` in an annotation, as `__union__[a, b]` (typing.Union)."""
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        node = self.generic_visit(node)
+        if not isinstance(node.op, ast.BitOr):
+            return node
+        return ast.Subscript(value=ast.Name(id="__union__", ctx=ast.Load()),
+                             slice=ast.Tuple(elts=[node.left, node.right], ctx=ast.Load()),
+                             ctx=ast.Load())
+
+
 def describe(tp: Any, converters: Converters | None = None) -> str:
     """What a value of type `tp` looks like in TOML, for messages."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+    if typing.get_origin(tp) in UNIONS:
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     if converters and tp in converters:
         return getattr(converters[tp], "describes", "a value")

@@ -39,6 +39,9 @@ class Settings:
     debian_snapshot: str | None = None
     debian_snapshot_url: str | None = None
     go_proxy: str | None = None
+    # PIPELINE_PYPI_FILES: the root of a Python package index's files with the same layout as the one the
+    # downloads name ({pypi_files}/packages/...); unset: the file is looked up on pip's index.
+    pypi_files: str | None = None
     # CA bundle handed to build containers, so downloads (Go modules) trust what this machine trusts:
     # behind a TLS-inspecting proxy the image's own bundle is not enough.
     ca_bundle: Path | None = None
@@ -99,6 +102,8 @@ class Settings:
             values["debian_snapshot_url"] = env["PIPELINE_DEBIAN_SNAPSHOT_URL"].rstrip("/")
         if env.get("GOPROXY"):
             values["go_proxy"] = env["GOPROXY"]
+        if env.get("PIPELINE_PYPI_FILES"):
+            values["pypi_files"] = env["PIPELINE_PYPI_FILES"].rstrip("/")
         ca = env.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
         if flag(env, "PIPELINE_HOST_CA", default=True) and Path(ca).is_file():
             values["ca_bundle"] = Path(ca)
@@ -134,8 +139,8 @@ class Settings:
 READ = ("PIPELINE_TARGETS", "PIPELINE_DIST", "PIPELINE_CACHE", "PIPELINE_PATCHES", "XDG_CACHE_HOME",
         "OLLAMA_SOURCE", "LLAMA_CPP_SOURCE", "PIPELINE_REF",
         "PIPELINE_DEBIAN_MIRROR", "PIPELINE_DEBIAN_SNAPSHOT", "PIPELINE_DEBIAN_SNAPSHOT_URL", "GOPROXY",
-        "SSL_CERT_FILE", "PIPELINE_HOST_CA", "SOURCE_DATE_EPOCH", "PIPELINE_JOBS", "PIPELINE_KEEP_CONTAINERS",
-        "PIPELINE_QUIET", "PIPELINE_TRACEBACK", "PIPELINE_DOCKER_PREFIX")
+        "PIPELINE_PYPI_FILES", "SSL_CERT_FILE", "PIPELINE_HOST_CA", "SOURCE_DATE_EPOCH", "PIPELINE_JOBS",
+        "PIPELINE_KEEP_CONTAINERS", "PIPELINE_QUIET", "PIPELINE_TRACEBACK", "PIPELINE_DOCKER_PREFIX")
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -187,6 +192,8 @@ def _check_values(values: dict, env: dict[str, str]) -> None:
         if values.get("debian_mirror") is not None:
             names.check_url(values["debian_mirror"], "--debian-mirror / PIPELINE_DEBIAN_MIRROR",
                             names.MIRROR_SCHEMES, local=False)
+        if values.get("pypi_files") is not None:
+            names.check_url(values["pypi_files"], "PIPELINE_PYPI_FILES", names.MIRROR_SCHEMES, local=False)
         if values.get("debian_snapshot_url") is not None:
             names.check_url(values["debian_snapshot_url"], "PIPELINE_DEBIAN_SNAPSHOT_URL",
                             names.MIRROR_SCHEMES, local=False)

@@ -521,7 +521,7 @@ def _repack(payload: bytes, kept: list[Entry]) -> bytes:
     header = build_header(placed)
     out = bytearray(max([len(header)] + [e.offset + e.size for e in placed]))
     out[:len(header)] = header
-    for old, new in zip(kept, placed, strict=True):
+    for old, new in zip(kept, placed):
         out[new.offset:new.offset + new.size] = payload[old.offset:old.offset + old.size]
     return bytes(out)
 
@@ -600,7 +600,7 @@ def compare(original: str | os.PathLike, stripped: str | os.PathLike,
             cursor = off + size
         if o[cursor:] != s[cursor:]:
             problems.append(f"bytes outside the fat binary changed after offset {cursor}")
-        for b0, b1 in zip(before, after, strict=True):
+        for b0, b1 in zip(before, after):
             p0 = _decompressed_payload(o, b0) if b0.compressed else None
             p1 = _decompressed_payload(s, b1) if b1.compressed else None
             old = {e.id: e for e in b0.entries}

@@ -8,6 +8,7 @@ times in the header; zstd's multi-threaded output does not depend on the thread 
 from __future__ import annotations
 
 import contextlib
+import copy
 import gzip
 import io
 import json
@@ -234,8 +235,8 @@ def unpack(path: Path, dest: Path, scratch: Path, manifest_member: str = Package
                 raise PackageError(f"{path.name}: member {m.name!r} appears twice; refusing the archive")
             seen.add(key)
         try:
-            tar.extractall(dest, members=members, filter="data")
-        except tarfile.FilterError as exc:
+            extract(tar, dest, members)
+        except FilterError as exc:
             member = getattr(exc, "tarinfo", None) and exc.tarinfo.name
             raise PackageError(f"{path.name}: unsafe member {member!r} ({exc}); refusing the "
                                "archive") from None
@@ -248,6 +249,37 @@ def unpack(path: Path, dest: Path, scratch: Path, manifest_member: str = Package
         return json.loads(found.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise PackageError(f"{path.name}: {manifest_member} is not valid JSON ({exc})") from None
+
+
+# tarfile's extraction filters came with Python 3.12 and the security releases of 3.8 to 3.11 (3.9.17);
+# Debian 11's 3.9.2 has none.
+HAS_FILTERS = hasattr(tarfile, "data_filter")
+FilterError = getattr(tarfile, "FilterError", ())  # `except ()` catches nothing
+
+
+def extract(tar: tarfile.TarFile, dest: Path, members: list[tarfile.TarInfo]) -> None:
+    """Extract `members` (each already checked by _check_member) with tarfile's "data" filter, or, on a
+    Python without filters, with what that filter does beyond those checks: no owner taken from the
+    archive, no setuid, setgid or sticky bit, no group or other write, files readable and writable by
+    their owner."""
+    if HAS_FILTERS:
+        tar.extractall(dest, members=members, filter="data")
+        return
+    tar.extractall(dest, members=[data_member(m) for m in members], numeric_owner=True)
+
+
+def data_member(m: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A copy of `m` with the attributes tarfile's "data" filter would give it (for Pythons without)."""
+    m = copy.copy(m)
+    m.uid, m.gid, m.uname, m.gname = os.geteuid(), os.getegid(), "", ""
+    if m.isfile():
+        mode = m.mode & 0o755
+        if not mode & 0o100:
+            mode &= ~0o111  # executable by nobody unless by its owner
+        m.mode = mode | 0o600
+    elif m.isdir():
+        m.mode = 0o755
+    return m
 
 
 def _check_member(archive_name: str, m: tarfile.TarInfo) -> None:

@@ -45,7 +45,7 @@ def run(selection: list[str], settings: Settings, output: Path, *, cold: bool, g
         backend_archs: list[list[str]] | None = None) -> dict:
     matrix = targets.load(settings.targets_file)
     report: dict = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "goals": GOALS,
         "targets": {},
@@ -231,7 +231,7 @@ def _earlier(output: Path) -> dict:
 
 
 def _header() -> dict:
-    return {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "goals": GOALS}
 
 

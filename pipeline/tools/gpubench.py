@@ -169,7 +169,7 @@ def measure(plan: Plan, settings: Settings) -> dict:
         presets = json.loads((tree / "CMakePresets.json").read_text())
         full_archs = preset_archs(presets, backend.preset, backend.arch_variable)
         entry: dict = {
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cpus": os.cpu_count(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "backend": backend.preset,
@@ -235,7 +235,7 @@ def _config(box: Container, log: Log, argv: Sequence[str], backend: Backend, arc
 
 def _compile(box: Container, log: Log, binary_dir: str, objects: list[str], env: dict, label: str) -> dict:
     seconds = {}
-    for source, obj in zip(SOURCES, objects, strict=True):
+    for source, obj in zip(SOURCES, objects):
         start = time.monotonic()
         box.exec(["ninja", "-C", binary_dir, obj], env=env)
         seconds[source] = round(time.monotonic() - start, 2)

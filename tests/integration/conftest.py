@@ -7,11 +7,11 @@ so the Docker tier can never pass by being skipped.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
 import pytest
 
+from pipeline.config import loader
 from pipeline.config import settings as settings_mod
 
 from . import miniollama
@@ -88,7 +88,7 @@ def write_matrix(path: Path, repo: Path, commit: str, *, tag: str = "v1.2.3", na
     settings for `name` (builder, backends, GPU archs). The miniature's made-up versions build with the
     in-tree layout (v0.12 - v0.24's interface) unless `upstream` says otherwise ([upstream] tables:
     layouts, llama_cpp)."""
-    project = tomllib.loads((PROJECT / "targets.toml").read_text())
+    project = loader.read(PROJECT / "targets.toml")
     own = project["targets"][name]
     target = {"description": f"mini project, {name}", "builder": own.get("builder", "debian-cpu"),
               "backends": own.get("backends", ["cpu"]),

@@ -18,6 +18,7 @@ from docker.types import Mount
 from pipeline import orchestrate, stages
 from pipeline.config import targets
 from pipeline.errors import CommandError, ModelRunError, PatchError, VerifyError
+from pipeline.infra import archive as archives
 from pipeline.infra import baseimage, container
 from pipeline.infra.log import Log
 from pipeline.stages import verify
@@ -34,7 +35,7 @@ def build(matrix_file: Path, settings):
 
 def unpack(archive: Path, dest: Path) -> Path:
     with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
+        archives.extract(tar, dest, tar.getmembers())
     return dest
 
 

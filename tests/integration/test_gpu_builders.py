@@ -12,6 +12,7 @@ from pipeline import orchestrate, stages
 from pipeline.config import targets
 from pipeline.errors import GpuCodeError
 from pipeline.gpu import archs
+from pipeline.infra import archive as archives
 from pipeline.stages import builder as builder_stage
 
 from . import miniollama
@@ -30,7 +31,7 @@ def build_gpu(name, mini_project, settings_for, tmp_path, **overrides):
     info = outcome.results["build"]
     root = tmp_path / "unpacked"
     with tarfile.open(outcome.archive) as tar:
-        tar.extractall(root, filter="data")
+        archives.extract(tar, root, tar.getmembers())
     return plan, info, root
 
 

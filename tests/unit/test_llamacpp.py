@@ -4,13 +4,12 @@ pinned llama.cpp into the tree, on generated repositories shaped like Ollama's v
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 
 import pytest
 
 from pipeline import orchestrate, stages
 from pipeline.cli import main
-from pipeline.config import targets
+from pipeline.config import loader, targets
 from pipeline.errors import SourceError
 from pipeline.tools import patchtool
 from pipeline.upstream import llamacpp
@@ -34,7 +33,7 @@ def repos(tmp_path):
 
 
 def fetched_matrix(commit: str, llama_pins: dict[str, str]) -> targets.Matrix:
-    doc = tomllib.loads(TARGETS_FILE.read_text())
+    doc = loader.read(TARGETS_FILE)
     doc["defaults"]["source"].update(tag="v1.0.0", commit=commit)
     doc["defaults"].pop("versions", None)
     for t in doc["targets"].values():
@@ -149,7 +148,7 @@ def test_patches_check_of_a_fetching_version_needs_no_llama_cpp_when_no_patch_to
 
 
 def test_llama_cpp_pins_are_checked_like_upstream_pins(tmp_path):
-    doc = tomllib.loads(TARGETS_FILE.read_text())
+    doc = loader.read(TARGETS_FILE)
     doc["upstream"]["llama_cpp"]["pins"] = {"b100": "abc"}
     with pytest.raises(Exception,
                        match=r"\[upstream.llama_cpp\] key 'pins': 'b100' = 'abc' is not allowed \(it is not "

@@ -34,7 +34,7 @@ def plain_bundle(entries: dict[str, bytes]) -> bytes:
     out = bytearray(pos)
     header = offload.build_header(placed)
     out[:len(header)] = header
-    for e, data in zip(placed, entries.values(), strict=True):
+    for e, data in zip(placed, entries.values()):
         out[e.offset:e.offset + e.size] = data
     return bytes(out)
 
@@ -163,7 +163,7 @@ def test_strip_keeps_the_arch_byte_for_byte_and_zeroes_the_rest(lib, tmp_path, c
     assert out.stat().st_size == lib.stat().st_size
     after = offload.find_bundles(out)
     assert [b.offset for b in after] == [b.offset for b in before]  # the wrappers' pointers stay right
-    for b0, b1 in zip(before, after, strict=True):
+    for b0, b1 in zip(before, after):
         assert [e.id for e in b1.entries] == [HOST, GFX906]
         old = {e.id: e for e in b0.entries}
         assert all(e.offset == old[e.id].offset and e.size == old[e.id].size for e in b1.entries)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import targets
+from pipeline.config import loader, targets
 from pipeline.errors import ConfigError, PipelineError, SelectionError
 
 from .conftest import TARGETS_FILE
@@ -68,7 +67,7 @@ def load_error(tmp_path: Path, text: str) -> ConfigError:
 # --- the project's own matrix ------------------------------------------------------------------------
 
 def test_project_matrix_loads_its_targets_in_file_order(matrix):
-    assert list(matrix.targets) == list(tomllib.loads(TARGETS_FILE.read_text())["targets"])
+    assert list(matrix.targets) == list(loader.read(TARGETS_FILE)["targets"])
     assert matrix.path == TARGETS_FILE
 
 
