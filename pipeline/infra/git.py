@@ -44,9 +44,9 @@ def repository(url: str, tags: list[str], places: Places, log: Log, *,
     """A git directory holding `tags`: a local repository itself, or the cache's mirror of a URL.
     `origin`: the setting that names the repository and the project it holds, for messages."""
     _checked(url, tags)
-    owner.claim(places)
     if is_local(url):
         return _local_gitdir(Path(url).expanduser(), log, origin)
+    owner.claim(places)  # only a URL's mirror is written into the cache
     if names.local_form(url):
         raise SourceError(f"{url}: no such folder (a local path, not a URL); point {origin[0]} at a clone or "
                           f"mirror of {origin[1]}, or fix the URL in targets.toml")

@@ -359,4 +359,4 @@ def archs_of(box: Container, backend: Backend, library: str, archs: Sequence[str
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")  # noqa: UP017 (3.9)
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
