@@ -195,7 +195,7 @@ env_versions = { ">=1.3" = { B = "2", A = "3" }, "<1.3" = { C = "4" } }
     one = matrix.targets["one"]
     assert one.runtime_env == {"A": "1", "C": "4"}
     assert matrix.at(one, "v1.3.0").runtime_env == {"A": "3", "B": "2"}
-    with pytest.raises(ConfigError, match=r"env_versions': key '1.3' is not allowed \(not a version specifier"):
+    with pytest.raises(ConfigError, match=r"env_versions': key '1.3' is not allowed \(not a version spec"):
         targets.load(write(tmp_path, text.replace('">=1.3" = {', '"1.3" = {')))
 
 
