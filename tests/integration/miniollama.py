@@ -956,6 +956,7 @@ def create_llama_server(root: Path, llama_root: Path, tag: str = "v1.30.0",
         "llama/compat/apply-patch.cmake": APPLY_PATCH,
         "go.mod": f"module {MODULE}\n\ngo 1.22\n",
         "version/version.go": VERSION_GO,
+        "server/server.go": SERVER_GO,
         "main.go": MAIN_GO,
     }
     for name, text in files.items():

@@ -4,8 +4,8 @@ containers, its staging folders) and finishes. Real Docker engine, the miniature
 
 For every stage of pipeline.stages.STAGES (the image stage included: runs use --image) a change makes
 that stage and those after it redo. `python -m pipeline build cpu --image` then runs as a child and is
-killed with SIGKILL when its log shows the stage start (`==> STAGE`), and a second time when its log
-shows the last line that stage wrote in the good build (just before it finishes). The builder stage
+killed with SIGKILL when its log shows the stage start (`==> stage i/n STAGE`), and a second time when
+its log shows the last line that stage wrote in the good build (just before it finishes). The builder stage
 is killed at its boundaries while its image is cached (a new builder image costs minutes); its change
 (a cmake variable) makes the stages after it redo.
 """
@@ -213,7 +213,8 @@ def test_kill_9_at_every_stage_boundary_keeps_the_good_output_and_the_next_run_c
             visible = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
             project.change(stage.name)
             good = outputs(folder)
-            kills = [("start", f"==> {stage.name}")]
+            # The stage's first line, "==> stage i/n NAME" (its position compared as a shape only).
+            kills = [("start", f"==> stage {index + 1}/{len(TABLE)} {stage.name}")]
             if stage.name in last:
                 kills.append(("end", last[stage.name]))
             # The image stage runs only with --image; other stages are tested without it (saving the
