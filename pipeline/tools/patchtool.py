@@ -264,8 +264,12 @@ def _apply_into(into: Path, final: Path, gitdir: Path, commit: str, matrix: Matr
             raise PatchError(f"patch {patch.name} does not apply to {ref}; run `patches check --ref {ref}` "
                              f"for the file and hunk (work tree left at {final}, `git am --abort` there)") \
                 from None
-        runner.run(log, [*gitc, "commit", "--quiet", "--amend", "--no-edit", "--no-verify",
-                         "--trailer", f"{TRAILER}: {patch.name}"], env=env, quiet=True)
+        # What `commit --amend --trailer` does, by its parts: git before 2.32 (Debian 11's 2.30) lacks it.
+        message = runner.run(log, [*gitc, "log", "-1", "--format=%B"], capture=True, quiet=True).stdout
+        message = runner.run(log, [*gitc, "interpret-trailers", "--trailer", f"{TRAILER}: {patch.name}"],
+                             stdin=message, capture=True, quiet=True).stdout
+        runner.run(log, [*gitc, "commit", "--quiet", "--amend", "--no-verify", "--file", "-"], stdin=message,
+                   env=env, quiet=True)
     # Refresh rewrites only these: patches skipped or out of range stay as they are.
     state = {"ref": ref, "base": base, "patches": [{"name": p.name, "subject": p.subject} for p in applied],
              "sha256": {p.name: p.sha256 for p in applied}}
