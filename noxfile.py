@@ -16,10 +16,11 @@ nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
 # Every package a session installs is held to the versions of constraints.txt (Dependabot updates it),
-# the build backend pip fetches to build the project included (PIP_CONSTRAINT reaches that build too).
+# the build backend pip fetches to build the project included: PIP_CONSTRAINT reaches that build up to
+# pip 26.1, PIP_BUILD_CONSTRAINT from pip 25.3 on (from 26.2 on only it; older pips ignore it).
 CONSTRAINTS_FILE = str(Path(__file__).resolve().parent / "constraints.txt")
 CONSTRAINTS = ("--constraint", CONSTRAINTS_FILE)
-PIP_ENV = {"PIP_CONSTRAINT": CONSTRAINTS_FILE}
+PIP_ENV = {"PIP_CONSTRAINT": CONSTRAINTS_FILE, "PIP_BUILD_CONSTRAINT": CONSTRAINTS_FILE}
 
 
 def _install(session: nox.Session, *extras: str) -> None:
