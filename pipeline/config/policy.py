@@ -44,6 +44,10 @@ class Policy:
     # requires them to resolve.
     host_libraries: tuple[str, ...] = ()
     host_packages: tuple[str, ...] = ()
+    # The GPU drivers a host adds as Debian packages of the floor (Mesa's Vulkan drivers: RADV for AMD
+    # GPUs, lavapipe on the CPU): the runtime image installs them with host_packages, and verify installs
+    # them for the run on a software device (pipeline.smoke.lavapipe). Never bundled.
+    driver_packages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
@@ -63,9 +67,13 @@ class Policy:
         if bool(self.host_libraries) != bool(self.host_packages):
             raise ValueError("host_libraries and host_packages go together: the packages provide the "
                              "libraries")
-        for pkg in self.host_packages:
-            if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", pkg):
-                raise ValueError(f"key 'host_packages': {pkg!r} is not a Debian package name")
+        for key in ("host_packages", "driver_packages"):
+            for pkg in getattr(self, key):
+                if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", pkg):
+                    raise ValueError(f"key {key!r}: {pkg!r} is not a Debian package name")
+        if self.driver_packages and not self.host_packages:
+            raise ValueError("key 'driver_packages' needs host_packages: a driver is loaded through the host "
+                             "library the package links (the Vulkan loader)")
         if "GLIBC" not in self.max_versions:
             raise ValueError("key 'max_versions' must set GLIBC (the glibc version of the floor)")
         for prefix, version in self.max_versions.items():

@@ -3,7 +3,8 @@
     Verified ─▶ RuntimeImage (ollama-pipeline/ollama:<version>-<target>,
                               dist/<target>/ollama-<version>-<target>.image.tar.gz)
 
-The image is the package's floor system (the same Debian base verify ran on) with ca-certificates, the
+The image is the package's floor system (the same Debian base verify ran on) with ca-certificates and
+what its floor policy says a host adds (the Vulkan loader and Mesa's drivers for the vulkan target), the
 package unpacked into /usr as upstream's image lays it out, the target's runtime environment,
 `ollama serve` on 0.0.0.0:11434 as entrypoint, a models volume, a health check and OCI labels naming
 the version, the upstream revision and source, and the archive's sha256. It is made only from the
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from docker.types import Mount
 
+from pipeline.config.policy import load_policy
 from pipeline.config.settings import Settings
 from pipeline.errors import CommandError, DockerError, ModelRunError
 from pipeline.formats import PackageLayout
@@ -29,6 +31,7 @@ from pipeline.hashing import file_sha256
 from pipeline.infra import archive, baseimage, fsutil, images, templates
 from pipeline.infra.container import Container
 from pipeline.smoke import modelrun, tinymodel
+from pipeline.stages import manifest as schema
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import RuntimeImage, Verified
 
@@ -78,7 +81,7 @@ def run(ctx: Context, *, verify: Verified) -> RuntimeImage:
     base = baseimage.name(plan.image_prefix, suite)
     baseimage.ensure(base, suite, settings, log)
     dockerfile = templates.render(settings.templates_dir, TEMPLATE, manifest=manifest, base_image=base,
-                                  suite=suite)
+                                  suite=suite, packages=host_packages(manifest))
     with fsutil.scratch_dir(ctx.places.scratch, f"{plan.name}-image") as tmp:
         packed = archive.gzip_tar(verify.package.archive, Path(tmp))
         log.line(f"building {name} on {base} from {verify.package.archive.name}")
@@ -92,6 +95,15 @@ def run(ctx: Context, *, verify: Verified) -> RuntimeImage:
     log.line(f"{name}: saved as {saved.name} ({saved.stat().st_size / 1e6:.1f} MB); "
              f"load with: docker load -i {saved.name}")
     return RuntimeImage(tag=name, id=image_id, tarball=saved, sha256=file_sha256(saved))
+
+
+def host_packages(manifest: schema.Manifest) -> list[str]:
+    """What a host adds for the package, from its floor policy: host_packages (the Vulkan loader) and
+    driver_packages (Mesa's Vulkan drivers); none for a package without a floor policy."""
+    if manifest.floor is None:
+        return []
+    policy = load_policy(manifest.floor.policy)
+    return list(dict.fromkeys([*policy.host_packages, *policy.driver_packages]))
 
 
 def _check(name: str, version: str, scratch: Path, settings: Settings, log) -> None:

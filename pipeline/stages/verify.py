@@ -11,7 +11,9 @@ bin/ollama that starts and reports its version. Then the package does what a use
 serves, imports a tiny random-weight llama GGUF the pipeline makes itself (pipeline.smoke.tinymodel)
 and generates at least 8 tokens through the HTTP API, on CPU (pipeline.smoke.modelrun); the log shows
 tokens/s and the backend the runner loaded, and a failure shows the server log's tail. The systemd
-unit is checked with `systemd-analyze verify` where the floor has it.
+unit is checked with `systemd-analyze verify` where the floor has it. A package with a Vulkan backend
+runs the model a second time on it, on Mesa's software Vulkan device (lavapipe: pipeline.smoke.lavapipe),
+with the package's runtime environment: the log shows the device and the layers it took.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from docker.types import Mount
 
-from pipeline.config.policy import load_policy
+from pipeline.config.policy import Policy, load_policy
 from pipeline.config.settings import Settings
 from pipeline.errors import VerifyError
 from pipeline.formats import PackageLayout
@@ -29,13 +31,15 @@ from pipeline.hashing import file_sha256
 from pipeline.infra import archive, baseimage, fsutil, owner
 from pipeline.infra.container import Container
 from pipeline.infra.log import Log
-from pipeline.smoke import modelrun, tinymodel
+from pipeline.smoke import lavapipe, modelrun, tinymodel
 from pipeline.stages import manifest as schema
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import Packaged, Verified
 
 # Bumped when verification checks more: a package verified by fewer checks is verified again.
-CHECKS = 3
+CHECKS = 4
+# A package with a Vulkan backend also runs the model on it (Mesa's lavapipe, pipeline.smoke.lavapipe).
+BACKEND_NOTE = f"the package has {lavapipe.BACKEND}"
 PKG = "/opt/ollama"
 PREFIX = "/opt/prefix"
 MODEL_DIR = "/opt/model"
@@ -109,9 +113,7 @@ def verify_archive(path: Path, settings: Settings, log: Log, *,
         with Container(image, log, mounts=mounts, keep=settings.keep_containers) as box:
             if policy and policy.host_packages:
                 # What a host installs for the package (the Vulkan loader): from the floor's own suite.
-                log.line(f"installing on the floor, as a host would: {' '.join(policy.host_packages)}")
-                box.exec(["sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get "
-                          "install -y -qq --no-install-recommends " + " ".join(policy.host_packages)])
+                _install(box, policy.host_packages, log)
             ldd = box.exec(["sh", "-c", _LDD, PKG], capture=True)
             unresolved = [line.strip() for line in ldd.splitlines() if line.strip()]
             problems += [f"{line}: not found on a clean {suite}" for line in unresolved
@@ -131,19 +133,50 @@ def verify_archive(path: Path, settings: Settings, log: Log, *,
                 else "not checked (no systemd-analyze on the floor)"
             log.line(f"systemd unit: {checked}")
             problems += [f"{PackageLayout.SHARE}/ollama.service: {p}" for p in unit.problems]
+            vulkan = None
             ran = modelrun.run(lambda argv: box.exec(argv, capture=True), prefix=PREFIX,
                                model_path=f"{MODEL_DIR}/{model.name}")
             log.line(f"model run: {ran.summary()}")
+            if lavapipe.applies(f.path for f in inner.files):
+                vulkan = _vulkan_run(box, policy, inner, f"{MODEL_DIR}/{model.name}", log)
     if problems:
         raise VerifyError(f"{path.name} failed verification:\n  " + "\n  ".join(problems))
     # `ollama --version` without a server also prints "could not connect": keep the line naming the version.
     version = next((line.strip() for line in version.splitlines() if inner.version in line), version.strip())
     log.line(f"verified on a clean {suite}: every library resolves, {version}, "
-             f"{ran.tokens} tokens generated at {ran.tokens_per_s:.1f} tokens/s on {ran.backend}")
+             f"{ran.tokens} tokens generated at {ran.tokens_per_s:.1f} tokens/s on {ran.backend}"
+             + (f"; on Vulkan: {vulkan.summary()}" if vulkan else ""))
     return Verified(package=Packaged(archive=path, manifest=manifest or inner), suite=suite,
                     version_output=version.strip(), sha256=sha256 or file_sha256(path),
                     details={"model_run": {"tokens": ran.tokens, "tokens_per_s": ran.tokens_per_s,
-                                           "backend": ran.backend}, "unit_checked": unit.checked})
+                                           "backend": ran.backend}, "unit_checked": unit.checked,
+                             **({"vulkan_run": {"device": vulkan.device, "tokens": vulkan.model_run.tokens,
+                                                "tokens_per_s": vulkan.model_run.tokens_per_s,
+                                                "offloaded": list(vulkan.model_run.offloaded or ()),
+                                                "env": dict(vulkan.env)}} if vulkan else {})})
+
+
+def _install(box: Container, packages: tuple[str, ...], log: Log) -> None:
+    """apt-get install on the floor, from its own suite, as a host would."""
+    log.line(f"installing on the floor, as a host would: {' '.join(packages)}")
+    box.exec(["sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get "
+              "install -y -qq --no-install-recommends " + " ".join(packages)])
+
+
+def _vulkan_run(box: Container, policy: Policy | None, inner: schema.Manifest, model_path: str,
+                log: Log) -> lavapipe.LavapipeRun:
+    """The model run on the Vulkan backend, on lavapipe from the floor policy's driver_packages."""
+    if policy is None or not policy.driver_packages:
+        named = inner.floor.policy if inner.floor else "none"
+        raise VerifyError(f"{BACKEND_NOTE}: its floor policy ({named}) names no driver_packages "
+                          "(mesa-vulkan-drivers) to run it with")
+    _install(box, policy.driver_packages, log)
+    run = lavapipe.run(lambda argv, env: box.exec(argv, env=env, capture=True), PREFIX, model_path,
+                       inner.runtime_env)
+    for line in run.evidence():
+        log.line(f"  {line}")
+    log.line(f"model run on Vulkan, device {run.device_name}: {run.model_run.summary()}")
+    return run
 
 
 def manifest_beside(path: Path) -> schema.Manifest | None:

@@ -91,9 +91,30 @@ def test_runtime_image_dockerfile_matches_golden_file(request):
     """The image stage's Dockerfile for a fixed manifest: base, environment, labels, entrypoint."""
     from pipeline.infra import templates
     from pipeline.stages import image
+
+    manifest = _manifest()
+    rendered = templates.render(PROJECT / "docker", image.TEMPLATE, manifest=manifest,
+                                base_image="ollama-pipeline/debian:trixie", suite="trixie",
+                                packages=["libvulkan1", "mesa-vulkan-drivers"])
+    compare_with_golden(request, rendered, GOLDEN / "runtime-image.Dockerfile", f"docker/{image.TEMPLATE}")
+
+
+def test_runtime_image_carries_what_the_floor_policy_says_a_host_adds():
+    """The Vulkan package's image has the loader and Mesa's drivers (RADV, lavapipe); others nothing."""
+    from pipeline.stages import image
+
+    def floor(policy):
+        return _manifest(floor={"policy": policy, "suite": "trixie"})
+
+    assert image.host_packages(floor("debian-trixie-vulkan")) == ["libvulkan1", "mesa-vulkan-drivers"]
+    assert image.host_packages(floor("debian-bullseye")) == []
+    assert image.host_packages(_manifest()) == []
+
+
+def _manifest(**extra):
     from pipeline.stages.manifest import VERSION, Manifest
 
-    manifest = Manifest.from_dict({
+    return Manifest.from_dict({
         "manifest_version": VERSION, "target": "gfx1103", "description": "AMD Radeon 780M",
         "version": "0.12.5+gfx1103",
         "upstream": {"url": "https://github.com/ollama/ollama.git", "tag": "v0.12.5",
@@ -104,7 +125,4 @@ def test_runtime_image_dockerfile_matches_golden_file(request):
         "backends": ["CPU", "ROCm 6"], "gpu_archs": ["gfx1100", "gfx1103"],
         "runtime_env": {"HSA_OVERRIDE_GFX_VERSION": "11.0.0"}, "hashes": {}, "source_date_epoch": 1,
         "files": [], "archive": {"name": "ollama-0.12.5-gfx1103.tar.zst", "size": 1, "sha256": "ab" * 32},
-    }, "test")
-    rendered = templates.render(PROJECT / "docker", image.TEMPLATE, manifest=manifest,
-                                base_image="ollama-pipeline/debian:trixie", suite="trixie")
-    compare_with_golden(request, rendered, GOLDEN / "runtime-image.Dockerfile", f"docker/{image.TEMPLATE}")
+        **extra}, "test")

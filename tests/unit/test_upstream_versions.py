@@ -115,6 +115,7 @@ def test_vulkan_target_drops_the_loader_upstream_installs_and_its_policy_keeps_i
     assert drop == [("find", "dist", "(", "-name", "libvulkan.so*", ")", "-print", "-delete")]
     policy = load_policy(matrix.builders["debian-vulkan"].policy)
     assert "libvulkan.so.1" in policy.never_bundle and policy.host_packages == ("libvulkan1",)
+    assert policy.driver_packages == ("mesa-vulkan-drivers",)
     with pytest.raises(SelectionError, match=r"vulkan builds upstream >=0.12.6"):
         matrix.select_at(["vulkan"], "v0.12.5")
 
@@ -131,6 +132,14 @@ def test_host_libraries_must_be_never_bundled_and_come_with_packages(tmp_path):
     bad.write_text(base.format(extra='never_bundle = ["libvulkan.so.1"]\n'
                                      'host_libraries = ["libvulkan.so.1"]'))
     with pytest.raises(ConfigError, match="go together"):
+        load_policy(bad)
+    bad.write_text(base.format(extra='driver_packages = ["mesa-vulkan-drivers"]'))
+    with pytest.raises(ConfigError, match="'driver_packages' needs host_packages"):
+        load_policy(bad)
+    bad.write_text(base.format(extra='never_bundle = ["libvulkan.so.1"]\n'
+                                     'host_libraries = ["libvulkan.so.1"]\nhost_packages = ["libvulkan1"]\n'
+                                     'driver_packages = ["Mesa Drivers"]'))
+    with pytest.raises(ConfigError, match="'driver_packages': 'Mesa Drivers' is not a Debian package name"):
         load_policy(bad)
 
 

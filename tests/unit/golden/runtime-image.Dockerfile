@@ -4,12 +4,13 @@ FROM ollama-pipeline/debian:trixie
 
 # The mirror is a build argument so that moving to another mirror does not change the image's hash.
 ARG DEBIAN_MIRROR
-# ca-certificates: `ollama pull` talks TLS to the model registry; nothing else is added to the floor.
+# ca-certificates: `ollama pull` talks TLS to the model registry. Beyond it only what a host adds for
+# the package (its floor policy's host_packages and driver_packages: the Vulkan loader, Mesa's drivers).
 RUN test -n "$DEBIAN_MIRROR" \
  && echo "deb $DEBIAN_MIRROR trixie main" > /etc/apt/sources.list \
  && rm -f /etc/apt/sources.list.d/* \
  && apt-get -o Acquire::Retries=5 update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates libvulkan1 mesa-vulkan-drivers \
  && apt-get clean && rm -rf /var/lib/apt/lists/*
 
 # The package as upstream's image lays it out: /usr/bin/ollama, /usr/lib/ollama/..., /usr/share/ollama.
