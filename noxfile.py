@@ -4,6 +4,8 @@
     nox -s targets -- --json        the matrix, for CI
     nox -s tests                    the test suite (Docker tier included)
     nox -s release -- --dry-run     assemble dist/release/ from the built targets
+
+Each session's options: nox -s SESSION -- --help (lint and tests pass theirs to ruff and pytest).
 """
 
 import hashlib
@@ -141,11 +143,12 @@ def clean(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Measure no-op rebuild time and, with --cold, a cold build's time outside the toolchain; with --disk
-    (as root), the peak disk of each release build job on a private Docker engine with an empty data root.
-
-    Numbers go to dist/bench.json (--output to change): `nox -s bench -- cpu --cold`,
-    `sudo nox -s bench -- --disk cpu gfx906 sm_37`.
+    """Measure the pipeline; numbers go to dist/bench.json (--output to change). No-op rebuild time and,
+    with --cold, a cold build's time outside the toolchain (`nox -s bench -- cpu --cold`); --gpu: a few GPU
+    sources for the target's archs against upstream's list; --backend-archs: the whole GPU backend cold once
+    per arch list (`nox -s bench -- gfx1103 --backend-archs gfx1100,gfx1103 --backend-archs gfx1100`);
+    as root, --disk: the peak disk of each release build job (`sudo nox -s bench -- --disk cpu gfx906`),
+    --builder-twice: a builder built twice, package versions compared.
     """
     _install(session)
     session.run("python", "-m", "pipeline", "bench", *session.posargs)

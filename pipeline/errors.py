@@ -138,6 +138,8 @@ class InternalError(PipelineError):
 
 # Ended by Ctrl-C or SIGTERM: what a shell reports for SIGINT.
 INTERRUPTED = 130
+# The reader of the output went away (`| head`): what a shell reports for a command ended by SIGPIPE.
+CLOSED_PIPE = 141
 
 
 def one_line(text: str) -> str:
@@ -195,4 +197,5 @@ def exit_codes() -> dict[int, str]:
         out[cls.exit_code] = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
         todo.extend(cls.__subclasses__())
     out[INTERRUPTED] = "interrupted (Ctrl-C or SIGTERM); partial work removed, previous artifacts kept"
+    out[CLOSED_PIPE] = "the output's reader went away (`head`, a closed pipe); the command stopped quietly"
     return dict(sorted(out.items()))

@@ -25,12 +25,15 @@ def configure(sub, table) -> None:
                         help="build targets and make their runtime Docker images")
     im.set_defaults(run=cmd_build, adds=("image",))
 
-    v = sub.add_parser("verify", parents=[common], help="verify packages in a clean runtime-floor container")
-    v.add_argument("archives", nargs="+", metavar="ARCHIVE")
-    v.add_argument("--debian-mirror")
+    v = sub.add_parser("verify", parents=[parents.common(matrix=False)],
+                       help="verify packages in a clean runtime-floor container")
+    v.add_argument("archives", nargs="+", metavar="ARCHIVE",
+                   help="package archives (ollama-*.tar.zst or .tar.gz; the manifest beside each is read)")
+    v.add_argument("--debian-mirror", help=parents.MIRROR_HELP)
     v.set_defaults(run=cmd_verify)
 
-    t = sub.add_parser("targets", parents=[common], help="show the matrix")
+    looks = parents.common(console=False)  # targets and plan print; no log reaches the console
+    t = sub.add_parser("targets", parents=[looks], help="show the matrix")
     t.add_argument("--json", action="store_true", help="machine-readable, for CI matrices")
     t.add_argument("--ref", type=parents.tag,
                    help="the matrix at this pinned upstream tag: the targets that build it")
@@ -42,7 +45,7 @@ def configure(sub, table) -> None:
                         "artifact, tag, upstream_version, note, latest}), for the image jobs")
     t.set_defaults(run=cmd_targets)
 
-    pl = sub.add_parser("plan", parents=[common, parents.selection()],
+    pl = sub.add_parser("plan", parents=[looks, parents.selection()],
                         help="show what a build would do, with stage hashes")
     pl.add_argument("--json", action="store_true", help="machine-readable: stage hashes and image, for CI "
                                                         "cache keys")

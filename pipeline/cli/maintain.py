@@ -29,14 +29,15 @@ def configure(sub, table) -> None:
     c.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON to this file")
     c.add_argument("--source", help=parents.SOURCE_HELP)
     a = psub.add_parser("apply", parents=[common], help="a git work tree with one commit per patch")
-    a.add_argument("--ref", required=True, type=parents.tag)
+    a.add_argument("--ref", required=True, type=parents.tag, help="upstream tag to apply the series to")
     a.add_argument("--into", required=True, help="new folder for the work tree")
     a.add_argument("--target", action="append", default=[], help="only patches carried by this target")
     a.add_argument("--source", help=parents.SOURCE_HELP)
     r = psub.add_parser("refresh", parents=[common], help="turn a work tree back into patches/")
-    r.add_argument("--from", dest="work", required=True)
+    r.add_argument("--from", dest="work", required=True, metavar="FOLDER",
+                   help="the work tree `patches apply` made, its commits edited")
     ts = psub.add_parser("test", parents=[common], help="apply, then go vet and go test what changed")
-    ts.add_argument("--ref", required=True, type=parents.tag)
+    ts.add_argument("--ref", required=True, type=parents.tag, help="upstream tag to apply and test at")
     ts.add_argument("--source", help=parents.SOURCE_HELP)
     pt.set_defaults(run=cmd_patches)
 
@@ -66,7 +67,7 @@ def configure(sub, table) -> None:
     parents.report_option(tr, "--markdown", "dist/track.md", "the report as markdown")
     tr.set_defaults(run=cmd_track)
 
-    cl = sub.add_parser("clean", parents=[common],
+    cl = sub.add_parser("clean", parents=[parents.common(matrix=False, console=False)],
                         help="remove the pipeline's caches, containers, images and volumes; say how much "
                              "space that freed")
     cl.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")

@@ -49,18 +49,25 @@ def tag(value: str) -> str:
 
 REF_HELP = "upstream tag to build, one of [upstream.pins] in targets.toml (default: each target's own tag)"
 SOURCE_HELP = "git URL or local repository replacing source.url (or OLLAMA_SOURCE)"
+MIRROR_HELP = ("Debian mirror for base and builder images (default: PIPELINE_DEBIAN_MIRROR, then this "
+               "machine's apt sources)")
 LEAN_HELP = ("once a target is done, remove its cached build output and its runtime image from the engine "
              "(dist/ keeps the archive and the saved image): for release jobs on small disks")
 
 
-def common() -> Parser:
-    """Every command: the matrix file, tracebacks, quiet consoles."""
+def common(*, matrix: bool = True, console: bool = True) -> Parser:
+    """What a command takes besides its own options, only where it acts: --traceback everywhere,
+    --targets-file where the command reads the matrix (`matrix`), --quiet where it writes a log to the
+    console (`console`: build steps, containers, tools)."""
     p = Parser(add_help=False)
-    p.add_argument("--targets-file", help="the target matrix (default: targets.toml of the project)")
+    if matrix:
+        p.add_argument("--targets-file", help="the target matrix (default: targets.toml of the project, or "
+                                              "PIPELINE_TARGETS)")
     p.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
-    p.add_argument("--quiet", action="store_true",
-                   help="on a terminal, show only stage lines and progress (and the log's last 50 lines on "
-                        "failure); the full log stays on disk (or PIPELINE_QUIET=1)")
+    if console:
+        p.add_argument("--quiet", action="store_true",
+                       help="on a terminal, show only stage lines and progress (and the log's last 50 lines "
+                            "on failure); the full log stays on disk (or PIPELINE_QUIET=1)")
     return p
 
 
@@ -81,8 +88,7 @@ def build_options(table: Sequence[stages.Stage]) -> Parser:
     p = Parser(add_help=False)
     p.add_argument("--dist", help="output folder (default: dist/ of the project)")
     p.add_argument("--jobs", type=positive, help="parallel compile jobs (default: CPU count)")
-    p.add_argument("--debian-mirror", help="Debian mirror for base and builder images (default: "
-                                           "PIPELINE_DEBIAN_MIRROR, then this machine's apt sources)")
+    p.add_argument("--debian-mirror", help=MIRROR_HELP)
     p.add_argument("--lean", action="store_true", help=LEAN_HELP)
     for stage in table:
         if stage.option is not None:

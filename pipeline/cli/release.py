@@ -14,8 +14,9 @@ from pipeline.release import assemble, publish
 
 
 def configure(sub, table) -> None:
-    common = parents.common()
-    rl = sub.add_parser("release", parents=[common], help="assemble built targets into dist/release/")
+    # release prints its summary (no log reaches the console); publish reads no matrix.
+    rl = sub.add_parser("release", parents=[parents.common(console=False)],
+                        help="assemble built targets into dist/release/")
     rl.add_argument("targets", nargs="*", metavar="TARGET",
                     help="names or globs, TARGET@TAG for another upstream tag (default: every target at "
                          "each tag it is released at with an archive in dist/<target>[@TAG]/)")
@@ -28,7 +29,7 @@ def configure(sub, table) -> None:
                          "print what the release workflow would publish")
     rl.set_defaults(run=cmd_release)
 
-    pb = sub.add_parser("publish", parents=[common],
+    pb = sub.add_parser("publish", parents=[parents.common(matrix=False)],
                         help="publish dist/release/ as the GitHub release of a tag",
                         description=publish.__doc__.split("\n")[0])
     pb.add_argument("tag", help="the release's tag (it must exist on GitHub: --verify-tag)")

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
 import json
+import os
+import subprocess
+import sys
 
+import pytest
+
+from pipeline import cli
 from pipeline.cli import main
+from pipeline.config import loader
 from pipeline.config.targets import load
-from pipeline.errors import SelectionError, UsageError
+from pipeline.errors import CLOSED_PIPE, SelectionError, UsageError
 
-from .conftest import TARGETS_FILE
+from .conftest import PROJECT, TARGETS_FILE
 
 
 def test_unknown_target_is_a_selection_error_listing_known_targets(capsys):
@@ -103,3 +112,102 @@ def test_the_closing_summary_names_archive_size_times_and_the_next_command(matri
     assert "    stages: source cached, build 10m12s, package 8.0s" in text
     assert (f"  mkdir ollama-cpu && tar -C ollama-cpu --zstd -xf dist/cpu/{archive.name} && "
             "sudo ollama-cpu/share/ollama/install.sh") in text
+
+
+# --- Edges: closed pipes, help, --version, options only where they act ----------------------------------
+
+def run_cli(*args: str, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` as a shell runs it; an engine that cannot answer keeps Docker out."""
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], stdout=stdout, stderr=subprocess.PIPE,
+                          cwd=PROJECT, env=env, text=True, timeout=120, check=False)
+
+
+def closed_pipe() -> int:
+    """A pipe whose reader has gone, as `| head -1` leaves it once head has its line."""
+    read, write = os.pipe()
+    os.close(read)
+    return write
+
+
+@pytest.mark.parametrize("args, codes", [
+    (("targets", "--json"), {CLOSED_PIPE}), (("targets", "--json", "--releases"), {CLOSED_PIPE}),
+    (("plan", "cpu", "--source", "."), {CLOSED_PIPE}),
+    # argparse ignores a failed write of its help and version texts and exits 0; nothing is said either way
+    (("--help",), {0, CLOSED_PIPE}), (("build", "--help"), {0, CLOSED_PIPE}),
+    (("--version",), {0, CLOSED_PIPE})])
+def test_a_closed_pipe_ends_the_command_quietly(args, codes):
+    write = closed_pipe()
+    try:
+        done = run_cli(*args, stdout=write)
+    finally:
+        os.close(write)
+    assert done.stderr == ""
+    assert done.returncode in codes
+
+
+def test_targets_json_into_head_is_a_quiet_exit():
+    command = f"set -o pipefail; {sys.executable} -m pipeline targets --json --releases | head -1"
+    done = subprocess.run(command, shell=True, executable="bash", cwd=PROJECT, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.stdout == "[\n"
+    assert done.stderr == ""
+    assert done.returncode in (0, CLOSED_PIPE)  # 0 where the output fit the pipe before head left
+
+
+def test_version_is_the_projects():
+    done = run_cli("--version")
+    assert (done.returncode, done.stderr) == (0, "")
+    version = loader.read(PROJECT / "pyproject.toml")["project"]["version"]
+    assert done.stdout == f"ollama-pipeline {version}\n"
+
+
+def every_command(p: argparse.ArgumentParser, path: tuple[str, ...] = ("pipeline",)):
+    """(command path, its parser) for the parser and every subcommand under it."""
+    yield path, p
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from every_command(sub, (*path, name))
+
+
+def test_every_option_and_command_has_help():
+    missing = []
+    for path, p in every_command(cli.parser()):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                missing += [f"{' '.join(path)} {c.dest}" for c in action._choices_actions if not c.help]
+            elif not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
+
+
+def test_every_nox_session_says_what_it_does():
+    tree = ast.parse((PROJECT / "noxfile.py").read_text())
+    sessions = [f for f in tree.body if isinstance(f, ast.FunctionDef)
+                and any("session" in ast.unparse(d) for d in f.decorator_list)]
+    assert len(sessions) >= 15
+    assert [f.name for f in sessions if not (ast.get_docstring(f) or "").strip()] == []
+    assert "nox -s SESSION -- --help" in ast.get_docstring(tree)
+
+
+def options_of(name: str) -> set[str]:
+    return {o for path, p in every_command(cli.parser()) if path[-1] == name
+            for a in p._actions for o in a.option_strings}
+
+
+# --quiet quiets the console of a Log: the commands that open none (they print, or remove) take none;
+# --targets-file only where a command reads the matrix.
+@pytest.mark.parametrize("command, quiet, matrix", [
+    ("build", True, True), ("image", True, True), ("verify", True, False), ("targets", False, True),
+    ("plan", False, True), ("check", True, True), ("memtest", True, True), ("track", True, True),
+    ("bench", True, True), ("clean", False, False), ("release", False, True), ("publish", True, False)])
+def test_options_are_offered_only_where_they_act(command, quiet, matrix):
+    options = options_of(command)
+    assert ("--quiet" in options, "--targets-file" in options) == (quiet, matrix)
+    assert "--traceback" in options
+
+
+def test_quiet_where_it_does_nothing_is_refused(capsys):
+    assert main(["targets", "--quiet"]) == UsageError.exit_code
+    assert "unrecognized arguments: --quiet" in capsys.readouterr().err
