@@ -3,6 +3,7 @@ archs of each target, through the pipeline's own builder and build stages."""
 
 from __future__ import annotations
 
+import json
 import tarfile
 
 import pytest
@@ -13,7 +14,9 @@ from pipeline.config import targets
 from pipeline.errors import GpuCodeError
 from pipeline.gpu import archs
 from pipeline.infra import archive as archives
+from pipeline.infra import container
 from pipeline.stages import builder as builder_stage
+from pipeline.tools import bench
 
 from . import miniollama
 from .conftest import write_matrix
@@ -84,3 +87,28 @@ def test_build_that_ignores_the_requested_archs_is_refused(engine, mini_project,
     with pytest.raises(GpuCodeError, match=r"missing: gfx906; unexpected: gfx1030"):
         build_gpu("gfx906", (repo, commit), settings_for, tmp_path)
     assert not list((tmp_path / "dist").rglob("*.tar.gz"))
+
+
+def test_backend_bench_compiles_the_whole_hip_backend_cold_once_per_arch_list(
+        engine, mini_project, settings_for, tmp_path):
+    # `nox -s bench -- gfx1103 --backend-archs gfx1100,gfx1103 --backend-archs gfx1100`: the before and
+    # after of the arch change in one run, each read back out of the library it compiled.
+    repo, commit = mini_project
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit, name="gfx1103"))
+    output = tmp_path / "bench.json"
+
+    report = bench.run(["gfx1103"], settings, output, cold=False,
+                       backend_archs=[["gfx1100", "gfx1103"], ["gfx1100"]])
+
+    entry = report["backend"]["gfx1103"]
+    assert json.loads(output.read_text())["backend"]["gfx1103"] == entry
+    assert (entry["backend"], entry["library"], entry["ccache"]) == ("ROCm 6", "libggml-hip.so", "off")
+    first, second = entry["runs"]
+    assert (first["archs"], sorted(first["code_objects"])) == (["gfx1100", "gfx1103"], ["gfx1100", "gfx1103"])
+    assert (second["archs"], second["code_objects"]) == (["gfx1100"], ["gfx1100"])
+    assert first["compile_seconds"] > 0 and second["compile_seconds"] > 0
+    assert first["library_bytes"] > second["library_bytes"], "two archs' code objects against one"
+    assert entry["first_over_last"] == round(first["compile_seconds"] / second["compile_seconds"], 2)
+    log = settings.places.target_log("gfx1103", "backendbench")
+    assert "libggml-hip.so for gfx1100: compiled in" in log.read_text()
+    assert engine.containers.list(all=True, filters={"label": f"{container.LOG_LABEL}={log}"}) == []
