@@ -155,6 +155,16 @@ def test_targets_json_into_head_is_a_quiet_exit():
     assert done.returncode in (0, CLOSED_PIPE)  # 0 where the output fit the pipe before head left
 
 
+def test_the_nox_sessions_that_only_print_end_well_when_the_reader_goes():
+    tree = ast.parse((PROJECT / "noxfile.py").read_text())
+    constant = next(n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                    and [ast.unparse(t) for t in n.targets] == ["CLOSED_PIPE"])
+    assert constant == CLOSED_PIPE
+    sessions = {f.name: ast.unparse(f) for f in tree.body if isinstance(f, ast.FunctionDef)}
+    quiet = {name for name, text in sessions.items() if "success_codes=[0, CLOSED_PIPE]" in text}
+    assert quiet == {"targets", "plan"}  # a build or a tool cut short by a closed pipe has failed
+
+
 def test_version_is_the_projects():
     done = run_cli("--version")
     assert (done.returncode, done.stderr) == (0, "")
