@@ -68,7 +68,8 @@ def screen_lines(text: str) -> list[str]:
 def test_a_first_build_on_a_terminal_shows_positions_percentages_and_a_summary(
         engine, mini_project, settings_for, tmp_path):
     repo, commit = mini_project
-    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit))
+    # A cache of its own: a first build (another test's build of the same hash would be reused).
+    settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit), cache=tmp_path / "cache")
     env = {k: v for k, v in os.environ.items()
            if k not in ("OLLAMA_SOURCE", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "CI")
            and not k.startswith("PIPELINE_")}
