@@ -270,8 +270,12 @@ def test_the_release_flags_reach_the_binary_and_the_backends(engine, mini_projec
     go = next(s for s in plan.steps if s.label == "go build")
     assert "-X=github.com/ollama/ollama/server.mode=release" in go.argv[4]
     assert {"CGO_CFLAGS": "-O3", "CGO_CXXFLAGS": "-O3"}.items() <= dict(go.env).items()
+    configure = next(s for s in plan.steps if s.argv[:2] == ("cmake", "--preset"))
+    assert ("LDFLAGS", "-s") in configure.env
     log = outcome.log.read_text()
     # Configured for Ninja (its counter in the log), and the backends linked with upstream's LDFLAGS=-s.
     assert "[4/4 100%] Linking C shared library lib/ollama/libggml-cpu.so" in log
+    # verify's model run served without gin's debug lines: it fails a server that writes them (above).
+    assert "verify" in outcome.results
     root = unpack(outcome.archive, tmp_path / "unpacked")
     assert "ollama version is 1.2.3+cpu" in run_packaged(engine, settings, root, "--version")
