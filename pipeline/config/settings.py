@@ -55,6 +55,9 @@ class Settings:
     # Images <prefix>/builder-..., /debian:..., /ollama:... (PIPELINE_DOCKER_PREFIX sets both prefixes:
     # a separate namespace of images and volumes, which `clean` of another prefix leaves alone).
     image_prefix: str = "ollama-pipeline"
+    # This project's repository as a web URL, for the images' org.opencontainers.image.source
+    # (PIPELINE_PROJECT_URL; in GitHub Actions the workflow's repository; else the git remote `origin`).
+    project_url: str | None = None
     # Named volumes <prefix>-ccache, -go-build, -go-mod.
     volume_prefix: str = "ollama-pipeline"
 
@@ -104,6 +107,10 @@ class Settings:
             values["go_proxy"] = env["GOPROXY"]
         if env.get("PIPELINE_PYPI_FILES"):
             values["pypi_files"] = env["PIPELINE_PYPI_FILES"].rstrip("/")
+        if env.get("PIPELINE_PROJECT_URL"):
+            values["project_url"] = env["PIPELINE_PROJECT_URL"].rstrip("/")
+        elif env.get("GITHUB_SERVER_URL") and env.get("GITHUB_REPOSITORY"):
+            values["project_url"] = f"{env['GITHUB_SERVER_URL'].rstrip('/')}/{env['GITHUB_REPOSITORY']}"
         ca = env.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
         if flag(env, "PIPELINE_HOST_CA", default=True) and Path(ca).is_file():
             values["ca_bundle"] = Path(ca)
@@ -140,7 +147,8 @@ READ = ("PIPELINE_TARGETS", "PIPELINE_DIST", "PIPELINE_CACHE", "PIPELINE_PATCHES
         "OLLAMA_SOURCE", "LLAMA_CPP_SOURCE", "PIPELINE_REF",
         "PIPELINE_DEBIAN_MIRROR", "PIPELINE_DEBIAN_SNAPSHOT", "PIPELINE_DEBIAN_SNAPSHOT_URL", "GOPROXY",
         "PIPELINE_PYPI_FILES", "SSL_CERT_FILE", "PIPELINE_HOST_CA", "SOURCE_DATE_EPOCH", "PIPELINE_JOBS",
-        "PIPELINE_KEEP_CONTAINERS", "PIPELINE_QUIET", "PIPELINE_TRACEBACK", "PIPELINE_DOCKER_PREFIX")
+        "PIPELINE_KEEP_CONTAINERS", "PIPELINE_QUIET", "PIPELINE_TRACEBACK", "PIPELINE_DOCKER_PREFIX",
+        "PIPELINE_PROJECT_URL", "GITHUB_SERVER_URL", "GITHUB_REPOSITORY")
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -197,6 +205,10 @@ def _check_values(values: dict, env: dict[str, str]) -> None:
         if values.get("debian_snapshot_url") is not None:
             names.check_url(values["debian_snapshot_url"], "PIPELINE_DEBIAN_SNAPSHOT_URL",
                             names.MIRROR_SCHEMES, local=False)
+        if values.get("project_url") is not None:
+            where = ("PIPELINE_PROJECT_URL" if env.get("PIPELINE_PROJECT_URL")
+                     else "GITHUB_SERVER_URL/GITHUB_REPOSITORY")
+            names.check_url(values["project_url"], where, ("https", "http"), local=False)
         if values.get("go_proxy") is not None and any(c in values["go_proxy"] for c in " \t\n\r\0"):
             raise ConfigError(f"GOPROXY {values['go_proxy']!r} holds whitespace; use a comma-separated list "
                               "of URLs, direct or off")

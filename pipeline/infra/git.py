@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pipeline.config import names
 from pipeline.config.places import Places
@@ -16,6 +17,7 @@ from pipeline.config.series import Patch
 from pipeline.errors import CommandError, PatchError, SourceError
 from pipeline.infra import owner, runner
 from pipeline.infra.log import Log
+from pipeline.records import record
 
 
 def is_local(url: str) -> bool:
@@ -179,6 +181,47 @@ def _parse_batch(out: bytes) -> dict[str, bytes]:
         data[sha] = out[start:start + int(size)]
         pos = start + int(size) + 1
     return data
+
+
+@record
+class Checkout:
+    """The project's own checkout, as its images name it: a web URL of the repository ("" when unknown),
+    the commit ("" outside a git checkout) and whether tracked files differ from it."""
+
+    url: str
+    commit: str
+    modified: bool
+
+
+def checkout(root: Path, log: Log, url: str | None = None) -> Checkout:
+    """The checkout at `root`; `url` (a setting) wins over the remote `origin`, which is read as a web
+    URL (git@host:owner/repo.git and ssh:// forms become https://host/owner/repo; credentials dropped)."""
+    def git(*args: str) -> str:
+        out = runner.run(log, ["git", "-C", root, *args], capture=True, quiet=True, check=False)
+        return out.stdout.decode("utf-8", "replace").strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    modified = bool(commit and git("status", "--porcelain", "--untracked-files=no"))
+    return Checkout(url=url or web_url(git("remote", "get-url", "origin")), commit=commit, modified=modified)
+
+
+def web_url(remote: str) -> str:
+    """The https:// address of a git remote on a forge, or "" for what is not one (a local path)."""
+    scp = re.fullmatch(r"(?:[^@/:]+@)?([A-Za-z0-9-]+\.[A-Za-z0-9.-]+):(?!//)([^\s]+)", remote)
+    if scp and not remote.startswith("/"):
+        host, path = scp.groups()
+    else:
+        parts = urlsplit(remote)
+        if parts.scheme not in ("https", "http", "ssh", "git") or not parts.hostname:
+            return ""
+        host, path = parts.hostname, parts.path
+    path = path.strip("/").removesuffix(".git")
+    if not path or _CONTROL.search(path) or not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+        return ""
+    return f"https://{host}/{path}"
+
+
+_CONTROL = re.compile(r"[\x00-\x20\x7f\"\\]")
 
 
 _FAILED_AT = re.compile(r"patch failed: (?P<file>.+):(?P<line>\d+)")

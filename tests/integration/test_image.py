@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
 import tarfile
 import time
 
@@ -12,7 +13,7 @@ from pipeline import orchestrate, stages
 from pipeline.config import targets
 from pipeline.hashing import file_sha256
 
-from .conftest import write_matrix
+from .conftest import PROJECT, write_matrix
 
 
 def build_with_image(settings):
@@ -25,7 +26,8 @@ def test_image_is_made_from_the_verified_archive_and_a_second_run_is_a_noop(
         engine, mini_project, settings_for, tmp_path):
     repo, commit = mini_project
     settings = settings_for(write_matrix(tmp_path / "targets.toml", repo, commit,
-                                         runtime={"env": {"OLLAMA_KEEP_ALIVE": "10m"}}))
+                                         runtime={"env": {"OLLAMA_KEEP_ALIVE": "10m"}}),
+                            project_url="https://github.example/owner/ollama-pipeline")
     _plan, outcome = build_with_image(settings)
     made = outcome.results["image"]
     assert [name for name, _, _ in outcome.stages][-2:] == ["verify", "image"]
@@ -35,12 +37,19 @@ def test_image_is_made_from_the_verified_archive_and_a_second_run_is_a_noop(
     labels = image.labels
     manifest = outcome.results["package"].manifest
     assert labels["org.opencontainers.image.version"] == "1.2.3+cpu"
-    assert labels["org.opencontainers.image.revision"] == commit
+    # This project's repository and commit; the upstream it carries beside them.
+    assert labels["org.opencontainers.image.source"] == "https://github.example/owner/ollama-pipeline"
+    assert labels["org.opencontainers.image.revision"] == subprocess.run(
+        ["git", "-C", str(PROJECT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert labels["org.ollama-pipeline.upstream.revision"] == commit
+    assert labels["org.ollama-pipeline.upstream.source"] == str(repo)
+    assert "source https://github.example/owner/ollama-pipeline, revision " in outcome.log.read_text()
     assert labels["org.ollama-pipeline.archive.sha256"] == manifest.archive.sha256 \
         == file_sha256(outcome.archive)
     config = image.attrs["Config"]
     assert config["Entrypoint"] == ["/usr/bin/ollama"] and config["Cmd"] == ["serve"]
     assert "OLLAMA_KEEP_ALIVE=10m" in config["Env"] and "OLLAMA_HOST=0.0.0.0:11434" in config["Env"]
+    assert not any(e.startswith("NVIDIA_") for e in config["Env"])  # a CPU target
     assert "/root/.ollama" in config["Volumes"]
     assert config["Healthcheck"]["Test"][-2:] == ["/usr/bin/ollama", "list"]
 

@@ -16,6 +16,9 @@ RUN test -n "$DEBIAN_MIRROR" \
 # The package as upstream's image lays it out: /usr/bin/ollama, /usr/lib/ollama/..., /usr/share/ollama.
 ADD package.tar.gz /usr/
 
+# The serving address, the target's runtime environment, the models' folder and, for CUDA targets, what
+# NVIDIA's container runtimes read (every GPU, compute and nvidia-smi; the older runtime's driver
+# folder), as upstream's image sets them.
 ENV OLLAMA_HOST=0.0.0.0:11434 \
     HSA_OVERRIDE_GFX_VERSION=11.0.0 \
     OLLAMA_MODELS=/root/.ollama/models
@@ -23,13 +26,18 @@ VOLUME /root/.ollama
 EXPOSE 11434
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["/usr/bin/ollama", "list"]
 
-LABEL org.opencontainers.image.title="ollama-gfx1103" \
+# org.opencontainers.image.source and .revision name this project and its commit (registries link the
+# image to that repository); the upstream Ollama it carries is named under org.ollama-pipeline.upstream.*.
+LABEL org.ollama-pipeline.archive="ollama-0.12.5-gfx1103.tar.zst" \
+      org.ollama-pipeline.archive.sha256="abababababababababababababababababababababababababababababababab" \
+      org.ollama-pipeline.upstream.revision="3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b" \
+      org.ollama-pipeline.upstream.source="https://github.com/ollama/ollama.git" \
+      org.ollama-pipeline.upstream.version="0.12.5" \
       org.opencontainers.image.description="Ollama 0.12.5+gfx1103 for AMD Radeon 780M" \
-      org.opencontainers.image.version="0.12.5+gfx1103" \
-      org.opencontainers.image.revision="3d32249c749c6f77c1dc8a7cb55ae74fc2f4c08b" \
-      org.opencontainers.image.source="https://github.com/ollama/ollama.git" \
-      org.ollama-pipeline.archive="ollama-0.12.5-gfx1103.tar.zst" \
-      org.ollama-pipeline.archive.sha256="abababababababababababababababababababababababababababababababab"
+      org.opencontainers.image.revision="1212121212121212121212121212121212121212" \
+      org.opencontainers.image.source="https://github.example/owner/ollama-pipeline" \
+      org.opencontainers.image.title="ollama-gfx1103" \
+      org.opencontainers.image.version="0.12.5+gfx1103"
 
 ENTRYPOINT ["/usr/bin/ollama"]
 CMD ["serve"]
