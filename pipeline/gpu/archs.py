@@ -18,7 +18,20 @@ HIP_BUNDLE = re.compile(r"hipv4-amdgcn-amd-amdhsa--(gfx[0-9a-f]+(?::[a-z]+[+-])*
 CUDA_ELF = re.compile(r"\.(sm_\d+[a-z]?)\.cubin\b")
 CUDA_PTX = re.compile(r"\.(sm_\d+[a-z]?)\.ptx\b")
 
+# NVIDIA's last driver branch for GPUs below a compute capability (major version): Kepler (3.x) ends
+# with R470, whose CUDA is at most 11.4; later branches no longer see these GPUs.
+LAST_DRIVER_BRANCH = {3: "470"}
 
+
+def nvidia_driver_branch(gpu_archs: Iterable[str]) -> str:
+    """The NVIDIA driver branch a host needs for CUDA archs in CMake's form (37-real: "470"), or ""
+    when any current driver serves them."""
+    branches = set()
+    for arch in gpu_archs:
+        number = arch.partition("-")[0]
+        if number.isdigit() and int(number) // 10 in LAST_DRIVER_BRANCH:
+            branches.add(LAST_DRIVER_BRANCH[int(number) // 10])
+    return min(branches, key=int) if branches else ""
 
 
 def expected(gpu_code: str, gpu_archs: Iterable[str]) -> set[str]:

@@ -82,6 +82,17 @@ class Floor:
 
 
 @record
+class HostNeed:
+    """One thing the running system must provide: the highest symbol version of a family (GLIBC,
+    GLIBCXX, CXXABI, ...) the package's ELF files need from a system library, and that library."""
+
+    family: str
+    version: str
+    # The system library that must define it ("" where the closure's record does not say).
+    library: str
+
+
+@record
 class ArchiveRecord:
     name: str
     size: int
@@ -116,6 +127,17 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)
+
+    def host_needs(self) -> tuple[HostNeed, ...]:
+        """What the system the package runs on must provide, per family: the floor's needs (after any
+        floor pass, what the ELF files reference from system libraries), each with the library the
+        closure's record names for it. Empty without a floor (no library policy)."""
+        if self.floor is None:
+            return ()
+        uses = (self.libraries or {}).get("max_versions") or {}
+        return tuple(HostNeed(family=family, version=version,
+                              library=str((uses.get(family) or {}).get("library", "")))
+                     for family, version in sorted(self.floor.needs.items()))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

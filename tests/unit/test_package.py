@@ -221,3 +221,25 @@ def test_manifest_states_the_floor_of_the_policy(the_plan, build_dir, tmp_path, 
                       "needs": {"GLIBC": "GLIBC_2.29"}}
     assert packaged.manifest.floor.needs["GLIBC"] == "GLIBC_2.29"
 
+
+def test_install_script_checks_the_host_against_the_closures_floor(the_plan, build_dir, tmp_path, log,
+                                                                   monkeypatch):
+    """The numbers install.sh checks the host against are the closure's, as the manifest records them."""
+    from pipeline.closure import walk as closure
+    from pipeline.config.policy import load_policy
+
+    uses = {"GLIBC": closure.VersionUse("GLIBC_2.29", "bin/ollama", "libm.so.6"),
+            "GLIBCXX": closure.VersionUse("GLIBCXX_3.4.26", "lib/ollama/libggml-base.so", "libstdc++.so.6")}
+    found = closure.Closure(policy=load_policy("debian-bullseye"), objects=("bin/ollama",), bundles=(),
+                            in_package={}, system={}, driver={}, missing={}, too_new=(), problems=(),
+                            max_versions=uses)
+    monkeypatch.setattr(package, "_closure", lambda ctx, build: found)
+    packaged, _ = package_stage(the_plan, build_dir / "dist", tmp_path / "dist", log)
+    with archives.open_archive(packaged.archive, tmp_path) as tar:
+        script = tar.extractfile("share/ollama/install.sh").read().decode()
+    assert "NEED_GLIBC=2.29\n" in script
+    assert "NEED_LIBS=libstdc++.so.6:GLIBCXX_3.4.26\n" in script
+    assert "FLOOR='Debian 11 bullseye: glibc 2.31, libstdc++ and libgcc_s of gcc 10'" in script
+    assert packaged.manifest.floor.needs == {"GLIBC": "GLIBC_2.29", "GLIBCXX": "GLIBCXX_3.4.26"}
+    assert [(n.family, n.version, n.library) for n in packaged.manifest.host_needs()] == [
+        ("GLIBC", "GLIBC_2.29", "libm.so.6"), ("GLIBCXX", "GLIBCXX_3.4.26", "libstdc++.so.6")]

@@ -26,7 +26,7 @@ from pipeline.config.policy import load_policy
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError, PackageError
 from pipeline.formats import PackageLayout
-from pipeline.gpu import tensile
+from pipeline.gpu import archs, tensile
 from pipeline.hashing import file_sha256
 from pipeline.infra import archive, fsutil, templates
 from pipeline.stages import manifest as schema
@@ -76,7 +76,7 @@ def run(ctx: Context, *, build: BuildResult) -> Packaged:
             own = [b.library for b in plan.backends if b.library]
             entries, stripped = gpucode.strip(entries, own, serves, Path(scratch), log)
         manifest = _manifest(ctx, build, entries, found, pruned, stripped)
-        generated = {**runtime_files(plan), PackageLayout.INSIDE: manifest.inside()}
+        generated = {**runtime_files(plan, manifest), PackageLayout.INSIDE: manifest.inside()}
         log.line(f"writing {path} ({len(entries)} entries, mtime {build.source_date_epoch})")
         # The archive, its manifest and SHA256SUMS are written in full before any of them is published.
         sums = folder / PackageLayout.SUMS
@@ -192,9 +192,35 @@ def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]],
     )
 
 
-def runtime_files(plan: Plan) -> dict[str, bytes]:
-    """share/ollama/: env file, systemd unit, install script and README, from pipeline/templates/runtime."""
+def runtime_files(plan: Plan, manifest: schema.Manifest | None = None) -> dict[str, bytes]:
+    """share/ollama/: env file, systemd unit, install script and README, from pipeline/templates/runtime.
+    The package's `manifest` gives install.sh the floor it checks the host against."""
+    names = templates.names(RUNTIME_TEMPLATES)
+    context = {"target": plan.target, "version": plan.version, "patches": plan.patches,
+               "host": host_needs(plan, manifest), "manifest": PackageLayout.INSIDE,
+               "share_files": [n.removesuffix(".j2") for n in names]}
     return {f"{PackageLayout.SHARE}/{name.removesuffix('.j2')}":
-            templates.render(RUNTIME_TEMPLATES, name, target=plan.target, version=plan.version,
-                             patches=plan.patches).encode()
-            for name in templates.names(RUNTIME_TEMPLATES)}
+            templates.render(RUNTIME_TEMPLATES, name, **context).encode()
+            for name in names}
+
+
+def host_needs(plan: Plan, manifest: schema.Manifest | None) -> dict[str, object]:
+    """What install.sh checks on the host before it changes anything, as the manifest's floor records
+    it (glibc by version, the other system libraries by the symbol versions the package needs from
+    them), and what it hints at (the GPU's device, driver branch or loader)."""
+    floor = manifest.floor if manifest is not None else None
+    policy_name = floor.policy if floor is not None else plan.builder.policy
+    policy = load_policy(policy_name) if policy_name else None
+    needs = manifest.host_needs() if manifest is not None else ()
+    glibc = next((n.version.rpartition("_")[2] for n in needs if n.family == "GLIBC"), "")
+    codes = {b.gpu_code for b in plan.backends}
+    host_libraries = tuple(policy.host_libraries) if policy else ()
+    return {
+        "glibc": glibc,
+        "libraries": [f"{n.library}:{n.version}" for n in needs if n.family != "GLIBC" and n.library],
+        "floor": policy.description if policy else "",
+        "rocm": "hip" in codes,
+        "nvidia_branch": archs.nvidia_driver_branch(plan.target.gpu_archs) if "cuda" in codes else "",
+        "host_libraries": [(lib, " ".join(policy.host_packages)) for lib in host_libraries],
+        "vulkan": "libvulkan.so.1" in host_libraries,
+    }
