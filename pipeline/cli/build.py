@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline import orchestrate, stages
 from pipeline.cli import parents
-from pipeline.config import places, targets
+from pipeline.config import names, places, targets
 from pipeline.config.policy import load_policy
 from pipeline.errors import UsageError
 from pipeline.formats import PackageLayout
@@ -42,7 +42,10 @@ def configure(sub, table) -> None:
                         "each at every tag it is released at ({builder, targets, names, commit, folders})")
     t.add_argument("--releases", action="store_true",
                    help="with --json: every target at every tag it is released at ({name, selector, "
-                        "artifact, tag, upstream_version, note, latest}), for the image jobs")
+                        "artifact, tag, upstream_version, note, prerelease, latest}), for the image jobs")
+    t.add_argument("--release-tag", type=parents.tag, metavar="TAG",
+                   help="with --releases: this project's tag being released; a pre-release tag "
+                        "(v1.4.0-rc.1) sets prerelease and moves no stable image tag (latest false)")
     t.set_defaults(run=cmd_targets)
 
     pl = sub.add_parser("plan", parents=[looks, parents.selection()],
@@ -127,13 +130,17 @@ def cmd_targets(args) -> None:
     matrix = targets.load(settings.targets_file)
     ref = parents.ref_of(args, settings)
     chosen = matrix.select_at(["--all"], ref) if ref else list(matrix.targets.values())
+    if args.release_tag and not args.releases:
+        raise UsageError("--release-tag goes with --json --releases")
     if args.builds or args.releases:
         if not args.json:
             flag = "--builds" if args.builds else "--releases"
             raise UsageError(f"{flag} is a JSON list for CI: add --json")
         # Without a ref, each target at every tag targets.toml releases it at.
         released = chosen if ref else matrix.releases(chosen)
-        out = build_jobs(matrix, released) if args.builds else [release_entry(matrix, t) for t in released]
+        prerelease = bool(args.release_tag) and names.is_prerelease(args.release_tag)
+        out = (build_jobs(matrix, released) if args.builds
+               else [release_entry(matrix, t, prerelease=prerelease) for t in released])
         print(json.dumps(out, indent=2))
         return
     rows = [describe(t, matrix) for t in chosen]
@@ -167,16 +174,17 @@ def build_jobs(matrix: targets.Matrix, chosen: list[targets.Target]) -> list[dic
     return out
 
 
-def release_entry(matrix: targets.Matrix, t: targets.Target) -> dict:
+def release_entry(matrix: targets.Matrix, t: targets.Target, *, prerelease: bool = False) -> dict:
     """One target at one release tag, as the image jobs take it: the artifact its build uploads, the
-    upstream version its assets and image tags carry, why it is released at that tag, and whether it is
-    the target's own tag (`latest`: its image also gets the plain `:<target>` tag)."""
+    upstream version its assets and image tags carry, why it is released at that tag, and whether its
+    image also gets the plain `:<target>` tag (`latest`: at the target's own tag, and never in a
+    pre-release of this project, which keeps the stable tags where they are)."""
     own = matrix.targets[t.name].source.tag
     selector = matrix.selector(t)
     return {"name": t.name, "selector": selector, "artifact": selector, "tag": t.source.tag,
             "commit": t.source.commit, "upstream_version": t.source.tag.removeprefix("v"),
             "folder": places.out_folder(t.name, t.source.tag, own), "note": t.release_note,
-            "latest": t.source.tag == own}
+            "prerelease": prerelease, "latest": t.source.tag == own and not prerelease}
 
 
 def describe(t: targets.Target, matrix: targets.Matrix) -> dict:

@@ -76,6 +76,18 @@ def ref_problem(ref: str) -> str | None:
     return None
 
 
+# A version tag that names a pre-release: SemVer's `-` suffix (v1.2.0-rc.1, 1.2.0-beta) or PEP 440's
+# a/b/rc/dev (v1.2.0rc1); build metadata (+...) alone does not make one.
+_PRERELEASE = re.compile(r"^v?\d+(?:\.\d+)*"
+                         r"(?:-[0-9A-Za-z][0-9A-Za-z.-]*|\.?(?:a|b|rc|alpha|beta|pre|dev)\.?\d*)"
+                         r"(?:\+[0-9A-Za-z.-]+)?$")
+
+
+def is_prerelease(tag: str) -> bool:
+    """Whether a release tag names a pre-release: published as one, it moves no stable image tag."""
+    return bool(_PRERELEASE.match(tag))
+
+
 def check_ref(ref: object, where: str) -> str:
     if not isinstance(ref, str):
         raise ConfigError(f"{where} must be a tag name, got {ref!r}")

@@ -17,12 +17,15 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import re
+import shlex
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pipeline import formats, orchestrate
 from pipeline import stages as stage_table
+from pipeline.config.names import is_prerelease
 from pipeline.config.paths import TEMPLATES
 from pipeline.config.places import release_folder, target_folder
 from pipeline.errors import PackageError
@@ -262,7 +265,34 @@ def sha256sums(entries: Sequence[Entry], stage: Path) -> str:
 
 def render_notes(entries: Sequence[Entry], limit: int = ASSET_LIMIT) -> str:
     return templates.render(TEMPLATES, NOTES_TEMPLATE, filters={"size": human_size}, entries=entries,
-                            sums=SUMS, join=JOIN, limit=limit, any_split=any(e.split for e in entries))
+                            sums=SUMS, join=JOIN, limit=limit, any_split=any(e.split for e in entries),
+                            versions=upstream_versions([e.manifest for e in entries]))
+
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def folder_manifests(folder: Path) -> list[Manifest]:
+    """The manifests of an assembled release folder (<archive>.manifest.json), read as the package
+    stage wrote them."""
+    return [Manifest.load(p) for p in sorted(folder.glob(f"*{MANIFEST_SUFFIX}"))
+            if p.is_file() and not p.is_symlink()]
+
+
+def upstream_versions(manifests: Iterable[Manifest]) -> dict[str, list[str]]:
+    """The upstream Ollama versions the assets carry, oldest first, each with its targets."""
+    found: dict[str, list[str]] = {}
+    for m in manifests:
+        found.setdefault(m.upstream.version, []).append(m.target)
+    def key(version: str) -> tuple:
+        return tuple(int(n) for n in re.findall(r"\d+", version)), version
+    return {v: sorted(found[v]) for v in sorted(found, key=key)}
+
+
+def title(tag: str, manifests: Iterable[Manifest]) -> str:
+    """The release's title: the tag and the upstream versions it carries ("v1.4.0: Ollama 0.12.5, 0.24.0")."""
+    versions = upstream_versions(manifests)
+    return f"{tag}: Ollama {', '.join(versions)}" if versions else tag
 
 
 def render_join(entries: Sequence[Entry]) -> str:
@@ -295,7 +325,9 @@ def summary(release: Release, *, dry_run: bool, tag: str | None = None) -> str:
         tag = tag or os.environ.get("GITHUB_REF_NAME") or "TAG"
         lines.append("dry run: nothing is published; the release workflow would run:")
         lines.append(f"  nox -s publish -- {tag} {_relative(release.folder)}")
-        lines.append(f"  (gh release create --draft --verify-tag --title {tag} "
+        pre = "true" if is_prerelease(tag) else "false"
+        named = shlex.quote(title(tag, (e.manifest for e in release.entries)))
+        lines.append(f"  (gh release create --draft --verify-tag --title {named} --prerelease={pre} "
                      f"--notes-file {_relative(release.folder / NOTES)} -- {tag}; "
                      f"gh release upload --clobber -- {tag} FILE for each file; "
                      f"gh release edit --draft=false -- {tag})")

@@ -74,6 +74,10 @@ def test_release_holds_archives_renamed_manifests_sums_and_notes(matrix, with_pa
     assert [p.name for p in result.assets] == sorted(p.name for p in out.iterdir())
     assert [e.target for e in result.entries] == ["cpu", "gfx1103"]
     assert not [p for p in dist.iterdir() if p.name.startswith(".release.")], "staging folders left"
+    # The upstream versions the assets carry: in the notes' first lines and in the title publish gives.
+    notes = (out / "RELEASE_NOTES.md").read_text()
+    assert "\nUpstream Ollama in this release: 0.12.5 (cpu, gfx1103).\n" in notes.split("## ")[0]
+    assert release.title("v2.0.0", release.folder_manifests(out)) == "v2.0.0: Ollama 0.12.5"
 
 
 def test_sha256sums_is_sorted_sha256sum_format_and_checks_out(matrix, settings, dist, log):

@@ -126,6 +126,22 @@ def test_releases_json_lists_every_release_and_moves_the_plain_tag_only_at_the_o
         assert r["note"] == table["targets"][r["name"]].get("releases", {}).get(r["tag"], "")
 
 
+def test_a_pre_release_tag_moves_no_stable_image_tag_and_the_workflow_passes_the_tag(capsys):
+    assert main(["targets", "--json", "--releases", "--release-tag", "v1.4.0-rc.1"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(r["prerelease"] is True and r["latest"] is False for r in rows)
+    assert main(["targets", "--json", "--releases", "--release-tag", "v1.4.0"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert any(r["latest"] for r in rows) and not any(r["prerelease"] for r in rows)
+    matrix = load(RELEASE)["jobs"]["matrix"]
+    step = next(s for s in matrix["steps"] if "--releases" in s.get("run", ""))
+    assert '${RELEASE_TAG:+--release-tag "$RELEASE_TAG"}' in step["run"]
+    assert step["env"]["RELEASE_TAG"] == "${{ github.ref_type == 'tag' && github.ref_name || '' }}"
+    images = load(RELEASE)["jobs"]["images"]
+    assert images["env"]["LATEST"] == "${{ matrix.target.latest }}"
+    assert any('if [ "$LATEST" = true ]' in r for r in runs(images))
+
+
 def upload_slots(job: dict) -> list[dict]:
     return [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
 
