@@ -54,15 +54,20 @@ class DockerError(PipelineError):
 
 
 class CommandError(PipelineError):
-    """A command (on the host or in a container) exited non-zero."""
+    """A command (on the host or in a container) exited non-zero or ran past its time limit."""
 
     exit_code = 6
 
-    def __init__(self, command: str, returncode: int, where: str = "host", log: str | None = None):
+    def __init__(self, command: str, returncode: int | None, where: str = "host", log: str | None = None,
+                 *, timeout: float | None = None):
         self.command = command
         self.returncode = returncode
+        # Set when the command was still running at its time limit and was ended (returncode None).
+        self.timeout = timeout
         hint = f"; full log: {log}" if log else ""
-        super().__init__(f"command failed with exit code {returncode} ({where}): {command}{hint}")
+        what = (f"did not finish within {timeout:g}s and was ended" if timeout is not None
+                else f"failed with exit code {returncode}")
+        super().__init__(f"command {what} ({where}): {command}{hint}")
 
 
 class PackageError(PipelineError):

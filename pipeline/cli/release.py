@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -36,6 +37,10 @@ def configure(sub, table) -> None:
     pb.add_argument("folder", nargs="?", help="the assembled release (default: dist/release)")
     pb.add_argument("--draft-only", action="store_true", help="stop before publishing the draft")
     pb.add_argument("--gh", default=os.environ.get("PIPELINE_GH", "gh"), help="the gh executable")
+    pb.add_argument("--gh-timeout", type=_seconds, default=publish.TIMEOUT, metavar="SECONDS",
+                    help=f"end a gh call that has not answered after this long and try again, "
+                         f"{publish.TRIES} tries in all; uploads get 1 s per MiB more "
+                         f"(default {publish.TIMEOUT:g})")
     pb.add_argument("--log", help="log file (default: FOLDER/../publish.log)")
     pb.set_defaults(run=cmd_publish)
 
@@ -73,8 +78,19 @@ def cmd_publish(args) -> None:
     log_path = Path(args.log) if args.log else folder.resolve().parent / "publish.log"
     with Log("publish", log_path) as log:
         try:
-            publish.publish(args.tag, folder, publish.GitHub(log, args.gh), draft_only=args.draft_only)
+            publish.publish(args.tag, folder, publish.GitHub(log, args.gh, timeout=args.gh_timeout),
+                            draft_only=args.draft_only)
         except PipelineError as exc:
             log.line(f"error: {exc}")
             exc.log_path = log_path  # named by the error line: re-running continues where it stopped
             raise
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and 86400")
+    return value

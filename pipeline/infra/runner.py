@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -57,8 +58,12 @@ def run(
     capture: bool = False,
     quiet: bool = False,
     check: bool = True,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run a host command. With capture, stdout is returned (not logged) and stderr is logged."""
+    """Run a host command. With capture, stdout is returned (not logged) and stderr is logged.
+    A command still running after `timeout` seconds is ended (CommandError with .timeout); one running
+    when this process is interrupted (Ctrl-C, or SIGTERM as the CLI turns it into one) is ended before
+    the interruption goes on, so no child outlives its parent."""
     args = [os.fspath(c) for c in cmd]
     text = shlex.join(args) if quiet else echo(log, args)
     full_env = {**os.environ, **env} if env else None
@@ -73,20 +78,50 @@ def run(
         )
     except FileNotFoundError:
         raise CommandError(text, 127, log=str(log.path) if log.path else None) from None
-    if capture:
-        out, err = proc.communicate(stdin)
-        if err and not quiet:
-            stream(log, [err])
-    else:
-        if stdin is not None:
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-        with log.heartbeat(label(args)):
-            stream(log, iter(lambda: proc.stdout.read1(65536), b""))
-        proc.wait()
-        out = err = b""
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        end(proc)
+
+    timer = threading.Timer(timeout, expire) if timeout is not None else None
+    try:
+        if timer is not None:
+            timer.start()
+        if capture:
+            out, err = proc.communicate(stdin)
+            if err and not quiet:
+                stream(log, [err])
+        else:
+            if stdin is not None:
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            with log.heartbeat(label(args)):
+                stream(log, iter(lambda: proc.stdout.read1(65536), b""))
+            proc.wait()
+            out = err = b""
+    except BaseException:
+        end(proc)
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if expired.is_set():
+        raise CommandError(text, None, log=str(log.path) if log.path else None, timeout=timeout)
     if check and proc.returncode != 0:
         if quiet and capture and err:
             stream(log, [err])
         raise CommandError(text, proc.returncode, log=str(log.path) if log.path else None)
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def end(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """End a child: SIGTERM, and SIGKILL when it is still there after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -3,6 +3,8 @@
     FAKE_GH_STATE  the state file: {"tags": [...], "releases": {tag: {"draft", "title", "notes",
                    "assets": {name: {"size", "state", "sha256"}}}}}
     FAKE_GH_CALLS  every call's argv is appended to it as a JSON line
+    FAKE_GH_HANG   OP:N[:M] makes the N-th to M-th calls (default: the N-th only) of OP hang (sleep) after
+                   writing their pid to FAKE_GH_PIDS, before they change anything
     FAKE_GH_FAIL   OP:N:WHEN fails the N-th call (1-based) of OP (view, create, edit, upload,
                    delete-asset, publish: an edit with --draft=false) with exit 1, WHEN being
                    `before` (nothing changed), `after` (the change was made, then the failure) or, for
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -41,7 +44,7 @@ def split(args: list[str]) -> tuple[dict[str, str | bool], list[str]]:
         elif flag in ("--title", "--notes-file", "--json"):
             opts[flag] = flags[i + 1]
             i += 1
-        elif flag in ("--draft", "--verify-tag", "--clobber", "--yes"):
+        elif flag in ("--draft", "--verify-tag", "--clobber", "--yes", "--prerelease"):
             opts[flag] = True
         else:
             fail(f"fake gh: unknown flag {flag}", 2)
@@ -75,6 +78,14 @@ def main(argv: list[str]) -> None:
         save()
         fail(f"HTTP 502: injected failure of {op} ({when})")
 
+    if hang := os.environ.get("FAKE_GH_HANG"):
+        h_op, first, *last = hang.split(":")
+        if h_op == op and int(first) <= counts[op] <= int((last or [first])[0]):
+            save()
+            with open(os.environ["FAKE_GH_PIDS"], "a") as pids:
+                pids.write(f"{os.getpid()}\n")
+            time.sleep(3600)
+
     if when == "before":
         injected()
 
@@ -88,6 +99,7 @@ def main(argv: list[str]) -> None:
             fail("release not found")
         fields = opts["--json"].split(",")
         data = {"tagName": tag, "isDraft": release["draft"], "url": f"https://example.invalid/{tag}",
+                "isPrerelease": release.get("prerelease", False),
                 "assets": [{"name": n, "size": a["size"], "state": a["state"]}
                            for n, a in sorted(release["assets"].items())]}
         print(json.dumps({k: data[k] for k in fields}))
@@ -101,6 +113,7 @@ def main(argv: list[str]) -> None:
         if release is not None:
             state.setdefault("duplicates", []).append(tag)
         releases[tag] = {"draft": bool(opts.get("--draft")), "title": opts["--title"],
+                         "prerelease": opts.get("--prerelease") in (True, "true"),
                          "notes": Path(opts["--notes-file"]).read_text(), "assets": {}}
     elif release is None:
         fail("release not found")
@@ -111,6 +124,8 @@ def main(argv: list[str]) -> None:
             release["notes"] = Path(opts["--notes-file"]).read_text()
         if "--draft" in opts:
             release["draft"] = opts["--draft"] != "false"
+        if "--prerelease" in opts:
+            release["prerelease"] = opts["--prerelease"] in (True, "true")
     elif sub == "upload":
         for file in pos[1:]:
             path = Path(file)

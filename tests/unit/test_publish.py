@@ -3,20 +3,25 @@ after a failure injected at every step that finishes the release with no clean-u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import stat
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import PublishError, UsageError
+from pipeline.errors import INTERRUPTED, PublishError, UsageError
 
 PUB = PublishError.exit_code
 FAKE = Path(__file__).with_name("fake_gh.py")
+PROJECT = Path(__file__).resolve().parents[2]
 TAG = "v1.2.3"
 
 
@@ -65,12 +70,28 @@ def folder(tmp_path) -> Path:
     out.mkdir(parents=True)
     (out / "RELEASE_NOTES.md").write_text("# notes\n")
     (out / "ollama-0.12.5-cpu.tar.zst").write_bytes(b"cpu archive" * 100)
-    (out / "ollama-0.12.5-cpu.tar.zst.manifest.json").write_text('{"target": "cpu"}\n')
+    (out / "ollama-0.12.5-cpu.tar.zst.manifest.json").write_text(manifest_json("cpu", "0.12.5"))
+    (out / "ollama-0.24.0-gfx906.tar.zst.manifest.json").write_text(manifest_json("gfx906", "0.24.0"))
     (out / "ollama-0.12.5-gfx906.tar.zst.part-000").write_bytes(b"a" * 700)
     (out / "ollama-0.12.5-gfx906.tar.zst.part-001").write_bytes(b"b" * 300)
     (out / "SHA256SUMS").write_text("".join(
         f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(out.iterdir())))
     return out
+
+
+def manifest_json(target: str, version: str) -> str:
+    from pipeline.stages.manifest import VERSION
+
+    return json.dumps({
+        "manifest_version": VERSION, "target": target, "description": target,
+        "version": f"{version}+{target}",
+        "upstream": {"url": "https://github.com/ollama/ollama.git", "tag": f"v{version}",
+                     "commit": "3" * 40, "version": version},
+        "patches": [], "builder": {"name": "b", "image": "b:1", "image_id": "sha256:0", "template": "t",
+                                   "suite": "bullseye", "packages": []},
+        "backends": ["CPU"], "gpu_archs": [], "runtime_env": {}, "hashes": {}, "source_date_epoch": 1,
+        "files": [],
+        "archive": {"name": f"ollama-{version}-{target}.tar.zst", "size": 1, "sha256": "ab" * 32}})
 
 
 def expected_assets(folder: Path) -> dict[str, int]:
@@ -96,6 +117,9 @@ def test_a_first_run_drafts_uploads_checks_and_publishes(gh, folder):
     state = gh.state()
     assert published_exactly(state, folder)
     assert state["releases"][TAG]["notes"] == "# notes\n"
+    # The title names the upstream versions the assets carry; a plain version tag is no pre-release.
+    assert state["releases"][TAG]["title"] == "v1.2.3: Ollama 0.12.5, 0.24.0"
+    assert state["releases"][TAG]["prerelease"] is False
     subcommands = [c[1] for c in gh.calls()]
     n = len(expected_assets(folder))
     assert subcommands == ["view", "create", *["upload"] * n, "view", "edit", "view"]
@@ -135,7 +159,7 @@ FAILURES = [
     "create:1:after",      # the draft was made, then gh failed (half-way create)
     "upload:1:before",     # the first upload
     "upload:3:partial",    # an upload cut off half-way, the asset left incomplete
-    "upload:6:after",      # the last upload arrived, gh still failed
+    "upload:7:after",      # the last upload arrived, gh still failed
     "view:2:before",       # the check after the uploads
     "publish:1:before",    # publishing the draft
     "publish:1:after",     # the draft was published, then gh failed
@@ -145,7 +169,7 @@ FAILURES = [
 
 @pytest.mark.parametrize("failure", FAILURES)
 def test_a_rerun_after_a_failure_at_any_step_finishes_with_no_clean_up(gh, folder, failure):
-    assert len(expected_assets(folder)) == 6  # the upload:6 case is the last upload
+    assert len(expected_assets(folder)) == 7  # the upload:7 case is the last upload
     gh.fail(failure)
     assert run(folder) == PUB
     assert gh.state()["releases"].get(TAG, {}).get("draft", True) or failure.startswith(("publish", "view:3"))
@@ -220,3 +244,111 @@ def test_a_folder_without_notes_is_refused_before_any_gh_call(gh, tmp_path, caps
     assert run(empty) == PUB
     assert "nox -s release" in capsys.readouterr().err
     assert gh.calls() == []
+
+
+def test_a_pre_release_tag_is_drafted_and_published_as_a_pre_release(gh, folder):
+    state = gh.state()
+    state["tags"].append("v1.3.0-rc.1")
+    Path(os.environ["FAKE_GH_STATE"]).write_text(json.dumps(state))
+    assert run(folder, "v1.3.0-rc.1") == 0
+    release = gh.state()["releases"]["v1.3.0-rc.1"]
+    assert release["prerelease"] is True and release["draft"] is False
+    assert release["title"] == "v1.3.0-rc.1: Ollama 0.12.5, 0.24.0"
+    assert "--prerelease=true" in next(c for c in gh.calls() if c[1] == "create")
+
+
+def test_a_symbolic_link_in_the_folder_is_refused_before_any_gh_call(gh, folder, tmp_path, capsys):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for publishing\n")
+    (folder / "notes.txt").symlink_to(secret)
+    gh.reset_calls()
+    assert run(folder) == PUB
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "notes.txt is a symbolic link" in err and "only files inside" in err
+    assert gh.calls() == []
+
+
+def hang(monkeypatch, tmp_path, spec: str) -> Path:
+    pids = tmp_path / "gh-pids"
+    pids.touch()
+    monkeypatch.setenv("FAKE_GH_HANG", spec)
+    monkeypatch.setenv("FAKE_GH_PIDS", str(pids))
+    return pids
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie (ended, not yet reaped by its parent) counts as gone.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    return False
+
+
+def test_a_hung_gh_is_ended_and_tried_again_with_one_line_each_time(gh, folder, tmp_path, monkeypatch,
+                                                                     capsys):
+    pids = hang(monkeypatch, tmp_path, "upload:2:3")  # the second upload hangs twice, then answers
+    assert run(folder, TAG, "--gh-timeout", "1") == 0
+    assert published_exactly(gh.state(), folder)
+    log = (folder.parent / "publish.log").read_text()
+    assert log.count("gh release upload did not answer within 1s") == 2
+    assert "(try 1 of 3): ended it, trying again" in log and "(try 2 of 3)" in log
+    assert all(gone(int(p)) for p in pids.read_text().split())
+
+
+def test_a_gh_that_never_answers_fails_in_one_line_and_leaves_a_draft(gh, folder, tmp_path, monkeypatch,
+                                                                       capsys):
+    hang(monkeypatch, tmp_path, "create:1:9")
+    assert run(folder, TAG, "--gh-timeout", "1") == PUB
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("error: gh release create did not answer within 1s, 3 times in a row")
+    assert "re-run" in errors[0]
+    monkeypatch.delenv("FAKE_GH_HANG")
+    assert run(folder) == 0
+    assert published_exactly(gh.state(), folder)
+
+
+def test_a_create_that_hung_after_making_the_draft_is_not_repeated(gh, folder, tmp_path, monkeypatch):
+    """A hung create may have made the draft: the next try looks first, so no second draft is made."""
+    state = gh.state()
+    state["releases"][TAG] = {"draft": True, "title": TAG, "notes": "", "assets": {}}
+    Path(os.environ["FAKE_GH_STATE"]).write_text(json.dumps(state))
+    monkeypatch.setattr("pipeline.release.publish.GitHub.view",
+                        _first_none(__import__("pipeline.release.publish", fromlist=["GitHub"]).GitHub.view))
+    hang(monkeypatch, tmp_path, "create:1")
+    assert run(folder, TAG, "--gh-timeout", "1") == 0
+    assert [c[1] for c in gh.calls()].count("create") == 1
+    assert published_exactly(gh.state(), folder)
+
+
+def _first_none(view):
+    """`view` that reports no release at its first call (as before the hung create)."""
+    calls = []
+
+    def wrapped(self, tag):
+        calls.append(tag)
+        return None if len(calls) == 1 else view(self, tag)
+    return wrapped
+
+
+def test_sigterm_ends_the_running_gh_and_the_publish(gh, folder, tmp_path, monkeypatch):
+    pids = hang(monkeypatch, tmp_path, "upload:1")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "publish", "--", TAG, str(folder)],
+                            cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not pids.read_text().strip():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    child = int(pids.read_text().split()[0])
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == INTERRUPTED, err
+    assert err.splitlines()[-1].startswith("interrupted")
+    deadline = time.monotonic() + 10
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gone(child), f"gh (pid {child}) outlived publish"
+    assert gh.state()["releases"][TAG]["draft"] is True
