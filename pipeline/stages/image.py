@@ -29,8 +29,8 @@ from pathlib import Path
 
 from docker.types import Mount
 
-from pipeline.config.policy import load_policy
 from pipeline.config.paths import PROJECT_ROOT
+from pipeline.config.policy import load_policy
 from pipeline.config.settings import Settings
 from pipeline.errors import CommandError, DockerError, ModelRunError
 from pipeline.formats import PackageLayout
