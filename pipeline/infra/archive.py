@@ -167,21 +167,40 @@ def _gzip_blocks(src: BinaryIO) -> Iterator[bytes]:
         yield block
 
 
+def _frame_start(data: bytes) -> bool:
+    """Whether `data` starts a zstd frame: a data frame, or a skippable one (magic 0x184D2A5?)."""
+    return data[:4] == ZSTD_MAGIC or (data[1:4] == b"\x2a\x4d\x18" and 0x50 <= data[0] <= 0x5F)
+
+
 def _zstd_blocks(src: BinaryIO, path: Path) -> Iterator[bytes]:
-    """Decompressed blocks of a one-frame zstd file. Input goes in small pieces, so one piece's output
-    stays small even for a bomb (a zstd block of a few bytes can stand for 128 KiB); a stream that
-    stops before its frame ends (truncated) or goes on after it is refused."""
-    obj = zstandard.ZstdDecompressor().decompressobj(write_size=1 << 20)
-    while piece := src.read(4096):
-        if obj.eof:
-            raise PackageError(f"{path.name}: data after the end of the zstd stream; the archive is damaged")
-        if out := obj.decompress(piece):
-            yield out
-    if not obj.eof:
+    """Decompressed blocks of a zstd file: one frame or several (as `zstd` concatenates them, or a
+    multi-threaded writer), skippable frames included. Input goes in small pieces, so one piece's output
+    stays small even for a bomb (a zstd block of a few bytes can stand for 128 KiB); a stream that stops
+    inside a frame (truncated) or goes on with what is not a frame is refused."""
+    dctx = zstandard.ZstdDecompressor()
+    obj = None
+    pending = b""
+    while True:
+        piece = src.read(4096)
+        pending += piece
+        while pending:
+            if obj is None:
+                if len(pending) < 4 and piece:
+                    break  # a frame's magic may go on in the next piece
+                if not _frame_start(pending):
+                    raise PackageError(f"{path.name}: data after the end of the zstd stream; the archive is "
+                                       "damaged")
+                obj = dctx.decompressobj(write_size=1 << 20)
+            data, pending = pending, b""
+            if out := obj.decompress(data):
+                yield out
+            if obj.eof:
+                pending, obj = obj.unused_data, None
+        if not piece:
+            break
+    if obj is not None:
         raise PackageError(f"{path.name}: truncated (the zstd stream stops before its end); rebuild or "
                            "download it again")
-    if obj.unused_data:
-        raise PackageError(f"{path.name}: data after the end of the zstd stream; the archive is damaged")
 
 
 def open_archive(path: Path, scratch: Path, limit: int | None = None) -> tarfile.TarFile:
@@ -227,6 +246,14 @@ def unpack(path: Path, dest: Path, scratch: Path, manifest_member: str = Package
             raise PackageError(f"{path.name}: truncated or damaged archive ({exc})") from None
         if not members:
             raise PackageError(f"{path.name}: the archive holds nothing; rebuild or download it again")
+        # What unpacking writes and verify then reads: the members' real sizes (a sparse member's is its
+        # size unpacked, not the few bytes it takes in the archive).
+        limit = bound(path) if limit is None else limit
+        real = sum(m.size for m in members if m.isfile())
+        if real > limit:
+            raise PackageError(f"{path.name}: its members add up to {real} bytes unpacked (sparse members "
+                               f"counted in full), more than {limit}; refusing it (a broken or hostile "
+                               "archive)")
         seen: set[str] = set()
         for m in members:
             _check_member(path.name, m)
@@ -317,7 +344,8 @@ def check_files(root: Path, files, archive_name: str) -> list[str]:
                 problems.append(f"{f.path}: the manifest says it links to {f.link}, the archive differs")
             continue
         if f.sha256 is None:
-            continue  # a folder
+            problems.append(f"{f.path}: the manifest records no sha256; nothing proves the file unchanged")
+            continue
         if not here.is_file() or here.is_symlink():
             problems.append(f"{f.path}: listed in the manifest, missing from {archive_name}")
             continue

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import loader
+from pipeline.config import loader, values
+from pipeline.config.values import checked
 from pipeline.errors import ConfigError, PackageError
 from pipeline.records import record
 
@@ -45,7 +47,7 @@ class BuilderRecord:
     image: str
     image_id: str
     template: str
-    suite: str
+    suite: str = checked(values.DEBIAN_SUITE)
     packages: tuple[str, ...]
     # Every package installed in the builder with its version (dpkg-query in the build container).
     package_versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -53,13 +55,29 @@ class BuilderRecord:
 
 @record
 class FileRecord:
-    """A regular file (size, sha256, mode) or a symbolic link (link)."""
+    """A regular file (size, sha256, mode) or a symbolic link (link): a file without its checksum and size
+    is refused, so no file of a package goes unchecked."""
 
     path: str
     size: int | None = None
     sha256: str | None = None
     mode: str | None = None
     link: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.path or self.path.startswith("/") or "\0" in self.path or ".." in self.path.split("/"):
+            raise ValueError(f"file {self.path!r}: not a path inside the package")
+        if self.link is not None:
+            if self.sha256 is not None or self.size is not None:
+                raise ValueError(f"file {self.path!r}: a link has no size or sha256")
+            return
+        if self.sha256 is None or not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"file {self.path!r}: no sha256 (64 hex digits); every file of a package is "
+                             "checked by its checksum")
+        if self.size is None or self.size < 0:
+            raise ValueError(f"file {self.path!r}: no size")
+        if self.mode not in ("0644", "0755"):
+            raise ValueError(f"file {self.path!r}: mode {self.mode!r} is not 0644 or 0755")
 
 
 @record
@@ -73,8 +91,9 @@ class Tensile:
 class Floor:
     """The oldest system the package runs on: its library policy and what that system provides."""
 
-    policy: str
-    suite: str
+    # By name only: verify loads pipeline/config/policies/<policy>.toml, never a path from an archive.
+    policy: str = checked(values.NAME)
+    suite: str = checked(values.DEBIAN_SUITE)
     # The highest symbol version per family the package's ELF files need (GLIBC_2.31, GLIBCXX_3.4.28, ...)
     needs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # The highest the floor system defines (the policy's max_versions).

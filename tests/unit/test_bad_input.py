@@ -7,9 +7,12 @@ package archives and releases. Each case runs `python -m pipeline` in-process (p
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -597,3 +600,102 @@ def test_exit_codes_are_unique_per_error_class():
         assert cls.exit_code not in seen, f"{cls.__name__} and {seen[cls.exit_code].__name__} share a code"
         seen[cls.exit_code] = cls
         todo.extend(cls.__subclasses__())
+
+
+# --- verify reads what the archive holds, not what it claims --------------------------------------
+
+
+def resign(archive: Path, change_manifest: Callable[[dict], None]) -> None:
+    """Re-pack `archive` with its inner manifest changed by `change_manifest`, and write the manifest
+    beside it to match (the same change, the new archive's size and sha256): only the change differs."""
+    inner = "lib/ollama/manifest.json"
+    beside = archive.parent / "manifest.json"
+
+    def edit(name: str, data: bytes) -> bytes:
+        if name != inner:
+            return data
+        doc = json.loads(data)
+        change_manifest(doc)
+        return json.dumps(doc).encode()
+    rewrite(archive, edit)
+    doc = json.loads(beside.read_text())
+    change_manifest(doc)
+    doc["archive"]["size"] = archive.stat().st_size
+    doc["archive"]["sha256"] = hashlib.sha256(archive.read_bytes()).hexdigest()
+    beside.write_text(json.dumps(doc))
+
+
+def drop_sha256(doc: dict) -> None:
+    for f in doc["files"]:
+        if f["path"].endswith("libx.so"):
+            del f["sha256"]
+
+
+def test_verify_refuses_a_manifest_entry_without_a_checksum(built, capsys):
+    """A file listed without its sha256 could be changed unseen: the manifest is refused, in one line,
+    before anything is unpacked into a container."""
+    resign(built, drop_sha256)
+    rewrite(built, lambda name, data: data.replace(b"library", b"LIBRARY") if name.endswith("libx.so")
+            else data)
+    doc = json.loads((built.parent / "manifest.json").read_text())
+    doc["archive"]["size"] = built.stat().st_size
+    doc["archive"]["sha256"] = hashlib.sha256(built.read_bytes()).hexdigest()
+    (built.parent / "manifest.json").write_text(json.dumps(doc))
+    assert main(["verify", str(built)]) == PKG
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'lib/ollama/libx.so': no sha256" in err, err
+
+
+def sparse_tar(tmp: Path, size: int) -> bytes:
+    """A tar (GNU tar's own, --sparse, PAX) of one file of `size` bytes that is all hole: a few KB that
+    unpack to `size` bytes."""
+    (tmp / "src" / "lib" / "ollama").mkdir(parents=True)
+    with open(tmp / "src" / "lib" / "ollama" / "hole", "wb") as f:
+        f.truncate(size)
+    subprocess.run(["tar", "--sparse", "--format=pax", "-C", str(tmp / "src"), "-cf", str(tmp / "s.tar"),
+                    "lib"], check=True)
+    data = (tmp / "s.tar").read_bytes()
+    shutil.rmtree(tmp / "src")
+    (tmp / "s.tar").unlink()
+    return data
+
+
+def test_verify_counts_a_sparse_member_at_its_real_size(tmp_path, capsys):
+    """GNU tar stores a 4 GiB hole in a few KB: the decompressed stream stays small, the bound counts the
+    bytes the member unpacks to."""
+    tar = sparse_tar(tmp_path, 4 << 30)
+    assert len(tar) < 64 << 10
+    (tmp_path / NAME).write_bytes(zst(tar))
+    assert main(["verify", str(tmp_path / NAME)]) == PKG
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{4 << 30} bytes unpacked (sparse members counted in full)" in err, err
+    assert not (tmp_path / "cache" / "scratch").exists() or not any((tmp_path / "cache" / "scratch").iterdir())
+
+
+def test_a_multi_frame_zstd_archive_unpacks_as_the_one_frame_one(built, tmp_path):
+    """zstd may write several frames (`zstd` concatenating files, a multi-threaded writer) and skippable
+    frames: every file the format allows unpacks, byte for byte the same as the one-frame archive."""
+    from pipeline.infra import archive as archive_mod
+
+    plain = zstandard.ZstdDecompressor().decompressobj().decompress(built.read_bytes())
+    cut = len(plain) // 3
+    skippable = b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"hello"
+    many = tmp_path / "many" / built.name
+    many.parent.mkdir()
+    many.write_bytes(zst(plain[:cut]) + skippable + zst(plain[cut:2 * cut]) + zst(plain[2 * cut:]))
+    roots = {}
+    for label, path in (("one", built), ("many", many)):
+        roots[label] = tmp_path / label / "root"
+        roots[label].parent.mkdir(exist_ok=True)
+        inside = archive_mod.unpack(path, roots[label], tmp_path / label)
+        assert archive_mod.check_files(roots[label], [stages.manifest.FileRecord(**f) for f in inside["files"]],
+                                       path.name) == []
+
+    def tree(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    assert tree(roots["one"]) == tree(roots["many"]) and tree(roots["one"])
+    # What is not a frame after the last one is still refused
+    many.write_bytes(many.read_bytes() + b"junk")
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(errors.PackageError, match="data after the end of the zstd stream"):
+        archive_mod.unpack(many, tmp_path / "junk" / "root", tmp_path / "junk")
