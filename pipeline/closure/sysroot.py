@@ -57,9 +57,15 @@ def resolve(image: str, policy: Policy, package_root: Path, sysroot: Path, setti
 
 
 def owners(sysroot: Path) -> dict[str, str]:
-    """Which Debian package of the image each fetched library came from (path -> package)."""
-    path = sysroot / OWNERS
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """Which Debian package of the image each fetched library came from (path -> package); a record that
+    is unreadable or of another shape counts as none (the libraries' owners are looked up again)."""
+    try:
+        found = json.loads((sysroot / OWNERS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def ld_cache(text: str) -> dict[str, str]:

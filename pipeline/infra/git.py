@@ -263,13 +263,20 @@ def conflict_location(git_apply_output: str) -> str:
 
 
 def local_tags(gitdir: Path, log: Log) -> dict[str, str]:
-    """tag -> commit of every tag of a git directory (annotated tags peeled)."""
+    """tag -> commit of every tag of a git directory that names a commit (annotated tags peeled); a tag
+    of a tree or a blob is left out, and said in the log."""
     out = runner.run(log, ["git", "--git-dir", gitdir, "for-each-ref", "--format=%(refname:strip=2) "
-                           "%(objectname) %(*objectname)", "refs/tags"], capture=True, quiet=True)
+                           "%(objecttype) %(objectname) %(*objecttype) %(*objectname)", "refs/tags"],
+                     capture=True, quiet=True)
     tags = {}
-    for line in out.stdout.decode().splitlines():
-        name, obj, *peeled = line.split()
-        tags[name] = peeled[0] if peeled else obj
+    for line in out.stdout.decode("utf-8", "replace").splitlines():
+        name, kind, obj, *peeled = line.split()
+        if peeled:
+            kind, obj = peeled[0], peeled[-1]
+        if kind == "commit":
+            tags[name] = obj
+        else:
+            log.line(f"tag {name} names a {kind}, not a commit: left out")
     return tags
 
 

@@ -122,6 +122,13 @@ def report(matrix: Matrix, settings: Settings, log: Log, *, since: str = "v0.12.
         raise UsageError(f"no upstream tag from {since} on in {url}; check --since and the source's tags")
     if not git.is_local(url):
         gitdir = git.repository(url, tags, settings.places, log)
+        # A remote tag may name a tree or a blob: only the tags that are commits here are reported.
+        for tag in list(tags):
+            if git.commit_of(gitdir, tag, log) is None:
+                log.line(f"tag {tag} is not a commit: left out")
+                tags.remove(tag)
+        if not tags:
+            raise UsageError(f"no upstream tag from {since} on in {url} names a commit")
     verdicts = patchtool.check(matrix, settings, tags, log, probe=True, gitdir=gitdir)
     by_tag: dict[str, list[patchtool.Verdict]] = {}
     for v in verdicts:

@@ -144,3 +144,18 @@ def test_cli_track_since_a_tag_after_every_version_is_one_line(env, capsys):
                      "v9.0.0", "--json", str(settings.dist / "t.json"), "--markdown",
                      str(settings.dist / "t.md")])
     assert code == 11 and "no upstream tag from v9.0.0 on" in capsys.readouterr().err
+
+
+def test_tags_of_a_blob_or_a_tree_are_left_out_not_the_whole_report(env, upstream, log):
+    """A tag may name any object: v1.5.0 a blob (lightweight), v1.6.0 an annotated tag of a tree. The
+    report lists the other tags, and the log says which were left out."""
+    matrix, settings = env
+    blob = git(upstream, "hash-object", "-w", "--stdin", stdin=b"not a commit\n")
+    git(upstream, "tag", "v1.5.0", blob)
+    tree = git(upstream, "rev-parse", "v1.0.0^{tree}")
+    git(upstream, "tag", "-a", "-m", "a tree", "v1.6.0", tree)
+    rep = track.report(matrix, settings, log, since="v1.0.0")
+    assert [r["tag"] for r in rep["tags"]] == ["v1.0.0", "v1.1.0", "v2.0.0"]
+    text = log.path.read_text()
+    assert "tag v1.5.0 names a blob, not a commit: left out" in text
+    assert "tag v1.6.0 names a tree, not a commit: left out" in text

@@ -65,6 +65,13 @@ Size = typing.NewType("Size", int)
 MAX_SIZE = 2**50  # 1 PiB
 MAX_GPUS = 64
 MAX_DIMENSION = 2**24
+# Every dimension has a cap, and so do the products the estimator forms from them (Go's uint64): blocks
+# (the largest models have about 130), tensor descriptions, the elements of one tensor, the KV cache.
+MAX_BLOCKS = 4096
+MAX_TENSORS = 1024
+MAX_TENSOR_DESCRIPTIONS = 2**18
+MAX_ELEMENTS = 2**48
+MAX_KV_BYTES = 2**56
 
 
 @record
@@ -87,6 +94,9 @@ class Gpu:
             raise ValueError(f"key 'count' must be 1 to {MAX_GPUS}, got {self.count}")
         if self.free > self.total:
             raise ValueError(f"key 'free' ({self.free} bytes) is more than 'total' ({self.total} bytes)")
+        if self.minimum is not None and self.minimum > self.total:
+            raise ValueError(f"key 'minimum' ({self.minimum} bytes) is more than 'total' ({self.total} "
+                             "bytes)")
         compute_numbers(self.library, self.compute)
         if self.driver and not re.fullmatch(r"\d+(\.\d+)?", self.driver):
             raise ValueError(f"key 'driver' must look like '470.82', got {self.driver!r}")
@@ -107,6 +117,15 @@ class TensorSpec:
         if len(self.shape) > 4 or any(d > MAX_DIMENSION for d in self.shape):
             raise ValueError(f"key 'shape' of tensor {self.name!r}: at most 4 dimensions of at most "
                              f"{MAX_DIMENSION} each")
+        elements = 1
+        for d in self.shape:
+            elements *= d
+        if elements > MAX_ELEMENTS:
+            raise ValueError(f"key 'shape' of tensor {self.name!r}: {elements} elements, more than "
+                             f"{MAX_ELEMENTS} (2**48)")
+        if not re.fullmatch(r"[A-Za-z0-9_.]{1,128}", self.name):
+            raise ValueError(f"key 'name' {self.name!r}: a tensor name of letters, digits, _ and . "
+                             "(such as attn_q.weight)")
 
 
 @record
@@ -146,6 +165,18 @@ class Model:
                 raise ValueError(f"key {key!r} must be at least 1, got {getattr(self, key)}")
             if getattr(self, key) > MAX_DIMENSION:
                 raise ValueError(f"key {key!r} must be at most {MAX_DIMENSION}, got {getattr(self, key)}")
+        if not 0 <= self.head_dim <= MAX_DIMENSION:
+            raise ValueError(f"key 'head_dim' must be 0 (embedding_length / head_count) to {MAX_DIMENSION}, "
+                             f"got {self.head_dim}")
+        if self.block_count > MAX_BLOCKS:
+            raise ValueError(f"key 'block_count' must be at most {MAX_BLOCKS}, got {self.block_count}")
+        for key in ("block_tensors", "tensors"):
+            if len(getattr(self, key)) > MAX_TENSORS:
+                raise ValueError(f"key {key!r} lists {len(getattr(self, key))} tensors, more than "
+                                 f"{MAX_TENSORS}")
+        if self.block_count * len(self.block_tensors) > MAX_TENSOR_DESCRIPTIONS:
+            raise ValueError(f"block_count x block_tensors is {self.block_count * len(self.block_tensors)} "
+                             f"tensor descriptions, more than {MAX_TENSOR_DESCRIPTIONS}")
         if self.head_count % self.head_count_kv:
             raise ValueError(f"key 'head_count' ({self.head_count}) must be a multiple of 'head_count_kv' "
                              f"({self.head_count_kv})")
@@ -174,8 +205,12 @@ class Options:
                 raise ValueError(f"key {key!r} must be at least 1, got {getattr(self, key)}")
             if getattr(self, key) > MAX_DIMENSION:
                 raise ValueError(f"key {key!r} must be at most {MAX_DIMENSION}, got {getattr(self, key)}")
-        if self.num_gpu < -1:
-            raise ValueError(f"key 'num_gpu' must be -1 (automatic) or a layer count, got {self.num_gpu}")
+        if not -1 <= self.num_gpu <= MAX_BLOCKS + 1:
+            raise ValueError(f"key 'num_gpu' must be -1 (automatic) or a layer count up to {MAX_BLOCKS + 1}, "
+                             f"got {self.num_gpu}")
+        if self.num_ctx * self.num_parallel > MAX_DIMENSION:
+            raise ValueError(f"num_ctx x num_parallel must be at most {MAX_DIMENSION} (the context the "
+                             f"runner allocates), got {self.num_ctx * self.num_parallel}")
 
 
 @record(positional=True)
@@ -272,11 +307,25 @@ def parse(doc: Mapping[str, Any], path: Path) -> Scenario:
         raise ConfigError(f"{where} [gpus] must be a table or an array of tables ([[gpus]])")
     if len({g.library for g in gpus}) > 1:
         raise ConfigError(f"{where} [gpus] mixes libraries; Ollama estimates one library at a time")
+    if sum(g.count for g in gpus) > MAX_GPUS:
+        raise ConfigError(f"{where} [gpus] counts {sum(g.count for g in gpus)} GPUs together, more than "
+                          f"{MAX_GPUS}")
     model = loader.build(Model, doc["model"], f"{where} [model]", converters=CONVERTERS)
     options = loader.build(Options, doc.get("options", {}), f"{where} [options]", converters=CONVERTERS)
+    kv = (2 * options.num_ctx * options.num_parallel * model.block_count * model.head_count_kv
+          * model.head_size * 4)
+    if kv > MAX_KV_BYTES:
+        raise ConfigError(f"{where} [model] and [options]: the KV cache would be {kv} bytes, more than the "
+                          f"estimator's arithmetic holds ({MAX_KV_BYTES}); lower num_ctx, num_parallel or "
+                          "the model's dimensions")
     env = doc.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         raise ConfigError(f"{where} [env] must be a table of strings (OLLAMA_FLASH_ATTENTION = \"1\")")
+    for key, value in env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", key):
+            raise ConfigError(f"{where} [env] key {key!r} is not an environment variable name")
+        if "\0" in value or len(value) > 4096:
+            raise ConfigError(f"{where} [env] {key}: a value without NUL bytes, at most 4096 characters")
     return Scenario(name=path.stem, path=path, description=description, gpus=gpus, model=model,
                     options=options, env=types.MappingProxyType(dict(env)),
                     checks=_checks(doc.get("expect", {}), f"{where} [expect]"))
