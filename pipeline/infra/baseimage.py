@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import docker.errors
 
 from pipeline.config.settings import Settings, machine_debian_mirror
 from pipeline.errors import DockerError
-from pipeline.infra import engine, runner
+from pipeline.infra import engine, fsutil, runner
 from pipeline.infra.log import Log
 
 
@@ -78,7 +77,7 @@ def ensure(name: str, suite: str, settings: Settings, log: Log) -> str:
         return image.id
     except docker.errors.APIError as exc:
         log.line(f"cannot pull {official} ({exc.explanation or exc}); making it with debootstrap")
-    return bootstrap(name, suite, mirror(settings), log)
+    return bootstrap(name, suite, mirror(settings), log, settings.places.scratch)
 
 
 def ensure_vendor(name: str, log: Log) -> str:
@@ -98,7 +97,9 @@ def ensure_vendor(name: str, log: Log) -> str:
                           "flavor needs only a Debian mirror") from None
 
 
-def bootstrap(name: str, suite: str, mirror_url: str, log: Log) -> str:
+def bootstrap(name: str, suite: str, mirror_url: str, log: Log, scratch: Path) -> str:
+    """Make image `name` with debootstrap of `suite` and docker import, in a scratch folder of the cache
+    (owned: a killed run's root file system is removed by the next run)."""
     if shutil.which("debootstrap") is None:
         raise DockerError(f"base image {name} is missing, no registry answers and debootstrap is not "
                           "installed: install debootstrap (apt-get install debootstrap) or load a "
@@ -107,7 +108,7 @@ def bootstrap(name: str, suite: str, mirror_url: str, log: Log) -> str:
         raise DockerError(f"base image {name} is missing and debootstrap needs root: run "
                           f"`sudo debootstrap --variant=minbase {suite} DIR {mirror_url}` and "
                           f"`sudo tar -C DIR -c . | docker import - {name}`, or build once as root")
-    with tempfile.TemporaryDirectory(prefix="ollama-pipeline-rootfs-") as tmp:
+    with fsutil.scratch_dir(scratch, f"rootfs-{suite}") as tmp:
         rootfs = Path(tmp) / "rootfs"
         runner.run(log, ["debootstrap", "--variant=minbase", suite, rootfs, mirror_url])
         # The .debs debootstrap installed from stay behind in the rootfs: no image needs them.

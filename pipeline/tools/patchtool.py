@@ -94,6 +94,7 @@ def check(matrix: Matrix, settings: Settings, refs: Sequence[str], log: Log, *, 
     gitdir = gitdir or repository(matrix, settings, refs, log)
     paths = series_paths(patch_series)
     verdicts: list[Verdict] = []
+    owner.claim(settings.places)  # its scratch folder lies in the cache
     with fsutil.scratch_dir(settings.places.scratch, "patches-check") as tmp:
         for ref in refs:
             version = tag_version(ref)

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -51,6 +50,7 @@ def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *
     if targets:
         targets = [t.name for t in matrix.select(list(targets))]  # names or globs; typos get a close match
     home = settings.places.memtest
+    owner.claim(settings.places)
     with locked(home / "lock", log):
         gitdir = patchtool.repository(matrix, settings, [ref], log)
         commit = git.commit_of(gitdir, ref, log)
@@ -65,8 +65,8 @@ def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *
                 "after": cache_key(commit, series_in_range, driver, tool)}
         binaries = {side: home / "bin" / f"{key}.test" for side, key in keys.items()}
         meta = home / "bin" / f"{keys['after']}.json"
-        applied = json.loads(meta.read_text())["applied"] if meta.is_file() else None
-        with tempfile.TemporaryDirectory(prefix="ollama-pipeline-memtest-", dir=settings.cache) as tmp:
+        applied = _recorded(meta, log)
+        with fsutil.scratch_dir(settings.places.scratch, "memtest") as tmp:
             for side in ("before", "after"):
                 if binaries[side].is_file() and (side == "before" or applied is not None):
                     log.line(f"{side}: test binary from the cache ({binaries[side].name[:16]})")
@@ -89,6 +89,22 @@ def run(settings: Settings, log: Log, scenarios: Sequence[Scenario], ref: str, *
             log.stage_name = "run"
             results = _execute(Path(tmp) / "run", binaries, inputs, settings, log, matrix, image)
     return report(scenarios, results, ref=ref, commit=commit, patches=applied or [], driver=template)
+
+
+def _recorded(meta: Path, log: Log) -> list[str] | None:
+    """The patches a kept patched-side binary was made with (its record beside it); None when there is no
+    record, or one of another shape (then the binary is made again)."""
+    try:
+        applied = json.loads(meta.read_text(encoding="utf-8"))["applied"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.line(f"{meta}: not a record of this pipeline ({exc!r}); compiling again")
+        return None
+    if not isinstance(applied, list) or not all(isinstance(n, str) for n in applied):
+        log.line(f"{meta}: not a record of this pipeline (applied is not a list of names); compiling again")
+        return None
+    return applied
 
 
 def cache_key(commit: str, patches: Sequence[tuple[str, bytes]], driver: bytes, toolchain: str) -> str:
