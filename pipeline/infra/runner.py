@@ -8,9 +8,12 @@ bench runs a private dockerd (and a build against it) whose lifetime it manages.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
+import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -48,6 +51,23 @@ def stream(log: Log, chunks: Iterable[bytes]) -> None:
         log.line(pending.decode("utf-8", "replace"))
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def child_setup():
+    """What Popen runs in a child of the pipeline before exec (preexec_fn): on Linux the child gets
+    SIGKILL when the thread that started it ends, kill -9 of the pipeline included, so a long command (a
+    compile, a test binary) never outlives it. prctl is looked up here, in the parent: between fork and
+    exec the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # the C library this process already has loaded
+
+    def end_with_parent() -> None:  # pragma: no cover - runs in the child
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return end_with_parent
+
+
 def run(
     log: Log,
     cmd: Sequence[str | os.PathLike],
@@ -75,6 +95,7 @@ def run(
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+            preexec_fn=child_setup(),
         )
     except FileNotFoundError:
         raise CommandError(text, 127, log=str(log.path) if log.path else None) from None

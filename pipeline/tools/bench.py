@@ -258,7 +258,8 @@ def _disk_job(name: str, names: list[str], settings: Settings, logs: Path, inter
                 env["OLLAMA_SOURCE"] = settings.source
             logs.mkdir(parents=True, exist_ok=True)
             with open(log_path, "wb") as out:
-                proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                        preexec_fn=runner.child_setup())
                 try:
                     while True:
                         done = proc.poll() is not None
@@ -345,7 +346,8 @@ class PrivateEngine:
         with open(self.log_path, "wb") as out:
             # A session of its own: Ctrl-C reaches the build, which removes its containers while the
             # engine still runs; __exit__ stops the engine after.
-            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                          preexec_fn=runner.child_setup())
         try:
             self._wait_ready()
         except BaseException:
