@@ -297,10 +297,11 @@ class ReleaseBuild:
     versions `versions` admits (its .github/workflows/release.yaml and Dockerfile): the go build's
     extra -ldflags and environment, and the environment of every backend's cmake configure."""
 
-    versions: str = ""
-    go_ldflags: tuple[str, ...] = ()
-    go_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    cmake_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    versions: str = checked(values.Kind("versions", values.SPECIFIER.rule, ">=0.12.5",
+                                        lambda v: values.specifier_problem(v) if v else None), default="")
+    go_ldflags: tuple[str, ...] = checked(values.GO_FLAG, default=())
+    go_env: Mapping[str, str] = checked(values.ENV_VALUE, keys=values.ENV_KEY, default_factory=dict)
+    cmake_env: Mapping[str, str] = checked(values.ENV_VALUE, keys=values.ENV_KEY, default_factory=dict)
 
     def admits(self, tag: str) -> bool:
         return not self.versions or SpecifierSet(self.versions).contains(tag_version(tag), prereleases=True)

@@ -22,7 +22,9 @@ import zstandard
 
 from pipeline import errors, stages
 from pipeline.cli import main
+from pipeline.config import loader
 
+from . import injections
 from .conftest import PROJECT, SIMPLE_DIFF, TARGETS_FILE, package_stage, patch_text
 
 CFG, SEL, USE = errors.ConfigError.exit_code, errors.SelectionError.exit_code, errors.UsageError.exit_code
@@ -39,6 +41,7 @@ class Case:
     env: tuple[tuple[str, str], ...] = ()
     setup: Callable[[Path], None] | None = None
     tool: str = "pipeline"  # or "publish": python -m pipeline publish
+    also: tuple[str, ...] = ()  # more the line names ({tmp}: the case's folder)
 
 
 def project_snapshot() -> dict[str, tuple[int, int]]:
@@ -49,6 +52,16 @@ def project_snapshot() -> dict[str, tuple[int, int]]:
             p = os.path.join(dirpath, name)
             st = os.lstat(p)
             out[p] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            out[p] = (st.st_size, st.st_mtime_ns, os.readlink(p) if os.path.islink(p) else "")
     return out
 
 
@@ -459,14 +472,263 @@ SWEEP_CASES = [
          setup=release_manifest("manifest.json")),
 ]
 
-CASES = MATRIX_CASES + CLI_CASES + ENV_CASES + PATCH_CASES + SCENARIO_CASES + ARCHIVE_CASES + SWEEP_CASES
+# --- a third sweep: destructive tools against decoys, settings, scenarios without caps, work trees,
+# records and patch series of odd shapes, groups and the last strings of targets.toml ----------------
+
+
+def decoy(*names: str, marker: str | None = None) -> Callable[[Path], None]:
+    """A folder {tmp}/decoy that clean must not remove: files of a user, and `marker` as its CACHEDIR.TAG."""
+    def setup(tmp: Path) -> None:
+        (tmp / "decoy").mkdir()
+        for name in names:
+            (tmp / "decoy" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / "decoy" / name).write_text("a user's file\n")
+        if marker is not None:
+            (tmp / "decoy" / "CACHEDIR.TAG").write_text(marker)
+    return setup
+
+
+def cache_link(tmp: Path) -> None:
+    decoy("git/x")(tmp)
+    (tmp / "link").symlink_to(tmp / "decoy")
+
+
+def cache_marker_link(tmp: Path) -> None:
+    (tmp / "decoy").mkdir()
+    (tmp / "real.tag").write_text("Signature: 8a477f597d28d172789f06886806bc55\n"
+                                  "# This file is a cache directory tag created by ollama-pipeline.\n")
+    (tmp / "decoy" / "CACHEDIR.TAG").symlink_to(tmp / "real.tag")
+
+
+OTHER_TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+             "# This file is a cache directory tag created by pip.\n")
+CLEAN = ("clean", "--cache-only")
+DECOY = (("PIPELINE_CACHE", "{tmp}/decoy"),)
+
+
+def work_tree_state(text: str | bytes) -> Callable[[Path], None]:
+    """A folder with a .git and `text` as the state file `patches apply` writes there."""
+    def setup(tmp: Path) -> None:
+        (tmp / "w" / ".git").mkdir(parents=True)
+        data = text if isinstance(text, bytes) else text.encode()
+        (tmp / "w" / ".git" / "pipeline-series.json").write_bytes(data)
+    return setup
+
+
+def into_taken(tmp: Path) -> None:
+    (tmp / "w").mkdir()
+    (tmp / "w" / "notes.txt").write_text("mine\n")
+
+
+def scenario_text(extra: str, old: str = "", new: str = "") -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        text = SCENARIO.split("[expect")[0]
+        if old:
+            assert old in text, old
+            text = text.replace(old, new)
+        (tmp / "s.toml").write_text(text + extra)
+    return setup
+
+
+def groups(text: str) -> Callable[[Path], None]:
+    return matrix_with("[groups]\n", f"[groups]\n{text}\n")
+
+
+def manifest_beside(doc: object) -> Callable[[Path], None]:
+    """An archive of the pipeline's name with a manifest beside it of the shape `doc`."""
+    def setup(tmp: Path) -> None:
+        (tmp / NAME).write_bytes(zst(VALID_TAR))
+        (tmp / "manifest.json").write_text(json.dumps(doc))
+    return setup
+
+
+def huge_kv(tmp: Path) -> None:
+    """Every dimension within its cap, the KV cache they make over the estimator's arithmetic."""
+    text = SCENARIO.split("[expect")[0].replace("num_ctx = 8192", "num_ctx = 16000000")
+    text = text.replace("block_count = 32", "block_count = 4096")
+    text = text.replace("head_count_kv = 8", "head_count_kv = 32")
+    (tmp / "s.toml").write_text(text.replace("embedding_length = 4096", "embedding_length = 1048576"))
+
+
+def two_gpu_kinds(tmp: Path) -> None:
+    """Two [[gpus]] tables of 40 GPUs each: each within the cap, together over it."""
+    gpu = SCENARIO.split("[gpus]\n")[1].split("[model]")[0]
+    rest = SCENARIO.split("[expect")[0].split("[model]")[1]
+    (tmp / "s.toml").write_text(f"[[gpus]]\n{gpu}count = 40\n\n[[gpus]]\n{gpu}count = 40\n\n[model]{rest}")
+
+
+SCEN = ("memtest", "{tmp}/s.toml", "--json", "{tmp}/m.json")
+BOOLS = ("PIPELINE_KEEP_CONTAINERS", "PIPELINE_QUIET", "PIPELINE_TRACEBACK", "PIPELINE_HOST_CA")
+STATE = {"ref": "v0.12.5", "base": "0" * 40, "patches": [{"name": "0001-a.patch", "subject": "a"}],
+         "sha256": {}}
+THIRD_CASES = [
+    # clean: what it cannot prove the pipeline's cache is never removed
+    Case("clean-decoy-unmarked", CLEAN, USE, "carries no CACHEDIR.TAG", DECOY, decoy("git/x", "notes.txt"),
+         also=("{tmp}/decoy",)),
+    Case("clean-decoy-empty-unmarked", CLEAN, USE, "carries no CACHEDIR.TAG", DECOY, decoy()),
+    Case("clean-decoy-other-tool-tag", CLEAN, USE, "carries no CACHEDIR.TAG", DECOY,
+         decoy("git/x", marker=OTHER_TAG)),
+    Case("clean-decoy-tag-without-signature", CLEAN, USE, "carries no CACHEDIR.TAG", DECOY,
+         decoy("git/x", marker="# This file is a cache directory tag created by ollama-pipeline.\n")),
+    Case("clean-decoy-tag-is-a-link", CLEAN, USE, "carries no CACHEDIR.TAG", DECOY, cache_marker_link),
+    Case("clean-decoy-tag-is-a-folder", CLEAN, USE, "carries no CACHEDIR.TAG", DECOY,
+         lambda tmp: (tmp / "decoy" / "CACHEDIR.TAG").mkdir(parents=True)),
+    Case("clean-cache-is-a-link", CLEAN, USE, "is a symbolic link", (("PIPELINE_CACHE", "{tmp}/link"),),
+         cache_link),
+    Case("clean-cache-is-a-file", CLEAN, USE, "is not a folder", DECOY,
+         lambda tmp: (tmp / "decoy").write_text("x")),
+    Case("clean-cache-empty-setting", CLEAN, USE, "PIPELINE_CACHE is set but empty",
+         (("PIPELINE_CACHE", ""),)),
+    Case("clean-cache-blank-setting", CLEAN, USE, "PIPELINE_CACHE '  ' is not a usable path",
+         (("PIPELINE_CACHE", "  "),)),
+    Case("clean-cache-root", CLEAN, USE, "is a system folder", (("PIPELINE_CACHE", "/"),)),
+    Case("clean-cache-usr", CLEAN, USE, "is a system folder", (("PIPELINE_CACHE", "/usr"),)),
+    Case("clean-cache-etc", CLEAN, USE, "is a system folder", (("PIPELINE_CACHE", "/etc"),)),
+    Case("clean-cache-var-lib", CLEAN, USE, "is a system folder", (("PIPELINE_CACHE", "/var/lib"),)),
+    Case("clean-cache-tmp", CLEAN, USE, "is a system folder", (("PIPELINE_CACHE", "/tmp"),)),
+    Case("clean-cache-top-level", CLEAN, USE, "is a system folder", (("PIPELINE_CACHE", "/nonesuch"),)),
+    Case("clean-cache-dotdot-root", CLEAN, USE, "is a system folder",
+         (("PIPELINE_CACHE", "{tmp}/../../../../../../../../.."),)),
+    Case("clean-cache-project", CLEAN, USE, "is the project or holds it",
+         (("PIPELINE_CACHE", str(PROJECT)),)),
+    Case("clean-cache-project-parent", CLEAN, USE, "holds it" if len(PROJECT.parent.parts) > 2 else "system",
+         (("PIPELINE_CACHE", str(PROJECT.parent)),)),
+    Case("clean-cache-home", CLEAN, USE, "is your home folder or holds it", (("PIPELINE_CACHE", "{home}"),)),
+    Case("clean-cache-dist", CLEAN, USE, "is the output folder or holds it",
+         (("PIPELINE_CACHE", "{tmp}/out"), ("PIPELINE_DIST", "{tmp}/out/dist"))),
+    Case("clean-dry-run-decoy", ("clean", "--cache-only", "--dry-run"), USE, "carries no CACHEDIR.TAG", DECOY,
+         decoy("notes.txt")),
+    # a build into a folder that is someone's
+    Case("verify-cache-of-a-user", VERIFY, USE, "not the pipeline's cache folder", DECOY,
+         lambda tmp: (decoy("thesis.tex")(tmp), archive_file(zst(VALID_TAR))(tmp))),
+    # boolean settings take the usual words and nothing else
+    *[Case(f"bool-{var.lower()}-{word}", ("plan", "cpu"), USE, f"{var} '{word}' is not a boolean",
+           env=((var, word),)) for var in BOOLS for word in ("maybe", "2", "ja")],
+    # scenarios: every dimension has a cap
+    Case("scenario-head-dim-huge", SCEN, CFG, "'head_dim'", setup=scenario_text("", "head_count = 32\n",
+                                                                              "head_count = 32\nhead_dim = "
+                                                                              "99999999\n")),
+    Case("scenario-head-dim-negative", SCEN, CFG, "'head_dim'",
+         setup=scenario_text("", "head_count = 32\n", "head_count = 32\nhead_dim = -1\n")),
+    Case("scenario-blocks-over-cap", SCEN, CFG, "'block_count' must be at most 4096",
+         setup=scenario_text("", "block_count = 32", "block_count = 5000")),
+    Case("scenario-kv-cache-huge", SCEN, CFG, "the KV cache would be",
+         setup=huge_kv),
+    Case("scenario-ctx-times-parallel", SCEN, CFG, "num_ctx x num_parallel",
+         setup=scenario_text("", "num_ctx = 8192", "num_ctx = 8192\nnum_parallel = 4096")),
+    Case("scenario-num-gpu-huge", SCEN, CFG, "'num_gpu'",
+         setup=scenario_text("", "num_ctx = 8192", "num_ctx = 8192\nnum_gpu = 999999")),
+    Case("scenario-num-gpu-negative", SCEN, CFG, "'num_gpu'",
+         setup=scenario_text("", "num_ctx = 8192", "num_ctx = 8192\nnum_gpu = -2")),
+    Case("scenario-gpus-together", SCEN, CFG, "counts 80 GPUs together", setup=two_gpu_kinds),
+    Case("scenario-minimum-over-total", SCEN, CFG, "'minimum'",
+         setup=scenario_text("", "integrated = true", "integrated = true\nminimum = \"32 GiB\"")),
+    Case("scenario-tensor-elements", SCEN, CFG, "elements, more than",
+         setup=scenario_text('\n[[model.tensors]]\nname = "w"\ntype = "F32"\n'
+                             'shape = [16777216, 16777216, 4]\n')),
+    Case("scenario-tensor-name", SCEN, CFG, "a tensor name",
+         setup=scenario_text('\n[[model.tensors]]\nname = "w;x"\ntype = "F32"\nshape = [4]\n')),
+    Case("scenario-env-key", SCEN, CFG, "is not an environment variable name",
+         setup=scenario_text('\n[env]\n"A B" = "1"\n')),
+    Case("scenario-env-value-long", SCEN, CFG, "at most 4096 characters",
+         setup=scenario_text(f'\n[env]\nOLLAMA_X = "{"x" * 5000}"\n')),
+    Case("scenario-env-not-strings", SCEN, CFG, "[env] must be a table of strings",
+         setup=scenario_text("\n[env]\nOLLAMA_X = 1\n")),
+    Case("scenario-free-over-total", SCEN, CFG, "'free'",
+         setup=scenario_text("", 'free = "15.3 GiB"', 'free = "17 GiB"')),
+    # patches: a work tree's state of the wrong shape, a taken --into
+    Case("refresh-state-list", ("patches", "refresh", "--from", "{tmp}/w"), CFG, "damaged",
+         setup=work_tree_state("[1, 2]")),
+    Case("refresh-state-not-json", ("patches", "refresh", "--from", "{tmp}/w"), CFG, "damaged",
+         setup=work_tree_state("{")),
+    Case("refresh-state-patches-not-list", ("patches", "refresh", "--from", "{tmp}/w"), CFG, "damaged",
+         setup=work_tree_state(json.dumps({**STATE, "patches": 5}))),
+    Case("refresh-state-base-not-commit", ("patches", "refresh", "--from", "{tmp}/w"), CFG,
+         "is not a commit id", setup=work_tree_state(json.dumps({**STATE, "base": "HEAD~3"}))),
+    Case("refresh-state-name-escapes", ("patches", "refresh", "--from", "{tmp}/w"), CFG,
+         "is not a patch name", setup=work_tree_state(json.dumps(
+             {**STATE, "patches": [{"name": "../../etc/passwd", "subject": "x"}]}))),
+    Case("refresh-state-not-utf8", ("patches", "refresh", "--from", "{tmp}/w"), CFG, "damaged",
+         setup=work_tree_state(b"\xff\xfe")),
+    Case("apply-into-taken", ("patches", "apply", "--ref", "v0.12.5", "--into", "{tmp}/w"), CFG,
+         "exists and is not empty", setup=into_taken),
+    Case("apply-into-file", ("patches", "apply", "--ref", "v0.12.5", "--into", "{tmp}/w"), CFG,
+         "exists and is not empty", setup=lambda tmp: (tmp / "w").write_text("x")),
+    # the manifest beside an archive, of the wrong shape
+    Case("verify-beside-list", VERIFY, PKG, "not a manifest", setup=manifest_beside([1])),
+    Case("verify-beside-old-version", VERIFY, PKG, "manifest version", setup=manifest_beside(
+        {"manifest_version": 0})),
+    Case("verify-beside-not-json", VERIFY, PKG, "not valid JSON",
+         setup=lambda tmp: (archive_file(zst(VALID_TAR))(tmp), (tmp / "manifest.json").write_text("{"))),
+    # [groups]: names of targets, checked like the rest
+    Case("group-injection", ("plan", "cpu"), CFG, "[groups] bad names 'cpu;touch x'",
+         env=(("PIPELINE_TARGETS", "{tmp}/targets.toml"),), setup=groups('bad = ["cpu;touch x"]')),
+    Case("group-newline", ("plan", "cpu"), CFG, "[groups] bad names 'cpu\\nRUN x'",
+         env=(("PIPELINE_TARGETS", "{tmp}/targets.toml"),), setup=groups('bad = ["cpu\\nRUN x"]')),
+    Case("group-empty", ("plan", "cpu"), CFG, "[groups] bad names no target",
+         env=(("PIPELINE_TARGETS", "{tmp}/targets.toml"),), setup=groups("bad = []")),
+    Case("group-not-list", ("plan", "cpu"), CFG, "[groups] bad must be a list of names",
+         env=(("PIPELINE_TARGETS", "{tmp}/targets.toml"),), setup=groups('bad = "cpu"')),
+    Case("group-name-of-target", ("plan", "cpu"), CFG, "may not have a target's name",
+         env=(("PIPELINE_TARGETS", "{tmp}/targets.toml"),), setup=groups('gfx906 = ["cpu"]')),
+    # more of targets.toml's strings: lengths, escapes, names Docker and CMake refuse
+    Case("builder-name-docker", TARGETS, CFG, "would not be a Docker name",
+         setup=matrix_with("[builders.debian-cpu]", '[builders."debian_-cpu"]')),
+    Case("runner-dir-escapes", TARGETS, CFG, "[backends.rocm] key 'runner_dir'",
+         setup=matrix_with('runner_dir = "rocm"', 'runner_dir = "../../bin"')),
+    Case("runner-dir-absolute", TARGETS, CFG, "[backends.rocm] key 'runner_dir'",
+         setup=matrix_with('runner_dir = "rocm"', 'runner_dir = "/usr/lib"')),
+    Case("cmake-name-empty", TARGETS, CFG, "[targets.gfx906] key 'cmake_variables': key ''",
+         setup=matrix_with(GFX906, GFX906 + '\ncmake_variables = { "" = "x" }')),
+    Case("image-tag-too-long", TARGETS, CFG, "longer than 128 characters", setup=matrix_with(
+        'base_image = "rocm/dev-ubuntu-22.04:6.3.3-complete"', f'base_image = "rocm/dev:{"x" * 129}"')),
+    Case("image-name-upper", TARGETS, CFG, "[builders.vendor-rocm] key 'base_image'", setup=matrix_with(
+        'base_image = "rocm/dev-ubuntu-22.04:6.3.3-complete"', 'base_image = "ROCm/Dev:1"')),
+    Case("image-digest-short", TARGETS, CFG, "is not algorithm:hex", setup=matrix_with(
+        'base_image = "rocm/dev-ubuntu-22.04:6.3.3-complete"', 'base_image = "rocm/dev@sha256:abc"')),
+    Case("download-dest-dotdot", TARGETS, CFG, "[downloads.cmake] key 'dest'",
+         setup=matrix_with('dest = "/opt/cmake"', 'dest = "/opt/../etc"')),
+    Case("download-url-scheme", TARGETS, CFG, "[downloads.cmake-release] key 'url'", setup=matrix_with(
+        'url = "https://github.com/Kitware', 'url = "ftp://github.com/Kitware')),
+    Case("policy-unknown", TARGETS, CFG, "there is no such library policy",
+         setup=matrix_with('policy = "debian-bullseye"', 'policy = "debian-potato"')),
+    Case("policy-path", TARGETS, CFG, "there is no such library policy",
+         setup=matrix_with('policy = "debian-bullseye"', 'policy = "../../../etc/passwd"')),
+    Case("template-escapes", TARGETS, CFG, "[builders.debian-cpu] key 'template'",
+         setup=matrix_with('template = "debian.Dockerfile.j2"', 'template = "../../x.j2"')),
+    Case("description-line-separator", TARGETS, CFG, "control character", setup=matrix_with(
+        'description = "CPU only (all x86-64 variants)"', 'description = "CPU\\u2028RUN x"')),
+    Case("env-value-dollar", TARGETS, CFG, "it holds '$'",
+         setup=matrix_with('env = { CC = "clang-13", CXX = "clang++-13" }', 'env = { CC = "$(id)" }')),
+    Case("layout-unknown-specifier", TARGETS, CFG, "[upstream] key 'layouts'",
+         setup=matrix_with("[upstream.llama_cpp]\n", '[upstream.layouts]\n"in-tree" = "soon"\n\n'
+                                                      "[upstream.llama_cpp]\n")),
+]
+
+# --- every string of targets.toml, with a newline, `;`, a quote or a space (tests/unit/injections.py) ----
+
+
+def injected(sf: injections.StringField, name: str) -> Case:
+    doc = loader.read(TARGETS_FILE)
+    value = injections.inject(doc, sf, injections.INJECTIONS[name])
+
+    def setup(tmp: Path) -> None:
+        (tmp / "targets.toml").write_text(injections.dump(doc))
+    return Case(f"inject-{name}-{sf.id}", ("plan", "cpu", "--targets-file", "{tmp}/targets.toml"), CFG,
+                f"{{tmp}}/targets.toml: {sf.table} key '{sf.name}'", setup=setup, also=(repr(value),))
+
+
+INJECTION_CASES = [injected(sf, name) for sf, name in injections.cases()]
+
+CASES = (MATRIX_CASES + CLI_CASES + ENV_CASES + PATCH_CASES + SCENARIO_CASES + ARCHIVE_CASES + SWEEP_CASES
+         + THIRD_CASES + INJECTION_CASES)
 
 
 def run_case(case: Case, tmp: Path, capsys, monkeypatch) -> str:
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp / "cache"))
     monkeypatch.setenv("PIPELINE_DIST", str(tmp / "dist"))
     for var, value in case.env:
-        monkeypatch.setenv(var, value.replace("{tmp}", str(tmp)))
+        monkeypatch.setenv(var, value.replace("{tmp}", str(tmp)).replace("{home}", os.environ["HOME"]))
     if case.setup:
         case.setup(tmp)
     argv = [a.replace("{tmp}", str(tmp)) for a in case.argv]
@@ -488,11 +750,20 @@ def test_bad_input_is_refused_in_one_line(case, tmp_path, capsys, monkeypatch):
     tmp = tmp_path / "case"
     tmp.mkdir()
 
+    destructive = case.id.startswith("clean-")
+    if destructive and case.setup:  # the decoys must survive: nothing in the case's folder changes either
+        case.setup(tmp)
+        case = dataclasses.replace(case, setup=None)
+    decoys = tree_snapshot(tmp) if destructive else None
     err = run_case(case, tmp, capsys, monkeypatch)
 
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert case.culprit in lines[0], f"{case.culprit!r} not named in: {lines[0]}"
+    if destructive:
+        assert tree_snapshot(tmp) == decoys, "clean changed its decoy"
+    for named in (case.culprit, *case.also):
+        named = named.replace("{tmp}", str(tmp))
+        assert named in lines[0], f"{named!r} not named in: {lines[0]}"
     assert "Traceback" not in err
     assert project_snapshot() == before, "a file outside the case's temporary folder changed"
     assert not (tmp / "x").exists()  # no injected command ran ('touch x')
@@ -669,7 +940,8 @@ def test_verify_counts_a_sparse_member_at_its_real_size(tmp_path, capsys):
     assert main(["verify", str(tmp_path / NAME)]) == PKG
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{4 << 30} bytes unpacked (sparse members counted in full)" in err, err
-    assert not (tmp_path / "cache" / "scratch").exists() or not any((tmp_path / "cache" / "scratch").iterdir())
+    scratch = tmp_path / "cache" / "scratch"
+    assert not scratch.exists() or not any(scratch.iterdir())
 
 
 def test_a_multi_frame_zstd_archive_unpacks_as_the_one_frame_one(built, tmp_path):
@@ -688,8 +960,8 @@ def test_a_multi_frame_zstd_archive_unpacks_as_the_one_frame_one(built, tmp_path
         roots[label] = tmp_path / label / "root"
         roots[label].parent.mkdir(exist_ok=True)
         inside = archive_mod.unpack(path, roots[label], tmp_path / label)
-        assert archive_mod.check_files(roots[label], [stages.manifest.FileRecord(**f) for f in inside["files"]],
-                                       path.name) == []
+        files = [stages.manifest.FileRecord(**f) for f in inside["files"]]
+        assert archive_mod.check_files(roots[label], files, path.name) == []
 
     def tree(root: Path) -> dict[str, bytes]:
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -699,3 +971,35 @@ def test_a_multi_frame_zstd_archive_unpacks_as_the_one_frame_one(built, tmp_path
     (tmp_path / "junk").mkdir()
     with pytest.raises(errors.PackageError, match="data after the end of the zstd stream"):
         archive_mod.unpack(many, tmp_path / "junk" / "root", tmp_path / "junk")
+
+
+def test_free_text_takes_quotes_semicolons_and_spaces_and_stays_data(tmp_path):
+    """A description and a CMake cache value may hold `;`, quotes and spaces (the injections the kinds of
+    every other string refuse): the Dockerfile keeps them in its comment, cmake gets the value as one
+    argument; no new instruction or argument comes of them."""
+    from pipeline.config import targets
+    from pipeline.config.settings import Settings
+    from pipeline.stages import builder as dockerfile
+
+    hostile = 'x"; RUN touch x \\\n RUN touch y; \' $(id)'
+    doc = loader.read(TARGETS_FILE)
+    doc["targets"]["cpu"]["description"] = hostile.replace("\n", " ")
+    doc["targets"]["cpu"]["cmake_variables"] = {"SOME_FLAGS": hostile.replace("\n", " ")}
+    doc["builders"]["debian-cpu"]["description"] = hostile.replace("\n", " ")
+    (tmp_path / "targets.toml").write_text(injections.dump(doc))
+    matrix = targets.load(tmp_path / "targets.toml")
+    settings = Settings(targets_file=tmp_path / "targets.toml", patches_dir=tmp_path / "none",
+                        templates_dir=PROJECT / "docker", dist=tmp_path / "dist", cache=tmp_path / "cache")
+    plan = stages.plan_for(matrix, matrix.targets["cpu"], settings)
+    base = stages.plan_for(targets.load(TARGETS_FILE), targets.load(TARGETS_FILE).targets["cpu"], settings)
+
+    def instructions(text: str) -> list[str]:
+        return [line.split()[0] for line in text.splitlines()
+                if line.strip() and not line.startswith((" ", "#"))]
+    rendered = dockerfile.key(plan, settings)
+    assert instructions(rendered) == instructions(dockerfile.key(base, settings))
+    assert rendered.splitlines()[0].startswith("# x\"; RUN touch x")
+    (configure,) = [s for s in plan.steps if s.label.startswith("configure")]
+    (base_configure,) = [s for s in base.steps if s.label.startswith("configure")]
+    assert len(configure.argv) == len(base_configure.argv) + 1
+    assert f"-DSOME_FLAGS={hostile.replace(chr(10), ' ')}" in configure.argv

@@ -86,10 +86,12 @@ def test_the_release_flags_are_part_of_the_build_hash_only(tmp_path, matrix, set
 
 
 @pytest.mark.parametrize("rule, message", [
-    ('versions = "newer"', "versions 'newer' is not a version specifier"),
-    ('go_ldflags = ["-X=a.b=c d"]', "one linker flag without spaces"),
-    ('go_ldflags = ["server.mode=release"]', "one linker flag without spaces"),
-    ('go_env = { "cgo flags" = "-O3" }', "'cgo flags' is not an environment variable name"),
+    ('versions = "newer"', "key 'versions': 'newer' is not allowed (not a version specifier"),
+    ('go_ldflags = ["-X=a.b=c d"]',
+     "key 'go_ldflags' item 1: '-X=a.b=c d' is not allowed (it holds a space)"),
+    ('go_ldflags = ["server.mode=release"]', "'server.mode=release' is not allowed (it is not an option"),
+    ('go_env = { "cgo flags" = "-O3" }', "'cgo flags' is not allowed (it holds a space); use an environment "
+                                         "variable name"),
     ('cmake_env = { LDFLAGS = "-s\\n-x" }', "holds a newline"),
     ('go_flags = ["-race"]', "unknown key 'go_flags'"),
 ])
