@@ -9,7 +9,8 @@ Only what can be proved the pipeline's is removed, each item with the reason it 
   owner process still runs (or ran on another host, or no owner is recorded and the container runs):
   those are kept and named;
 * images tagged under the image prefix (builder-*, debian, ollama), by tag (an image tagged elsewhere
-  too keeps its other tags), and untagged images the pipeline labelled; never one a kept container uses;
+  too keeps its other tags), and untagged images the pipeline labelled as made under this prefix; never
+  one a kept container uses;
 * this user's compiler and Go cache volumes (<volume prefix>-<cache>-u<uid>).
 
 `dry_run` lists the same without removing anything. dist/ is left alone: it holds the packages.
@@ -143,8 +144,8 @@ def find(settings: Settings, *, docker_too: bool = True) -> list[Item]:
             ours = [t for t in image.tags or []
                     if t.startswith(prefix) and t[len(prefix):].startswith(IMAGE_NAMES)]
             labelled = images.LABEL in (image.labels or {})
-            made_under = (image.labels or {}).get(images.LABEL_PREFIX, settings.image_prefix)
-            mine = made_under == settings.image_prefix
+            # Made under this prefix, as the image says (one without the label could be anyone's).
+            mine = (image.labels or {}).get(images.LABEL_PREFIX) == settings.image_prefix
             size = image.attrs.get("Size")
             if image.id in kept_images and (ours or (labelled and not image.tags)):
                 items.append(Item("image", ", ".join(ours) or image.short_id, size,
