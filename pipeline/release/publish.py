@@ -103,7 +103,7 @@ class GitHub:
                       for a in data.get("assets") or []}
             return Remote(tag=data["tagName"], draft=bool(data["isDraft"]), assets=assets,
                           url=data.get("url", ""), prerelease=bool(data.get("isPrerelease", False)))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PublishError(f"`gh release view {tag}` printed what is not a release ({exc})") from None
 
     def create_draft(self, tag: str, notes: Path, title: str, prerelease: bool) -> None:

@@ -557,6 +557,19 @@ def two_gpu_kinds(tmp: Path) -> None:
     (tmp / "s.toml").write_text(f"[[gpus]]\n{gpu}count = 40\n\n[[gpus]]\n{gpu}count = 40\n\n[model]{rest}")
 
 
+def gh_printing(text: str) -> Callable[[Path], None]:
+    """A release folder, and a `gh` at {tmp}/gh that answers `release view` with `text`."""
+    def setup(tmp: Path) -> None:
+        PUBLISH_NOTES(tmp)
+        (tmp / "gh").write_text(f"#!/bin/sh\ncat <<'EOF'\n{text}\nEOF\n")
+        (tmp / "gh").chmod(0o755)
+    return setup
+
+
+GH = ("v1.0", "{tmp}/rel", "--gh", "{tmp}/gh", "--log", "{tmp}/publish.log")
+PUB = errors.PublishError.exit_code
+
+
 SCEN = ("memtest", "{tmp}/s.toml", "--json", "{tmp}/m.json")
 BOOLS = ("PIPELINE_KEEP_CONTAINERS", "PIPELINE_QUIET", "PIPELINE_TRACEBACK", "PIPELINE_HOST_CA")
 STATE = {"ref": "v0.12.5", "base": "0" * 40, "patches": [{"name": "0001-a.patch", "subject": "a"}],
@@ -704,6 +717,31 @@ THIRD_CASES = [
          setup=matrix_with("[upstream.llama_cpp]\n", '[upstream.layouts]\n"in-tree" = "soon"\n\n'
                                                       "[upstream.llama_cpp]\n")),
 ]
+
+# gh answering `release view` in a shape no release has: publish stops with the one error line after its
+# own progress lines (the log of the steps it ran).
+GH_ANSWERS = {
+    "list": "[1, 2]", "string": '"a release"', "not-json": "{tagName: v1.0", "no-tag": '{"isDraft": true}',
+    "assets-of-names": '{"tagName": "v1.0", "isDraft": true, "assets": ["a.tar.gz"]}',
+    "size-word": '{"tagName": "v1.0", "isDraft": true, "assets": [{"name": "a", "size": "big"}]}',
+    "assets-table": '{"tagName": "v1.0", "isDraft": true, "assets": {"a": 1}}',
+}
+GH_CASES = [Case(f"gh-view-{what}", GH, PUB, "`gh release view v1.0` printed what is not a release",
+                 setup=gh_printing(text), tool="publish") for what, text in GH_ANSWERS.items()]
+
+
+@pytest.mark.parametrize("case", GH_CASES, ids=[c.id for c in GH_CASES])
+def test_gh_answering_in_another_shape_is_one_error_line(case, tmp_path, capsys, monkeypatch):
+    before = project_snapshot()
+    tmp = tmp_path / "case"
+    tmp.mkdir()
+    err = run_case(case, tmp, capsys, monkeypatch)
+    lines = err.splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == [lines[-1]], err
+    assert case.culprit in lines[-1] and "Traceback" not in err
+    assert all(line.startswith("[publish ") for line in lines[:-1]), err
+    assert project_snapshot() == before
+
 
 # --- every string of targets.toml, with a newline, `;`, a quote or a space (tests/unit/injections.py) ----
 
@@ -1003,3 +1041,39 @@ def test_free_text_takes_quotes_semicolons_and_spaces_and_stays_data(tmp_path):
     (base_configure,) = [s for s in base.steps if s.label.startswith("configure")]
     assert len(configure.argv) == len(base_configure.argv) + 1
     assert f"-DSOME_FLAGS={hostile.replace(chr(10), ' ')}" in configure.argv
+
+
+# --- records in the cache of another shape: the work is done again, never a bug report -------------
+
+RECORD_SHAPES = [[], "x", 1, None, {}, {"hash": 5}, {"path": ["a"]}, {"tag": {"a": 1}, "id": None},
+                 {"files": "all"}, {"archive": "x"}, {"manifest_version": 1, "files": [1]}]
+
+
+@pytest.mark.parametrize("stage", [s for s in stages.STAGES if s.result is not None], ids=lambda s: s.name)
+def test_a_stage_record_of_another_shape_means_doing_the_work_again(stage, tmp_path, log):
+    """Every stage's record, written as JSON of shapes it never has (under the right hash), reads as no
+    record: the stage runs again, the log says why, nothing raises."""
+    from pipeline import orchestrate
+
+    folder = tmp_path / stage.name
+    folder.mkdir()
+    needs = dict.fromkeys(stage.needs)
+    fields = [f.name for f in dataclasses.fields(stage.result)]
+    shapes = RECORD_SHAPES + [dict.fromkeys(fields, bad) for bad in ([], {}, 1, None, True, [{"a": 1}])]
+    for shape in shapes:
+        doc = {**shape, "hash": "h"} if isinstance(shape, dict) and "hash" not in shape else shape
+        stages.record_file(stage, folder).write_text(json.dumps(doc))
+        assert orchestrate.read_record(stage, folder, "h", needs, log) is None, doc
+
+
+@pytest.mark.parametrize("text", ["[]", '"x"', "5", '{"stages": []}', '{"stages": {"build": "slow"}}',
+                                  '{"steps": {"a": 1}}', '{"steps": [["a"]]}', '{"steps": [[1, 2, 3]]}',
+                                  '{"stages": null, "steps": null}', "\xff", "{"])
+def test_a_timings_file_of_another_shape_means_no_estimate(text, tmp_path):
+    from pipeline.infra.progress import Progress
+
+    timings = tmp_path / "build.timings.json"
+    timings.write_text(text, errors="surrogateescape") if text != "\xff" else timings.write_bytes(b"\xff")
+    p = Progress("cpu")
+    p.load(timings)
+    assert p.last_stages == {} and p.last_steps == []
