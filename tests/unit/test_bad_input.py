@@ -23,6 +23,7 @@ import zstandard
 from pipeline import errors, stages
 from pipeline.cli import main
 from pipeline.config import loader
+from pipeline.infra import owner
 
 from . import injections
 from .conftest import PROJECT, SIMPLE_DIFF, TARGETS_FILE, package_stage, patch_text
@@ -673,6 +674,14 @@ THIRD_CASES = [
         {"manifest_version": 0})),
     Case("verify-beside-not-json", VERIFY, PKG, "not valid JSON",
          setup=lambda tmp: (archive_file(zst(VALID_TAR))(tmp), (tmp / "manifest.json").write_text("{"))),
+    # a source that is not there, a patch range that admits no version
+    Case("source-missing-folder", ("plan", "cpu", "--source", "{tmp}/none"), USE, "{tmp}/none"),
+    Case("source-env-missing-folder", ("plan", "cpu"), USE, "OLLAMA_SOURCE",
+         env=(("OLLAMA_SOURCE", "{tmp}/none"),)),
+    Case("patch-applies-to-contradiction", ("plan", "cpu"), CFG, "admits no version", SERIES_ENV,
+         patches({"0001-a.patch": patch_text("fix", SIMPLE_DIFF, applies_to=">=0.13,<0.12")})),
+    Case("patch-applies-to-space", ("plan", "cpu"), CFG, "Applies-To", SERIES_ENV,
+         patches({"0001-a.patch": patch_text("fix", SIMPLE_DIFF, applies_to=">= 0.12; touch x")})),
     # [groups]: names of targets, checked like the rest
     Case("group-injection", ("plan", "cpu"), CFG, "[groups] bad names 'cpu;touch x'",
          env=(("PIPELINE_TARGETS", "{tmp}/targets.toml"),), setup=groups('bad = ["cpu;touch x"]')),
@@ -805,6 +814,8 @@ def test_bad_input_is_refused_in_one_line(case, tmp_path, capsys, monkeypatch):
     assert "Traceback" not in err
     assert project_snapshot() == before, "a file outside the case's temporary folder changed"
     assert not (tmp / "x").exists()  # no injected command ran ('touch x')
+    # A refusal leaves nothing of a run behind, not even a staging or scratch folder of its own
+    assert [p for p in tmp.rglob("*") if owner.owned_form(p.name)] == []
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.id in ("target-name-escapes", "archive-dotdot-member",
