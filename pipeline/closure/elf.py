@@ -7,7 +7,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection, DynamicSegment
 from elftools.elf.elffile import ELFFile
-from elftools.elf.gnuversions import GNUVerNeedSection
+from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
 
 from pipeline.errors import ClosureError
 from pipeline.records import record
@@ -27,6 +27,8 @@ class ElfInfo:
     runpath: tuple[str, ...]
     # (library, version) pairs of .gnu.version_r: ("libc.so.6", "GLIBC_2.34").
     version_needs: tuple[tuple[str, str], ...]
+    # The versions it defines (.gnu.version_d, without its own soname's base entry): GLIBCXX_3.4.32, ...
+    version_defs: tuple[str, ...] = ()
 
 
 def read_elf(path: Path) -> ElfInfo | None:
@@ -53,13 +55,20 @@ def read_elf(path: Path) -> ElfInfo | None:
                 elif kind == "DT_RUNPATH":
                     runpath.extend(p for p in tag.runpath.split(":") if p)
             versions: list[tuple[str, str]] = []
+            defs: list[str] = []
             for section in elf.iter_sections():
                 if isinstance(section, GNUVerNeedSection):
                     for verneed, auxes in section.iter_versions():
                         versions.extend((verneed.name, aux.name) for aux in auxes)
+                elif isinstance(section, GNUVerDefSection):
+                    for verdef, auxes in section.iter_versions():
+                        first = next(iter(auxes), None)
+                        if first is not None and not verdef["vd_flags"] & 1:  # VER_FLG_BASE: the soname
+                            defs.append(first.name)
             return ElfInfo(path=path, elf_class=elf.elfclass, machine=elf.header["e_machine"],
                            type=elf.header["e_type"], soname=soname, needed=tuple(needed),
-                           rpath=tuple(rpath), runpath=tuple(runpath), version_needs=tuple(versions))
+                           rpath=tuple(rpath), runpath=tuple(runpath), version_needs=tuple(versions),
+                           version_defs=tuple(defs))
         except (ELFError, ValueError, KeyError, OSError) as exc:
             raise ClosureError(f"{path}: not a readable ELF file ({exc})") from None
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from docker.types import Mount
 
 from pipeline.closure import walk
+from pipeline.closure.loads import Inventory
 from pipeline.config.policy import Policy
 from pipeline.config.settings import Settings
 from pipeline.infra import fsutil, toolchain
@@ -31,11 +32,12 @@ _OWNER = ('for p; do r=$(readlink -f "$p"); dpkg -S "$r" 2>/dev/null || dpkg -S 
 
 
 def resolve(image: str, policy: Policy, package_root: Path, sysroot: Path, settings: Settings,
-            log: Log) -> walk.Closure:
-    """The closure of package_root under `policy`, libraries taken from `image` into `sysroot`;
-    raises ClosureError naming what is missing or too new."""
+            log: Log, *, inventory: Inventory | None = None, versions: bool = True) -> walk.Closure:
+    """The closure of package_root under `policy`, libraries taken from `image` into `sysroot` (with
+    what `inventory` says the runtimes open at run time); raises ClosureError naming what is missing
+    or, with `versions`, too new."""
     sysroot.mkdir(parents=True, exist_ok=True)
-    result = walk.compute(package_root, sysroot, policy, check=False)
+    result = walk.compute(package_root, sysroot, policy, inventory=inventory, check=False)
     if result.missing:
         with Container(image, log, mounts=[Mount(MOUNT, str(sysroot), type="bind")],
                        user=toolchain.user(), keep=settings.keep_containers) as box:
@@ -49,10 +51,10 @@ def resolve(image: str, policy: Policy, package_root: Path, sysroot: Path, setti
                 log.line(f"copying from the builder image: {', '.join(paths)}")
                 box.exec(["sh", "-c", _COPY, "sh", *paths])
                 _record_owners(box, sysroot, paths)
-                result = walk.compute(package_root, sysroot, policy, check=False)
+                result = walk.compute(package_root, sysroot, policy, inventory=inventory, check=False)
     for line in result.summary():
         log.line(line)
-    result.check()
+    result.check(versions=versions)
     return result
 
 

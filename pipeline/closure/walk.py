@@ -27,6 +27,7 @@ and messages as targets.toml. The package stage resolves a build's closure insid
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.closure.elf import ElfInfo, read_elf
+from pipeline.closure.loads import Inventory
 from pipeline.closure.resolver import Resolver, expand
 from pipeline.config.policy import NUMERIC, Policy, load_policy, vkey
 from pipeline.errors import ClosureError
@@ -133,20 +135,56 @@ class Closure:
     max_versions: Mapping[str, VersionUse]
     too_new: tuple[VersionUse, ...]
     problems: tuple[str, ...]
+    # soname -> the runtimes that open it with dlopen (runtime-loads.toml, use "required"): bundled or
+    # in the package like a DT_NEEDED library.
+    opened: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # object -> what it may open at run time that the package leaves out ("soname: what", use optional).
+    optional: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # Needs of objects on a system library that a carried copy in the package meets (policy.carry).
+    carried: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # Needs on a carried copy that the copy does not define.
+    uncovered: tuple[VersionUse, ...] = ()
+    # What the version check reads: each object's ELF and the package folders its loader searches.
+    infos: Mapping[str, ElfInfo] = dataclasses.field(default_factory=dict)
+    search: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
-    def check(self) -> None:
-        if self.problems:
-            n = len(self.problems)
-            raise ClosureError(f"library closure under policy {self.policy.name!r}: {n} problem"
-                               f"{'s' if n > 1 else ''}:\n" + "\n".join(f"  - {p}" for p in self.problems),
-                               self)
+    def version_problems(self) -> list[str]:
+        out = [f"{use.object} needs {use.version} from {use.library}, which the copy of it the package "
+               "carries does not define" for use in self.uncovered]
+        for use in self.too_new:
+            prefix = use.version.rpartition("_")[0]
+            cap = f"{prefix}_{self.policy.max_versions.get(prefix)}"
+            out.append(f"{use.object} needs {use.version} from {use.library}, newer than policy "
+                       f"{self.policy.name} allows ({cap}): build it on an older base, or choose a policy "
+                       "with a newer floor")
+        return out
+
+    def check(self, *, versions: bool = True) -> None:
+        """Raise ClosureError naming every problem (without `versions`: leave the symbol versions to a
+        later check, after the floor pass has lowered them)."""
+        problems = [*self.problems, *(self.version_problems() if versions else ())]
+        if len(problems) == 1:
+            raise ClosureError(f"library closure under policy {self.policy.name!r}: {problems[0]}", self)
+        if problems:
+            raise ClosureError(f"library closure under policy {self.policy.name!r}: {len(problems)} "
+                               "problems:\n" + "\n".join(f"  - {p}" for p in problems), self)
 
     def summary(self) -> list[str]:
-        """Log lines: what is bundled from where, what the system and the driver must provide."""
-        lines = [f"{b.dest} <- {b.found_at} (needed by {', '.join(b.needed_by)})" for b in self.bundles]
+        """Log lines: what is bundled from where, what the system and the driver must provide, what the
+        package leaves out of what its runtimes may open."""
+        lines = []
+        for b in self.bundles:
+            opens = [o for o in self.opened.get(b.soname, ()) if o in b.needed_by]
+            how = (f"opened at run time by {', '.join(opens)}" if opens
+                   else f"needed by {', '.join(b.needed_by)}")
+            lines.append(f"{b.dest} <- {b.found_at} ({how})")
+        for soname, needers in sorted(self.carried.items()):
+            lines.append(f"carried: {soname} of the builder, for {', '.join(needers)}")
         for what, table in (("system", self.system), ("driver", self.driver)):
             if table:
                 lines.append(f"from the {what}: {', '.join(sorted(table))}")
+        for obj, loads in sorted(self.optional.items()):
+            lines.append(f"optional at run time, not bundled, for {obj}: {'; '.join(loads)}")
         for prefix, use in sorted(self.max_versions.items()):
             lines.append(f"highest {prefix}: {use.version} (from {use.library}, needed by {use.object}; "
                          f"policy {self.policy.name} allows {self.policy.max_versions.get(prefix, 'any')})")
@@ -158,6 +196,9 @@ class Closure:
             "policy": self.policy.name,
             "bundled": [{"soname": b.soname, "path": b.dest, "from": b.found_at,
                          "needed_by": list(b.needed_by)} for b in self.bundles],
+            "opened_at_run_time": {k: list(v) for k, v in sorted(self.opened.items())},
+            "optional_at_run_time": {k: list(v) for k, v in sorted(self.optional.items())},
+            "carried": {k: list(v) for k, v in sorted(self.carried.items())},
             "system": {k: list(v) for k, v in sorted(self.system.items())},
             "driver": {k: list(v) for k, v in sorted(self.driver.items())},
             "max_versions": {k: {"version": v.version, "object": v.object, "library": v.library}
@@ -175,16 +216,22 @@ class _Item:
 
 
 def walk(package: Path, roots: Sequence[Root], resolver: Resolver, policy: Policy, *,
-         check: bool = True) -> Closure:
-    """The closure of `roots` (objects inside `package`); raises ClosureError on problems when `check`."""
+         inventory: Inventory | None = None, check: bool = True) -> Closure:
+    """The closure of `roots` (objects inside `package`); raises ClosureError on problems when `check`.
+    `inventory`: what runtimes open with dlopen (runtime-loads.toml); a required one is followed like a
+    DT_NEEDED entry of the runtime that opens it."""
     package = Path(package)
     problems: list[str] = []
     objects: dict[str, ElfInfo] = {}
+    searches: dict[str, tuple[str, ...]] = {}
     walked: set[Path] = set()  # real files already walked
     planned: dict[tuple[str, str], dict[str, Any]] = {}  # (folder, soname) -> bundle fields
-    tables: dict[str, dict[str, list[str]]] = {k: {} for k in ("in_package", "system", "driver", "missing")}
+    tables: dict[str, dict[str, list[str]]] = {k: {} for k in ("in_package", "system", "driver", "missing",
+                                                             "opened")}
+    optional: dict[str, list[str]] = {}
+    reasons: dict[str, str] = {}  # soname opened at run time -> why, for a message when it is missing
     searched: dict[str, list[PurePosixPath]] = {}
-    never = set(policy.never_bundle)
+    never = set(policy.never_bundle) | (set(inventory.driver_sonames()) if inventory else set())
 
     def note(table: str, soname: str, who: str) -> None:
         needers = tables[table].setdefault(soname, [])
@@ -214,8 +261,19 @@ def walk(package: Path, roots: Sequence[Root], resolver: Resolver, policy: Polic
             pkg_dirs = list(item.search)
             if item.origin is None:  # an object of the package: $ORIGIN is its package folder
                 pkg_dirs += [d for d in _origin_dirs(item) if d not in pkg_dirs]
+            searches[item.name] = tuple(pkg_dirs)
             bundle_into = item.bundle_into or next((d for d in pkg_dirs if d not in item.search), None)
-            for soname in item.info.needed:
+            runtime = item.info.soname or PurePosixPath(item.name).name
+            needs = list(item.info.needed)
+            if inventory is not None:
+                for load in inventory.opens(runtime, "required"):
+                    reasons[load.soname] = load.reason
+                    note("opened", load.soname, item.name)
+                    if load.soname not in needs:
+                        needs.append(load.soname)
+                for load in inventory.opens(runtime, "optional"):
+                    optional.setdefault(item.name, []).append(f"{load.soname}: {load.what}")
+            for soname in needs:
                 if soname in never:
                     note("driver", soname, item.name)
                     continue
@@ -238,7 +296,9 @@ def walk(package: Path, roots: Sequence[Root], resolver: Resolver, policy: Polic
                     if item.name not in planned[key]["needed_by"]:
                         planned[key]["needed_by"].append(item.name)
                     continue
-                if soname in policy.provided:
+                if soname in policy.provided and not (
+                        soname in policy.carry and bundle_into is not None and _wants_newer(item.info, soname,
+                                                                                            policy)):
                     note("system", soname, item.name)
                     continue
                 found = resolver.find(soname, item.info, item.origin)
@@ -262,8 +322,14 @@ def walk(package: Path, roots: Sequence[Root], resolver: Resolver, policy: Polic
 
     for soname, needers in tables["missing"].items():
         dirs = ", ".join(str(d) for d in searched[soname])
-        problems.append(f"{soname} not found in the builder image (searched {dirs}); needed by "
-                        f"{', '.join(needers)}")
+        if soname in reasons:
+            opener = ", ".join(tables["opened"][soname])
+            problems.append(f"{soname} is opened at run time by {opener} ({reasons[soname]}), and the "
+                            f"builder image has none (searched {dirs}): install the package that ships it "
+                            "there (runtime-loads.toml names it)")
+        else:
+            problems.append(f"{soname} not found in the builder image (searched {dirs}); needed by "
+                            f"{', '.join(needers)}")
 
     # Driver libraries must not be in the package: a copy there would shadow the host driver's.
     folders = {d for r in roots for d in r.search}
@@ -278,26 +344,39 @@ def walk(package: Path, roots: Sequence[Root], resolver: Resolver, policy: Polic
                 problems.append(f"{rel} is in the package, but policy {policy.name} never bundles "
                                 f"{soname}: it comes with the driver")
 
-    max_versions, too_new = _versions(objects, policy)
-    for use in too_new:
-        prefix = use.version.rpartition("_")[0]
-        problems.append(f"{use.object} needs {use.version} from {use.library}, newer than policy "
-                        f"{policy.name} allows ({prefix}_{policy.max_versions[prefix]}): build it on an "
-                        "older base, or choose a policy with a newer floor")
-
     closure = Closure(
         policy=policy,
         objects=tuple(sorted(objects)),
         bundles=tuple(Bundle(soname=b["soname"], dest=b["dest"], found_at=b["found_at"], source=b["source"],
                              needed_by=tuple(b["needed_by"])) for _, b in sorted(planned.items())),
-        **{k: {s: tuple(v) for s, v in sorted(t.items())} for k, t in tables.items()},
-        max_versions=max_versions,
-        too_new=tuple(too_new),
-        problems=tuple(problems),
+        **{k: {s: tuple(v) for s, v in sorted(tables[k].items())}
+           for k in ("in_package", "system", "driver", "missing", "opened")},
+        optional={k: tuple(v) for k, v in sorted(optional.items())},
+        max_versions={}, too_new=(), problems=tuple(problems),
+        infos=objects, search=searches,
     )
+    closure = revise(closure, {})
     if check:
         closure.check()
     return closure
+
+
+def revise(closure: Closure, changed: Mapping[str, ElfInfo],
+           search: Mapping[str, tuple[str, ...]] | None = None) -> Closure:
+    """The closure with the ELF of some objects read again (what the floor pass rewrote, and objects it
+    added, with the package folders their loader searches): the symbol versions are checked anew, the
+    rewritten references read as what they are now."""
+    infos = {**closure.infos, **changed}
+    searches = {**closure.search, **(search or {})}
+    max_versions, too_new, carried, uncovered = _versions(infos, searches, closure.policy)
+    return dataclasses.replace(closure, objects=tuple(sorted(infos)), infos=infos, search=searches,
+                               max_versions=max_versions, too_new=tuple(too_new), carried=carried,
+                               uncovered=tuple(uncovered))
+
+
+def _wants_newer(info: ElfInfo, soname: str, policy: Policy) -> bool:
+    """Whether `info` needs a version of `soname` that the policy's floor lacks."""
+    return any(library == soname and not policy.allows(version) for library, version in info.version_needs)
 
 
 def _origin_dirs(item: _Item) -> list[str]:
@@ -323,16 +402,32 @@ def _in_package(package: Path, dirs: Iterable[str], soname: str, who: str,
     return None
 
 
-def _versions(objects: Mapping[str, ElfInfo],
-              policy: Policy) -> tuple[dict[str, VersionUse], list[VersionUse]]:
+def _versions(objects: Mapping[str, ElfInfo], searches: Mapping[str, tuple[str, ...]],
+              policy: Policy) -> tuple[dict[str, VersionUse], list[VersionUse], dict[str, tuple[str, ...]],
+                                       list[VersionUse]]:
+    """The highest version per prefix needed from the system, the needs the floor lacks, which objects'
+    needs on a system library a carried copy meets (it lies in a folder their loader searches), and the
+    needs such a copy does not define."""
     best: dict[str, tuple[tuple[int, ...], VersionUse]] = {}
     worst: dict[tuple[str, str, str], VersionUse] = {}
     provided = set(policy.provided)
+    copies = {(posixpath.dirname(name), posixpath.basename(name)): info for name, info in objects.items()
+              if posixpath.basename(name) in policy.carry}
+    carried: dict[str, list[str]] = {}
+    uncovered: list[VersionUse] = []
     for name, info in sorted(objects.items()):
         for library, version in info.version_needs:
             if library not in provided:
                 continue  # versions of bundled libraries are satisfied by the copy shipped with them
             prefix, _, number = version.rpartition("_")
+            copy = next((copies[(d, library)] for d in searches.get(name, ()) if (d, library) in copies),
+                        None)
+            if copy is not None:
+                if name not in carried.setdefault(library, []):
+                    carried[library].append(name)
+                if version not in copy.version_defs:
+                    uncovered.append(VersionUse(version, name, library))
+                continue
             if prefix not in policy.max_versions:
                 continue
             use = VersionUse(version, name, library)
@@ -341,7 +436,8 @@ def _versions(objects: Mapping[str, ElfInfo],
                                                      key=lambda u: _vkey_or_top(u.version))
             if NUMERIC.fullmatch(number) and (prefix not in best or vkey(number) > best[prefix][0]):
                 best[prefix] = (vkey(number), use)
-    return {p: u for p, (_, u) in sorted(best.items())}, [worst[k] for k in sorted(worst)]
+    return ({p: u for p, (_, u) in sorted(best.items())}, [worst[k] for k in sorted(worst)],
+            {k: tuple(v) for k, v in sorted(carried.items())}, uncovered)
 
 
 def _vkey_or_top(version_name: str) -> tuple[int, ...]:
@@ -353,10 +449,10 @@ def _vkey_or_top(version_name: str) -> tuple[int, ...]:
 
 
 def compute(package: Path, sysroot: Path, policy: Policy | str, *, library_path: Sequence[str] = (),
-            check: bool = True) -> Closure:
+            inventory: Inventory | None = None, check: bool = True) -> Closure:
     """The closure of an Ollama package (bin/ollama + lib/ollama) resolved inside `sysroot`."""
     if isinstance(policy, str):
         policy = load_policy(policy)
     resolver = Resolver(sysroot, library_path=library_path)
-    return walk(package, ollama_roots(package), resolver, policy, check=check)
+    return walk(package, ollama_roots(package), resolver, policy, inventory=inventory, check=check)
 

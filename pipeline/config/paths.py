@@ -17,3 +17,11 @@ TARGETS_FILE = PROJECT_ROOT / "targets.toml"
 PATCHES = PROJECT_ROOT / "patches"
 DOCKER_TEMPLATES = PROJECT_ROOT / "docker"
 SCENARIOS = PROJECT_ROOT / "scenarios"
+# Data of the library closure: what GPU runtimes open at run time, the glibc tables of the floor pass
+# and the compatibility library's source.
+CLOSURE_DATA = PACKAGE / "closure"
+RUNTIME_LOADS = CLOSURE_DATA / "runtime-loads.toml"
+GLIBC_TABLES = CLOSURE_DATA / "glibc"
+COMPAT_SOURCE = CLOSURE_DATA / "compat" / "ollama_glibc_compat.c"
+# The load probe verify runs on every ELF of a package (compiled on the floor).
+LOAD_PROBE_SOURCE = PACKAGE / "smoke" / "loadprobe.c"
