@@ -11,6 +11,7 @@
     cache/scratch/           work folders of running stages (swept when their owner died)
     cache/locks/             one lock per target being built
     cache/memtest/, memtest-src/   the memory workbench's test binaries and compile folder
+    cache/tools/             the pipeline's own C helpers (glibc compatibility library, load probe), by hash
 
 `Places` is made from Settings (`settings.places`); every other module asks it for a path instead of
 joining folder names. CACHE_FOLDERS and DIST_NAMES are what target names may not be (config.names).
@@ -25,7 +26,8 @@ from pipeline.records import record
 # Folders of the cache.
 GIT, TREES, BUILDS, SYSROOTS, SCRATCH, LOCKS = "git", "trees", "builds", "sysroots", "scratch", "locks"
 MEMTEST, MEMTEST_SRC = "memtest", "memtest-src"
-CACHE_FOLDERS = (GIT, TREES, BUILDS, SYSROOTS, SCRATCH, LOCKS, MEMTEST, MEMTEST_SRC)
+TOOLS = "tools"
+CACHE_FOLDERS = (GIT, TREES, BUILDS, SYSROOTS, SCRATCH, LOCKS, MEMTEST, MEMTEST_SRC, TOOLS)
 # What dist/ holds beside the targets' folders: the release, and the tools' reports, logs and folders.
 RELEASE = "release"
 DIST_NAMES = (RELEASE, "memtest", "track", "bench", "verify", "patches")
@@ -93,6 +95,10 @@ class Places:
     def sysroot(self, builder_hash: str) -> Path:
         """The libraries taken from one builder image: cache/sysroots/<builder hash>."""
         return self.cache / SYSROOTS / builder_hash[:HASH_DIGITS]
+
+    def tool(self, name: str, key: str) -> Path:
+        """A compiled helper of the pipeline's own: cache/tools/<name>-<key>/<name>."""
+        return self.cache / TOOLS / f"{name}-{key[:HASH_DIGITS]}"
 
     @property
     def scratch(self) -> Path:

@@ -3,24 +3,55 @@
 A policy is pipeline/config/policies/<name>.toml, read into a frozen `Policy` with the same typed loader
 and messages as targets.toml: the sonames the system provides (never bundled), the driver libraries
 that must never be shipped, the highest symbol version per family (GLIBC, GLIBCXX, ...) the floor
-defines, and the Debian suite of that floor (packages are verified in a clean container of it).
+defines, and the Debian suite of that floor (packages are verified in a clean container of it). A policy
+may also lower the package to its floor (`floor_pass`: the glibc floor pass of pipeline.closure.floor),
+carry newer copies of system libraries some objects need (`carry`), and name the suites and the server
+log lines verification asks for (`[verify]`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import loader
-from pipeline.config.paths import POLICIES
+from pipeline.config.paths import GLIBC_TABLES, POLICIES
 from pipeline.errors import ConfigError
 from pipeline.records import record
 
 _SONAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*\.so(\.[0-9A-Za-z_]+)*")
 _PREFIX = re.compile(r"[A-Z][A-Z0-9]*")
 NUMERIC = re.compile(r"[0-9]+(\.[0-9]+)*")
+_SUITE = re.compile(r"[a-z][a-z0-9-]*")
+
+
+@record
+class FloorPass:
+    """The glibc floor pass (pipeline.closure.floor): the package's libraries lowered to this floor."""
+
+    # The floor's glibc: pipeline/closure/glibc/<glibc>.json, read from that suite's libc6.
+    glibc: str
+    # The policy a target that turns the pass off gets (package.floor_pass = false): the floor its
+    # libraries have as built.
+    without: str
+    # A newer glibc's table: every rewritten reference must bind there too. Empty: not checked.
+    newer: str = ""
+
+
+@record
+class Verification:
+    """How packages of this floor are verified."""
+
+    # The Debian suites the package is verified on, each in a clean container: the floor's own suite
+    # and newer ones (an old and a new glibc must both bind). Empty: the floor's suite only.
+    suites: tuple[str, ...] = ()
+    # Regular expressions the server log of the model run (OLLAMA_DEBUG=1, no GPU) must match on every
+    # suite: the GPU backend loaded and found no device, say.
+    server_log: tuple[str, ...] = ()
 
 
 @record
@@ -48,6 +79,11 @@ class Policy:
     # GPUs, lavapipe on the CPU): the runtime image installs them with host_packages, and verify installs
     # them for the run on a software device (pipeline.smoke.lavapipe). Never bundled.
     driver_packages: tuple[str, ...] = ()
+    # Provided libraries a package carries a copy of anyway, beside the objects that need a version of
+    # them the floor lacks (the builder's libstdc++.so.6 beside ROCm libraries built with a newer gcc).
+    carry: tuple[str, ...] = ()
+    floor_pass: FloorPass | None = None
+    verify: Verification = dataclasses.field(default_factory=Verification)
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
@@ -74,6 +110,23 @@ class Policy:
         if self.driver_packages and not self.host_packages:
             raise ValueError("key 'driver_packages' needs host_packages: a driver is loaded through the host "
                              "library the package links (the Vulkan loader)")
+        for soname in self.carry:
+            if soname not in self.provided:
+                raise ValueError(f"key 'carry': {soname!r} is not in provided (a carried library is a system "
+                                 "library the package brings a newer copy of)")
+        if self.floor_pass is not None:
+            self._check_floor_pass(self.floor_pass)
+        for suite in self.verify.suites:
+            if not _SUITE.fullmatch(suite):
+                raise ValueError(f"[verify] suites: {suite!r} is not a Debian suite name")
+        if self.verify.suites and self.suite not in self.verify.suites:
+            raise ValueError(f"[verify] suites must include the floor's suite {self.suite!r}")
+        for pattern in self.verify.server_log:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"[verify] server_log: {pattern!r} is not a regular expression "
+                                 f"({exc})") from None
         if "GLIBC" not in self.max_versions:
             raise ValueError("key 'max_versions' must set GLIBC (the glibc version of the floor)")
         for prefix, version in self.max_versions.items():
@@ -83,9 +136,33 @@ class Policy:
                 raise ValueError(f"key 'max_versions': {prefix} = {version!r} is not a version such as "
                                  "\"2.36\"")
 
+    def _check_floor_pass(self, fp: FloorPass) -> None:
+        for key in ("glibc", "newer"):
+            name = getattr(fp, key)
+            if key == "newer" and not name:
+                continue
+            table = GLIBC_TABLES / f"{name}.json"
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", name) or not table.is_file():
+                known = ", ".join(sorted(p.stem for p in GLIBC_TABLES.glob("*.json")))
+                raise ValueError(f"[floor_pass] {key}: no glibc table {name!r} (known: {known})")
+            if key == "glibc":
+                found = json.loads(table.read_text(encoding="utf-8")).get("glibc")
+                if found != self.max_versions.get("GLIBC"):
+                    raise ValueError(f"[floor_pass] glibc: table {name!r} is glibc {found}, but max_versions "
+                                     f"GLIBC is {self.max_versions.get('GLIBC')}; they must agree")
+        if fp.without == self.name or not (POLICIES / f"{fp.without}.toml").is_file():
+            raise ValueError(f"[floor_pass] without: {fp.without!r} is not another policy "
+                             f"(known: {', '.join(available_policies())})")
+
     @property
     def glibc(self) -> str:
         return self.max_versions["GLIBC"]
+
+    @property
+    def verify_suites(self) -> tuple[str, ...]:
+        """The suites packages are verified on, the floor's first."""
+        rest = tuple(s for s in self.verify.suites if s != self.suite)
+        return (self.suite, *rest) if self.suite else rest
 
     def allows(self, version_name: str) -> bool:
         """Whether a symbol version (GLIBC_2.34, GLIBCXX_3.4.30) exists on the floor's system.
@@ -132,3 +209,11 @@ def vkey(version: str) -> tuple[int, ...]:
     while len(parts) > 1 and parts[-1] == 0:
         parts.pop()
     return tuple(parts)
+
+
+def held_to(policy: Policy, floor_pass: bool) -> Policy:
+    """The policy a package is held to: `policy`; or, for a target that turns the floor pass off
+    (package.floor_pass = false), the policy the floor pass names as `without`."""
+    if policy.floor_pass is None or floor_pass:
+        return policy
+    return load_policy(policy.floor_pass.without)

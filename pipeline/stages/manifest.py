@@ -51,6 +51,8 @@ class BuilderRecord:
     packages: tuple[str, ...]
     # Every package installed in the builder with its version (dpkg-query in the build container).
     package_versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Stand-ins of driver libraries in the image, for verify's load test only (never in the package).
+    driver_stubs: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @record
@@ -98,6 +100,12 @@ class Floor:
     needs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # The highest the floor system defines (the policy's max_versions).
     allows: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # The suites the package is verified on (the floor's first).
+    verified_on: tuple[str, ...] = ()
+    # The glibc the floor pass lowered the package's libraries to ("" without the pass), and the
+    # compatibility library it added: soname, sha256, the folders it lies in, what it exports.
+    lowered_to: str | None = None
+    compat: Mapping[str, Any] | None = None
 
 
 @record
@@ -141,6 +149,12 @@ class Manifest:
     tensile: Tensile = dataclasses.field(default_factory=Tensile)
     # What packaging changed in bundled files (e.g. GPU code of other archs removed), by package path.
     stripped: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # The builder that compiled the CPU backends and bin/ollama, where it is not `builder`.
+    host_builder: BuilderRecord | None = None
+    # What the glibc floor pass changed, by package path: every rewritten reference (symbol, old and new
+    # version, where it binds on the floor, why), needs removed or renamed, DT_NEEDED added, the file's
+    # sha256 before and after, and the GPU code sections with their unchanged sha256 and address.
+    lowered: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # Only in the copy beside the archive: the archive's own name, size and sha256.
     archive: ArchiveRecord | None = None
 

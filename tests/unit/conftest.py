@@ -177,4 +177,4 @@ def package_stage(the_plan, build_root: Path, dist: Path, log: Log, *, epoch: in
     handle = StageResult()
     ctx = Context(name="package", plan=plan, settings=Settings(dist=dist, cache=dist.parent / "cache"),
                   log=log, stage=handle)
-    return package.run(ctx, build=build), handle
+    return package.run(ctx, build=build, host_builder=image), handle

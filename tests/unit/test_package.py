@@ -213,12 +213,12 @@ def test_manifest_states_the_floor_of_the_policy(the_plan, build_dir, tmp_path, 
                             driver={}, missing={}, too_new=(), problems=(),
                             max_versions={"GLIBC": closure.VersionUse("GLIBC_2.29", "bin/ollama",
                                                                       "libm.so.6")})
-    monkeypatch.setattr(package, "_closure", lambda ctx, build: found)
+    monkeypatch.setattr(package, "_closure", lambda ctx, build, policy: found)
     packaged, _ = package_stage(the_plan, build_dir / "dist", tmp_path / "dist", log)
     beside = json.loads((tmp_path / "dist" / "gfx1103" / "manifest.json").read_text())["floor"]
     assert beside == {"policy": "debian-bullseye", "suite": "bullseye",
                       "allows": {"GLIBC": "2.31", "GLIBCXX": "3.4.28", "CXXABI": "1.3.12", "GCC": "7.0.0"},
-                      "needs": {"GLIBC": "GLIBC_2.29"}}
+                      "needs": {"GLIBC": "GLIBC_2.29"}, "verified_on": ["bullseye"]}
     assert packaged.manifest.floor.needs["GLIBC"] == "GLIBC_2.29"
 
 
@@ -233,7 +233,7 @@ def test_install_script_checks_the_host_against_the_closures_floor(the_plan, bui
     found = closure.Closure(policy=load_policy("debian-bullseye"), objects=("bin/ollama",), bundles=(),
                             in_package={}, system={}, driver={}, missing={}, too_new=(), problems=(),
                             max_versions=uses)
-    monkeypatch.setattr(package, "_closure", lambda ctx, build: found)
+    monkeypatch.setattr(package, "_closure", lambda ctx, build, policy: found)
     packaged, _ = package_stage(the_plan, build_dir / "dist", tmp_path / "dist", log)
     with archives.open_archive(packaged.archive, tmp_path) as tar:
         script = tar.extractfile("share/ollama/install.sh").read().decode()
@@ -243,3 +243,16 @@ def test_install_script_checks_the_host_against_the_closures_floor(the_plan, bui
     assert packaged.manifest.floor.needs == {"GLIBC": "GLIBC_2.29", "GLIBCXX": "GLIBCXX_3.4.26"}
     assert [(n.family, n.version, n.library) for n in packaged.manifest.host_needs()] == [
         ("GLIBC", "GLIBC_2.29", "libm.so.6"), ("GLIBCXX", "GLIBCXX_3.4.26", "libstdc++.so.6")]
+
+
+def test_a_target_that_turns_the_floor_pass_off_is_held_to_the_floor_its_libraries_have(matrix, settings):
+    on = stages.plan_for(matrix, matrix.targets["gfx906"], settings)
+    off_package = dataclasses.replace(on.target.package, floor_pass=False)
+    off_target = dataclasses.replace(on.target, package=off_package)
+    off = stages.plan_for(matrix, off_target, settings)
+    assert package.policy_of(on).name == "debian-bullseye-rocm" and package.policy_of(on).floor_pass
+    assert package.policy_of(off).name == "debian-rocm" and package.policy_of(off).glibc == "2.38"
+    # The floor pass's data (glibc tables, compatibility library) is an input only where the pass runs.
+    assert on.hashes["package"] != off.hashes["package"] and on.hashes["build"] == off.hashes["build"]
+    names = {p.name for p in package._data_files(on)} - {p.name for p in package._data_files(off)}
+    assert names == {"bullseye.json", "trixie.json", "abi-changes.toml", "ollama_glibc_compat.c"}

@@ -325,7 +325,7 @@ def test_notes_state_the_floor_each_package_runs_on(matrix, settings, dist, log,
                                                                       "libm.so.6"),
                                           "GLIBCXX": closure.VersionUse("GLIBCXX_3.4.26", "bin/ollama",
                                                                         "libstdc++.so.6")})
-    monkeypatch.setattr(package, "_closure", lambda ctx, build: found)
+    monkeypatch.setattr(package, "_closure", lambda ctx, build, policy: found)
     build(matrix, settings, dist, log, "cpu")
     notes = (release.assemble(["cpu"], dist).folder / "RELEASE_NOTES.md").read_text()
     assert ("Runs on: glibc 2.31 and libstdc++ with GLIBCXX_3.4.28 or newer (floor `debian-bullseye`, "

@@ -4,9 +4,11 @@
 
 The layout is pipeline.formats.PackageLayout, upstream's release archives' (bin/ollama, lib/ollama/...),
 so the Go code finds its runners the same way. Into it go: the build's files; the libraries of its
-closure under the builder's library policy, taken from the builder image (pipeline.closure.sysroot);
-only the Tensile files of the archs the runtime asks for (pipeline.gpu.tensile); bundled ROCm libraries
-without the GPU code of other archs (gpucode.py); share/ollama/ from the runtime templates; the
+closure under the builder's library policy, taken from the builder image (pipeline.closure.sysroot),
+with what its GPU runtimes open at run time (pipeline.closure.loads); only the Tensile files of the
+archs the runtime asks for (pipeline.gpu.tensile); bundled ROCm libraries without the GPU code of other
+archs (gpucode.py); where the policy has a floor pass, every library lowered to its glibc, with the
+compatibility library beside them (lowering.py); share/ollama/ from the runtime templates; the
 manifest. Archives are written by pipeline.infra.archive; the manifest's schema is
 pipeline.stages.manifest's. The manifest beside the archive is the stage's record: a package whose
 manifest names this stage hash and whose archive is unchanged is reused.
@@ -20,9 +22,11 @@ import types
 from pathlib import Path
 
 from pipeline.closure import sysroot
+from pipeline.closure.floor import ABI_CHANGES
+from pipeline.closure.loads import load_inventory
 from pipeline.closure.walk import Closure
-from pipeline.config.paths import POLICIES, RUNTIME_TEMPLATES
-from pipeline.config.policy import load_policy
+from pipeline.config.paths import COMPAT_SOURCE, GLIBC_TABLES, POLICIES, RUNTIME_LOADS, RUNTIME_TEMPLATES
+from pipeline.config.policy import Policy, held_to, load_policy
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError, PackageError
 from pipeline.formats import PackageLayout
@@ -30,19 +34,45 @@ from pipeline.gpu import archs, tensile
 from pipeline.hashing import file_sha256
 from pipeline.infra import archive, fsutil, templates
 from pipeline.stages import manifest as schema
-from pipeline.stages.package import gpucode
+from pipeline.stages.manifest import plain
+from pipeline.stages.package import gpucode, lowering
 from pipeline.stages.plan import Context, Plan
-from pipeline.stages.results import BuildResult, Packaged
+from pipeline.stages.results import BuilderImage, BuildResult, Packaged
 
 
 def key(plan: Plan, settings: Settings) -> object:
-    # Everything the manifest records about the target, the policy's content and the runtime templates.
-    policy = POLICIES / f"{plan.builder.policy}.toml"
+    # Everything the manifest records about the target, the policy's content (and the floor pass's data
+    # it names), the run-time load inventory and the runtime templates.
     return [plan.target.package, plan.target.runtime, plan.target.name, plan.target.description,
-            plan.target.source, plan.version, plan.builder.policy,
-            file_sha256(policy) if plan.builder.policy and policy.is_file() else "",
+            plan.target.source, plan.version, plan.builder.policy, plan.builder.driver_stubs,
+            [(p.name, file_sha256(p)) for p in _data_files(plan)],
             [(name, file_sha256(RUNTIME_TEMPLATES / name)) for name in templates.names(RUNTIME_TEMPLATES)],
             schema.VERSION]
+
+
+def _data_files(plan: Plan) -> list[Path]:
+    """The policy files and the floor pass's data this target's package depends on."""
+    files = [RUNTIME_LOADS]
+    if not plan.builder.policy:
+        return files
+    path = POLICIES / f"{plan.builder.policy}.toml"
+    if not path.is_file():
+        return files
+    files.append(path)
+    fp = load_policy(plan.builder.policy).floor_pass
+    if fp is not None:
+        files.append(POLICIES / f"{fp.without}.toml")
+        if plan.target.package.floor_pass:
+            files += [GLIBC_TABLES / f"{t}.json" for t in (fp.glibc, fp.newer) if t]
+            files += [ABI_CHANGES, COMPAT_SOURCE]
+    return files
+
+
+def policy_of(plan: Plan) -> Policy | None:
+    """The library policy the target's package is held to (None: the builder names none)."""
+    if not plan.builder.policy:
+        return None
+    return held_to(load_policy(plan.builder.policy), plan.target.package.floor_pass)
 
 
 def artifacts(packaged: Packaged) -> tuple[Path, ...]:
@@ -50,7 +80,7 @@ def artifacts(packaged: Packaged) -> tuple[Path, ...]:
     return (packaged.archive,)
 
 
-def run(ctx: Context, *, build: BuildResult) -> Packaged:
+def run(ctx: Context, *, build: BuildResult, host_builder: BuilderImage) -> Packaged:
     """Write the target's archive and manifest, or reuse them when they match this package hash."""
     plan, log, settings = ctx.plan, ctx.log, ctx.settings
     folder = ctx.places.target(plan.out)
@@ -61,7 +91,8 @@ def run(ctx: Context, *, build: BuildResult) -> Packaged:
         return current
 
     root = build.root
-    found = _closure(ctx, build)
+    policy = policy_of(plan)
+    found = _closure(ctx, build, policy)
     entries = _collect(root) + [(b.dest, b.source) for b in (found.bundles if found else ())]
     serves = plan.target.runtime.archs
     entries, pruned = tensile.prune(sorted(entries), serves)
@@ -75,7 +106,12 @@ def run(ctx: Context, *, build: BuildResult) -> Packaged:
         if serves and plan.target.package.strip_gpu_code:
             own = [b.library for b in plan.backends if b.library]
             entries, stripped = gpucode.strip(entries, own, serves, Path(scratch), log)
-        manifest = _manifest(ctx, build, entries, found, pruned, stripped)
+        lowered = None
+        if found is not None and found.policy.floor_pass is not None:
+            lowered = lowering.lower(entries, found, found.policy, host_builder.tag, Path(scratch),
+                                     settings, log)
+            entries, found = lowered.entries, lowered.closure
+        manifest = _manifest(ctx, build, entries, found, pruned, stripped, lowered)
         generated = {**runtime_files(plan, manifest), PackageLayout.INSIDE: manifest.inside()}
         log.line(f"writing {path} ({len(entries)} entries, mtime {build.source_date_epoch})")
         # The archive, its manifest and SHA256SUMS are written in full before any of them is published.
@@ -112,14 +148,15 @@ def _current(path: Path, beside: Path, package_hash: str) -> Packaged | None:
     return recorded
 
 
-def _closure(ctx: Context, build: BuildResult) -> Closure | None:
+def _closure(ctx: Context, build: BuildResult, policy: Policy | None) -> Closure | None:
     plan = ctx.plan
-    if not plan.builder.policy:
+    if policy is None:
         ctx.log.line(f"builder {plan.builder_name} names no library policy: no libraries are bundled")
         return None
     folder = ctx.places.sysroot(plan.hashes["builder"])
-    return sysroot.resolve(build.image.tag, load_policy(plan.builder.policy), build.root, folder,
-                           ctx.settings, ctx.log)
+    # With a floor pass, the symbol versions are checked once the pass has lowered them.
+    return sysroot.resolve(build.image.tag, policy, build.root, folder, ctx.settings, ctx.log,
+                           inventory=load_inventory(), versions=policy.floor_pass is None)
 
 
 def _collect(root: Path) -> list[tuple[str, Path]]:
@@ -145,7 +182,8 @@ def _collect(root: Path) -> list[tuple[str, Path]]:
 
 
 def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]], found: Closure | None,
-              pruned: list[tuple[str, Path]], stripped: dict[str, dict]) -> schema.Manifest:
+              pruned: list[tuple[str, Path]], stripped: dict[str, dict],
+              lowered: lowering.Lowered | None = None) -> schema.Manifest:
     plan = ctx.plan
     files = []
     for rel, path in entries:
@@ -161,9 +199,14 @@ def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]],
         floor = schema.Floor(policy=found.policy.name, suite=found.policy.suite,
                              needs=types.MappingProxyType({p: u.version
                                                            for p, u in found.max_versions.items()}),
-                             allows=found.policy.max_versions)
+                             allows=found.policy.max_versions, verified_on=found.policy.verify_suites,
+                             lowered_to=lowered.floor.label if lowered else None,
+                             compat=types.MappingProxyType(lowered.compat) if lowered else None)
         owners = sysroot.owners(ctx.places.sysroot(plan.hashes["builder"]))
         came_from = {b.soname: owners.get(b.found_at, "?") for b in found.bundles}
+        if lowered is not None and lowered.compat["folders"]:
+            came_from[lowered.compat["soname"]] = ("compiled by the pipeline on the floor from "
+                                                   "pipeline/closure/compat/ollama_glibc_compat.c")
     pruned_bytes = sum(p.stat().st_size for _, p in pruned)
     return schema.Manifest(
         manifest_version=schema.VERSION,
@@ -175,7 +218,9 @@ def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]],
         patches=tuple(schema.PatchRecord(**p.record()) for p in plan.patches),
         builder=schema.BuilderRecord(name=plan.builder_name, image=build.image.tag, image_id=build.image.id,
                                      template=plan.builder.template, suite=plan.builder.suite,
-                                     packages=plan.builder.packages, package_versions=build.builder_packages),
+                                     packages=plan.builder.packages, package_versions=build.builder_packages,
+                                     driver_stubs=plan.builder.driver_stubs),
+        host_builder=_host_record(plan, build),
         backends=tuple(b.preset for b in plan.backends),
         gpu_archs=t.gpu_archs,
         runtime_env=t.runtime_env,
@@ -189,7 +234,16 @@ def _manifest(ctx: Context, build: BuildResult, entries: list[tuple[str, Path]],
         tensile=schema.Tensile(serves=t.runtime.archs, pruned_files=len(pruned) + build.tensile_dropped[0],
                                pruned_bytes=pruned_bytes + build.tensile_dropped[1]),
         stripped=stripped,
+        lowered={rel: plain(rec) for rel, rec in sorted(lowered.records.items())} if lowered else {},
     )
+
+
+def _host_record(plan: Plan, build: BuildResult) -> schema.BuilderRecord | None:
+    if build.host_image is None or plan.host is None:
+        return None
+    return schema.BuilderRecord(name=plan.host_name, image=build.host_image.tag, image_id=build.host_image.id,
+                                template=plan.host.template, suite=plan.host.suite,
+                                packages=plan.host.packages, package_versions=build.host_packages)
 
 
 def runtime_files(plan: Plan, manifest: schema.Manifest | None = None) -> dict[str, bytes]:
