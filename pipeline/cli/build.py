@@ -9,7 +9,7 @@ from pathlib import Path
 from pipeline import orchestrate, stages
 from pipeline.cli import parents
 from pipeline.config import names, places, targets
-from pipeline.config.policy import load_policy
+from pipeline.config.policy import held_to, load_policy
 from pipeline.errors import UsageError
 from pipeline.formats import PackageLayout
 from pipeline.infra.log import Log, duration
@@ -192,7 +192,7 @@ def describe(t: targets.Target, matrix: targets.Matrix) -> dict:
     policy_name = matrix.builders[t.builder].policy
     floor = None
     if policy_name:
-        p = load_policy(policy_name)
+        p = held_to(load_policy(policy_name), t.package.floor_pass)
         floor = {"policy": p.name, "suite": p.suite, "description": p.description, **dict(p.max_versions)}
     return {"name": t.name, "description": t.description, "backends": list(t.backends),
             "gpu_archs": list(t.gpu_archs), "builder": t.builder, "tag": t.source.tag,
@@ -215,24 +215,27 @@ def cmd_plan(args) -> None:
     chosen = parents.selected(args, matrix, settings)
     plans = [stages.plan_for(matrix, t, settings, patch_series) for t in chosen]
     if args.json:
-        print(json.dumps([ci_record(p) for p in plans], indent=2))
+        print(json.dumps([ci_record(p, settings) for p in plans], indent=2))
         return
     for p in plans:
         print(f"{p.name}: {p.version} from {p.source_url} @ {p.target.source.commit[:12]} ({p.tag}) "
               f"-> dist/{p.out}/")
-        print(f"  image   {builder.image_tag(p)}")
+        print(f"  image   {builder.image_tag(p, settings)}")
+        if p.host is not None:
+            print(f"  host    {builder.host_tag(p, settings)} (CPU backends, bin/ollama)")
         for patch in p.patches:
             print(f"  patch   {patch.name} ({patch.upstream_status})")
         for stage, value in p.hashes.items():
-            print(f"  {stage:8}{value}")
+            print(f"  {stage:8} {value}")
         for step in p.steps:
             env = "".join(f"{k}={v} " for k, v in step.env)
             print(f"  step    {env}{' '.join(step.argv)}")
 
 
-def ci_record(p) -> dict:
+def ci_record(p, settings) -> dict:
     """A plan as `plan --json` gives it to CI: stage hashes (cache keys), images, the output folder."""
     return {"name": p.name, "version": p.version, "tag": p.tag, "commit": p.target.source.commit,
             "upstream_version": p.upstream_version, "out": p.out, "archive": p.archive_name,
-            "image": builder.image_tag(p), "runtime_image": image.tag(p), "hashes": dict(p.hashes),
+            "image": builder.image_tag(p, settings), "host_image": builder.host_tag(p, settings),
+            "runtime_image": image.tag(p), "hashes": dict(p.hashes),
             "patches": [patch.name for patch in p.patches]}

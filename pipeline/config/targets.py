@@ -120,6 +120,13 @@ class Builder:
                                       ", ".join(policies.available_policies()) + ")", "debian-bullseye",
                                       lambda v: None if not v or v in policies.available_policies()
                                       else "there is no such library policy"), default="")
+    # The builder that compiles everything of this builder's targets that is not GPU code (the CPU
+    # backends, bin/ollama), on an older system for a lower floor; this builder compiles the GPU
+    # backends. Empty: this builder compiles everything.
+    host: str = checked(values.NAME, default="")
+    # Stand-ins for driver libraries the image has (soname -> path in the image), used only to load a
+    # backend with every symbol bound in verify, never shipped: the CUDA toolkit's libcuda.so stub.
+    driver_stubs: Mapping[str, str] = checked(values.ABS_FILE, keys=values.FILE_NAME, default_factory=dict)
 
     @property
     def flavor(self) -> str:
@@ -196,6 +203,10 @@ class Package:
     compression_level: int = 0
     # Remove the GPU code of archs outside runtime.archs from bundled ROCm libraries (librocblas).
     strip_gpu_code: bool = True
+    # Lower the package's libraries to the floor of the builder's policy where the policy has a
+    # floor pass ([floor_pass], pipeline.closure.floor). false: ship them as built, held to the policy
+    # the floor pass names as `without`.
+    floor_pass: bool = True
 
     def __post_init__(self) -> None:
         if self.format not in formats.FORMATS:
@@ -538,6 +549,7 @@ def parse(doc: Mapping[str, Any], path: Path) -> Matrix:
                 for name, table in doc.get("builders", {}).items()}
     for name, b in builders.items():
         _check_go_toolchains(b, f"{path}: [builders.{name}]")
+        _check_host(name, b, builders, f"{path}: [builders.{name}]")
     backends = {
         name: loader.build(Backend, table, f"{path}: [backends.{name}]")
         for name, table in doc.get("backends", {}).items()
@@ -609,6 +621,21 @@ def _group(name: str, members: Any, targets: Mapping[str, Target], where: str) -
     if name in targets:
         raise ConfigError(f"{where}: a group may not have a target's name; rename the group")
     return tuple(members)
+
+
+def _check_host(name: str, b: Builder, builders: Mapping[str, Builder], where: str) -> None:
+    for soname, stub in b.driver_stubs.items():
+        if not stub.startswith("/") or not soname.startswith("lib"):
+            raise ConfigError(f"{where} driver_stubs {soname!r}: a soname and an absolute path in the image, "
+                              'such as "libcuda.so.1" = "/usr/lib/x86_64-linux-gnu/stubs/libcuda.so"')
+    if not b.host:
+        return
+    if b.host not in builders:
+        raise ConfigError(f"{where} host {b.host!r} is not a builder{loader.hint(b.host, builders)}; "
+                          f"defined: {', '.join(builders)}")
+    if b.host == name or builders[b.host].host:
+        raise ConfigError(f"{where} host {b.host!r} must be another builder that compiles everything itself "
+                          "(no host of its own)")
 
 
 def _check_go_toolchains(b: Builder, where: str) -> None:

@@ -236,6 +236,8 @@ DEBIAN_COMPONENT = Kind("Debian component", "an archive component (main, contrib
                         _word(r"[a-z][a-z0-9-]{0,39}", "an archive component"))
 ABS_DIR = Kind("absolute folder", "an absolute folder of letters, digits and . _ + - / (no '..')", "/opt/x",
                _abs_dir)
+ABS_FILE = Kind("absolute file", "an absolute path of letters, digits and . _ + - / (no '..')",
+                "/usr/lib/x.so", _abs_dir)
 REL_DIR = Kind("relative folder", "a folder inside its parent (letters, digits, . _ + - /; no '..')",
                "rocm", _rel_dir)
 ENV_KEY = Kind("environment key", "an environment variable name (letters, digits and _, not a digit first)",

@@ -1,7 +1,8 @@
 """The stages of a target's build, as one table.
 
     targets.toml ─▶ plan ─▶ source ─▶ patches ─┐
-                            builder ───────────┴▶ build ─▶ package ─▶ verify ─▶ image
+                            builder ───────────┤
+                            host_builder ──────┴▶ build ─▶ package ─▶ verify ─▶ image
 
 Each entry names the stage, the stages whose results it takes (`needs`, passed to its run as keyword
 arguments of the same names), a version bumped when the stage changes how it turns inputs into
@@ -88,12 +89,18 @@ STAGES: tuple[Stage, ...] = (
           description="the target's patch series applied"),
     Stage(name="builder", version=1, needs=(), key=builder.key, run=builder.run,
           description="the builder image"),
-    Stage(name="build", version=2, needs=("patches", "builder"), key=build.key, run=build.run,
-          result=BuildResult, where=build.where, staged=True, reuse=build.reuse, discard=build.discard,
-          description="Ollama's cmake and go build in the builder"),
-    Stage(name="package", version=3, needs=("build",), key=package.key, run=package.run,
+    # The builder of everything that is not GPU code (Builder.host: bullseye for the ROCm and Vulkan
+    # targets); the target's own builder when it names none. Also where packaging compiles the glibc
+    # compatibility library.
+    Stage(name="host_builder", version=1, needs=(), key=builder.host_key, run=builder.run_host,
+          description="the host builder image (CPU backends, bin/ollama)"),
+    Stage(name="build", version=3, needs=("patches", "builder", "host_builder"), key=build.key,
+          run=build.run, result=BuildResult, where=build.where, staged=True, reuse=build.reuse,
+          discard=build.discard,
+          description="Ollama's cmake and go build: GPU backends in the builder, the rest in the host's"),
+    Stage(name="package", version=4, needs=("build", "host_builder"), key=package.key, run=package.run,
           artifacts=package.artifacts, description="the archive and its manifest"),
-    Stage(name="verify", version=1, needs=("package",), key=verify.key, run=verify.run, result=Verified,
+    Stage(name="verify", version=2, needs=("package",), key=verify.key, run=verify.run, result=Verified,
           where=in_target_folder, reuse=verify.reuse,
           option=Option(flag="--no-verify", help="skip verifying the package in a clean container"),
           description="the archive checked on its runtime floor"),
@@ -123,20 +130,25 @@ def plan_for(matrix: Matrix, target: Target, settings: Settings,
     """A target's plan with the hash of every stage."""
     plan = resolve(matrix, target, settings, patch_series)
     plan = dataclasses.replace(plan, hashes=types.MappingProxyType(hashes(plan, settings, table)))
-    _check_images(plan, matrix)
+    _check_images(plan, matrix, settings)
     return plan
 
 
-def _check_images(plan: Plan, matrix: Matrix) -> None:
+def _check_images(plan: Plan, matrix: Matrix, settings: Settings) -> None:
     """The image references the plan will make or use are ones Docker takes (its reference grammar,
     lengths included): found here, not at the image stage after the compile."""
     where, made = f"{matrix.path}: [targets.{plan.name}]", plan.hashes
     refs = []
     if "builder" in made:
         table = f"{matrix.path}: [builders.{plan.builder_name}]"
-        refs += [(builder.image_tag(plan), f"{table} (the builder image)"),
+        refs += [(builder.image_tag(plan, settings), f"{table} (the builder image)"),
                  (plan.base_image, f"{table} {'base_image' if plan.builder.base_image else 'suite'} "
                                    "(the base image)")]
+    if "host_builder" in made and plan.host is not None:
+        table = f"{matrix.path}: [builders.{plan.host_name}]"
+        refs += [(builder.host_tag(plan, settings), f"{table} (the host builder image)"),
+                 (plan.host_base_image, f"{table} {'base_image' if plan.host.base_image else 'suite'} "
+                                        "(the host builder's base image)")]
     if "image" in made:
         refs.append((image.tag(plan), f"{where} source.tag / source.version_format (the runtime image, "
                                       f"version {plan.version})"))

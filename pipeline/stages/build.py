@@ -1,11 +1,15 @@
 """Build stage: Ollama's build (cmake per backend, then go build) in a container of the builder image.
 
-    PatchedTree + BuilderImage ─▶ BuildResult (cache/builds/<target>-<hash>/dist)
+    PatchedTree + BuilderImage + host BuilderImage ─▶ BuildResult (cache/builds/<target>-<hash>/dist)
 
-The patched tree is mounted read-only at /src with fresh build/ and dist/ folders mounted over it, so
-the cached tree is never touched; ccache and the Go caches live in named volumes; the container runs
-as the invoking user so nothing it writes is owned by root. Every GPU backend's archs are read back
-out of its code objects: a backend with an arch missing or one too many fails the build. rocBLAS
+A builder with a host builder (Builder.host) compiles only the GPU backends; the CPU backends and
+bin/ollama are then compiled from the same tree, into the same output, in a container of the host
+builder (bullseye: their floor is its glibc and gcc 10's libstdc++), ccache making that CPU compile as
+cheap as the cpu target's. The patched tree is mounted read-only at /src with fresh build/ and dist/
+folders mounted over it, so the cached tree is never touched; ccache and the Go caches live in named
+volumes; the container runs as the invoking user so nothing it writes is owned by root. Every GPU
+backend's archs are read back out of its code objects: a backend with an arch missing or one too many
+fails the build. rocBLAS
 Tensile files of archs the runtime never asks for (2.9 GB of Debian's 3 GB folder) are dropped before
 the output is kept: no package ever contains them, and a release job's disk is the tightest budget.
 The result moves into the cache only when every step succeeded.
@@ -28,6 +32,7 @@ from pipeline.gpu import archs, tensile
 from pipeline.infra import builderpkgs, fsutil, progress, toolchain
 from pipeline.infra import log as logs
 from pipeline.infra.container import Container
+from pipeline.infra.log import Log
 from pipeline.infra.toolchain import SRC
 from pipeline.stages.plan import Context, Plan
 from pipeline.stages.results import BuilderImage, BuildResult, PatchedTree, StepTime
@@ -45,7 +50,8 @@ def where(places: Places, plan: Plan, stage_hash: str) -> Path:
     return places.build(plan.name, stage_hash)
 
 
-def reuse(ctx: Context, result: BuildResult, *, patches: PatchedTree, builder: BuilderImage) -> str:
+def reuse(ctx: Context, result: BuildResult, *, patches: PatchedTree, builder: BuilderImage,
+          host_builder: BuilderImage) -> str:
     return f"build {ctx.hash[:12]} done earlier"
 
 
@@ -57,7 +63,8 @@ def discard(ctx: Context, result: BuildResult) -> int:
     return size
 
 
-def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildResult:
+def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage,
+        host_builder: BuilderImage) -> BuildResult:
     plan, log, settings = ctx.plan, ctx.log, ctx.settings
     epoch = plan.source_date_epoch if plan.source_date_epoch is not None else patches.source.commit_time
     with fsutil.scratch_dir(ctx.places.scratch, f"{plan.name}-build") as scratch:
@@ -71,18 +78,22 @@ def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildRe
         ]
         env.update(CMAKE_BUILD_PARALLEL_LEVEL=str(settings.jobs), SOURCE_DATE_EPOCH=str(epoch))
         started = time.monotonic()
-        timings = []
+        timings: list[StepTime] = []
         with Container(builder.tag, log, mounts=mounts, user=toolchain.user(), env=env,
                        workdir=SRC, keep=settings.keep_containers) as box:
-            for i, step in enumerate(plan.steps):
-                step_start = time.monotonic()
-                with log.step(step.label, i + 1, len(plan.steps)):
-                    # Ninja's counter as the progress display reads it (display only: not in the hash).
-                    box.exec(step.argv, env={**dict(step.env), **progress.TOOL_ENV})
-                timings.append(StepTime(step=step.label, seconds=round(time.monotonic() - step_start, 2)))
+            in_builder = [s for s in plan.steps if not s.host]
+            _steps(box, in_builder, timings, log, len(plan.steps))
             code_objects = _check_gpu_code(plan, box, log)
             packages = builderpkgs.in_container(box)
             log.line(f"builder: {len(packages)} packages installed (versions in the manifest)")
+        host_packages: dict[str, str] = {}
+        if on_host := [s for s in plan.steps if s.host]:
+            log.line(f"-- the CPU backends and bin/ollama in the host builder {host_builder.tag}")
+            with Container(host_builder.tag, log, mounts=mounts, user=toolchain.user(), env=env,
+                           workdir=SRC, keep=settings.keep_containers) as box:
+                _steps(box, on_host, timings, log, len(plan.steps), len(in_builder) + 1)
+                host_packages = builderpkgs.in_container(box)
+            log.line(f"host builder: {len(host_packages)} packages installed (versions in the manifest)")
         dropped = tensile.drop(scratch / layouts.OUTPUT, plan.target.runtime.archs)
         if dropped[0]:
             log.line(f"dropped {dropped[0]} rocBLAS Tensile files ({logs.size(dropped[1])}) of archs the "
@@ -92,7 +103,20 @@ def run(ctx: Context, *, patches: PatchedTree, builder: BuilderImage) -> BuildRe
                        source_date_epoch=epoch, seconds=round(time.monotonic() - started, 1),
                        steps=tuple(timings),
                        code_objects=types.MappingProxyType(code_objects),
-                       builder_packages=types.MappingProxyType(packages), tensile_dropped=dropped)
+                       builder_packages=types.MappingProxyType(packages), tensile_dropped=dropped,
+                       host_image=host_builder if on_host else None,
+                       host_packages=types.MappingProxyType(host_packages))
+
+
+def _steps(box: Container, steps: list[layouts.Step], timings: list[StepTime], log: Log,
+           total: int, first: int = 1) -> None:
+    """Run `steps` in `box`, numbered from `first` of `total` for the progress display."""
+    for i, step in enumerate(steps, first):
+        step_start = time.monotonic()
+        with log.step(step.label, i, total):
+            # Ninja's counter as the progress display reads it (display only: not in the hash).
+            box.exec(step.argv, env={**dict(step.env), **progress.TOOL_ENV})
+        timings.append(StepTime(step=step.label, seconds=round(time.monotonic() - step_start, 2)))
 
 
 def _check_gpu_code(plan: Plan, box: Container, log) -> dict[str, tuple[str, ...]]:

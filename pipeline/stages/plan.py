@@ -51,6 +51,13 @@ class Plan:
     builder_serves: tuple[str, ...] = ()
     # Where the llama.cpp of versions that fetch it comes from, and its pins.
     llama_cpp: LlamaCpp = dataclasses.field(default_factory=LlamaCpp)
+    # The host builder (Builder.host) that compiles what is not GPU code, its base image and the archs
+    # its targets serve; empty when the target's builder compiles everything (`host_builder` then
+    # names the builder itself).
+    host_name: str = ""
+    host: Builder | None = None
+    host_base_image: str = ""
+    host_serves: tuple[str, ...] = ()
     hashes: Mapping[str, str] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
 
     @property
@@ -64,6 +71,13 @@ class Plan:
     @property
     def out(self) -> str:
         return places.out_folder(self.name, self.tag, self.default_tag)
+
+    @property
+    def host_builder(self) -> tuple[str, Builder, str, tuple[str, ...]]:
+        """(name, builder, base image, served archs) of the builder compiling what is not GPU code."""
+        if self.host is None:
+            return self.builder_name, self.builder, self.base_image, self.builder_serves
+        return self.host_name, self.host, self.host_base_image, self.host_serves
 
     @property
     def archive_name(self) -> str:
@@ -100,6 +114,7 @@ def resolve(matrix: Matrix, target: Target, settings: Settings,
 
     The series is read from settings.patches_dir unless given."""
     builder = matrix.builders[target.builder]
+    host = matrix.builders[builder.host] if builder.host else None
     backends = tuple(matrix.backends[b] for b in target.backends)
     if patch_series is None:
         patch_series = matrix.patches(settings.patches_dir)
@@ -117,10 +132,15 @@ def resolve(matrix: Matrix, target: Target, settings: Settings,
         patches=patches,
         base_image=builder.base_image or baseimage.name(settings.image_prefix, builder.suite),
         steps=tuple(layouts.for_tag(target.source.tag, matrix.layouts).steps(
-            target, backends, builder, version, matrix.release_build_at(target.source.tag))),
+            target, backends, builder, version, matrix.release_build_at(target.source.tag), host)),
         source_date_epoch=settings.source_date_epoch,
         image_prefix=settings.image_prefix,
         default_tag=matrix.targets[target.name].source.tag if target.name in matrix.targets else "",
         llama_cpp=matrix.llama_cpp,
         builder_serves=matrix.serves(target.builder),
+        host_name=builder.host,
+        host=host,
+        host_base_image=(host.base_image or baseimage.name(settings.image_prefix, host.suite))
+        if host else "",
+        host_serves=matrix.serves(builder.host) if host else (),
     )

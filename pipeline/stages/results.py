@@ -127,6 +127,10 @@ class BuildResult(Result):
     builder_packages: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # rocBLAS Tensile files of other archs dropped from the output: (files, bytes).
     tensile_dropped: tuple[int, int] = (0, 0)
+    # The host builder that compiled the CPU backends and bin/ollama, and its packages; None when the
+    # builder compiled everything.
+    host_image: BuilderImage | None = None
+    host_packages: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def _give(cls, where, needs):

@@ -46,11 +46,12 @@ CONFIGURE_ENV = {"CMAKE_GENERATOR": "Ninja"}
 
 @record(positional=True)
 class Step:
-    """One command of the build, run in the builder container."""
+    """One command of the build, run in the builder container (`host`: in the host builder's)."""
 
     label: str
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
+    host: bool = False
 
 
 class Layout:
@@ -63,9 +64,10 @@ class Layout:
         return SpecifierSet(self.versions).contains(version, prereleases=True)
 
     def steps(self, target: Target, backends: tuple[Backend, ...], builder: Builder, version: str,
-              release: ReleaseBuild | None = None) -> list[Step]:
+              release: ReleaseBuild | None = None, host: Builder | None = None) -> list[Step]:
         """The build's commands; `release`: what upstream's release build sets at this version
-        (Matrix.release_build_at)."""
+        (Matrix.release_build_at). With `host` (the builder's host builder), the commands of everything
+        that is not a GPU backend (the CPU backends, `go build`) are marked to run there."""
         raise NotImplementedError
 
 
@@ -73,7 +75,9 @@ class InTree(Layout):
     """ggml in Ollama's tree: per backend configure / build / install, then `go build`.
 
     Each backend configures a fresh build/ folder, as upstream's Dockerfile does with one stage per
-    backend; ccache keeps the repeated configure cheap.
+    backend; ccache keeps the repeated configure cheap. With a host builder, the GPU backends (those
+    with a runner folder of their own) come first and run in the GPU builder; the CPU backends and `go
+    build` then run in the host builder, on the host's Go.
     """
 
     name = "in-tree"
@@ -82,7 +86,7 @@ class InTree(Layout):
     MARKER = "ml/backend/ggml/ggml/src/ggml.c"
 
     def steps(self, target: Target, backends: tuple[Backend, ...], builder: Builder, version: str,
-              release: ReleaseBuild | None = None) -> list[Step]:
+              release: ReleaseBuild | None = None, host: Builder | None = None) -> list[Step]:
         release = release or ReleaseBuild()
         configure_env = tuple(sorted({**CONFIGURE_ENV, **release.cmake_env}.items()))
         steps: list[Step] = []
@@ -90,27 +94,33 @@ class InTree(Layout):
         # its compiler is found, even for the CPU preset, and CUDA then defaults to "native" archs, which
         # fails without a GPU.
         gpu = {b.arch_variable: ";".join(target.gpu_archs) for b in backends if b.arch_variable}
+        if host is not None:
+            backends = (*(b for b in backends if b.runner_dir), *(b for b in backends if not b.runner_dir))
         for backend in backends:
+            on_host = host is not None and not backend.runner_dir
             defines = {"OLLAMA_RUNNER_DIR": backend.runner_dir}
             defines.update(dict.fromkeys(backend.launchers, "ccache"))
-            defines.update(gpu)
+            if not on_host:  # the host builder has no GPU compiler: its configure is the cpu target's
+                defines.update(gpu)
             defines.update(backend.cache_variables)
             if backend.gpu_code:
                 defines.update(builder.gpu_cmake_variables)
             defines.update(target.cmake_variables)
             tag = backend.preset
-            steps.append(Step(f"clean {BUILD}/ for {tag}", ("find", BUILD, "-mindepth", "1", "-delete")))
+            steps.append(Step(f"clean {BUILD}/ for {tag}", ("find", BUILD, "-mindepth", "1", "-delete"),
+                              host=on_host))
             steps.append(Step(f"configure {tag}", ("cmake", "--preset", backend.preset,
                                                     *(f"-D{k}={v}" for k, v in defines.items())),
-                              configure_env))
-            steps.append(Step(f"compile {tag}", ("cmake", "--build", "--preset", backend.preset)))
+                              configure_env, host=on_host))
+            steps.append(Step(f"compile {tag}", ("cmake", "--build", "--preset", backend.preset),
+                              host=on_host))
             steps.append(Step(f"install {tag}", ("cmake", "--install", BUILD, "--component",
-                                                  backend.component, "--strip")))
+                                                  backend.component, "--strip"), host=on_host))
             if backend.exclude:
                 names = [arg for pattern in backend.exclude for arg in ("-o", "-name", pattern)][1:]
                 steps.append(Step(f"drop host libraries of {tag}", ("find", OUTPUT, "(", *names, ")",
-                                                                     "-print", "-delete")))
-        steps += go_steps(target, builder, version, release)
+                                                                     "-print", "-delete"), host=on_host))
+        steps += go_steps(target, host or builder, version, release, on_host=host is not None)
         return steps
 
 
@@ -121,7 +131,8 @@ class LlamaServer(Layout):
 
     Each backend configures into its own build/llama-server-<dir> (`-B`, whatever binaryDir the preset
     names) from a fresh copy of the llama.cpp tree, and installs into dist/ (`--prefix`), so a preset's
-    folders never decide where the output lands.
+    folders never decide where the output lands. With a host builder, as in-tree: the GPU presets first
+    in the GPU builder, then `cpu` and `go build` in the host builder.
     """
 
     name = "llama-server"
@@ -132,7 +143,7 @@ class LlamaServer(Layout):
     SOURCE_COPY = f"{BUILD}/llama.cpp"
 
     def steps(self, target: Target, backends: tuple[Backend, ...], builder: Builder, version: str,
-              release: ReleaseBuild | None = None) -> list[Step]:
+              release: ReleaseBuild | None = None, host: Builder | None = None) -> list[Step]:
         release = release or ReleaseBuild()
         configure_env = tuple(sorted({**CONFIGURE_ENV, **release.cmake_env}.items()))
         steps: list[Step] = []
@@ -143,7 +154,10 @@ class LlamaServer(Layout):
                               "preset it builds with from v0.30, and the CMake targets it builds) in "
                               "[backends]")
         gpu = {b.arch_variable: ";".join(target.gpu_archs) for b in backends if b.arch_variable}
+        if host is not None:
+            backends = (*(b for b in backends if b.runner_dir), *(b for b in backends if not b.runner_dir))
         for backend in backends:
+            on_host = host is not None and not backend.runner_dir
             folder = f"{BUILD}/llama-server-{backend.runner_dir or 'cpu'}"
             defines = {"OLLAMA_RUNNER_DIR": backend.runner_dir,
                        "FETCHCONTENT_SOURCE_DIR_LLAMA_CPP": f"{SRC}/{self.SOURCE_COPY}",
@@ -160,31 +174,35 @@ class LlamaServer(Layout):
             defines.update(backend.cache_variables)
             defines.update(target.cmake_variables)
             tag = backend.server_preset
-            steps.append(Step(f"clean {BUILD}/ for {tag}", ("find", BUILD, "-mindepth", "1", "-delete")))
-            steps.append(Step(f"copy {llamacpp.DIR} for {tag}", ("cp", "-a", llamacpp.DIR, self.SOURCE_COPY)))
+            steps.append(Step(f"clean {BUILD}/ for {tag}", ("find", BUILD, "-mindepth", "1", "-delete"),
+                              host=on_host))
+            steps.append(Step(f"copy {llamacpp.DIR} for {tag}", ("cp", "-a", llamacpp.DIR, self.SOURCE_COPY),
+                              host=on_host))
             steps.append(Step(f"configure {tag}", ("cmake", "-S", self.PROJECT, "-B", folder, "--preset", tag,
                                                     *(f"-D{k}={v}" for k, v in defines.items())),
-                              configure_env))
+                              configure_env, host=on_host))
             steps.append(Step(f"compile {tag}", ("cmake", "--build", folder, "--target",
-                                                  *backend.server_targets)))
+                                                  *backend.server_targets), host=on_host))
             steps.append(Step(f"install {tag}", ("cmake", "--install", folder, "--component", self.COMPONENT,
-                                                  "--prefix", OUTPUT, "--strip")))
+                                                  "--prefix", OUTPUT, "--strip"), host=on_host))
             if backend.exclude:
                 names = [arg for pattern in backend.exclude for arg in ("-o", "-name", pattern)][1:]
                 steps.append(Step(f"drop host libraries of {tag}", ("find", OUTPUT, "(", *names, ")",
-                                                                     "-print", "-delete")))
-        steps += go_steps(target, builder, version, release)
+                                                                     "-print", "-delete"), host=on_host))
+        steps += go_steps(target, host or builder, version, release, on_host=host is not None)
         return steps
 
 
-def go_steps(target: Target, builder: Builder, version: str, release: ReleaseBuild) -> list[Step]:
+def go_steps(target: Target, builder: Builder, version: str, release: ReleaseBuild,
+             on_host: bool = False) -> list[Step]:
     """`go mod download` and `go build` of bin/ollama, stamped with the version and built as upstream's
-    release builds it (`release`), with the Go the version needs (go_path)."""
+    release builds it (`release`), with the Go the version needs in `builder` (go_path); `on_host`: the
+    steps run in the host builder."""
     ldflags = [*target.go.ldflags, f"-X={target.source.version_variable}={version}", *release.go_ldflags]
     go_env = tuple(sorted({**target.go.env, **release.go_env, **go_path(target, builder)}.items()))
-    return [Step("download Go modules", ("go", "mod", "download"), go_env),
+    return [Step("download Go modules", ("go", "mod", "download"), go_env, host=on_host),
             Step("go build", ("go", "build", *target.go.flags, f"-ldflags={' '.join(ldflags)}",
-                              "-o", f"{OUTPUT}/{PackageLayout.BIN}", "."), go_env)]
+                              "-o", f"{OUTPUT}/{PackageLayout.BIN}", "."), go_env, host=on_host)]
 
 
 # Newest first: a version takes the first layout that admits it.

@@ -15,7 +15,6 @@ from pipeline.errors import GpuCodeError
 from pipeline.gpu import archs
 from pipeline.infra import archive as archives
 from pipeline.infra import container
-from pipeline.stages import builder as builder_stage
 from pipeline.tools import bench
 
 from . import miniollama
@@ -38,16 +37,16 @@ def build_gpu(name, mini_project, settings_for, tmp_path, **overrides):
     return plan, info, root
 
 
-def in_builder(engine, plan, root, script: str) -> str:
-    """Run a listing tool of the builder image on the unpacked package."""
-    return engine.containers.run(builder_stage.image_tag(plan), ["sh", "-c", script], remove=True,
+def in_builder(engine, info, root, script: str) -> str:
+    """Run a listing tool of the builder image (the one the build ran in) on the unpacked package."""
+    return engine.containers.run(info.image.tag, ["sh", "-c", script], remove=True,
                                  working_dir="/pkg",
                                  mounts=[Mount("/pkg", str(root), type="bind", read_only=True)]).decode()
 
 
-def bundled_hip_archs(engine, plan, root) -> set[str]:
+def bundled_hip_archs(engine, info, root) -> set[str]:
     # A second reading with LLVM's own tool: the first offload bundle of .hip_fatbin, per translation unit.
-    out = in_builder(engine, plan, root,
+    out = in_builder(engine, info, root,
                      f"objcopy -O binary --only-section=.hip_fatbin {HIP_LIB} /tmp/fatbin && "
                      "clang-offload-bundler-21 --list --type=o --input=/tmp/fatbin")
     return {line.split("--", 1)[1] for line in out.split() if line.startswith("hipv4-")}
@@ -60,18 +59,18 @@ def bundled_hip_archs(engine, plan, root) -> set[str]:
 def test_rocm_target_compiles_exactly_its_archs(engine, mini_project, settings_for, tmp_path, name, gpu_archs,
                                                 expected):
     overrides = {"gpu_archs": gpu_archs} if gpu_archs else {}
-    plan, info, root = build_gpu(name, mini_project, settings_for, tmp_path, **overrides)
+    _plan, info, root = build_gpu(name, mini_project, settings_for, tmp_path, **overrides)
 
     assert set(info.code_objects["libggml-hip.so"]) == expected
-    assert bundled_hip_archs(engine, plan, root) == expected
+    assert bundled_hip_archs(engine, info, root) == expected
     assert (root / "lib/ollama/libggml-cpu.so").exists()
 
 
 def test_cuda_target_compiles_real_sm_37_code_and_no_ptx(engine, mini_project, settings_for, tmp_path):
-    plan, info, root = build_gpu("sm_37", mini_project, settings_for, tmp_path)
+    _plan, info, root = build_gpu("sm_37", mini_project, settings_for, tmp_path)
 
     assert info.code_objects["libggml-cuda.so"] == ("sass:sm_37",)
-    listing = in_builder(engine, plan, root, f"cuobjdump --list-elf {CUDA_LIB}; cuobjdump --list-ptx "
+    listing = in_builder(engine, info, root, f"cuobjdump --list-elf {CUDA_LIB}; cuobjdump --list-ptx "
                                              f"{CUDA_LIB}")
     assert archs.found("cuda", listing) == {"sass:sm_37"}
     assert ".sm_37.cubin" in listing

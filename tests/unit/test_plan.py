@@ -10,6 +10,7 @@ from pipeline import stages
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 from pipeline.stages import builder as builder_stage
+from pipeline.upstream import layouts
 
 from .conftest import SIMPLE_DIFF, patch_text
 
@@ -48,7 +49,7 @@ def test_hashes_are_deterministic(matrix, settings):
     first = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
     second = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
     assert first.hashes == second.hashes
-    assert builder_stage.image_tag(first) == builder_stage.image_tag(second)
+    assert builder_stage.image_tag(first, settings) == builder_stage.image_tag(second, settings)
 
 
 def test_targets_differ_in_build_and_package_hashes(matrix, settings):
@@ -91,8 +92,9 @@ def test_changing_builder_packages_changes_builder_build_and_package_only(matrix
     more = dataclasses.replace(b, packages=(*b.packages, "vim"))
     other = dataclasses.replace(matrix, builders={**matrix.builders, "debian-cpu": more})
     after = stages.plan_for(other, other.targets["cpu"], settings)
-    assert changed(before.hashes, after.hashes) == affected("builder")
-    assert builder_stage.image_tag(after) != builder_stage.image_tag(before)
+    # The cpu target's builder is its own host builder.
+    assert changed(before.hashes, after.hashes) == affected("builder", "host_builder")
+    assert builder_stage.image_tag(after, settings) != builder_stage.image_tag(before, settings)
     assert "vim" in builder_stage.key(after, settings)
 
 
@@ -155,7 +157,13 @@ def test_archive_is_named_after_version_and_target(matrix, settings):
 
 def test_image_tag_carries_the_builder_hash(matrix, settings):
     p = stages.plan_for(matrix, matrix.targets["gfx1103"], settings)
-    assert builder_stage.image_tag(p) == f"ollama-pipeline/builder-debian-rocm:{p.hashes['builder'][:16]}"
+    # Tags stay what the builder stage's hash gave them, so images made before are found.
+    tag = builder_stage.image_tag(p, settings)
+    assert tag == f"ollama-pipeline/builder-debian-rocm:{p.hashes['builder'][:16]}"
+    cpu = stages.plan_for(matrix, matrix.targets["cpu"], settings)
+    # The ROCm targets' host builder is the very image the cpu target builds with.
+    assert builder_stage.host_tag(p, settings) == builder_stage.image_tag(cpu, settings)
+    assert builder_stage.host_tag(cpu, settings) == builder_stage.image_tag(cpu, settings)
     assert p.base_image == "ollama-pipeline/debian:trixie"
 
 
@@ -179,3 +187,36 @@ def test_source_date_epoch_is_read_once_from_the_environment_and_checked():
     assert Settings.from_env({}).source_date_epoch is None
     with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH must be a whole number"):
         Settings.from_env({"SOURCE_DATE_EPOCH": "yesterday"})
+
+
+def test_a_gpu_target_builds_its_gpu_backend_in_its_builder_the_rest_in_the_host_builder(matrix, settings):
+    p = stages.plan_for(matrix, matrix.targets["gfx906"], settings)
+    on_host = [s for s in p.steps if s.host]
+    on_gpu = [s for s in p.steps if not s.host]
+    assert [s.label for s in on_gpu] == ["clean build/ for ROCm 6", "configure ROCm 6", "compile ROCm 6",
+                                         "install ROCm 6"]
+    assert [s.label for s in on_host][-2:] == ["download Go modules", "go build"]
+    assert p.steps.index(on_gpu[-1]) < p.steps.index(on_host[0])  # the GPU backend first
+    # The host's CPU configure is the cpu target's own: no GPU archs, no HIP compiler, so ccache hits.
+    cpu = stages.plan_for(matrix, matrix.targets["cpu"], settings)
+    host_configure = next(s for s in on_host if s.label == "configure CPU")
+    assert host_configure.argv == next(s for s in cpu.steps if s.label == "configure CPU").argv
+    assert not any(s.host for s in cpu.steps)
+    assert p.host_builder[0] == "debian-cpu" and cpu.host_builder[0] == "debian-cpu"
+    # The K80's bullseye builder compiles everything itself.
+    k80 = stages.plan_for(matrix, matrix.targets["sm_37"], settings)
+    assert k80.host is None and not any(s.host for s in k80.steps)
+
+
+def test_from_v0_30_the_gpu_presets_build_in_the_gpu_builder_and_the_cpu_preset_and_go_in_the_host(matrix):
+    t = matrix.targets["vulkan"]
+    t = dataclasses.replace(t, source=dataclasses.replace(t.source, tag="v0.30.0"))
+    builder = matrix.builders[t.builder]
+    backends = tuple(matrix.backends[b] for b in t.backends)
+    host = matrix.builders[builder.host]
+    steps = layouts.for_tag("v0.30.0").steps(t, backends, builder, "0.30.0", host=host)
+    on_gpu = [s.label for s in steps if not s.host]
+    on_host = [s.label for s in steps if s.host]
+    assert on_gpu and all("vulkan" in label for label in on_gpu)
+    assert on_host[-2:] == ["download Go modules", "go build"] and any("cpu" in x for x in on_host)
+    assert steps.index(next(s for s in steps if s.host)) == len(on_gpu)  # the GPU presets first

@@ -188,10 +188,10 @@ SIGN = stages.Stage(name="sign", version=1, needs=("package",), key=lambda plan,
 
 
 def _fake_builder(ctx: Context) -> BuilderImage:
-    return BuilderImage(tag=builder_stage.image_tag(ctx.plan), id="sha256:" + "ab" * 32)
+    return BuilderImage(tag=builder_stage.image_tag(ctx.plan, ctx.settings), id="sha256:" + "ab" * 32)
 
 
-def _fake_build(ctx: Context, *, patches, builder) -> BuildResult:
+def _fake_build(ctx: Context, *, patches, builder, host_builder) -> BuildResult:
     """What a build leaves (bin/ollama, lib/ollama/...), without a compiler: the unit tier has no engine."""
     root = ctx.staging / layouts.OUTPUT
     (root / "lib/ollama").mkdir(parents=True)
@@ -215,7 +215,7 @@ def test_a_new_stage_with_a_flag_and_a_release_asset_is_one_table_entry(tmp_path
     text = text.replace('policy = "debian-bullseye"\n', "", 1)
     targets_file = tmp_path / "targets.toml"
     targets_file.write_text(text)
-    fakes = {"builder": _fake_builder, "build": _fake_build}
+    fakes = {"builder": _fake_builder, "host_builder": _fake_builder, "build": _fake_build}
     table = (*(dataclasses.replace(s, run=fakes.get(s.name, s.run)) for s in stages.STAGES), SIGN)
     monkeypatch.setattr(stages, "STAGES", table)
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import loader, targets
+from pipeline.config import loader, policy, targets
 from pipeline.errors import ConfigError, PipelineError, SelectionError
 
 from .conftest import TARGETS_FILE
@@ -361,7 +361,14 @@ def test_cpu_and_k80_builders_have_the_bullseye_floor_and_rocm_states_its_own():
         assert (b.suite, b.policy) == ("bullseye", "debian-bullseye"), target
         # gcc 10 lacks -mavxvnni (the alderlake CPU variant): C and C++ go through clang.
         assert b.env["CC"].startswith("clang") and b.env["CXX"].startswith("clang++"), target
-    assert m.builders["debian-rocm"].policy == "debian-rocm"
+    # The ROCm and Vulkan builders compile their GPU backend only; bullseye compiles the rest, and their
+    # libraries are lowered to bullseye's floor (the untreated floor is the pass's `without`).
+    for name, untreated in (("debian-rocm", "debian-rocm"), ("debian-vulkan", "debian-trixie-vulkan")):
+        b = m.builders[name]
+        assert b.host == "debian-cpu" and m.builders[b.host].suite == "bullseye"
+        p = policy.load_policy(b.policy)
+        assert p.suite == "bullseye" and p.floor_pass is not None and p.floor_pass.without == untreated
+        assert p.verify_suites == ("bullseye", "bookworm", "trixie")
     assert m.builders["vendor-rocm"].policy == "ubuntu-22.04"
 
 
@@ -428,3 +435,27 @@ def test_groups_list_targets_and_refuse_unknown_ones(tmp_path):
     assert "[groups] both names 'thre', which is not a target" in str(err)
     err = load_error(tmp_path, MINIMAL + '\n[groups]\none = ["two"]\n')
     assert "a group may not have a target's name" in str(err)
+
+
+@pytest.mark.parametrize("host, message", [
+    ("nope", "host 'nope' is not a builder"),
+    ("b", "host 'b' must be another builder that compiles everything itself"),
+])
+def test_a_bad_host_builder_is_refused(tmp_path, host, message):
+    text = MINIMAL.replace('[builders.b]\ntemplate = "t.j2"\n',
+                           f'[builders.b]\ntemplate = "t.j2"\nhost = "{host}"\n')
+    path = tmp_path / "targets.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        targets.load(path)
+
+
+def test_a_driver_stub_is_a_soname_and_an_absolute_path(tmp_path):
+    text = MINIMAL.replace('[builders.b]\ntemplate = "t.j2"\n',
+                           '[builders.b]\ntemplate = "t.j2"\n'
+                           'driver_stubs = { "libcuda.so.1" = "stubs/libcuda.so" }\n')
+    path = tmp_path / "targets.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError,
+                       match=r"'driver_stubs': 'libcuda\.so\.1' = 'stubs/libcuda\.so' is not allowed"):
+        targets.load(path)
