@@ -49,7 +49,7 @@ class Verification:
     # The Debian suites the package is verified on, each in a clean container: the floor's own suite
     # and newer ones (an old and a new glibc must both bind). Empty: the floor's suite only.
     suites: tuple[str, ...] = ()
-    # Regular expressions the server log of the model run (OLLAMA_DEBUG=1, no GPU) must match on every
+    # Regular expressions the server log of the model run (OLLAMA_DEBUG=2, no GPU) must match on every
     # suite: the GPU backend loaded and found no device, say.
     server_log: tuple[str, ...] = ()
 

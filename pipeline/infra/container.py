@@ -71,13 +71,14 @@ class Container:
         self._container = None
 
     def exec(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-             workdir: str | None = None, capture: bool = False) -> str:
-        """Run a command in the container. With capture its output is returned instead of logged."""
+             workdir: str | None = None, capture: bool = False, user: str | None = None) -> str:
+        """Run a command in the container (as `user`, else the container's). With capture its output is
+        returned instead of logged."""
         assert self._container is not None, "exec outside the with-block"
         text = runner.echo(self.log, argv, where="container")
         api = engine.client().api
         exec_id = api.exec_create(self._container.id, list(argv), environment=dict(env or {}),
-                                  workdir=workdir or self.workdir, user=self.user or "")["Id"]
+                                  workdir=workdir or self.workdir, user=user or self.user or "")["Id"]
         chunks: list[bytes] = []
         with self.log.heartbeat(runner.label(argv)):
             output = api.exec_start(exec_id, stream=True)

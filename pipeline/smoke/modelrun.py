@@ -199,6 +199,11 @@ def parse(output: str, *, min_tokens: int = MIN_TOKENS) -> ModelRun:
 
 def _backend(backends: tuple[Backend, ...], compute: tuple[str, ...]) -> str:
     gpu = [b for b in backends if b.name.upper() != "CPU"]
+    cpu = [b for b in backends if b.name.upper() == "CPU"]
+    if compute and all(c.strip('"').lower() == "cpu" for c in compute) and cpu:
+        # The server computes on the CPU: a GPU backend in the log is GPU discovery's (at trace level
+        # the discovery runner's output reaches the log), which found no device.
+        return f"{cpu[-1].name} ({cpu[-1].library})"
     if gpu:
         return f"{gpu[-1].name} ({gpu[-1].library})"
     if backends:

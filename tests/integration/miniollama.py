@@ -44,6 +44,7 @@ if(AMDGPU_TARGETS)
     set(CMAKE_HIP_ARCHITECTURES ${AMDGPU_TARGETS})
     enable_language(HIP)
     add_library(ggml-hip SHARED ggml/gpu.hip ggml/gpu2.hip)
+    target_link_libraries(ggml-hip PRIVATE ggml-base)
     install(TARGETS ggml-hip LIBRARY DESTINATION ${OLLAMA_INSTALL_DIR} COMPONENT HIP)
 endif()
 if(CMAKE_CUDA_ARCHITECTURES)
@@ -80,7 +81,10 @@ const char *ggml_base_name(void);
 const char *ggml_backend_name(void) { return ggml_base_name()[0] ? "cpu" : "?"; }
 """
 HIP_KERNEL = """\
+#include <cstdio>
 #include <hip/hip_runtime.h>
+
+extern "C" const char *ggml_base_name(void);
 
 __global__ void scale(float *x, float s, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -90,6 +94,19 @@ __global__ void scale(float *x, float s, int n) {
 extern "C" int ggml_gpu_scale(float *x, float s, int n) {
     hipLaunchKernelGGL(scale, dim3((n + 255) / 256), dim3(256), 0, 0, x, s, n);
     return hipGetLastError() == hipSuccess ? 0 : 1;
+}
+
+// What the runner asks a GPU backend: its name, and its devices (ggml's wording when HIP has none).
+extern "C" const char *ggml_backend_name(void) { return ggml_base_name()[0] ? "ROCm" : "?"; }
+
+extern "C" int ggml_backend_devices(void) {
+    int n = 0;
+    hipError_t e = hipGetDeviceCount(&n);
+    if (e != hipSuccess) {
+        fprintf(stderr, "ggml_cuda_init: failed to initialize ROCm: %s\\n", hipGetErrorString(e));
+        return 0;
+    }
+    return n;
 }
 """
 HIP_KERNEL2 = """\
@@ -155,6 +172,12 @@ static const char *backend_name(const char *path, char **err) {
     if (!fn) { *err = dlerror(); return NULL; }
     return fn();
 }
+
+static int backend_devices(const char *path) {
+    void *h = dlopen(path, RTLD_NOW);
+    int (*fn)(void) = h ? (int (*)(void))dlsym(h, "ggml_backend_devices") : NULL;
+    return fn ? fn() : -1;
+}
 */
 import "C"
 
@@ -178,6 +201,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -207,6 +231,35 @@ func loadBackend() (string, string, error) {
 		return "", lib, errors.New(C.GoString(cerr))
 	}
 	return C.GoString(name), lib, nil
+}
+
+// Each GPU backend (lib/ollama/<runner>/libggml-*.so) is tried in a runner process with the library path
+// Ollama gives its runners, as Ollama's discovery does; what the runner says goes to the server log.
+func discoverGPUs(libdir string) {
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	found, _ := filepath.Glob(filepath.Join(libdir, "*", "libggml-*.so"))
+	for _, lib := range found {
+		cmd := exec.Command(exe, "runner", lib)
+		cmd.Env = append(os.Environ(), "LD_LIBRARY_PATH="+filepath.Dir(lib)+":"+libdir)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		_ = cmd.Run()
+	}
+}
+
+func runner(lib string) error {
+	path := C.CString(lib)
+	defer C.free(unsafe.Pointer(path))
+	var cerr *C.char
+	name := C.backend_name(path, &cerr)
+	if name == nil {
+		return fmt.Errorf("failed to load %s: %s", lib, C.GoString(cerr))
+	}
+	fmt.Fprintf(os.Stderr, "load_backend: loaded %s backend from %s\n", C.GoString(name), lib)
+	fmt.Fprintf(os.Stderr, "%s: %d devices\n", C.GoString(name), int(C.backend_devices(path)))
+	return nil
 }
 
 func hostAddr() string {
@@ -505,6 +558,7 @@ func serve() error {
 	}
 	// The wording of ggml's own line, which the pipeline's model run reads.
 	fmt.Fprintf(os.Stderr, "load_backend: loaded %s backend from %s\n", strings.ToUpper(name), lib)
+	discoverGPUs(filepath.Dir(lib))
 	log.Printf("level=INFO msg=\"inference compute\" id=cpu library=cpu")
 	for _, line := range ollamaserver.DebugLines() {
 		fmt.Fprintln(os.Stderr, line)
@@ -772,6 +826,8 @@ func main() {
 		fmt.Println("backend", name)
 	case "serve":
 		err = serve()
+	case "runner":
+		err = runner(os.Args[2])
 	case "list", "ls":
 		err = list()
 	case "create":

@@ -155,3 +155,14 @@ def test_check_unit_reports_the_units_own_complaints():
     assert check.checked
     assert check.problems == ("/tmp/x/ollama.service:7: Unknown key name 'Bogus' in section 'Service', "
                               "ignoring.",)
+
+
+def test_a_gpu_backend_only_discovery_loaded_does_not_count_when_the_server_computes_on_the_cpu():
+    # OLLAMA_DEBUG=2 on a host without an AMD GPU (v0.12.5): the discovery runner's lines, then the CPU.
+    log = ("load_backend: loaded ROCm backend from /opt/prefix/lib/ollama/rocm/libggml-hip.so\n"
+           "ggml_cuda_init: failed to initialize ROCm: no ROCm-capable device is detected\n"
+           'time=x level=INFO source=types.go:129 msg="inference compute" id=cpu library=cpu compute=""\n'
+           "load_backend: loaded CPU backend from /opt/prefix/lib/ollama/libggml-cpu-haswell.so\n")
+    result = modelrun.parse(report(server_log=log))
+    assert result.backend == "CPU (libggml-cpu-haswell.so)"
+    assert [b.name for b in result.backends] == ["ROCm", "CPU"]
