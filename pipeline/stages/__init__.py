@@ -89,7 +89,7 @@ STAGES: tuple[Stage, ...] = (
           description="the target's patch series applied"),
     Stage(name="builder", version=1, needs=(), key=builder.key, run=builder.run,
           description="the builder image"),
-    # The builder of everything that is not GPU code (Builder.host: bullseye for the ROCm and Vulkan
+    # The builder of everything that is not GPU code (Builder.host: bullseye for the ROCm
     # targets); the target's own builder when it names none. Also where packaging compiles the glibc
     # compatibility library.
     Stage(name="host_builder", version=1, needs=(), key=builder.host_key, run=builder.run_host,
