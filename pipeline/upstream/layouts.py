@@ -116,10 +116,7 @@ class InTree(Layout):
                               host=on_host))
             steps.append(Step(f"install {tag}", ("cmake", "--install", BUILD, "--component",
                                                   backend.component, "--strip"), host=on_host))
-            if backend.exclude:
-                names = [arg for pattern in backend.exclude for arg in ("-o", "-name", pattern)][1:]
-                steps.append(Step(f"drop host libraries of {tag}", ("find", OUTPUT, "(", *names, ")",
-                                                                     "-print", "-delete"), host=on_host))
+            steps += exclude_steps(backend, tag, on_host)
         steps += go_steps(target, host or builder, version, release, on_host=host is not None)
         return steps
 
@@ -185,12 +182,18 @@ class LlamaServer(Layout):
                                                   *backend.server_targets), host=on_host))
             steps.append(Step(f"install {tag}", ("cmake", "--install", folder, "--component", self.COMPONENT,
                                                   "--prefix", OUTPUT, "--strip"), host=on_host))
-            if backend.exclude:
-                names = [arg for pattern in backend.exclude for arg in ("-o", "-name", pattern)][1:]
-                steps.append(Step(f"drop host libraries of {tag}", ("find", OUTPUT, "(", *names, ")",
-                                                                     "-print", "-delete"), host=on_host))
+            steps += exclude_steps(backend, tag, on_host)
         steps += go_steps(target, host or builder, version, release, on_host=host is not None)
         return steps
+
+
+def exclude_steps(backend: Backend, tag: str, on_host: bool) -> list[Step]:
+    """Removing from the install output what the host provides (backend.exclude: the Vulkan loader)."""
+    if not backend.exclude:
+        return []
+    names = [arg for pattern in backend.exclude for arg in ("-o", "-name", pattern)][1:]
+    return [Step(f"drop host libraries of {tag}", ("find", OUTPUT, "(", *names, ")", "-print", "-delete"),
+                 host=on_host)]
 
 
 def go_steps(target: Target, builder: Builder, version: str, release: ReleaseBuild,
