@@ -68,6 +68,9 @@ def folder_size(path: Path) -> int:
     return total
 
 
+OWN_CACHE = "set PIPELINE_CACHE to the pipeline's own cache folder"
+
+
 def cache_problem(settings: Settings, env: dict[str, str] | None = None) -> str | None:
     """Why the cache folder of `settings` is not one clean may remove, or None."""
     env = dict(os.environ if env is None else env)
@@ -78,14 +81,19 @@ def cache_problem(settings: Settings, env: dict[str, str] | None = None) -> str 
     if cache.is_symlink():
         return f"cache {cache} is a symbolic link; set PIPELINE_CACHE to the folder itself"
     real = cache.resolve()
+    named = [(what, path.resolve()) for what, path in (
+        ("your home folder", Path.home()), ("the project", PROJECT_ROOT), ("the current folder", Path.cwd()),
+        ("the output folder", settings.dist))]
+    # The folder itself first (a project checked out at /project is the project, not a system folder),
+    # then the system folders, then a folder that holds one of those named.
+    for what, path in named:
+        if real == path:
+            return f"cache {cache} is {what} or holds it; {OWN_CACHE}"
     if real in SYSTEM_FOLDERS or (len(real.parts) <= 2 and real.parent == Path("/")):
         return f"cache {cache} is a system folder; set PIPELINE_CACHE to the pipeline's own cache folder"
-    for what, path in (("your home folder", Path.home()), ("the project", PROJECT_ROOT),
-                       ("the current folder", Path.cwd()), ("the output folder", settings.dist)):
-        path = path.resolve()
-        if real == path or real in path.parents:
-            return (f"cache {cache} is {what} or holds it; set PIPELINE_CACHE to the pipeline's own cache "
-                    "folder")
+    for what, path in named:
+        if real in path.parents:
+            return f"cache {cache} is {what} or holds it; {OWN_CACHE}"
     if real.exists() and not real.is_dir():
         return f"cache {cache} is not a folder"
     if real.is_dir() and not owner.cache_marked(real):
