@@ -100,6 +100,7 @@ CHANGES: dict[str, Callable[[Project], None]] = {
     "source": Project.new_commit,
     "patches": Project.new_patch,
     "builder": Project.new_cmake_variable,  # the builder image stays cached; see the docstring
+    "host_builder": Project.new_cmake_variable,  # likewise (the cpu target builds all on one builder)
     "build": Project.new_cmake_variable,
     "package": Project.new_runtime_env,
     "verify": lambda p: p.forget("verify"),
