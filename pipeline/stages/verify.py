@@ -197,8 +197,7 @@ def _on_suite(suite: str, policy: Policy | None, inner: schema.Manifest, folders
             run_on_vulkan = _vulkan_run(box, policy, inner, f"{MODEL_DIR}/{model.name}", log)
     if problems:
         raise VerifyError(f"{name} failed verification on {suite}:\n  " + "\n  ".join(problems))
-    # `ollama --version` without a server also prints "could not connect": keep the line naming the version.
-    version = next((line.strip() for line in version.splitlines() if inner.version in line), version.strip())
+    version = _client_version(version)
     out = {"version": version, "unit_checked": unit.checked, "answers": answers, "server_log": shown,
            "model_run": {"tokens": ran.tokens, "tokens_per_s": ran.tokens_per_s, "backend": ran.backend}}
     if run_on_vulkan is not None:
@@ -207,6 +206,13 @@ def _on_suite(suite: str, policy: Policy | None, inner: schema.Manifest, folders
                              "offloaded": list(run_on_vulkan.model_run.offloaded or ()),
                              "env": dict(run_on_vulkan.env), "summary": run_on_vulkan.summary()}
     return out
+
+
+def _client_version(output: str) -> str:
+    """`ollama --version`'s answer as one line: without a server it says "Warning: could not connect to a
+    running Ollama instance" and "Warning: client version is X"; with none, "ollama version is X"."""
+    found = re.search(r"version is (\S+)", output)
+    return f"ollama version is {found[1]}" if found else output.strip()
 
 
 def _probe(tools: Path, suite: str, settings: Settings, log: Log) -> Path:

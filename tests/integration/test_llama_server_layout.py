@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import tarfile
 
-from docker.types import Mount
-
 import pytest
+from docker.types import Mount
 
 from pipeline import orchestrate, stages
 from pipeline.config import targets
 from pipeline.errors import VerifyError
-from pipeline.stages import verify
 from pipeline.infra import baseimage
 from pipeline.infra.log import Log
+from pipeline.stages import verify
 
 from . import miniollama
 from .conftest import write_matrix
