@@ -866,13 +866,18 @@ def create(root: Path, tag: str = "v1.2.3", *, go_version: str = "1.22") -> tupl
         "server/server.go": SERVER_GO,
         "main.go": MAIN_GO,
     }
+    new_repository(root, files, branch="main")
+    commit_files(root, "mini ollama", tag=tag)
+    return root, git(root, "rev-parse", "HEAD")
+
+
+def new_repository(root: Path, files: dict[str, str], *, branch: str) -> None:
+    """Write `files` (path: text) under root and make it a git repository on `branch`, nothing committed."""
     for name, text in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    git(root, "init", "--quiet", "--initial-branch=main")
-    commit_files(root, "mini ollama", tag=tag)
-    return root, git(root, "rev-parse", "HEAD")
+    git(root, "init", "--quiet", f"--initial-branch={branch}")
 
 
 def commit_files(root: Path, message: str, *, tag: str | None = None) -> str:
@@ -998,11 +1003,7 @@ def create_llama_server(root: Path, llama_root: Path, tag: str = "v1.30.0",
         "tools/server.c": LLAMA_SERVER_C,
         "tools/quantize.c": "int main(void) { return 0; }\n",
     }
-    for name, text in llama.items():
-        path = llama_root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    git(llama_root, "init", "--quiet", "--initial-branch=master")
+    new_repository(llama_root, llama, branch="master")
     llama_commit = commit_files(llama_root, "mini llama.cpp", tag=llama_tag)
 
     files = {
@@ -1015,10 +1016,6 @@ def create_llama_server(root: Path, llama_root: Path, tag: str = "v1.30.0",
         "server/server.go": SERVER_GO,
         "main.go": MAIN_GO,
     }
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    git(root, "init", "--quiet", "--initial-branch=main")
+    new_repository(root, files, branch="main")
     commit = commit_files(root, "mini ollama, llama/server interface", tag=tag)
     return root, commit, llama_root, llama_commit

@@ -178,3 +178,15 @@ def package_stage(the_plan, build_root: Path, dist: Path, log: Log, *, epoch: in
     ctx = Context(name="package", plan=plan, settings=Settings(dist=dist, cache=dist.parent / "cache"),
                   log=log, stage=handle)
     return package.run(ctx, build=build, host_builder=image), handle
+
+
+def fake_ollama_prefix(tmp_path: Path, script: str) -> Path:
+    """An installed prefix whose bin/ollama is `script` (a shell stand-in for the server and client), with
+    a model file tiny.gguf beside it; returns the prefix."""
+    root = tmp_path / "prefix"
+    (root / "bin").mkdir(parents=True)
+    ollama = root / "bin" / "ollama"
+    ollama.write_text(script)
+    ollama.chmod(0o755)
+    (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
+    return root

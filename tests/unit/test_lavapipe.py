@@ -10,6 +10,8 @@ import pytest
 from pipeline.errors import ModelRunError
 from pipeline.smoke import lavapipe
 
+from .conftest import fake_ollama_prefix
+
 # Upstream's behaviour, in a shell: without OLLAMA_VULKAN=1 the vulkan folder is skipped; without
 # GGML_VK_VISIBLE_DEVICES ggml-vulkan skips a device of type CPU ("No devices found") and the model runs
 # on the CPU; with both, the device is found, listed and given every layer.
@@ -42,12 +44,7 @@ esac
 
 @pytest.fixture
 def prefix(tmp_path, monkeypatch):
-    root = tmp_path / "prefix"
-    (root / "bin").mkdir(parents=True)
-    ollama = root / "bin" / "ollama"
-    ollama.write_text(FAKE_OLLAMA)
-    ollama.chmod(0o755)
-    (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
+    root = fake_ollama_prefix(tmp_path, FAKE_OLLAMA)
     monkeypatch.setenv("FAKE_ICD", lavapipe.ICD)
     return root
 

@@ -9,6 +9,8 @@ import pytest
 from pipeline.errors import PackageError
 from pipeline.smoke import modelrun
 
+from .conftest import fake_ollama_prefix
+
 FAKE_OLLAMA = r"""#!/bin/sh
 # Stand-in for the CLI: serve writes ggml's lines and stays up; list answers once serve is up.
 case $1 in
@@ -34,14 +36,8 @@ esac
 
 @pytest.fixture
 def prefix(tmp_path, monkeypatch):
-    root = tmp_path / "prefix"
-    (root / "bin").mkdir(parents=True)
-    ollama = root / "bin" / "ollama"
-    ollama.write_text(FAKE_OLLAMA)
-    ollama.chmod(0o755)
-    model = tmp_path / "tiny.gguf"
-    model.write_bytes(b"GGUF")
-    monkeypatch.setenv("FAKE_MODEL", str(model))
+    root = fake_ollama_prefix(tmp_path, FAKE_OLLAMA)
+    monkeypatch.setenv("FAKE_MODEL", str(tmp_path / "tiny.gguf"))
     return root
 
 
