@@ -81,7 +81,9 @@ def test_plan_prints_hashes_and_steps_without_docker(capsys, tmp_path):
     (tmp_path / "mirror").mkdir()
     assert main(["plan", "gfx906", "--source", str(tmp_path / "mirror")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"gfx906: 0.12.5+gfx906 from {tmp_path / 'mirror'} @ 3d32249c749c")
+    source = load(TARGETS_FILE).targets["gfx906"].source
+    version = source.tag.removeprefix("v")
+    assert out.startswith(f"gfx906: {version}+gfx906 from {tmp_path / 'mirror'} @ {source.commit[:12]}")
     assert "-DAMDGPU_TARGETS=gfx906" in out
     for stage in ("source", "patches", "builder", "build", "package"):
         assert f"  {stage:8}" in out
