@@ -33,4 +33,7 @@ def test_libraries_installed_beside_the_backend_are_stripped_and_the_backend_is_
     assert offload.stray_code(stripped, ["gfx1100"]) == []
     assert list(reports) == ["lib/ollama/rocm/librocblas.so.4"]
     assert reports["lib/ollama/rocm/librocblas.so.4"]["keep_archs"] == ["gfx1100"]
+    # The package's path, not the scratch copy's: the manifest (and so the archive) is the same each run.
+    assert reports["lib/ollama/rocm/librocblas.so.4"]["path"] == "lib/ollama/rocm/librocblas.so.4"
+    assert str(tmp_path) not in repr(reports)
     assert offload.stray_code(rocblas, ["gfx1100"])  # the original still holds the other archs

@@ -36,7 +36,9 @@ def strip(entries: list[tuple[str, Path]], backends: Iterable[str], keep: Sequen
             dest.parent.mkdir(parents=True, exist_ok=True)
             report = offload.strip_file(path, dest, keep)
             if report.changed:
-                reports[rel] = report.to_dict()
+                # The manifest names the package's file, never the scratch copy (a path of this
+                # machine that changes each run and would make the archive differ).
+                reports[rel] = {**report.to_dict(), "path": rel}
                 log.line(f"{rel}: kept the code objects of {', '.join(keep)} "
                          f"({report.code_bytes_after / 1e6:.0f} of {report.code_bytes_before / 1e6:.0f} "
                          f"MB of GPU code; {len(report.entries('dropped'))} other entries zeroed)")
